@@ -1,0 +1,111 @@
+//! Deterministic apply of memory commands. Everything here is a function of
+//! the entry and the stored state: no clock, no randomness, no network.
+
+use std::collections::BTreeMap;
+
+use zeromesh_protocol::limits::MAX_HISTORY_VERSIONS_PER_PATH;
+use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
+use zeromesh_protocol::Command;
+use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
+
+/// Applies the commands of one `apply` call into a single write batch. Later
+/// commands see the writes of earlier ones through `overlay`.
+pub(crate) struct Applier<'a> {
+    store: &'a Store,
+    batch: StateBatch<'a>,
+    overlay: BTreeMap<MemoryPath, StoredVersion>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Applier { store, batch: store.state_batch(), overlay: BTreeMap::new() }
+    }
+
+    pub fn into_batch(self) -> StateBatch<'a> {
+        self.batch
+    }
+
+    /// Applies one request written at `log_index`.
+    pub fn apply_request(&mut self, log_index: u64, request: &Request) -> Result<CommandReply, StorageError> {
+        if let Err(error) = request.command.validate() {
+            // The leader validates before proposing; an invalid entry can only
+            // come from an old or faulty proposer. Every node rejects it alike.
+            return Ok(CommandReply::Rejected(error.to_string()));
+        }
+        match &request.command {
+            Command::Memory(batch) => self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory),
+        }
+    }
+
+    fn apply_memory(&mut self, log_index: u64, stamped_at_ms: u64, batch: &MemoryBatch) -> Result<Vec<CommandOutcome>, StorageError> {
+        let mut outcomes = Vec::with_capacity(batch.commands.len());
+        for command in &batch.commands {
+            let path = command.path();
+            let current = self.latest(path)?;
+            let current_version = current.as_ref().map_or(0, |stored| stored.version);
+            let live_version = current.as_ref().filter(|stored| !stored.deleted).map_or(0, |stored| stored.version);
+            let next_version = current_version.checked_add(1).expect("a path's version cannot reach u64::MAX");
+            let outcome = match command {
+                MemoryCommand::Put { value, .. } => {
+                    self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
+                    CommandOutcome::Written { version: next_version }
+                }
+                MemoryCommand::CompareAndSet { expected_version, value, .. } => {
+                    if *expected_version == live_version {
+                        self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
+                        CommandOutcome::Written { version: next_version }
+                    } else {
+                        CommandOutcome::VersionMismatch { current_version: live_version }
+                    }
+                }
+                MemoryCommand::Delete { .. } => {
+                    if live_version == 0 {
+                        CommandOutcome::NotFound
+                    } else {
+                        let tombstone = StoredVersion {
+                            version: next_version,
+                            written_at_ms: stamped_at_ms,
+                            log_index,
+                            deleted: true,
+                            value: Vec::new(),
+                            content_type: String::new(),
+                            tags: Vec::new(),
+                        };
+                        self.write(path, tombstone)?;
+                        CommandOutcome::Deleted { version: next_version }
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    fn latest(&self, path: &MemoryPath) -> Result<Option<StoredVersion>, StorageError> {
+        match self.overlay.get(path) {
+            Some(stored) => Ok(Some(stored.clone())),
+            None => self.store.latest(path),
+        }
+    }
+
+    fn write(&mut self, path: &MemoryPath, stored: StoredVersion) -> Result<(), StorageError> {
+        self.batch.put_version(path, &stored)?;
+        if stored.version > MAX_HISTORY_VERSIONS_PER_PATH {
+            self.batch.forget_version(path, stored.version - MAX_HISTORY_VERSIONS_PER_PATH)?;
+        }
+        self.overlay.insert(path.clone(), stored);
+        Ok(())
+    }
+}
+
+fn written(version: u64, stamped_at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {
+    StoredVersion {
+        version,
+        written_at_ms: stamped_at_ms,
+        log_index,
+        deleted: false,
+        value: value.value.clone(),
+        content_type: value.content_type.clone(),
+        tags: value.tags.clone(),
+    }
+}

@@ -1,0 +1,27 @@
+//! openraft wiring for zeromesh: the type config, the deterministic state
+//! machine of the memory log, reads at a chosen consistency, and the network
+//! seam ([`RaftTransport`]) that the mesh implements.
+//!
+//! The state machine does not know how entries reach it: tests drive it
+//! through [`InProcessRouter`], the node through the libp2p mesh.
+
+mod applied;
+mod apply;
+mod error;
+mod in_process;
+mod network;
+mod node;
+mod reads;
+mod settings;
+mod state_machine;
+mod types;
+
+pub use error::ConsensusError;
+pub use in_process::InProcessRouter;
+pub use network::{RaftTransport, TransportError, TransportNetwork};
+pub use node::{ClusterView, ConsensusNode, WriteReceipt};
+pub use reads::{Consistency, ReadQuery, ReadReply};
+pub use settings::RaftSettings;
+pub use state_machine::MemoryStateMachine;
+pub use types::{Entry, Raft, TypeConfig};
+pub use zeromesh_storage::{HistoryPage, ListPage};

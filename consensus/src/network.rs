@@ -1,0 +1,138 @@
+//! The network seam. Raft needs three calls to other members; a
+//! [`RaftTransport`] carries them (the libp2p mesh in a node, an
+//! [`crate::InProcessRouter`] in tests) and [`TransportNetwork`] adapts any
+//! transport to openraft's network traits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use thiserror::Error;
+use zeromesh_protocol::{MemberInfo, NodeId};
+
+use crate::types::TypeConfig;
+
+/// Why a message did not reach its target or its answer did not come back.
+#[derive(Debug, Clone, Error)]
+pub enum TransportError {
+    /// The target cannot be reached now (down, partitioned, unknown).
+    #[error("node {target} is unreachable: {reason}")]
+    Unreachable { target: NodeId, reason: String },
+    /// The call was sent but no answer came within `timeout_ms`.
+    #[error("no answer from node {target} within {timeout_ms} ms")]
+    Timeout { target: NodeId, timeout_ms: u64 },
+    /// The message or its answer could not be carried (encoding, size).
+    #[error("message to node {target} failed: {reason}")]
+    Failed { target: NodeId, reason: String },
+}
+
+/// The remote node's answer: its Raft's own result.
+pub type RemoteResult<T, E = openraft::error::Infallible> = Result<T, RaftError<NodeId, E>>;
+
+/// Carries Raft messages from this node to other members. Each call returns
+/// the target Raft's own result, or a [`TransportError`] when the message or
+/// its answer was lost. Implementations bound every call by `timeout`.
+pub trait RaftTransport: Send + Sync + 'static {
+    fn append_entries(
+        &self,
+        target: NodeId,
+        target_info: &MemberInfo,
+        request: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RemoteResult<AppendEntriesResponse<NodeId>>, TransportError>> + Send;
+
+    fn vote(
+        &self,
+        target: NodeId,
+        target_info: &MemberInfo,
+        request: VoteRequest<NodeId>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RemoteResult<VoteResponse<NodeId>>, TransportError>> + Send;
+
+    fn install_snapshot(
+        &self,
+        target: NodeId,
+        target_info: &MemberInfo,
+        request: InstallSnapshotRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RemoteResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError>, TransportError>> + Send;
+}
+
+/// openraft's network factory over any [`RaftTransport`].
+pub struct TransportNetwork<T> {
+    transport: Arc<T>,
+}
+
+impl<T> TransportNetwork<T> {
+    pub fn new(transport: Arc<T>) -> Self {
+        TransportNetwork { transport }
+    }
+}
+
+/// The connection to one target, as openraft sees it.
+pub struct TransportClient<T> {
+    transport: Arc<T>,
+    target: NodeId,
+    target_info: MemberInfo,
+}
+
+impl<T: RaftTransport> RaftNetworkFactory<TypeConfig> for TransportNetwork<T> {
+    type Network = TransportClient<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &MemberInfo) -> Self::Network {
+        TransportClient { transport: self.transport.clone(), target, target_info: node.clone() }
+    }
+}
+
+fn into_rpc_error<R, E>(
+    target: NodeId,
+    result: Result<RemoteResult<R, E>, TransportError>,
+) -> Result<R, RPCError<NodeId, MemberInfo, RaftError<NodeId, E>>>
+where
+    E: std::error::Error,
+{
+    match result {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(target, remote))),
+        Err(error @ TransportError::Unreachable { .. }) | Err(error @ TransportError::Timeout { .. }) => {
+            Err(RPCError::Unreachable(Unreachable::new(&error)))
+        }
+        Err(error @ TransportError::Failed { .. }) => Err(RPCError::Network(NetworkError::new(&error))),
+    }
+}
+
+impl<T: RaftTransport> RaftNetwork<TypeConfig> for TransportClient<T> {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId>>> {
+        let result = self.transport.append_entries(self.target, &self.target_info, request, option.hard_ttl()).await;
+        into_rpc_error(self.target, result)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let result = self.transport.install_snapshot(self.target, &self.target_info, request, option.hard_ttl()).await;
+        into_rpc_error(self.target, result)
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId>>> {
+        let result = self.transport.vote(self.target, &self.target_info, request, option.hard_ttl()).await;
+        into_rpc_error(self.target, result)
+    }
+}

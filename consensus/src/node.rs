@@ -1,0 +1,209 @@
+//! One member of a zeromesh cluster: its store, state machine and Raft, and
+//! the operations the rest of the node calls: write, read, membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::{ChangeMembers, ServerState};
+use zeromesh_protocol::{Command, CommandOutcome, CommandReply, MemberInfo, MemoryBatch, NodeId, Request};
+use zeromesh_storage::{LogStore, ReleaseProbe, Store};
+
+use crate::error::ConsensusError;
+use crate::network::{RaftTransport, TransportNetwork};
+use crate::reads::{Consistency, ReadQuery, ReadReply};
+use crate::settings::RaftSettings;
+use crate::state_machine::MemoryStateMachine;
+use crate::types::{Raft, TypeConfig};
+
+/// What a client learns when its write is committed and applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// The Raft log index of the entry that carried the write.
+    pub log_index: u64,
+    /// One outcome per command, in order.
+    pub outcomes: Vec<CommandOutcome>,
+}
+
+/// A member's view of the cluster, from its Raft metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub node_id: NodeId,
+    pub state: ServerState,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub last_log_index: Option<u64>,
+    /// On the leader: the last log index known replicated to each member.
+    pub matched: BTreeMap<NodeId, Option<u64>>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+/// One cluster member running on its own data directory.
+pub struct ConsensusNode {
+    id: NodeId,
+    raft: Raft,
+    store: Store,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+impl ConsensusNode {
+    /// Opens the member `id` on `dir` (creating or recovering its store) and
+    /// starts its Raft, sending through `transport`.
+    pub async fn open<T: RaftTransport>(
+        id: NodeId,
+        dir: &Path,
+        settings: &RaftSettings,
+        transport: T,
+    ) -> Result<ConsensusNode, ConsensusError> {
+        let config = settings.to_config()?;
+        let dir = dir.to_owned();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
+        let log_store = LogStore::<TypeConfig>::new(store.clone());
+        let state_machine = MemoryStateMachine::open(store.clone())?;
+        let network = TransportNetwork::new(Arc::new(transport));
+        let raft = Raft::new(id, config, network, log_store, state_machine)
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        Ok(ConsensusNode { id, raft, store })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The Raft handle, for the transport's receiving side.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Lets a caller wait until every handle on this node's store is gone,
+    /// so the same directory can be reopened in this process.
+    pub fn release_probe(&self) -> ReleaseProbe {
+        self.store.release_probe()
+    }
+
+    /// Starts a new cluster whose first voters are `members`. Call it on one
+    /// node only, once; a node that already has a log refuses.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, MemberInfo>) -> Result<(), ConsensusError> {
+        self.raft.initialize(members).await?;
+        Ok(())
+    }
+
+    /// Proposes a memory batch: validated here, stamped with this (leading)
+    /// node's clock, committed by a quorum and applied before it returns.
+    pub async fn write(&self, batch: MemoryBatch) -> Result<WriteReceipt, ConsensusError> {
+        let command = Command::Memory(batch);
+        command.validate()?;
+        let response = self.raft.client_write(Request { stamped_at_ms: now_ms(), command }).await?;
+        let log_index = response.log_id.index;
+        match response.data {
+            CommandReply::Memory(outcomes) => Ok(WriteReceipt { log_index, outcomes }),
+            CommandReply::Rejected(reason) => Err(ConsensusError::Rejected(reason)),
+            CommandReply::None => Err(ConsensusError::Raft("a memory write was applied without a memory reply".into())),
+        }
+    }
+
+    /// Runs a read at the requested consistency.
+    pub async fn read(&self, consistency: Consistency, query: ReadQuery) -> Result<ReadReply, ConsensusError> {
+        query.validate()?;
+        if consistency == Consistency::Linearizable {
+            self.raft.ensure_linearizable().await?;
+        }
+        let store = self.store.clone();
+        let reply = tokio::task::spawn_blocking(move || query.run(&store))
+            .await
+            .map_err(|e| ConsensusError::Raft(format!("a read panicked: {e}")))??;
+        Ok(reply)
+    }
+
+    /// Adds `id` as a learner and waits until the leader has replicated the
+    /// log to it. Returns the log index of the membership entry; the learner
+    /// has applied everything once it has applied that index.
+    pub async fn add_learner(&self, id: NodeId, info: MemberInfo) -> Result<u64, ConsensusError> {
+        let response = self.raft.add_learner(id, info, true).await?;
+        Ok(response.log_id.index)
+    }
+
+    /// Makes the learner `id` a voter (joint consensus, then the new
+    /// config). Returns the log index of the final membership entry.
+    pub async fn promote_to_voter(&self, id: NodeId) -> Result<u64, ConsensusError> {
+        let view = self.cluster_view();
+        if view.voters.contains(&id) {
+            return Ok(view.applied_index.unwrap_or(0));
+        }
+        if !view.learners.contains(&id) {
+            return Err(ConsensusError::Membership(format!("node {id} is not a learner; add it as a learner first")));
+        }
+        let response = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await?;
+        Ok(response.log_id.index)
+    }
+
+    /// This member's current view of the cluster.
+    pub fn cluster_view(&self) -> ClusterView {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        ClusterView {
+            node_id: self.id,
+            state: metrics.state,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            voters,
+            learners,
+            last_log_index: metrics.last_log_index,
+            matched: metrics
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index)))
+                .collect(),
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
+            purged_index: metrics.purged.map(|log_id| log_id.index),
+        }
+    }
+
+    /// Waits until `condition` holds for this member's view, or `timeout`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&ClusterView) -> bool,
+    ) -> Result<ClusterView, ConsensusError> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.cluster_view();
+            if condition(&view) {
+                return Ok(view);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ConsensusError::ShuttingDown),
+                Err(_) => {
+                    return Err(ConsensusError::Timeout { what: what.to_owned(), timeout_ms: timeout.as_millis() as u64 })
+                }
+            }
+        }
+    }
+
+    /// Stops Raft cleanly and releases the store.
+    pub async fn shutdown(self) -> Result<(), ConsensusError> {
+        self.raft.shutdown().await.map_err(|e| ConsensusError::Raft(format!("shutdown failed: {e}")))
+    }
+}

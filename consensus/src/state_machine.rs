@@ -1,0 +1,202 @@
+//! The replicated state machine of the memory log, over RocksDB.
+//!
+//! Apply is deterministic: each entry's effect depends only on the entry
+//! (the leader stamped its time into it) and on the state before it. All
+//! entries of one `apply` call land in one RocksDB write batch together with
+//! the new applied state, so state and applied index never disagree.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
+use zeromesh_protocol::CommandReply;
+use zeromesh_storage::{SnapshotFile, SnapshotHeader, Store};
+
+use crate::applied::AppliedState;
+use crate::apply::Applier;
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig};
+
+/// The memory log's state machine. Reads go to the same [`Store`] directly.
+pub struct MemoryStateMachine {
+    store: Store,
+    applied: AppliedState,
+}
+
+impl MemoryStateMachine {
+    /// Opens the state machine on `store`, recovering its applied state.
+    pub fn open(store: Store) -> Result<Self, zeromesh_storage::StorageError> {
+        let applied = decode_applied(store.applied_state()?.as_deref())?;
+        Ok(MemoryStateMachine { store, applied })
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.applied.last_applied
+    }
+}
+
+fn decode_applied(bytes: Option<&[u8]>) -> Result<AppliedState, zeromesh_storage::StorageError> {
+    AppliedState::decode(bytes).map_err(|source| zeromesh_storage::StorageError::Decode { what: "applied state", source })
+}
+
+fn sm_write_error(error: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&error)).into()
+}
+
+fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::new(&error)).into()
+}
+
+fn join_error(error: tokio::task::JoinError) -> zeromesh_storage::StorageError {
+    zeromesh_storage::StorageError::Join(error.to_string())
+}
+
+/// Applies `entries` on `store` from `applied`, in one write batch.
+fn apply_entries(store: &Store, mut applied: AppliedState, entries: Vec<Entry>) -> Result<(AppliedState, Vec<CommandReply>), zeromesh_storage::StorageError> {
+    let mut applier = Applier::new(store);
+    let mut replies = Vec::with_capacity(entries.len());
+    for entry in entries {
+        assert!(
+            applied.last_applied.is_none_or(|last| last.index < entry.log_id.index),
+            "entries must be applied in log order: {:?} after {:?}",
+            entry.log_id,
+            applied.last_applied
+        );
+        applied.last_applied = Some(entry.log_id);
+        let reply = match &entry.payload {
+            EntryPayload::Blank => CommandReply::None,
+            EntryPayload::Normal(request) => applier.apply_request(entry.log_id.index, request)?,
+            EntryPayload::Membership(membership) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                CommandReply::None
+            }
+        };
+        replies.push(reply);
+    }
+    let mut batch = applier.into_batch();
+    let encoded = applied
+        .encode()
+        .map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
+    batch.set_applied_state(&encoded)?;
+    batch.commit()?;
+    Ok((applied, replies))
+}
+
+fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
+    let applied = decode_applied(Some(&header.applied))?;
+    Ok(SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.membership,
+        snapshot_id: header.snapshot_id.clone(),
+    })
+}
+
+impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
+    type SnapshotBuilder = MemorySnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<u64, zeromesh_protocol::MemberInfo>), StorageError> {
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let store = self.store.clone();
+        let applied = self.applied.clone();
+        let (applied, replies) = tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
+            .await
+            .map_err(join_error)
+            .and_then(|result| result)
+            .map_err(sm_write_error)?;
+        self.applied = applied;
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        MemorySnapshotBuilder { store: self.store.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let store = self.store.clone();
+        let file = tokio::task::spawn_blocking(move || store.begin_receiving_snapshot())
+            .await
+            .map_err(join_error)
+            .and_then(|result| result)
+            .map_err(snapshot_error)?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
+        snapshot.sync().await.map_err(snapshot_error)?;
+        let store = self.store.clone();
+        let path = snapshot.path().to_owned();
+        drop(snapshot);
+        let snapshot_id = meta.snapshot_id.clone();
+        let (header, stats) = tokio::task::spawn_blocking(move || store.install_snapshot(&path, &snapshot_id))
+            .await
+            .map_err(join_error)
+            .and_then(|result| result)
+            .map_err(snapshot_error)?;
+        let installed = snapshot_meta(&header).map_err(snapshot_error)?;
+        // The file's own description must match what the leader announced.
+        assert_eq!(installed.last_log_id, meta.last_log_id, "installed snapshot disagrees with its announcement");
+        self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
+        tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        current_snapshot(&self.store).await
+    }
+}
+
+async fn current_snapshot(store: &Store) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    let store = store.clone();
+    let current = tokio::task::spawn_blocking(move || store.current_snapshot())
+        .await
+        .map_err(join_error)
+        .and_then(|result| result)
+        .map_err(snapshot_error)?;
+    match current {
+        Some((header, file)) => {
+            let meta = snapshot_meta(&header).map_err(snapshot_error)?;
+            Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Builds snapshots from a consistent RocksDB view while apply goes on.
+pub struct MemorySnapshotBuilder {
+    store: Store,
+}
+
+static SNAPSHOT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl RaftSnapshotBuilder<TypeConfig> for MemorySnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let (header, stats) = tokio::task::spawn_blocking(move || {
+            store.build_snapshot(|applied| {
+                let applied = decode_applied(applied)?;
+                let last = applied.last_applied;
+                let sequence = SNAPSHOT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+                let id = match last {
+                    Some(log_id) => format!("{}-{}-{}-{sequence}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+                    None => format!("empty-{sequence}"),
+                };
+                Ok((id, last.map_or(0, |log_id| log_id.index)))
+            })
+        })
+        .await
+        .map_err(join_error)
+        .and_then(|result| result)
+        .map_err(snapshot_error)?;
+        tracing::info!(snapshot_id = %header.snapshot_id, records = stats.records, bytes = stats.bytes, "built snapshot");
+        current_snapshot(&self.store).await?.ok_or_else(|| {
+            snapshot_error(std::io::Error::other("the snapshot just built is missing"))
+        })
+    }
+}

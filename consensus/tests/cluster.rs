@@ -1,0 +1,169 @@
+//! A cluster of three or four real nodes (RocksDB, openraft) in one process:
+//! election, replication, crash and restart, snapshot catch-up, membership.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use zeromesh_consensus::{ConsensusError, Consistency, RaftSettings, ReadQuery, ReadReply};
+use zeromesh_protocol::{CommandOutcome, MemoryBatch, MemoryCommand, MemoryValue, PathPrefix};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_elects_a_leader_and_replicates() {
+    let cluster = TestCluster::start(3, test_settings()).await;
+    let leader = cluster.leader().await;
+
+    let mut last_index = 0;
+    for i in 0..20 {
+        let receipt = cluster.write(put(&format!("agent-7/notes/{i}"), &format!("note {i}"))).await;
+        assert_eq!(receipt.outcomes, vec![CommandOutcome::Written { version: 1 }]);
+        assert!(receipt.log_index > last_index, "log indexes rise with every write");
+        last_index = receipt.log_index;
+    }
+
+    for id in 1..=3 {
+        cluster.wait_applied(id, last_index).await;
+        let record = cluster.local_get(id, "agent-7/notes/19").await.expect("replicated to every node");
+        assert_eq!(record.value, b"note 19");
+        assert_eq!(record.version, 1);
+        assert!(record.written_at_ms > 0, "the leader stamps the time");
+    }
+
+    let listed = cluster
+        .node(leader)
+        .read(Consistency::Linearizable, ReadQuery::List { prefix: PathPrefix::parse("agent-7/notes/").unwrap(), after: None, limit: Some(5) })
+        .await
+        .expect("a linearizable list on the leader");
+    let ReadReply::List(page) = listed else { panic!("a list answers a page") };
+    assert_eq!(page.records.len(), 5);
+    assert!(page.next_cursor.is_some(), "more pages follow");
+
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let refused = cluster
+        .node(follower)
+        .read(Consistency::Linearizable, ReadQuery::Get { path: path("agent-7/notes/1"), version: None })
+        .await;
+    assert!(
+        matches!(refused, Err(ConsensusError::NotLeader { leader: Some(id), .. }) if id == leader),
+        "a follower points linearizable reads at the leader: {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_loses_no_acknowledged_write_and_rejoins_after_restart() {
+    let mut cluster = TestCluster::start(3, test_settings()).await;
+
+    // A stream of writes; every acknowledged one is remembered.
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let receipt = cluster.write(put(&format!("agent-1/stream/{i}"), &format!("v{i}"))).await;
+        acknowledged.push((i, receipt.log_index));
+    }
+    let old_leader = cluster.leader().await;
+    cluster.crash(old_leader).await;
+
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader, "a surviving node takes over");
+    for i in 30..60 {
+        let receipt = cluster.write(put(&format!("agent-1/stream/{i}"), &format!("v{i}"))).await;
+        acknowledged.push((i, receipt.log_index));
+    }
+
+    cluster.start_node(old_leader).await;
+    let last_index = acknowledged.last().unwrap().1;
+    cluster.wait_applied(old_leader, last_index).await;
+    let view = cluster
+        .node(old_leader)
+        .wait_for("the restarted node to follow the new leader", DEADLINE, |view| view.leader.is_some())
+        .await
+        .unwrap();
+    assert!(view.voters.contains(&old_leader), "the restarted node is still a voter");
+
+    let leader = cluster.leader().await;
+    for (i, _) in &acknowledged {
+        let key = format!("agent-1/stream/{i}");
+        let record = cluster
+            .node(leader)
+            .read(Consistency::Linearizable, ReadQuery::Get { path: path(&key), version: None })
+            .await
+            .unwrap();
+        assert!(matches!(record, ReadReply::Record(Some(_))), "acknowledged write {key} survived");
+        assert!(cluster.local_get(old_leader, &key).await.is_some(), "the restarted node has {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_whose_log_was_purged_catches_up_by_snapshot() {
+    let settings = RaftSettings { snapshot_every_entries: 50, log_entries_kept_after_snapshot: 0, ..test_settings() };
+    let mut cluster = TestCluster::start(3, settings).await;
+    let leader = cluster.leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.crash(lagging).await;
+
+    let mut last_index = 0;
+    for i in 0..300 {
+        // Several commands per entry: batching rides one Raft entry.
+        let batch = MemoryBatch {
+            commands: (0..3)
+                .map(|j| MemoryCommand::Put {
+                    path: path(&format!("agent-3/bulk/{i}-{j}")),
+                    value: MemoryValue { value: vec![b'x'; 100], content_type: "application/octet-stream".into(), tags: vec![format!("batch-{i}")] },
+                })
+                .collect(),
+        };
+        last_index = cluster.write(batch).await.log_index;
+    }
+    let leader = cluster.leader().await;
+    let view = cluster
+        .node(leader)
+        .wait_for("the leader to snapshot and purge its log", DEADLINE, |view| view.purged_index.is_some_and(|purged| purged > 100))
+        .await
+        .expect("the log is purged after a snapshot");
+    assert!(view.snapshot_index.is_some());
+
+    cluster.start_node(lagging).await;
+    cluster.wait_applied(lagging, last_index).await;
+    let lagging_view = cluster.node(lagging).cluster_view();
+    assert!(
+        lagging_view.snapshot_index.is_some_and(|index| index > 100),
+        "the lagging node caught up by installing a snapshot: {lagging_view:?}"
+    );
+    let record = cluster.local_get(lagging, "agent-3/bulk/0-0").await.expect("state from the snapshot");
+    assert_eq!(record.tags, vec!["batch-0".to_owned()]);
+    assert!(cluster.local_get(lagging, "agent-3/bulk/299-2").await.is_some());
+
+    // Restarted again, it recovers from its own snapshot and log.
+    cluster.crash(lagging).await;
+    cluster.start_node(lagging).await;
+    cluster.wait_applied(lagging, last_index).await;
+    assert!(cluster.local_get(lagging, "agent-3/bulk/150-1").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_as_a_learner_catches_up_and_is_promoted_to_voter() {
+    let mut cluster = TestCluster::start(3, test_settings()).await;
+    for i in 0..50 {
+        cluster.write(put(&format!("agent-4/early/{i}"), "before the join")).await;
+    }
+    cluster.start_node(4).await;
+    let leader = cluster.leader().await;
+    let joined_at = cluster.node(leader).add_learner(4, member(4)).await.expect("add a learner");
+    cluster.wait_applied(4, joined_at).await;
+    let view = cluster.node(4).cluster_view();
+    assert!(view.learners.contains(&4), "node 4 knows it is a learner: {view:?}");
+    assert!(cluster.local_get(4, "agent-4/early/49").await.is_some(), "a learner has caught up once added");
+
+    cluster.node(leader).promote_to_voter(4).await.expect("promote the learner");
+    let voters = BTreeSet::from([1, 2, 3, 4]);
+    for id in 1..=4 {
+        cluster
+            .node(id)
+            .wait_for("node 4 to be a voter", DEADLINE, |view| view.voters == voters && view.learners.is_empty())
+            .await
+            .expect("every node sees four voters");
+    }
+    let receipt = cluster.write(put("agent-4/late/1", "after the promotion")).await;
+    cluster.wait_applied(4, receipt.log_index).await;
+    assert!(cluster.local_get(4, "agent-4/late/1").await.is_some());
+}

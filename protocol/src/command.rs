@@ -1,0 +1,45 @@
+//! The replicated command set: what one Raft entry carries, and what applying
+//! it answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::memory::{CommandOutcome, MemoryBatch};
+use crate::validate::ValidationError;
+
+/// The application data of one Raft entry. The leader stamps the wall-clock
+/// time into it when it proposes, so apply never reads a clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Milliseconds since the Unix epoch, stamped by the proposing leader.
+    pub stamped_at_ms: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// One replicated command. New parts of the kernel add variants here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A batch of memory-log commands, applied in order.
+    Memory(MemoryBatch),
+}
+
+impl Command {
+    /// Checks every limit of the command. A proposer calls this before a
+    /// command reaches the log; apply calls it again and rejects, never panics.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            Command::Memory(batch) => batch.validate(),
+        }
+    }
+}
+
+/// What applying one entry answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// Entries with no application data (blank or membership entries).
+    None,
+    /// One outcome per command of a memory batch, in the batch's order.
+    Memory(Vec<CommandOutcome>),
+    /// The entry failed validation at apply time; nothing was changed.
+    Rejected(String),
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building zeromesh needs and is missing: Debian packages for
+# RocksDB's bundled C++ build (clang, libclang-dev for bindgen) and a Rust
+# toolchain check. Safe to run again: it installs only what is absent.
+set -euo pipefail
+
+packages=(clang libclang-dev build-essential pkg-config)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]} > 0)); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo is not installed; install Rust 1.85 or newer (https://rustup.rs) and run again" >&2
+    exit 1
+fi
+rust_minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
+if [ "$rust_minor" -lt 85 ]; then
+    echo "setup: rustc $(rustc --version) is too old; zeromesh needs 1.85 or newer" >&2
+    exit 1
+fi

@@ -1,0 +1,68 @@
+//! Column-family names and key encodings.
+
+/// Raft log entries, keyed by big-endian log index.
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+/// Raft's own durable state: vote, committed log id, last purged log id.
+pub(crate) const CF_RAFT_META: &str = "raft_meta";
+/// The state machine's own metadata: applied state, install marker.
+pub(crate) const CF_SM_META: &str = "sm_meta";
+/// The live (latest) version of every memory path, keyed by path.
+pub(crate) const CF_MEM_LATEST: &str = "mem_latest";
+/// Every kept version of every path, keyed by path, NUL, big-endian version.
+pub(crate) const CF_MEM_HISTORY: &str = "mem_history";
+
+pub(crate) const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_MEM_LATEST, CF_MEM_HISTORY];
+/// The column families a snapshot carries, in file order.
+pub(crate) const STATE_TABLES: [&str; 2] = [CF_MEM_LATEST, CF_MEM_HISTORY];
+
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// The consensus layer's encoded applied state (last applied log id and
+/// membership); opaque to storage.
+pub(crate) const KEY_APPLIED: &[u8] = b"applied";
+/// Present while a snapshot install is in progress; found at open, it means
+/// the install was interrupted and is redone from the current snapshot file.
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
+
+pub(crate) fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub(crate) fn log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// `path NUL`: every history key of `path` starts with it. Paths never hold
+/// NUL (see `MemoryPath`), so one path's prefix never covers another's keys.
+pub(crate) fn history_prefix(path: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(path.len() + 9);
+    key.extend_from_slice(path.as_bytes());
+    key.push(0);
+    key
+}
+
+pub(crate) fn history_key(path: &str, version: u64) -> Vec<u8> {
+    let mut key = history_prefix(path);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// The version at the end of a history key.
+pub(crate) fn history_version(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key[tail..].try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keys_sort_by_path_then_version() {
+        assert!(history_key("a/b", 2) < history_key("a/b", 10));
+        assert!(history_key("a/b", u64::MAX) < history_key("a/b/c", 1));
+        assert!(!history_key("a/b/c", 1).starts_with(&history_prefix("a/b")));
+        assert_eq!(history_version(&history_key("a/b", 42)), Some(42));
+    }
+}

@@ -1,0 +1,22 @@
+//! RocksDB storage for a zeromesh node: the Raft log store (openraft storage
+//! v2, fsynced before an append is reported durable), the state machine's
+//! column families, and snapshot files that are written, sent and installed
+//! as streams, never as one buffer.
+//!
+//! The replicated logic itself (what a command does) lives in
+//! `zeromesh-consensus`; this crate stores what it is told and reads it back.
+
+mod error;
+mod keys;
+mod log_store;
+mod snapshot;
+mod snapshot_file;
+mod store;
+mod tables;
+
+pub use error::StorageError;
+pub use log_store::LogStore;
+pub use snapshot::{SnapshotHeader, SnapshotStats};
+pub use snapshot_file::SnapshotFile;
+pub use store::{ReleaseProbe, Store};
+pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};

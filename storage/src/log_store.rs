@@ -1,0 +1,235 @@
+//! The Raft log store: entries, vote and committed log id in RocksDB.
+//!
+//! An append is written as one RocksDB write batch with `sync` set, so one
+//! fsync covers every entry of the batch, and only after that fsync is the
+//! callback told that the entries are durable.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    AnyError, LogId, LogState, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{decode, encode, StorageError};
+use crate::keys::*;
+use crate::store::Store;
+
+type RaftStorageError<C> = openraft::StorageError<<C as RaftTypeConfig>::NodeId>;
+
+/// The openraft log store over a [`Store`]. Generic over the type config so
+/// that storage does not depend on the replicated command set.
+pub struct LogStore<C: RaftTypeConfig> {
+    store: Store,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore { store: self.store.clone(), _config: PhantomData }
+    }
+}
+
+impl<C> LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    pub fn new(store: Store) -> Self {
+        LogStore { store, _config: PhantomData }
+    }
+
+    /// Writes `entries` in one batch and fsyncs it. Returns the number of
+    /// entries written. This is the whole of an append; the trait method only
+    /// adds the durability callback.
+    pub fn write_entries_synced<I>(&self, entries: I) -> Result<usize, StorageError>
+    where
+        I: IntoIterator<Item = C::Entry>,
+    {
+        let cf = self.store.cf(CF_RAFT_LOG)?;
+        let mut batch = WriteBatch::default();
+        let mut count = 0usize;
+        for entry in entries {
+            let index = entry.get_log_id().index;
+            batch.put_cf(cf, log_key(index), encode("log entry", &entry)?);
+            count += 1;
+        }
+        if count > 0 {
+            self.store.db.write_opt(batch, &Store::synced())?;
+        }
+        Ok(count)
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>, StorageError> {
+        let cf = self.store.cf(CF_RAFT_META)?;
+        match self.store.db.get_pinned_cf(cf, key)? {
+            Some(bytes) => Ok(Some(decode(what, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: Serialize>(&self, key: &[u8], what: &'static str, value: &T, sync: bool) -> Result<(), StorageError> {
+        let cf = self.store.cf(CF_RAFT_META)?;
+        let bytes = encode(what, value)?;
+        if sync {
+            self.store.db.put_cf_opt(cf, key, bytes, &Store::synced())?;
+        } else {
+            self.store.db.put_cf(cf, key, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn last_entry_log_id(&self) -> Result<Option<LogId<C::NodeId>>, StorageError> {
+        let cf = self.store.cf(CF_RAFT_LOG)?;
+        let mut iter = self.store.db.iterator_cf(cf, IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (_, bytes) = item?;
+                let entry: C::Entry = decode("log entry", &bytes)?;
+                Ok(Some(entry.get_log_id().clone()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn read_range(&self, start: u64, end_exclusive: Option<u64>) -> Result<Vec<C::Entry>, StorageError> {
+        let cf = self.store.cf(CF_RAFT_LOG)?;
+        let mut options = ReadOptions::default();
+        if let Some(end) = end_exclusive {
+            options.set_iterate_upper_bound(log_key(end).to_vec());
+        }
+        let mode = IteratorMode::From(&log_key(start), Direction::Forward);
+        let mut entries = Vec::new();
+        for item in self.store.db.iterator_cf_opt(cf, options, mode) {
+            let (key, bytes) = item?;
+            debug_assert!(log_index(&key).is_some_and(|index| index >= start));
+            entries.push(decode("log entry", &bytes)?);
+        }
+        Ok(entries)
+    }
+}
+
+fn to_raft<C: RaftTypeConfig>(
+    error: StorageError,
+    make: fn(AnyError) -> StorageIOError<C::NodeId>,
+) -> RaftStorageError<C> {
+    make(AnyError::new(&error)).into()
+}
+
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, RaftStorageError<C>> {
+        let start = match range.start_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(index) => index.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end_exclusive = match range.end_bound() {
+            Bound::Included(index) => index.checked_add(1),
+            Bound::Excluded(index) => Some(*index),
+            Bound::Unbounded => None,
+        };
+        self.read_range(start, end_exclusive).map_err(|e| to_raft::<C>(e, StorageIOError::read_logs))
+    }
+}
+
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Serialize + DeserializeOwned,
+{
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, RaftStorageError<C>> {
+        let last_purged_log_id: Option<LogId<C::NodeId>> = self
+            .read_meta(KEY_LAST_PURGED, "last purged log id")
+            .map_err(|e| to_raft::<C>(e, StorageIOError::read_logs))?;
+        let last_log_id = self.last_entry_log_id().map_err(|e| to_raft::<C>(e, StorageIOError::read_logs))?;
+        Ok(LogState { last_log_id: last_log_id.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), RaftStorageError<C>> {
+        self.write_meta(KEY_VOTE, "vote", vote, true).map_err(|e| to_raft::<C>(e, StorageIOError::write_vote))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, RaftStorageError<C>> {
+        self.read_meta(KEY_VOTE, "vote").map_err(|e| to_raft::<C>(e, StorageIOError::read_vote))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), RaftStorageError<C>> {
+        // Not synced: a committed id lost in a crash is learned again from the
+        // leader; it only lets a restarted node re-apply without waiting.
+        self.write_meta(KEY_COMMITTED, "committed log id", &committed, false)
+            .map_err(|e| to_raft::<C>(e, StorageIOError::write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, RaftStorageError<C>> {
+        let committed: Option<Option<LogId<C::NodeId>>> = self
+            .read_meta(KEY_COMMITTED, "committed log id")
+            .map_err(|e| to_raft::<C>(e, StorageIOError::read))?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), RaftStorageError<C>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
+        let this = self.clone();
+        let written = tokio::task::spawn_blocking(move || this.write_entries_synced(entries))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))
+            .and_then(|result| result);
+        match written {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(to_raft::<C>(error, StorageIOError::write_logs))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), RaftStorageError<C>> {
+        let result = (|| {
+            let cf = self.store.cf(CF_RAFT_LOG)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
+            batch.delete_cf(cf, log_key(u64::MAX));
+            self.store.db.write_opt(batch, &Store::synced())?;
+            Ok(())
+        })();
+        result.map_err(|e| to_raft::<C>(e, StorageIOError::write_logs))
+    }
+
+    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), RaftStorageError<C>> {
+        let result = (|| {
+            let log_cf = self.store.cf(CF_RAFT_LOG)?;
+            let meta_cf = self.store.cf(CF_RAFT_META)?;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta_cf, KEY_LAST_PURGED, encode("last purged log id", &log_id)?);
+            batch.delete_range_cf(log_cf, log_key(0), log_key(log_id.index.saturating_add(1)));
+            self.store.db.write(batch)?;
+            Ok(())
+        })();
+        result.map_err(|e| to_raft::<C>(e, StorageIOError::write_logs))
+    }
+}
