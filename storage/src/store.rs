@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
+use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
 use crate::error::StorageError;
@@ -15,6 +16,8 @@ use crate::snapshot::SnapshotDir;
 pub struct Store {
     pub(crate) db: Arc<DB>,
     pub(crate) snapshots: Arc<SnapshotDir>,
+    /// Kept for its statistics (fsync counts).
+    options: Arc<Options>,
     dir: PathBuf,
 }
 
@@ -39,12 +42,15 @@ impl Store {
         options.set_keep_log_file_num(4);
         options.set_max_open_files(512);
         options.set_max_total_wal_size(256 * 1024 * 1024);
+        options.enable_statistics();
+        options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&options, dir.join("db"), descriptors)?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
         let store = Store {
             db: Arc::new(db),
             snapshots: Arc::new(snapshots),
+            options: Arc::new(options),
             dir: dir.to_owned(),
         };
         store.finish_interrupted_install()?;
@@ -53,6 +59,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many times RocksDB has fsynced its write-ahead log since open.
+    pub fn wal_syncs(&self) -> u64 {
+        self.options.get_ticker_count(Ticker::WalFileSynced)
     }
 
     pub fn release_probe(&self) -> ReleaseProbe {

@@ -31,6 +31,20 @@ fn open(dir: &tempfile::TempDir) -> LogStore<Config> {
     LogStore::new(Store::open(dir.path()).expect("open a store"))
 }
 
+#[test]
+fn each_append_is_fsynced_once_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = LogStore::<Config>::new(store.clone());
+    let mut next = 1;
+    for batch_size in [1u64, 64, 1024] {
+        let before = store.wal_syncs();
+        log.write_entries_synced(entries(1, next..=next + batch_size - 1)).unwrap();
+        next += batch_size;
+        assert_eq!(store.wal_syncs() - before, 1, "one fsync for an append of {batch_size} entries");
+    }
+}
+
 #[tokio::test]
 async fn appended_entries_votes_and_purges_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
