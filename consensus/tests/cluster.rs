@@ -39,6 +39,20 @@ async fn a_three_node_cluster_elects_a_leader_and_replicates() {
     assert_eq!(page.records.len(), 5);
     assert!(page.next_cursor.is_some(), "more pages follow");
 
+    let before = cluster.node(leader).cluster_view().last_log_index;
+    let oversized = MemoryBatch {
+        commands: vec![MemoryCommand::Put {
+            path: path("agent-7/too-big"),
+            value: MemoryValue { value: vec![0; zeromesh_protocol::limits::MAX_VALUE_BYTES + 1], content_type: String::new(), tags: vec![] },
+        }],
+    };
+    let refused = cluster.node(leader).write(oversized).await;
+    assert!(
+        matches!(&refused, Err(ConsensusError::Invalid(error)) if error.to_string().contains("over the limit")),
+        "an over-limit value is refused before it reaches the log: {refused:?}"
+    );
+    assert_eq!(cluster.node(leader).cluster_view().last_log_index, before, "a refused write appends nothing");
+
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let refused = cluster
         .node(follower)
@@ -166,4 +180,55 @@ async fn a_fourth_node_joins_as_a_learner_catches_up_and_is_promoted_to_voter() 
     let receipt = cluster.write(put("agent-4/late/1", "after the promotion")).await;
     cluster.wait_applied(4, receipt.log_index).await;
     assert!(cluster.local_get(4, "agent-4/late/1").await.is_some());
+}
+
+/// Increments the counter at `key` `times` times by read-then-compare-and-set
+/// through the leader, retrying on conflicts. Returns how many conflicts it saw.
+async fn increment(cluster: &TestCluster, key: &str, times: u64) -> u64 {
+    let mut conflicts = 0;
+    let mut done = 0;
+    while done < times {
+        let leader = cluster.leader().await;
+        let read = cluster.node(leader).read(Consistency::Linearizable, ReadQuery::Get { path: path(key), version: None }).await;
+        let (version, value) = match read {
+            Ok(ReadReply::Record(Some(record))) => (record.version, String::from_utf8(record.value).unwrap().parse::<u64>().unwrap()),
+            Ok(ReadReply::Record(None)) => (0, 0),
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(_) => continue,
+        };
+        let cas = MemoryCommand::CompareAndSet {
+            path: path(key),
+            expected_version: version,
+            value: MemoryValue { value: (value + 1).to_string().into_bytes(), content_type: "text/plain".into(), tags: vec![] },
+        };
+        match cluster.write(MemoryBatch { commands: vec![cas] }).await.outcomes.as_slice() {
+            [CommandOutcome::Written { .. }] => done += 1,
+            [CommandOutcome::VersionMismatch { .. }] => conflicts += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    conflicts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_compare_and_set_clients_never_lose_an_increment() {
+    let cluster = TestCluster::start(3, test_settings()).await;
+    let key = "agent-5/counter";
+    let per_client = 10;
+    let (a, b, c, d) = tokio::join!(
+        increment(&cluster, key, per_client),
+        increment(&cluster, key, per_client),
+        increment(&cluster, key, per_client),
+        increment(&cluster, key, per_client),
+    );
+    let leader = cluster.leader().await;
+    let Ok(ReadReply::Record(Some(record))) =
+        cluster.node(leader).read(Consistency::Linearizable, ReadQuery::Get { path: path(key), version: None }).await
+    else {
+        panic!("the counter exists");
+    };
+    assert_eq!(record.value, (4 * per_client).to_string().into_bytes(), "every acknowledged increment counted");
+    assert_eq!(record.version, 4 * per_client, "one version per successful compare-and-set");
+    // Conflicts are allowed, not required: they show how much the clients interleaved.
+    eprintln!("compare-and-set conflicts seen: {}", a + b + c + d);
 }

@@ -4,24 +4,16 @@
 //!
 //! Run: `scripts/bench.sh log_append`
 
-use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use zeromesh_storage::{LogStore, Store};
 
-openraft::declare_raft_types!(
-    pub Config:
-        D = String,
-        R = String,
-        NodeId = u64,
-        Node = BasicNode,
-        Entry = openraft::Entry<Config>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
-        Responder = openraft::impls::OneshotResponder<Config>,
-);
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::Config;
 
 /// The payload of one entry: 256 bytes, as in the mesh benchmarks.
 const PAYLOAD_BYTES: usize = 256;

@@ -1,23 +1,13 @@
 //! The Raft log store on real RocksDB: what is appended, truncated, purged
 //! and voted survives a reopen.
 
-use std::io::Cursor;
-
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
 use zeromesh_storage::{LogStore, Store};
 
-openraft::declare_raft_types!(
-    pub Config:
-        D = String,
-        R = String,
-        NodeId = u64,
-        Node = BasicNode,
-        Entry = openraft::Entry<Config>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
-        Responder = openraft::impls::OneshotResponder<Config>,
-);
+mod support;
+
+use support::Config;
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
