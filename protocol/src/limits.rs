@@ -39,3 +39,32 @@ pub const MAX_SNAPSHOT_HEADER_BYTES: usize = 1024 * 1024;
 pub const MAX_SNAPSHOT_RECORD_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
 /// Most voters a cluster may be configured with.
 pub const MAX_VOTER_COUNT: usize = 7;
+
+/// Largest plugin package file (manifest, signature and module), in bytes.
+pub const MAX_PLUGIN_PACKAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest plugin manifest (JSON), in bytes.
+pub const MAX_PLUGIN_MANIFEST_BYTES: usize = 256 * 1024;
+/// Longest plugin or tool name, in bytes.
+pub const MAX_PLUGIN_NAME_BYTES: usize = 64;
+/// Longest plugin or tool description, in bytes.
+pub const MAX_PLUGIN_DESCRIPTION_BYTES: usize = 4096;
+/// Most tools one plugin may offer.
+pub const MAX_TOOLS_PER_PLUGIN: usize = 64;
+/// Largest JSON Schema of one tool's input, in bytes.
+pub const MAX_TOOL_SCHEMA_BYTES: usize = 64 * 1024;
+/// Largest JSON arguments passed to one plugin call, in bytes.
+pub const MAX_PLUGIN_ARGS_BYTES: usize = 1024 * 1024;
+/// Largest JSON result a plugin call may return, in bytes.
+pub const MAX_PLUGIN_RESULT_BYTES: usize = 1024 * 1024;
+/// Longest line a plugin may log; longer lines are refused.
+pub const MAX_PLUGIN_LOG_LINE_BYTES: usize = 4096;
+/// Most bytes one `random` host call may fill.
+pub const MAX_PLUGIN_RANDOM_BYTES: usize = 4096;
+/// Compiled plugin modules kept in a node's cache.
+pub const MAX_COMPILED_PLUGINS_CACHED: usize = 64;
+/// The node's ceilings on what a manifest may ask for per call.
+pub const MAX_PLUGIN_FUEL_PER_CALL: u64 = 1_000_000_000;
+pub const MAX_PLUGIN_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_PLUGIN_WALL_CLOCK_MS: u64 = 30_000;
+/// Plugin instances that may exist at once on a node (pooling allocator slots).
+pub const MAX_PLUGIN_INSTANCES: u32 = 64;

@@ -1,0 +1,16 @@
+//! The zeromesh plugin host: signed plugin packages and a wasmtime sandbox
+//! that runs their tools under fuel, memory and wall-clock limits, with only
+//! the host functions the plugin declared and was granted.
+//!
+//! Knows nothing of Raft or the mesh: the node gives it a [`PluginContext`]
+//! for each call (the calling agent, its memories, a clock).
+
+mod capability;
+mod host;
+mod manifest;
+mod package;
+
+pub use capability::{Capability, CapabilitySet};
+pub use host::{CallError, CallOutput, HostLimits, LoadError, LoadedPlugin, PluginContext, PluginHost};
+pub use manifest::{Manifest, PluginLimits, ToolSpec};
+pub use package::{generate_signing_key, Package, PackageError, PublisherKey, VerifiedPackage};
