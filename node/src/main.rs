@@ -1,7 +1,9 @@
-//! The `zeromesh` command. Until the mesh exists it offers `demo`: a real
-//! multi-member cluster on RocksDB inside one process.
+//! The `zeromesh` command. Until the mesh exists it offers `demo` (a real
+//! multi-member cluster on RocksDB inside one process) and `plugin` (publisher
+//! keys and signed plugin packages).
 
 mod demo;
+mod plugin_cli;
 
 use std::path::PathBuf;
 
@@ -33,6 +35,9 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
+    /// Publisher keys and signed plugin packages.
+    #[command(subcommand)]
+    Plugin(plugin_cli::PluginCommand),
 }
 
 #[tokio::main]
@@ -48,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::Plugin(command) => plugin_cli::run(command),
     }
 }

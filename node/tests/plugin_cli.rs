@@ -1,0 +1,60 @@
+//! `zeromesh plugin keygen | sign | verify`, run as a real process.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn zeromesh(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zeromesh")).current_dir(dir).args(args).output().expect("run zeromesh")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_publisher_signs_a_package_that_verifies_and_a_changed_byte_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = zeromesh(dir.path(), &["plugin", "keygen", "--out", "publisher.key"]);
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let public_key = text(&keygen.stdout).trim().to_owned();
+    assert_eq!(public_key.len(), 64);
+    let again = zeromesh(dir.path(), &["plugin", "keygen", "--out", "publisher.key"]);
+    assert!(!again.status.success(), "an existing key is not overwritten without --force");
+
+    let module = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "zm_alloc") (param i32) (result i32) (i32.const 1024))
+             (func (export "zm_call") (param i32 i32 i32 i32) (result i64) (i64.const 0)))"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), module).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        r#"{"name": "echo", "version": "1.0.0", "description": "echo",
+            "tools": [{"name": "echo", "description": "echo", "input_schema": {"type": "object"}}],
+            "capabilities": ["log"],
+            "limits": {"fuel_per_call": 1000000, "memory_bytes": 1048576, "wall_clock_ms": 1000}}"#,
+    )
+    .unwrap();
+    let sign = zeromesh(dir.path(), &["plugin", "sign", "echo.wasm", "--manifest", "manifest.json", "--key", "publisher.key"]);
+    assert!(sign.status.success(), "{}", text(&sign.stderr));
+    assert!(dir.path().join("echo.zmp").exists());
+
+    let verify = zeromesh(dir.path(), &["plugin", "verify", "echo.zmp", "--trust", &public_key]);
+    assert!(verify.status.success(), "{}", text(&verify.stderr));
+    assert!(text(&verify.stdout).contains("ok: echo 1.0.0"));
+    assert!(text(&verify.stdout).contains("capabilities: log"));
+
+    let stranger = "00".repeat(32);
+    let untrusted = zeromesh(dir.path(), &["plugin", "verify", "echo.zmp", "--trust", &stranger]);
+    assert!(!untrusted.status.success());
+    assert!(text(&untrusted.stderr).contains("trust check failed"), "{}", text(&untrusted.stderr));
+
+    let mut bytes = std::fs::read(dir.path().join("echo.zmp")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(dir.path().join("tampered.zmp"), bytes).unwrap();
+    let tampered = zeromesh(dir.path(), &["plugin", "verify", "tampered.zmp", "--trust", &public_key]);
+    assert!(!tampered.status.success());
+    assert!(text(&tampered.stderr).contains("module check failed"), "{}", text(&tampered.stderr));
+}
