@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building zeromesh needs and is missing: Debian packages for
-# RocksDB's bundled C++ build (clang, libclang-dev for bindgen) and a Rust
-# toolchain check. Safe to run again: it installs only what is absent.
+# RocksDB's bundled C++ build (clang, libclang-dev for bindgen), lld for the
+# C example plugins (wasm32), and a Rust toolchain check. Safe to run again: it installs only what is absent.
 set -euo pipefail
 
-packages=(clang libclang-dev build-essential pkg-config)
+packages=(clang libclang-dev lld build-essential pkg-config)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
