@@ -304,7 +304,7 @@ fn classify(error: wasmtime::Error, store: &Store<CallState>, fuel: u64, deadlin
         Some(Trap::StackOverflow) => CallError::StackOverflow,
         Some(Trap::AllocationTooLarge) => CallError::MemoryLimit { limit_bytes: memory_limit },
         Some(trap) => CallError::Trap(trap.to_string()),
-        None if format!("{error:#}").contains("concurrency limit") => CallError::Busy,
+        None if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => CallError::Busy,
         None => CallError::Trap(format!("{error:#}")),
     }
 }

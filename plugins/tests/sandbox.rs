@@ -199,3 +199,62 @@ fn a_plugin_reads_only_its_calling_agents_memories() {
     let other = setup.host.call(&plugin, "read_other", &json!({}), ctx).unwrap_err();
     assert!(matches!(&other, CallError::Trap(reason) if reason.contains("invalid memory path")), "{other:?}");
 }
+
+/// Logs by signalling `entered`, then blocks until `release` fires: holds its
+/// instance for as long as the test wants.
+struct BlockingLog {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl PluginContext for BlockingLog {
+    fn agent(&self) -> &str {
+        "agent-a"
+    }
+    fn now_ms(&self) -> u64 {
+        0
+    }
+    fn log(&mut self, _line: &str) {
+        let _ = self.entered.send(());
+        let _ = self.release.recv_timeout(std::time::Duration::from_secs(30));
+    }
+    fn memory_read(&mut self, _path: &MemoryPath) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    fn memory_write(&mut self, _path: &MemoryPath, _value: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn when_every_instance_slot_is_taken_a_call_is_refused_as_busy_and_later_succeeds() {
+    let host = Arc::new(PluginHost::new(HostLimits { max_instances: 1, ..HostLimits::default() }).unwrap());
+    let key = generate_signing_key().unwrap();
+    let logging = r#"(import "zeromesh" "log" (func $log (param i32 i32)))"#;
+    let body = "(call $log (local.get $args) (local.get $args_len)) (call $pack (local.get $args) (local.get $args_len))";
+    let verified = Package::sign(module(logging, body), manifest(&[Capability::Log], LIMITS), &key)
+        .unwrap()
+        .verify(&[PublisherKey::of(&key)], 0)
+        .unwrap();
+    let plugin = Arc::new(host.load(verified, &[Capability::Log].into()).unwrap());
+
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let (host, plugin) = (host.clone(), plugin.clone());
+        std::thread::spawn(move || {
+            host.call(&plugin, "run", &json!({}), Box::new(BlockingLog { entered: entered_tx, release: release_rx }))
+        })
+    };
+    entered_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the first call is running");
+    let (idle_tx, _) = std::sync::mpsc::channel();
+    let (_never, idle_rx) = std::sync::mpsc::channel();
+    let refused = host.call(&plugin, "run", &json!({}), Box::new(BlockingLog { entered: idle_tx, release: idle_rx }));
+    assert_eq!(refused, Err(CallError::Busy));
+    release_tx.send(()).unwrap();
+    assert!(holder.join().unwrap().is_ok(), "the first call finishes normally");
+    let (after_tx, _) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    done_tx.send(()).unwrap();
+    assert!(host.call(&plugin, "run", &json!({}), Box::new(BlockingLog { entered: after_tx, release: done_rx })).is_ok());
+}
