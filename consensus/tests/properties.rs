@@ -219,3 +219,44 @@ fn history_keeps_a_bounded_number_of_versions() {
     assert!(store.version(&path, 11).unwrap().is_some());
     assert_eq!(store.latest(&path).unwrap().unwrap().version, writes);
 }
+
+#[test]
+fn list_and_history_pages_cover_everything_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let value = || MemoryValue { value: b"v".to_vec(), content_type: String::new(), tags: vec![] };
+    let mut commands: Vec<MemoryCommand> = (0..25)
+        .map(|i| MemoryCommand::Put { path: MemoryPath::parse(&format!("agent-1/notes/{i:02}")).unwrap(), value: value() })
+        .collect();
+    // Tombstones are skipped by listings; another agent's paths are outside the prefix.
+    commands.push(MemoryCommand::Delete { path: MemoryPath::parse("agent-1/notes/03").unwrap() });
+    commands.push(MemoryCommand::Put { path: MemoryPath::parse("agent-10/notes/00").unwrap(), value: value() });
+    let hot = MemoryPath::parse("agent-1/hot").unwrap();
+    commands.extend((0..10).map(|_| MemoryCommand::Put { path: hot.clone(), value: value() }));
+    runtime().block_on(machine.apply(vec![entry(1, 0, commands)])).unwrap();
+
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list("agent-1/notes/", after.as_deref(), 7).unwrap();
+        listed.extend(page.records.into_iter().map(|record| record.path.to_string()));
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).filter(|i| *i != 3).map(|i| format!("agent-1/notes/{i:02}")).collect();
+    assert_eq!(listed, expected);
+
+    let mut versions = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.history(&hot, before, 3).unwrap();
+        versions.extend(page.records.iter().map(|record| record.version));
+        match page.next_before {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(versions, (1..=10).rev().collect::<Vec<u64>>());
+}
