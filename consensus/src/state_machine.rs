@@ -134,14 +134,27 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let path = snapshot.path().to_owned();
         drop(snapshot);
         let snapshot_id = meta.snapshot_id.clone();
-        let (header, stats) = tokio::task::spawn_blocking(move || store.install_snapshot(&path, &snapshot_id))
-            .await
-            .map_err(join_error)
-            .and_then(|result| result)
-            .map_err(snapshot_error)?;
+        let announced = meta.clone();
+        let (header, stats) = tokio::task::spawn_blocking(move || {
+            // The file must describe what the leader announced before it may
+            // replace anything; install then verifies every record.
+            let described = snapshot_meta(&store.snapshot_header(&path)?)?;
+            if described.last_log_id != announced.last_log_id || described.last_membership != announced.last_membership {
+                return Err(zeromesh_storage::StorageError::BadSnapshot {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "it describes state up to {:?}, but the leader announced {:?}",
+                        described.last_log_id, announced.last_log_id
+                    ),
+                });
+            }
+            store.install_snapshot(&path, &snapshot_id)
+        })
+        .await
+        .map_err(join_error)
+        .and_then(|result| result)
+        .map_err(snapshot_error)?;
         let installed = snapshot_meta(&header).map_err(snapshot_error)?;
-        // The file's own description must match what the leader announced.
-        assert_eq!(installed.last_log_id, meta.last_log_id, "installed snapshot disagrees with its announcement");
         self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
         tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");
         Ok(())

@@ -260,3 +260,24 @@ fn list_and_history_pages_cover_everything_exactly_once() {
     }
     assert_eq!(versions, (1..=10).rev().collect::<Vec<u64>>());
 }
+
+#[test]
+fn a_snapshot_that_does_not_match_its_announcement_is_refused_and_changes_nothing() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    let path = MemoryPath::parse("agent-1/a").unwrap();
+    let put = MemoryCommand::Put { path, value: MemoryValue { value: b"x".to_vec(), content_type: String::new(), tags: vec![] } };
+    runtime().block_on(async {
+        machine_a.apply(vec![entry(1, 0, vec![put.clone()]), entry(2, 0, vec![put])]).await.unwrap();
+        let mut snapshot = machine_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut received = machine_b.begin_receiving_snapshot().await.unwrap();
+        tokio::io::copy(&mut snapshot.snapshot, &mut received).await.unwrap();
+        let mut announced = snapshot.meta.clone();
+        announced.last_log_id = Some(LogId::new(CommittedLeaderId::new(1, 1), 99));
+        let refused = machine_b.install_snapshot(&announced, received).await;
+        assert!(refused.is_err(), "a snapshot describing other state than announced is refused");
+    });
+    assert!(store_b.state_records(10).unwrap().is_empty(), "nothing was installed");
+    assert_eq!(runtime().block_on(machine_b.applied_state()).unwrap().0, None);
+}

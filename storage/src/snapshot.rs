@@ -371,6 +371,12 @@ impl Store {
         Ok(SnapshotFile::new(path, file))
     }
 
+    /// Reads only the header of the snapshot file at `path` (the whole file
+    /// is verified by [`Store::install_snapshot`]).
+    pub fn snapshot_header(&self, path: &Path) -> Result<SnapshotHeader, StorageError> {
+        Ok(RecordReader::open(path)?.1)
+    }
+
     /// Verifies the received snapshot file at `received` and replaces the
     /// whole state with it. A file that fails verification changes nothing.
     /// An install cut short by a crash is finished when the store reopens.
