@@ -18,11 +18,11 @@ if ((${#missing[@]} > 0)); then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo is not installed; install Rust 1.85 or newer (https://rustup.rs) and run again" >&2
+    echo "setup: cargo is not installed; install Rust 1.88 or newer (https://rustup.rs) and run again" >&2
     exit 1
 fi
 rust_minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
-if [ "$rust_minor" -lt 85 ]; then
-    echo "setup: rustc $(rustc --version) is too old; zeromesh needs 1.85 or newer" >&2
+if [ "$rust_minor" -lt 88 ]; then
+    echo "setup: rustc $(rustc --version) is too old; zeromesh needs 1.88 or newer" >&2
     exit 1
 fi

@@ -18,7 +18,7 @@ mod types;
 
 pub use error::ConsensusError;
 pub use in_process::InProcessRouter;
-pub use network::{RaftTransport, TransportError, TransportNetwork};
+pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork};
 pub use node::{ClusterView, ConsensusNode, WriteReceipt};
 pub use reads::{Consistency, ReadQuery, ReadReply};
 pub use settings::RaftSettings;

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -30,6 +32,10 @@ pub enum TransportError {
     /// The message or its answer could not be carried (encoding, size).
     #[error("message to node {target} failed: {reason}")]
     Failed { target: NodeId, reason: String },
+    /// An append-entries message encodes larger than the transport carries;
+    /// Raft retries with at most `entries_hint` entries.
+    #[error("append-entries to node {target} is over the message limit; retry with {entries_hint} entries")]
+    TooLarge { target: NodeId, entries_hint: u64 },
 }
 
 /// The remote node's answer: its Raft's own result.
@@ -104,6 +110,9 @@ where
             Err(RPCError::Unreachable(Unreachable::new(&error)))
         }
         Err(error @ TransportError::Failed { .. }) => Err(RPCError::Network(NetworkError::new(&error))),
+        Err(TransportError::TooLarge { entries_hint, .. }) => {
+            Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries_hint.max(1))))
+        }
     }
 }
 

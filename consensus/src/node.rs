@@ -138,6 +138,53 @@ impl ConsensusNode {
         Ok(response.log_id.index)
     }
 
+    /// Adds `id` as a learner once its membership entry commits, without
+    /// waiting for it to catch up. Returns the membership entry's log index.
+    pub async fn add_learner_now(&self, id: NodeId, info: MemberInfo) -> Result<u64, ConsensusError> {
+        let response = self.raft.add_learner(id, info, false).await?;
+        Ok(response.log_id.index)
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the log
+    /// index a linearizable read must wait for (Raft's read index).
+    pub async fn read_index(&self) -> Result<u64, ConsensusError> {
+        let (read_log_id, _applied) = self.raft.get_read_log_id().await?;
+        Ok(read_log_id.map_or(0, |log_id| log_id.index))
+    }
+
+    /// Runs `query` once this node has applied `read_index` (learned from the
+    /// leader's [`ConsensusNode::read_index`]): a linearizable read served by
+    /// any member.
+    pub async fn read_at(&self, read_index: u64, query: ReadQuery, timeout: Duration) -> Result<ReadReply, ConsensusError> {
+        query.validate()?;
+        self.wait_for("this node to apply the read index", timeout, |view| {
+            view.applied_index.unwrap_or(0) >= read_index
+        })
+        .await?;
+        self.read(Consistency::Stale, query).await
+    }
+
+    /// Replaces the voter set with `voters`, all of which must already be
+    /// members (learners or voters). Former voters are kept as learners
+    /// only if `keep_removed` is true.
+    pub async fn replace_voters(&self, voters: BTreeSet<NodeId>, keep_removed: bool) -> Result<u64, ConsensusError> {
+        let response = self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), keep_removed).await?;
+        Ok(response.log_id.index)
+    }
+
+    /// Every member (voter or learner) with its addresses, as the latest
+    /// membership config this node knows.
+    pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().nodes().map(|(id, info)| (*id, info.clone())).collect()
+    }
+
+    /// Whether this node's log holds any membership: it belongs to (or once
+    /// belonged to) a cluster, so it must not be initialised or join anew.
+    pub async fn is_initialized(&self) -> Result<bool, ConsensusError> {
+        self.raft.is_initialized().await.map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
     /// Makes the learner `id` a voter (joint consensus, then the new
     /// config). Returns the log index of the final membership entry.
     pub async fn promote_to_voter(&self, id: NodeId) -> Result<u64, ConsensusError> {

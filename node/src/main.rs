@@ -1,9 +1,12 @@
-//! The `zeromesh` command. Until the mesh exists it offers `demo` (a real
-//! multi-member cluster on RocksDB inside one process) and `plugin` (publisher
-//! keys and signed plugin packages).
+//! The `zeromesh` command: `run` (a node), `keygen`, the client commands
+//! `status` and `memory`, `demo` (a cluster inside one process) and `plugin`
+//! (publisher keys and signed plugin packages).
 
 mod demo;
 mod plugin_cli;
+
+use zeromesh::cli::{self as client_cli, DEFAULT_NODE};
+use zeromesh::config::{NodeConfig, RunArgs};
 
 use std::path::PathBuf;
 
@@ -18,6 +21,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Runs a node: the mesh, Raft over the mesh and the peer API.
+    Run(RunArgs),
+    /// Makes a node key in a data directory (`run` makes one if missing).
+    Keygen {
+        #[arg(long, env = "ZEROMESH_DATA", default_value = zeromesh::config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Shows the cluster and the mesh as a node sees them.
+    Status {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+    /// Reads and writes agent memories through a node.
+    Memory {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: client_cli::MemoryCommand,
+    },
     /// Runs a Raft cluster of real RocksDB-backed members in this process:
     /// writes, reads, crashes the leader and shows that nothing acknowledged
     /// was lost. Run it again on the same folder to see the data recovered.
@@ -52,6 +74,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Commands::Run(args) => zeromesh::cluster::run(NodeConfig::resolve(&args)?).await,
+        Commands::Keygen { data } => {
+            let keypair = zeromesh::identity::generate(&zeromesh::identity::key_path(&data))?;
+            let peer_id = keypair.public().to_peer_id();
+            println!("peer_id={peer_id} node_id={}", zeromesh::identity::node_id_of(&peer_id));
+            Ok(())
+        }
+        Commands::Status { node } => client_cli::status(&node).await,
+        Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
         Commands::Plugin(command) => plugin_cli::run(command),
     }

@@ -68,3 +68,35 @@ pub const MAX_PLUGIN_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 pub const MAX_PLUGIN_WALL_CLOCK_MS: u64 = 30_000;
 /// Plugin instances that may exist at once on a node (pooling allocator slots).
 pub const MAX_PLUGIN_INSTANCES: u32 = 64;
+
+/// Largest message carried on the mesh's request-response protocol (a Raft
+/// append-entries, a snapshot chunk, a forwarded write), in bytes. An
+/// append-entries over it is retried by Raft with fewer entries.
+pub const MAX_MESH_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Mesh requests this node waits on at once (outbound), and inbound requests
+/// it handles at once; more are refused as busy.
+pub const MAX_MESH_REQUESTS_IN_FLIGHT: usize = 1024;
+/// Concurrent request-response streams per peer connection.
+pub const MAX_MESH_STREAMS_PER_CONNECTION: usize = 256;
+/// Mesh connections kept at once (both directions).
+pub const MAX_MESH_CONNECTIONS: u32 = 256;
+/// Bootstrap peers a node may be given.
+pub const MAX_BOOTSTRAP_PEERS: usize = 32;
+/// Longest join token, in bytes (the generated ones are 64 hex digits).
+pub const MAX_JOIN_TOKEN_BYTES: usize = 256;
+/// Largest resource advert on the gossip topic, in bytes.
+pub const MAX_ADVERT_BYTES: usize = 16 * 1024;
+/// Adverts kept in a node's resource table; the stalest is evicted.
+pub const MAX_ADVERTS: usize = 1024;
+/// Listen addresses one advert may list.
+pub const MAX_ADVERT_ADDRESSES: usize = 16;
+/// Plugin hashes one advert may list.
+pub const MAX_ADVERT_PLUGINS: usize = 256;
+/// Largest WebSocket message (one JSON-RPC request) the peer API reads, in bytes.
+pub const MAX_API_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Peer API connections served at once; more are refused at the handshake.
+pub const MAX_API_CONNECTIONS: usize = 256;
+/// Requests one API connection may have running at once.
+pub const MAX_API_REQUESTS_PER_CONNECTION: usize = 64;
+/// Largest configuration file, in bytes.
+pub const MAX_CONFIG_FILE_BYTES: usize = 64 * 1024;

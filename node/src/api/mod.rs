@@ -1,0 +1,9 @@
+//! The peer API: JSON-RPC 2.0 in the Model Context Protocol's message
+//! shapes, over WebSocket (subprotocol `mcp`).
+
+pub mod jsonrpc;
+mod server;
+mod status;
+pub mod tools;
+
+pub use server::{serve, PROTOCOL_VERSIONS};

@@ -1,0 +1,178 @@
+//! The WebSocket listener of the peer API: the handshake (path, `mcp`
+//! subprotocol, connection limit), and one task per connection that reads
+//! JSON-RPC messages, runs each in its own bounded task and writes answers.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
+
+use super::jsonrpc::{self, RpcError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
+use super::tools;
+use crate::cluster::NodeService;
+
+/// MCP protocol versions this node speaks, newest first.
+pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+const SUBPROTOCOL: &str = "mcp";
+
+/// Serves the peer API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
+    let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accepting an API connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = connections.clone().try_acquire_owned().ok();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            if let Err(error) = connection(stream, service, slot.is_some()).await {
+                tracing::debug!(%remote, %error, "API connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+fn refuse(status: StatusCode, reason: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(reason.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+
+async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool) -> anyhow::Result<()> {
+    let handshake = move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if !has_slot {
+            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later")));
+        }
+        let path = request.uri().path();
+        if path != "/" && path != "/ws" {
+            return Err(refuse(StatusCode::NOT_FOUND, "the WebSocket peer API is at / and /ws"));
+        }
+        let offers_mcp = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|offered| offered.trim() == SUBPROTOCOL);
+        if offers_mcp {
+            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+        }
+        Ok(response)
+    };
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_API_MESSAGE_BYTES)).max_frame_size(Some(MAX_API_MESSAGE_BYTES));
+    let socket = tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)).await?;
+    let (mut sink, mut source) = socket.split();
+    let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
+    let writer = tokio::spawn(async move {
+        while let Some(answer) = answers.recv().await {
+            if sink.send(Message::text(answer)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION));
+    while let Some(message) = source.next().await {
+        let text = match message {
+            Ok(Message::Text(text)) => text.to_string(),
+            Ok(Message::Binary(_)) => {
+                let refusal = RpcError::new(INVALID_REQUEST, "binary messages are not JSON-RPC: send text");
+                let _ = answers_tx.send(jsonrpc::error(Value::Null, &refusal)).await;
+                continue;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue,
+            Err(error) => {
+                // An over-limit message or broken framing: say so, then close.
+                let refusal = RpcError::new(INVALID_REQUEST, format!("unreadable message: {error}"));
+                let _ = answers_tx.send(jsonrpc::error(Value::Null, &refusal)).await;
+                break;
+            }
+        };
+        // Waits when this connection already has its maximum running: reading
+        // stops, and TCP pushes back on the client.
+        let Ok(slot) = in_flight.clone().acquire_owned().await else { break };
+        let service = service.clone();
+        let answers_tx = answers_tx.clone();
+        tokio::spawn(async move {
+            if let Some(answer) = answer(&service, &text).await {
+                let _ = answers_tx.send(answer).await;
+            }
+            drop(slot);
+        });
+    }
+    drop(answers_tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+/// The answer to one message, or none for a notification.
+pub async fn answer(service: &Arc<NodeService>, text: &str) -> Option<String> {
+    let incoming = match jsonrpc::parse(text) {
+        Ok(incoming) => incoming,
+        Err((id, error)) => return Some(jsonrpc::error(id, &error)),
+    };
+    let outcome = dispatch(service, &incoming.method, incoming.params).await;
+    let id = incoming.id?;
+    Some(match outcome {
+        Ok(result) => jsonrpc::result(id, result),
+        Err(error) => jsonrpc::error(id, &error),
+    })
+}
+
+fn negotiate(params: &Value) -> &'static str {
+    let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
+    PROTOCOL_VERSIONS.iter().find(|version| **version == asked).copied().unwrap_or(PROTOCOL_VERSIONS[0])
+}
+
+async fn dispatch(service: &Arc<NodeService>, method: &str, params: Value) -> Result<Value, RpcError> {
+    match method {
+        "initialize" => Ok(json!({
+            "protocolVersion": negotiate(&params),
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": { "name": "zeromesh", "version": env!("CARGO_PKG_VERSION") },
+            "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh.",
+        })),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({ "tools": tools::definitions(service.test_faults) })),
+        "tools/call" => {
+            let name = params
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| RpcError::invalid_params("tools/call needs `name`, a string"))?
+                .to_owned();
+            let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            if !arguments.is_object() {
+                return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
+            }
+            Ok(match tools::call(service, &name, arguments).await? {
+                Ok(result) => json!({
+                    "content": [{ "type": "text", "text": result.to_string() }],
+                    "structuredContent": result,
+                    "isError": false,
+                }),
+                Err(failure) => json!({
+                    "content": [{ "type": "text", "text": failure.to_string() }],
+                    "isError": true,
+                }),
+            })
+        }
+        method if method.starts_with("notifications/") => Ok(Value::Null),
+        "" => Err(RpcError::new(INTERNAL_ERROR, "empty method")),
+        other => Err(RpcError::new(METHOD_NOT_FOUND, format!("method {other:?} is not offered by this node"))),
+    }
+}

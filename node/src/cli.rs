@@ -1,0 +1,149 @@
+//! The client commands: `zeromesh status` and `zeromesh memory ...`, which
+//! talk to a node's peer API.
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::client::ApiClient;
+
+pub const DEFAULT_NODE: &str = "ws://127.0.0.1:8765";
+
+#[derive(Subcommand)]
+pub enum MemoryCommand {
+    /// Write a new version of a memory.
+    Put {
+        path: String,
+        value: String,
+        #[arg(long, default_value = "text/plain")]
+        content_type: String,
+        /// A tag; repeatable.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Read a memory (the live version, or --version N).
+    Get {
+        path: String,
+        #[arg(long)]
+        version: Option<u64>,
+        /// Read this node's applied state without asking the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// List live memories under a prefix.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// A memory's kept versions, newest first.
+    History {
+        path: String,
+        #[arg(long)]
+        before: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Delete a memory.
+    Rm { path: String },
+}
+
+fn show_record(record: &Value) -> String {
+    let value = record.get("value").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
+        format!("(base64) {}", record.get("value_base64").and_then(Value::as_str).unwrap_or_default())
+    });
+    let state = if record["deleted"] == json!(true) { " (deleted)" } else { "" };
+    format!("{} v{} @{}{}: {}", record["path"].as_str().unwrap_or_default(), record["version"], record["log_index"], state, value)
+}
+
+pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
+    let mut client = ApiClient::connect(node).await?;
+    match command {
+        MemoryCommand::Put { path, value, content_type, tags } => {
+            let answer = client.call_tool("memory_put", json!({ "path": path, "value": value, "content_type": content_type, "tags": tags })).await?;
+            println!("{path}: version {} at log index {}", answer["version"], answer["log_index"]);
+        }
+        MemoryCommand::Get { path, version, stale } => {
+            let consistency = if stale { "stale" } else { "linearizable" };
+            let mut arguments = json!({ "path": path, "consistency": consistency });
+            if let Some(version) = version {
+                arguments["version"] = json!(version);
+            }
+            let answer = client.call_tool("memory_get", arguments).await?;
+            if answer["found"] == json!(true) {
+                println!("{}", show_record(&answer["record"]));
+            } else {
+                anyhow::bail!("{path}: not found");
+            }
+        }
+        MemoryCommand::Ls { prefix, after, limit } => {
+            let answer = client.call_tool("memory_list", json!({ "prefix": prefix, "after": after, "limit": limit })).await?;
+            for record in answer["records"].as_array().into_iter().flatten() {
+                println!("{}", show_record(record));
+            }
+            if let Some(cursor) = answer["next_cursor"].as_str() {
+                println!("(more: --after {cursor})");
+            }
+        }
+        MemoryCommand::History { path, before, limit } => {
+            let answer = client.call_tool("memory_history", json!({ "path": path, "before": before, "limit": limit })).await?;
+            for record in answer["records"].as_array().into_iter().flatten() {
+                println!("{}", show_record(record));
+            }
+            if let Some(before) = answer["next_before"].as_u64() {
+                println!("(more: --before {before})");
+            }
+        }
+        MemoryCommand::Rm { path } => {
+            let answer = client.call_tool("memory_delete", json!({ "path": path })).await?;
+            match answer["outcome"].as_str() {
+                Some("deleted") => println!("{path}: deleted (version {}) at log index {}", answer["version"], answer["log_index"]),
+                _ => anyhow::bail!("{path}: not found"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn opt(value: &Value) -> String {
+    if value.is_null() { "-".into() } else { value.to_string() }
+}
+
+pub async fn status(node: &str) -> anyhow::Result<()> {
+    let mut client = ApiClient::connect(node).await?;
+    let cluster = client.call_tool("cluster_status", json!({})).await.context("cluster_status")?;
+    let mesh = client.call_tool("mesh_peers", json!({})).await.context("mesh_peers")?;
+    println!("node       {} ({})", cluster["node_id"], cluster["role"].as_str().unwrap_or_default());
+    println!("leader     {}", opt(&cluster["leader"]));
+    println!("term       {}", cluster["term"]);
+    println!("voters     {}", cluster["voters"]);
+    println!("non-voters {}", cluster["non_voters"]);
+    println!("members:");
+    for member in cluster["members"].as_array().into_iter().flatten() {
+        let kind = if member["voter"] == json!(true) { "voter" } else { "non-voter" };
+        if member["reachable"] == json!(true) {
+            println!(
+                "  {:<20} {:<9} {:<10} term {} last log {} applied {} api {}",
+                member["node_id"], kind, member["role"].as_str().unwrap_or_default(), member["term"],
+                opt(&member["last_log_index"]), opt(&member["applied_index"]), member["api_addr"].as_str().unwrap_or_default()
+            );
+        } else {
+            println!("  {:<20} {:<9} unreachable: {}", member["node_id"], kind, member["error"].as_str().unwrap_or_default());
+        }
+    }
+    println!("mesh peers ({} connected, {} adverts):", mesh["connected"].as_array().map_or(0, Vec::len), mesh["adverts"].as_array().map_or(0, Vec::len));
+    for advert in mesh["adverts"].as_array().into_iter().flatten() {
+        println!(
+            "  {} node {} api {} load {:.2} free memory {} MiB",
+            advert["peer_id"].as_str().unwrap_or_default(),
+            advert["node_id"],
+            advert["api_addr"].as_str().unwrap_or_default(),
+            advert["load_milli"].as_f64().unwrap_or_default() / 1000.0,
+            advert["free_memory_bytes"].as_u64().unwrap_or_default() / (1024 * 1024)
+        );
+    }
+    Ok(())
+}

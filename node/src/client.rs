@@ -1,0 +1,120 @@
+//! A client of the peer API: one WebSocket connection speaking JSON-RPC,
+//! used by the command line and by the test harness.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long the client waits for one answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with a JSON-RPC error.
+    #[error("error {code}: {message}")]
+    Rpc { code: i64, message: String },
+    /// The tool ran and failed (`isError`).
+    #[error("{0}")]
+    Tool(String),
+    /// The connection failed or the answer did not come.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// One connection to a node's peer API.
+pub struct ApiClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// The `initialize` result.
+    pub server: Value,
+}
+
+impl ApiClient {
+    /// Connects to `url` (`ws://host:port`) with subprotocol `mcp` and initialises.
+    pub async fn connect(url: &str) -> Result<ApiClient, ClientError> {
+        let transport = |error: String| ClientError::Transport(format!("cannot connect to {url}: {error}"));
+        let mut request = url.into_client_request().map_err(|e| transport(e.to_string()))?;
+        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mcp"));
+        let (socket, _) = tokio::time::timeout(ANSWER_TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| transport("timed out".into()))?
+            .map_err(|e| transport(e.to_string()))?;
+        let mut client = ApiClient { socket, next_id: 1, server: Value::Null };
+        client.server = client
+            .request(
+                "initialize",
+                json!({ "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "zeromesh-cli", "version": env!("CARGO_PKG_VERSION") } }),
+            )
+            .await?;
+        client.notify("notifications/initialized", json!({})).await?;
+        Ok(client)
+    }
+
+    async fn send(&mut self, message: Value) -> Result<(), ClientError> {
+        self.socket.send(Message::text(message.to_string())).await.map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    pub async fn notify(&mut self, method: &str, params: Value) -> Result<(), ClientError> {
+        self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params })).await
+    }
+
+    /// Sends raw text and returns the next answer's text (for tests of malformed input).
+    pub async fn raw(&mut self, text: String) -> Result<Value, ClientError> {
+        self.socket.send(Message::text(text)).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        self.next_message().await
+    }
+
+    async fn next_message(&mut self) -> Result<Value, ClientError> {
+        loop {
+            let message = tokio::time::timeout(ANSWER_TIMEOUT, self.socket.next())
+                .await
+                .map_err(|_| ClientError::Transport(format!("no answer within {ANSWER_TIMEOUT:?}")))?
+                .ok_or_else(|| ClientError::Transport("the node closed the connection".into()))?
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("the node sent bad JSON: {e}")))
+                }
+                Message::Close(_) => return Err(ClientError::Transport("the node closed the connection".into())),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Calls `method` and returns its result.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).await?;
+        loop {
+            let mut answer = self.next_message().await?;
+            if answer.get("id") != Some(&json!(id)) {
+                continue; // a notification, or an answer to an earlier call
+            }
+            if let Some(error) = answer.get("error") {
+                return Err(ClientError::Rpc {
+                    code: error.get("code").and_then(Value::as_i64).unwrap_or_default(),
+                    message: error.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                });
+            }
+            return Ok(answer["result"].take());
+        }
+    }
+
+    /// Calls tool `name` and returns its structured result.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Result<Value, ClientError> {
+        let mut result = self.request("tools/call", json!({ "name": name, "arguments": arguments })).await?;
+        if result.get("isError") == Some(&Value::Bool(true)) {
+            let message = result["content"][0]["text"].as_str().unwrap_or("the tool failed").to_owned();
+            return Err(ClientError::Tool(message));
+        }
+        Ok(result["structuredContent"].take())
+    }
+}

@@ -1,0 +1,64 @@
+//! Publishing this node's resource advert: at start, whenever what it says
+//! changes, and every advert interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+
+use super::service::NodeService;
+use crate::mesh::advert::{Advert, SignedAdvert};
+
+/// Free memory and the one-minute load, read from /proc (zero elsewhere).
+fn machine_load() -> (u64, u64, u64) {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get() as u64);
+    let load_milli = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|first| first.parse::<f64>().ok()))
+        .map_or(0, |load| (load * 1000.0) as u64);
+    let free_memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemAvailable:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let free_cpu_millicores = (cores * 1000).saturating_sub(load_milli);
+    (free_cpu_millicores, free_memory_bytes, load_milli)
+}
+
+fn current_advert(service: &NodeService, sequence: u64) -> Advert {
+    let (free_cpu_millicores, free_memory_bytes, load_milli) = machine_load();
+    Advert {
+        peer_id: service.mesh.peer_id().to_string(),
+        node_id: service.node_id(),
+        listen_addrs: service.mesh.listen_addrs().iter().map(ToString::to_string).collect(),
+        api_addr: service.info.api_addr.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        free_cpu_millicores,
+        free_memory_bytes,
+        load_milli,
+        plugin_hashes: Vec::new(),
+        sequence,
+    }
+}
+
+/// Publishes the advert every `interval`, forever.
+pub async fn publish(service: Arc<NodeService>, keypair: Keypair, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    // Sequence numbers start from the clock so a restarted node's adverts
+    // are never taken for older ones.
+    let mut sequence = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    loop {
+        tick.tick().await;
+        sequence += 1;
+        match SignedAdvert::sign(&current_advert(&service, sequence), &keypair) {
+            Ok(signed) => service.mesh.set_advert(signed).await,
+            Err(error) => tracing::warn!(%error, "advert not signed"),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The mesh's inbound side: answers what other nodes ask. Raft messages are
+//! taken only from members (or from anyone while this node has no cluster
+//! yet, so a leader can reach a joiner).
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use libp2p::PeerId;
+
+use super::service::NodeService;
+use crate::identity::node_id_of;
+use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
+use crate::mesh::InboundHandler;
+
+/// Answers inbound mesh requests once the node's service is up; before
+/// that, every request is refused as "starting".
+#[derive(Clone, Default)]
+pub struct Inbound {
+    service: Arc<OnceLock<Arc<NodeService>>>,
+}
+
+impl Inbound {
+    pub fn set(&self, service: Arc<NodeService>) {
+        let _ = self.service.set(service);
+    }
+}
+
+async fn sender_may_speak_raft(service: &NodeService, peer: &PeerId) -> bool {
+    let members = service.consensus.members();
+    members.contains_key(&node_id_of(peer)) || members.is_empty()
+}
+
+async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -> MeshResponse {
+    let is_raft = matches!(request, MeshRequest::AppendEntries(_) | MeshRequest::Vote(_) | MeshRequest::InstallSnapshot(_));
+    if is_raft && !sender_may_speak_raft(&service, &peer).await {
+        return MeshResponse::Refused(MeshError::Refused(format!("peer {peer} is not a member of this node's cluster")));
+    }
+    let raft = service.consensus.raft();
+    match request {
+        MeshRequest::AppendEntries(request) => MeshResponse::AppendEntries(raft.append_entries(request).await),
+        MeshRequest::Vote(request) => MeshResponse::Vote(raft.vote(request).await),
+        MeshRequest::InstallSnapshot(request) => MeshResponse::InstallSnapshot(raft.install_snapshot(request).await),
+        MeshRequest::Write(batch) => MeshResponse::Write(service.write_as_leader(batch).await),
+        MeshRequest::ReadIndex => MeshResponse::ReadIndex(service.read_index_as_leader().await),
+        MeshRequest::Join(request) => MeshResponse::Join(service.join(request).await),
+        MeshRequest::Status => MeshResponse::Status(service.own_status()),
+    }
+}
+
+impl InboundHandler for Inbound {
+    fn handle(&self, peer: PeerId, request: MeshRequest) -> BoxFuture<'static, MeshResponse> {
+        match self.service.get() {
+            Some(service) => answer(service.clone(), peer, request).boxed(),
+            None => futures::future::ready(MeshResponse::Refused(MeshError::Unavailable("node is starting".into()))).boxed(),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The node's cluster service: writes and reads that any node accepts and
+//! forwards to the leader when needed, joins, and status. The peer API and
+//! the mesh's inbound side both call it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use zeromesh_consensus::{ClusterView, ConsensusError, ConsensusNode, Consistency, ReadQuery, ReadReply};
+use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
+
+use super::transport::{member_address, Liveness};
+use crate::mesh::messages::{JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted};
+use crate::mesh::{peer_of, MeshHandle, MeshSendError};
+
+/// How long a write or read waits for a leader and for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a status query waits for each member.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+const TOKEN_HASH_FILE: &str = "join-token.sha256";
+
+/// Why a client's request failed, in words the client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the write's outcome is unknown: {0}; read the path to find out")]
+    Unknown(String),
+}
+
+impl From<ConsensusError> for ServiceError {
+    fn from(error: ConsensusError) -> Self {
+        match error {
+            ConsensusError::Invalid(_) | ConsensusError::Rejected(_) => ServiceError::Invalid(error.to_string()),
+            other => ServiceError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<MeshError> for ServiceError {
+    fn from(error: MeshError) -> Self {
+        match error {
+            MeshError::Invalid(reason) => ServiceError::Invalid(reason),
+            MeshError::Refused(reason) => ServiceError::Refused(reason),
+            other => ServiceError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Hex SHA-256 of a join token: what nodes keep instead of the token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// One node's cluster-facing operations.
+pub struct NodeService {
+    pub consensus: ConsensusNode,
+    pub mesh: MeshHandle,
+    pub info: MemberInfo,
+    pub liveness: Liveness,
+    pub voter_count: usize,
+    pub voter_timeout: Duration,
+    pub test_faults: bool,
+    data_dir: PathBuf,
+    token_hash: Mutex<Option<String>>,
+}
+
+impl NodeService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        consensus: ConsensusNode,
+        mesh: MeshHandle,
+        info: MemberInfo,
+        liveness: Liveness,
+        voter_count: usize,
+        voter_timeout: Duration,
+        test_faults: bool,
+        data_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let stored = match std::fs::read_to_string(data_dir.join(TOKEN_HASH_FILE)) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(NodeService {
+            consensus,
+            mesh,
+            info,
+            liveness,
+            voter_count,
+            voter_timeout,
+            test_faults,
+            data_dir: data_dir.to_owned(),
+            token_hash: Mutex::new(stored),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.consensus.id()
+    }
+
+    /// Keeps the hash of the cluster's join token, so this node can check
+    /// joiners' tokens if it leads one day.
+    pub fn remember_token(&self, token: &str) -> anyhow::Result<()> {
+        let hash = token_hash(token);
+        let path = self.data_dir.join(TOKEN_HASH_FILE);
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, format!("{hash}\n"))?;
+        std::fs::File::open(&temporary)?.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        *self.token_hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hash);
+        Ok(())
+    }
+
+    fn token_matches(&self, token: &str) -> bool {
+        let stored = self.token_hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        match stored {
+            // Compare digests, not tokens: the time taken says nothing about the token.
+            Some(stored) => stored.as_bytes() == token_hash(token).as_bytes(),
+            None => false,
+        }
+    }
+
+    /// Waits (up to `timeout`) for a known leader and returns it with its addresses.
+    async fn leader(&self, timeout: Duration) -> Result<(NodeId, MemberInfo), ServiceError> {
+        let view = self
+            .consensus
+            .wait_for("a leader to be known", timeout, |view| view.leader.is_some())
+            .await
+            .map_err(|_| ServiceError::Unavailable(format!("no leader is known after {} ms; is a quorum of voters up?", timeout.as_millis())))?;
+        let leader = view.leader.unwrap_or_default();
+        let info = self
+            .consensus
+            .members()
+            .get(&leader)
+            .cloned()
+            .ok_or_else(|| ServiceError::Unavailable(format!("the leader {leader} is not in this node's membership yet; retry")))?;
+        Ok((leader, info))
+    }
+
+    /// Sends `request` to member `target`.
+    async fn ask(&self, target: NodeId, info: &MemberInfo, request: MeshRequest, timeout: Duration) -> Result<MeshResponse, ServiceError> {
+        self.send(target, info, request, timeout).await.map_err(|error| ServiceError::Unavailable(error.to_string()))
+    }
+
+    async fn send(&self, target: NodeId, info: &MemberInfo, request: MeshRequest, timeout: Duration) -> Result<MeshResponse, MeshSendError> {
+        let (peer, address) = member_address(target, info)
+            .map_err(|error| MeshSendError::Failed { peer: self.mesh.peer_id(), reason: error.to_string() })?;
+        self.mesh.request(peer, vec![address], request, timeout).await
+    }
+
+    /// Proposes `batch`, here if this node leads, else through the leader.
+    pub async fn write(&self, batch: MemoryBatch) -> Result<WriteAccepted, ServiceError> {
+        batch.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ServiceError::Unavailable(format!("no leader accepted the write within {} ms", REQUEST_TIMEOUT.as_millis())));
+            }
+            match tokio::time::timeout(remaining, self.consensus.write(batch.clone())).await {
+                Ok(Ok(receipt)) => return Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
+                Ok(Err(ConsensusError::NotLeader { .. })) => {}
+                Ok(Err(other)) => return Err(other.into()),
+                Err(_) => {
+                    return Err(ServiceError::Unknown(format!(
+                        "proposed here but not committed within {} ms (is this node cut off from a quorum?)",
+                        REQUEST_TIMEOUT.as_millis()
+                    )))
+                }
+            }
+            let (leader, info) = self.leader(remaining).await?;
+            if leader == self.node_id() {
+                // Leadership is still being settled here; try again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            match self.send(leader, &info, MeshRequest::Write(batch.clone()), remaining).await {
+                Ok(MeshResponse::Write(Ok(accepted))) => return Ok(accepted),
+                // The leader changed before it proposed: nothing was written; try the new one.
+                Ok(MeshResponse::Write(Err(MeshError::NotLeader { .. }))) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(MeshResponse::Write(Err(error))) => return Err(error.into()),
+                Ok(MeshResponse::Refused(MeshError::Unavailable(_))) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(other) => return Err(ServiceError::Unknown(format!("the leader answered {other:?}"))),
+                // Not delivered (the leader is down or cut off): wait for a new one.
+                Err(MeshSendError::Unreachable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => return Err(ServiceError::Unknown(error.to_string())),
+            }
+        }
+    }
+
+    /// Handles a write forwarded by another node: proposed only if this node leads.
+    pub async fn write_as_leader(&self, batch: MemoryBatch) -> Result<WriteAccepted, MeshError> {
+        let Ok(written) = tokio::time::timeout(REQUEST_TIMEOUT, self.consensus.write(batch)).await else {
+            return Err(MeshError::Unavailable(format!("not committed within {} ms", REQUEST_TIMEOUT.as_millis())));
+        };
+        match written {
+            Ok(receipt) => Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
+            Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
+            Err(error @ (ConsensusError::Invalid(_) | ConsensusError::Rejected(_))) => Err(MeshError::Invalid(error.to_string())),
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// The leader's read index, if this node leads.
+    pub async fn read_index_as_leader(&self) -> Result<u64, MeshError> {
+        let Ok(confirmed) = tokio::time::timeout(REQUEST_TIMEOUT, self.consensus.read_index()).await else {
+            return Err(MeshError::Unavailable(format!("leadership not confirmed within {} ms", REQUEST_TIMEOUT.as_millis())));
+        };
+        match confirmed {
+            Ok(index) => Ok(index),
+            Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Reads at `consistency`. A linearizable read on a follower asks the
+    /// leader for its read index, waits to apply it, and reads here.
+    pub async fn read(&self, consistency: Consistency, query: ReadQuery) -> Result<ReadReply, ServiceError> {
+        query.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        if consistency == Consistency::Stale {
+            return Ok(self.consensus.read(Consistency::Stale, query).await?);
+        }
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ServiceError::Unavailable(format!("no leader confirmed a read index within {} ms", REQUEST_TIMEOUT.as_millis())));
+            }
+            match tokio::time::timeout(remaining, self.consensus.read(Consistency::Linearizable, query.clone())).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ConsensusError::NotLeader { .. })) => {}
+                Ok(Err(other)) => return Err(other.into()),
+                Err(_) => {
+                    return Err(ServiceError::Unavailable(format!(
+                        "leadership not confirmed by a quorum within {} ms (is this node cut off?)",
+                        REQUEST_TIMEOUT.as_millis()
+                    )))
+                }
+            }
+            let (leader, info) = self.leader(remaining).await?;
+            if leader == self.node_id() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            match self.ask(leader, &info, MeshRequest::ReadIndex, remaining).await? {
+                MeshResponse::ReadIndex(Ok(index)) => return Ok(self.consensus.read_at(index, query, remaining).await?),
+                MeshResponse::ReadIndex(Err(MeshError::NotLeader { .. })) | MeshResponse::Refused(MeshError::Unavailable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                MeshResponse::ReadIndex(Err(error)) => return Err(error.into()),
+                other => return Err(ServiceError::Unavailable(format!("the leader answered {other:?}"))),
+            }
+        }
+    }
+
+    /// Admits a joiner (on the leader) or passes the request to the leader.
+    pub async fn join(&self, request: JoinRequest) -> Result<JoinAccepted, MeshError> {
+        let view = self.consensus.cluster_view();
+        if view.leader != Some(self.node_id()) {
+            let (leader, info) = self.leader(REQUEST_TIMEOUT).await.map_err(|e| MeshError::Unavailable(e.to_string()))?;
+            if leader != self.node_id() {
+                return match self.ask(leader, &info, MeshRequest::Join(request), REQUEST_TIMEOUT).await {
+                    Ok(MeshResponse::Join(result)) => result,
+                    Ok(other) => Err(MeshError::Unavailable(format!("the leader answered {other:?}"))),
+                    Err(error) => Err(MeshError::Unavailable(error.to_string())),
+                };
+            }
+        }
+        if !self.token_matches(&request.token) {
+            return Err(MeshError::Refused(
+                "wrong join token: give the token the --init node printed (--join-token or ZEROMESH_JOIN_TOKEN)".into(),
+            ));
+        }
+        let address: libp2p::Multiaddr =
+            request.info.p2p_addr.parse().map_err(|_| MeshError::Invalid(format!("{:?} is not a multiaddr", request.info.p2p_addr)))?;
+        let peer = peer_of(&address).ok_or_else(|| MeshError::Invalid("the joiner's address has no /p2p/ peer id".into()))?;
+        if crate::identity::node_id_of(&peer) != request.node_id {
+            return Err(MeshError::Invalid(format!("node id {} is not the id of peer {peer}", request.node_id)));
+        }
+        if let Some(known) = self.consensus.members().get(&request.node_id) {
+            if *known == request.info {
+                return Ok(JoinAccepted { leader: self.node_id(), membership_log_index: view.applied_index.unwrap_or(0) });
+            }
+        }
+        tracing::info!(node = request.node_id, info = %request.info, "adding a learner");
+        match self.consensus.add_learner_now(request.node_id, request.info).await {
+            Ok(index) => Ok(JoinAccepted { leader: self.node_id(), membership_log_index: index }),
+            Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// This node's own view, as other nodes ask for it.
+    pub fn own_status(&self) -> NodeStatus {
+        status_of(&self.consensus.cluster_view(), &self.mesh.peer_id().to_string(), &self.info)
+    }
+
+    /// Every member's own view (asked over the mesh, in parallel), by id;
+    /// a member that did not answer is missing.
+    pub async fn member_statuses(&self) -> BTreeMap<NodeId, Result<NodeStatus, String>> {
+        let members = self.consensus.members();
+        let asks = members.iter().map(|(id, info)| async move {
+            if *id == self.node_id() {
+                return (*id, Ok(self.own_status()));
+            }
+            let answer = match self.ask(*id, info, MeshRequest::Status, STATUS_TIMEOUT).await {
+                Ok(MeshResponse::Status(status)) => Ok(status),
+                Ok(other) => Err(format!("answered {other:?}")),
+                Err(error) => Err(error.to_string()),
+            };
+            (*id, answer)
+        });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+}
+
+/// A [`NodeStatus`] from a Raft view.
+pub fn status_of(view: &ClusterView, peer_id: &str, info: &MemberInfo) -> NodeStatus {
+    NodeStatus {
+        node_id: view.node_id,
+        peer_id: peer_id.to_owned(),
+        role: format!("{:?}", view.state),
+        term: view.term,
+        leader: view.leader,
+        voters: view.voters.iter().copied().collect(),
+        non_voters: view.learners.iter().copied().collect(),
+        last_log_index: view.last_log_index,
+        applied_index: view.applied_index,
+        snapshot_index: view.snapshot_index,
+        info: info.clone(),
+    }
+}

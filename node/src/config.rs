@@ -1,0 +1,257 @@
+//! A node's configuration: from flags, then `ZEROMESH_*` environment
+//! variables, then a TOML file, then defaults, in that order of precedence.
+//! A bad value stops start-up with a message naming the setting and what is
+//! accepted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use libp2p::Multiaddr;
+use serde::Deserialize;
+use zeromesh_consensus::RaftSettings;
+use zeromesh_protocol::limits::{MAX_BOOTSTRAP_PEERS, MAX_CONFIG_FILE_BYTES, MAX_JOIN_TOKEN_BYTES, MAX_VOTER_COUNT};
+
+use crate::mesh::peer_of;
+
+/// `zeromesh run`'s flags; each may also come from its environment variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// A TOML file with any of the settings below (flag names with `_`).
+    #[arg(long, env = "ZEROMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The node's data directory: its key, Raft log and state.
+    #[arg(long, env = "ZEROMESH_DATA")]
+    pub data: Option<PathBuf>,
+    /// Mesh listen address (multiaddr).
+    #[arg(long, env = "ZEROMESH_LISTEN")]
+    pub listen: Option<String>,
+    /// Peer API listen address (host:port).
+    #[arg(long, env = "ZEROMESH_API")]
+    pub api: Option<String>,
+    /// A peer to join through (`/ip4/.../tcp/.../p2p/<peer id>`); repeatable.
+    /// In the environment: comma-separated.
+    #[arg(long, env = "ZEROMESH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Start a new cluster with this node as its first voter, and print the
+    /// join token the other nodes need. Ignored on a node that has a cluster.
+    #[arg(long)]
+    pub init: bool,
+    /// The cluster's join token (printed once by the `--init` node).
+    #[arg(long, env = "ZEROMESH_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Voters the cluster keeps (1 to 7); further nodes stay non-voting members.
+    #[arg(long, env = "ZEROMESH_VOTER_COUNT")]
+    pub voter_count: Option<String>,
+    /// A voter unreachable this long is replaced by a caught-up non-voter.
+    #[arg(long, env = "ZEROMESH_VOTER_TIMEOUT_MS")]
+    pub voter_timeout_ms: Option<String>,
+    /// How often the node republishes its resource advert.
+    #[arg(long, env = "ZEROMESH_ADVERT_INTERVAL_MS")]
+    pub advert_interval_ms: Option<String>,
+    /// How long a received advert is kept.
+    #[arg(long, env = "ZEROMESH_ADVERT_TTL_MS")]
+    pub advert_ttl_ms: Option<String>,
+    /// A snapshot is built every this many applied entries.
+    #[arg(long, env = "ZEROMESH_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<String>,
+    /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
+    /// the test harness uses. Never for production.
+    #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
+    pub test_faults: bool,
+}
+
+/// The settings a TOML file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<String>,
+    api: Option<String>,
+    bootstrap: Option<Vec<String>>,
+    join_token: Option<String>,
+    voter_count: Option<u64>,
+    voter_timeout_ms: Option<u64>,
+    advert_interval_ms: Option<u64>,
+    advert_ttl_ms: Option<u64>,
+    snapshot_every_entries: Option<u64>,
+}
+
+/// A node's validated settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: Multiaddr,
+    pub api: SocketAddr,
+    pub bootstrap: Vec<Multiaddr>,
+    pub init: bool,
+    pub join_token: Option<String>,
+    pub voter_count: usize,
+    pub voter_timeout: Duration,
+    pub advert_interval: Duration,
+    pub advert_ttl: Duration,
+    pub raft: RaftSettings,
+    pub test_faults: bool,
+}
+
+pub const DEFAULT_DATA: &str = "zeromesh-data";
+pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/7001";
+pub const DEFAULT_API: &str = "127.0.0.1:8765";
+pub const DEFAULT_VOTER_COUNT: u64 = 3;
+pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let size = std::fs::metadata(path).with_context(|| format!("config: cannot read {}", path.display()))?.len();
+    if size > MAX_CONFIG_FILE_BYTES as u64 {
+        bail!("config: {} is {size} bytes, over the limit of {MAX_CONFIG_FILE_BYTES}", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| anyhow::anyhow!("config: {} is not valid: {error}", path.display()))
+}
+
+/// A number from a flag or variable (text) or the file (a number), within `range`.
+fn number(
+    name: &str,
+    flag: Option<&str>,
+    file: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> anyhow::Result<u64> {
+    let value = match flag {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("setting `{name}`: {text:?} is not a whole number; accepted: {}..={}", range.start(), range.end())
+        })?,
+        None => file.unwrap_or(default),
+    };
+    if !range.contains(&value) {
+        bail!("setting `{name}`: {value} is out of range; accepted: {}..={}", range.start(), range.end());
+    }
+    Ok(value)
+}
+
+fn multiaddr(name: &str, text: &str) -> anyhow::Result<Multiaddr> {
+    text.trim().parse::<Multiaddr>().map_err(|error| {
+        anyhow::anyhow!("setting `{name}`: {text:?} is not a multiaddr ({error}); accepted: e.g. /ip4/127.0.0.1/tcp/7001")
+    })
+}
+
+impl NodeConfig {
+    /// Merges flags and environment (already in `args`), the file and the
+    /// defaults, and validates the result.
+    pub fn resolve(args: &RunArgs) -> anyhow::Result<NodeConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data.clone().or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+        let listen = multiaddr("listen", args.listen.as_deref().or(file.listen.as_deref()).unwrap_or(DEFAULT_LISTEN))?;
+        let api_text = args.api.clone().or(file.api).unwrap_or_else(|| DEFAULT_API.to_owned());
+        let api: SocketAddr = api_text.trim().parse().map_err(|_| {
+            anyhow::anyhow!("setting `api`: {api_text:?} is not a host:port address; accepted: e.g. 127.0.0.1:8765")
+        })?;
+        let bootstrap_texts = if args.bootstrap.is_empty() { file.bootstrap.unwrap_or_default() } else { args.bootstrap.clone() };
+        if bootstrap_texts.len() > MAX_BOOTSTRAP_PEERS {
+            bail!("setting `bootstrap`: {} peers given; accepted: at most {MAX_BOOTSTRAP_PEERS}", bootstrap_texts.len());
+        }
+        let mut bootstrap = Vec::new();
+        for text in bootstrap_texts.iter().filter(|text| !text.trim().is_empty()) {
+            let address = multiaddr("bootstrap", text)?;
+            if peer_of(&address).is_none() {
+                bail!("setting `bootstrap`: {text:?} has no peer id; accepted: an address ending in /p2p/<peer id>, as scripts/testnet.sh prints");
+            }
+            bootstrap.push(address);
+        }
+        let join_token = args.join_token.clone().or(file.join_token).filter(|token| !token.is_empty());
+        if let Some(token) = &join_token {
+            if token.len() > MAX_JOIN_TOKEN_BYTES || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+                bail!("setting `join_token`: accepted: 1 to {MAX_JOIN_TOKEN_BYTES} printable ASCII characters");
+            }
+        }
+        let voter_count =
+            number("voter_count", args.voter_count.as_deref(), file.voter_count, DEFAULT_VOTER_COUNT, 1..=MAX_VOTER_COUNT as u64)?;
+        let voter_timeout_ms = number(
+            "voter_timeout_ms",
+            args.voter_timeout_ms.as_deref(),
+            file.voter_timeout_ms,
+            DEFAULT_VOTER_TIMEOUT_MS,
+            1_000..=86_400_000,
+        )?;
+        let advert_interval_ms = number(
+            "advert_interval_ms",
+            args.advert_interval_ms.as_deref(),
+            file.advert_interval_ms,
+            DEFAULT_ADVERT_INTERVAL_MS,
+            100..=3_600_000,
+        )?;
+        let advert_ttl_ms =
+            number("advert_ttl_ms", args.advert_ttl_ms.as_deref(), file.advert_ttl_ms, DEFAULT_ADVERT_TTL_MS, 1_000..=86_400_000)?;
+        if advert_ttl_ms <= advert_interval_ms {
+            bail!("setting `advert_ttl_ms`: {advert_ttl_ms} must be longer than advert_interval_ms ({advert_interval_ms}), or adverts expire between publications");
+        }
+        let defaults = RaftSettings::default();
+        let snapshot_every_entries = number(
+            "snapshot_every_entries",
+            args.snapshot_every_entries.as_deref(),
+            file.snapshot_every_entries,
+            defaults.snapshot_every_entries,
+            100..=10_000_000,
+        )?;
+        let raft = RaftSettings {
+            snapshot_every_entries,
+            log_entries_kept_after_snapshot: defaults.log_entries_kept_after_snapshot.min(snapshot_every_entries / 2),
+            ..defaults
+        };
+        Ok(NodeConfig {
+            data_dir,
+            listen,
+            api,
+            bootstrap,
+            init: args.init,
+            join_token,
+            voter_count: voter_count as usize,
+            voter_timeout: Duration::from_millis(voter_timeout_ms),
+            advert_interval: Duration::from_millis(advert_interval_ms),
+            advert_ttl: Duration::from_millis(advert_ttl_ms),
+            raft,
+            test_faults: args.test_faults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "voter_count = 5\napi = \"127.0.0.1:9000\"\n").expect("writes");
+        let args = RunArgs { config: Some(file.clone()), voter_count: Some("7".into()), ..RunArgs::default() };
+        let config = NodeConfig::resolve(&args).expect("valid");
+        assert_eq!(config.voter_count, 7);
+        assert_eq!(config.api, "127.0.0.1:9000".parse().expect("address"));
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse::<Multiaddr>().expect("multiaddr"));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_what_is_accepted() {
+        let args = RunArgs { voter_count: Some("9".into()), ..RunArgs::default() };
+        let error = NodeConfig::resolve(&args).expect_err("9 voters is over the limit").to_string();
+        assert!(error.contains("voter_count") && error.contains("1..=7"), "{error}");
+
+        let args = RunArgs { bootstrap: vec!["/ip4/127.0.0.1/tcp/7001".into()], ..RunArgs::default() };
+        let error = NodeConfig::resolve(&args).expect_err("a bootstrap needs a peer id").to_string();
+        assert!(error.contains("bootstrap") && error.contains("/p2p/"), "{error}");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "voters = 3\n").expect("writes");
+        let args = RunArgs { config: Some(file), ..RunArgs::default() };
+        let error = NodeConfig::resolve(&args).expect_err("unknown keys are refused").to_string();
+        assert!(error.contains("voters"), "{error}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The wire codec of the mesh's request-response protocol: each message is a
+//! big-endian `u32` length and that many bytes of bincode, refused whole when
+//! the length is over [`MAX_MESH_MESSAGE_BYTES`].
+
+use std::io;
+use std::marker::PhantomData;
+
+use bincode::Options;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::request_response::Codec;
+use libp2p::StreamProtocol;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zeromesh_protocol::limits::MAX_MESH_MESSAGE_BYTES;
+
+/// The protocol name, versioned: a node speaking another version is not
+/// offered this one.
+pub const MESH_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/rpc/1");
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_MESH_MESSAGE_BYTES as u64)
+}
+
+/// Encodes `message`, refusing it when it would exceed the message limit.
+pub fn encode<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
+    options().serialize(message).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+}
+
+/// Decodes `bytes`; any trailing or missing byte is an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    options()
+        .reject_trailing_bytes()
+        .deserialize(bytes)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T) -> io::Result<M> {
+    let mut length = [0u8; 4];
+    io.read_exact(&mut length).await?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length > MAX_MESH_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("mesh message of {length} bytes is over the limit of {MAX_MESH_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    let mut bytes = vec![0u8; length];
+    io.read_exact(&mut bytes).await?;
+    decode(&bytes)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
+    // `encode` is bounded by MAX_MESH_MESSAGE_BYTES, which fits in a u32.
+    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+/// A length-prefixed bincode codec for the request type `Q` and response `A`.
+pub struct BincodeCodec<Q, A>(PhantomData<fn() -> (Q, A)>);
+
+impl<Q, A> Default for BincodeCodec<Q, A> {
+    fn default() -> Self {
+        BincodeCodec(PhantomData)
+    }
+}
+
+impl<Q, A> Clone for BincodeCodec<Q, A> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl<Q, A> Codec for BincodeCodec<Q, A>
+where
+    Q: Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Protocol = StreamProtocol;
+    type Request = Q;
+    type Response = A;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Q> {
+        read_frame(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<A> {
+        read_frame(io).await
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, request: Q) -> io::Result<()> {
+        write_frame(io, encode(&request)?).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, response: A) -> io::Result<()> {
+        write_frame(io, encode(&response)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_it_is_read() {
+        let mut frame = ((MAX_MESH_MESSAGE_BYTES + 1) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[0; 16]);
+        let result: io::Result<Vec<u8>> = futures::executor::block_on(read_frame(&mut frame.as_slice()));
+        let error = result.expect_err("an over-limit frame must be refused");
+        assert!(error.to_string().contains("over the limit"), "{error}");
+    }
+
+    #[test]
+    fn frames_round_trip_and_trailing_bytes_are_refused() {
+        let mut buffer = Vec::new();
+        futures::executor::block_on(write_frame(&mut futures::io::Cursor::new(&mut buffer), encode(&(7u64, "x".to_string())).expect("encodes")))
+            .expect("writing to memory works");
+        let decoded: (u64, String) = futures::executor::block_on(read_frame(&mut buffer.as_slice())).expect("round trip");
+        assert_eq!(decoded, (7, "x".to_string()));
+        let mut bytes = encode(&5u64).expect("encodes");
+        bytes.push(0);
+        assert!(decode::<u64>(&bytes).is_err());
+    }
+}

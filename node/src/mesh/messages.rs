@@ -1,0 +1,98 @@
+//! What nodes say to each other on the request-response protocol: Raft's
+//! three calls, writes and read indexes forwarded to the leader, joins, and
+//! status queries.
+
+use openraft::error::InstallSnapshotError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use zeromesh_consensus::{RemoteResult, TypeConfig};
+use zeromesh_protocol::{CommandOutcome, MemberInfo, MemoryBatch, NodeId};
+
+/// A request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MeshRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client write that reached a follower, for the leader to propose.
+    Write(MemoryBatch),
+    /// A follower asks the leader for a read index, to serve a
+    /// linearizable read itself.
+    ReadIndex,
+    /// A new node asks to become a member.
+    Join(JoinRequest),
+    /// A node's own view of the cluster.
+    Status,
+}
+
+/// The answer to a [`MeshRequest`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MeshResponse {
+    AppendEntries(RemoteResult<AppendEntriesResponse<NodeId>>),
+    Vote(RemoteResult<VoteResponse<NodeId>>),
+    InstallSnapshot(RemoteResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError>),
+    Write(Result<WriteAccepted, MeshError>),
+    ReadIndex(Result<u64, MeshError>),
+    Join(Result<JoinAccepted, MeshError>),
+    Status(NodeStatus),
+    /// The request was not handled (busy, shutting down, malformed).
+    Refused(MeshError),
+}
+
+/// A committed write, as the leader answers a forwarded one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteAccepted {
+    pub log_index: u64,
+    pub outcomes: Vec<CommandOutcome>,
+}
+
+/// Why a forwarded request failed on the node that handled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MeshError {
+    /// The receiver is not the leader; `leader` is whom it believes leads.
+    #[error("node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// The request was invalid; retrying it unchanged will fail again.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request was refused on purpose (a wrong join token, say).
+    #[error("{0}")]
+    Refused(String),
+    /// The receiver could not serve it now; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A new node's request to join the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub node_id: NodeId,
+    pub info: MemberInfo,
+}
+
+/// The leader added the joiner as a learner in this membership entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinAccepted {
+    pub leader: NodeId,
+    pub membership_log_index: u64,
+}
+
+/// One node's own view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub peer_id: String,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub voters: Vec<NodeId>,
+    pub non_voters: Vec<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub info: MemberInfo,
+}

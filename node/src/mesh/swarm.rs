@@ -1,0 +1,558 @@
+//! The libp2p swarm of one node and the task that owns it. The swarm is one
+//! behaviour composed of small ones (connection limits, identify, ping,
+//! kademlia, gossipsub, request-response); the rest of the node talks to it
+//! through a [`MeshHandle`], and answers inbound requests through an
+//! [`InboundHandler`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{connection_limits, gossipsub, identify, identity::Keypair, kad, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use zeromesh_protocol::limits::{
+    MAX_ADVERT_ADDRESSES, MAX_ADVERT_BYTES, MAX_MESH_CONNECTIONS, MAX_MESH_REQUESTS_IN_FLIGHT,
+    MAX_MESH_STREAMS_PER_CONNECTION,
+};
+
+use super::advert::{AdvertTable, SignedAdvert, ADVERT_TOPIC};
+use super::codec::{BincodeCodec, MESH_PROTOCOL};
+use super::messages::{MeshError, MeshRequest, MeshResponse};
+
+/// Answers requests that other nodes send to this one.
+pub trait InboundHandler: Send + Sync + 'static {
+    fn handle(&self, peer: PeerId, request: MeshRequest) -> BoxFuture<'static, MeshResponse>;
+}
+
+/// Why a request to another node got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MeshSendError {
+    /// The request was not delivered: safe to send again.
+    #[error("peer {peer} is unreachable: {reason}")]
+    Unreachable { peer: PeerId, reason: String },
+    /// The request may have been delivered, but its answer was lost.
+    #[error("the answer from peer {peer} was lost: {reason}")]
+    Lost { peer: PeerId, reason: String },
+    #[error("no answer from peer {peer} within {timeout_ms} ms")]
+    Timeout { peer: PeerId, timeout_ms: u64 },
+    #[error("request to peer {peer} failed: {reason}")]
+    Failed { peer: PeerId, reason: String },
+    #[error("the mesh has stopped")]
+    Stopped,
+}
+
+/// How a node's swarm is set up.
+pub struct MeshConfig {
+    pub keypair: Keypair,
+    pub listen: Multiaddr,
+    /// Peers to dial at start and to redial, with backoff, while not connected.
+    pub bootstrap: Vec<Multiaddr>,
+    pub advert_ttl: Duration,
+}
+
+/// What `mesh_peers` shows of one connected peer.
+#[derive(Debug, Clone)]
+pub struct PeerSummary {
+    pub peer_id: PeerId,
+    pub addresses: Vec<Multiaddr>,
+    pub rtt: Option<Duration>,
+}
+
+/// Counters of the mesh, for status and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct MeshCounters {
+    pub adverts_received: u64,
+    pub adverts_rejected: u64,
+    pub adverts_published: u64,
+    pub inbound_refused_busy: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    listen_addrs: Vec<Multiaddr>,
+    peers: HashMap<PeerId, PeerSummary>,
+    isolated: HashSet<PeerId>,
+    counters: MeshCounters,
+}
+
+enum MeshCommand {
+    Request {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: MeshRequest,
+        reply: oneshot::Sender<Result<MeshResponse, MeshSendError>>,
+    },
+    SetAdvert(Vec<u8>),
+}
+
+/// The rest of the node's door to the swarm task. Cheap to clone.
+#[derive(Clone)]
+pub struct MeshHandle {
+    peer_id: PeerId,
+    commands: mpsc::Sender<MeshCommand>,
+    shared: Arc<Mutex<Shared>>,
+    adverts: Arc<Mutex<AdvertTable>>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    rpc: request_response::Behaviour<BincodeCodec<MeshRequest, MeshResponse>>,
+}
+
+/// The slowest a request-response exchange may be before libp2p gives up on
+/// it; callers use their own, shorter, deadlines.
+const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+const REDIAL_TICK: Duration = Duration::from_millis(250);
+const REDIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
+const COMMAND_QUEUE: usize = 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The peer id at the end of `address` (`.../p2p/<id>`), if any.
+pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|protocol| match protocol {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn build_behaviour(keypair: &Keypair) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let peer_id = keypair.public().to_peer_id();
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(MAX_MESH_CONNECTIONS))
+        .with_max_pending_incoming(Some(MAX_MESH_CONNECTIONS / 4))
+        .with_max_pending_outgoing(Some(MAX_MESH_CONNECTIONS / 4))
+        .with_max_established_per_peer(Some(4));
+    let identify = identify::Behaviour::new(
+        identify::Config::new("/zeromesh/1".into(), keypair.public())
+            .with_agent_version(format!("zeromesh/{}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mut kad_config = kad::Config::new(StreamProtocol::new("/zeromesh/kad/1"));
+    kad_config.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // On loopback kad cannot confirm an external address, so it would stay a
+    // client; every zeromesh node answers kad queries.
+    kad.set_mode(Some(kad::Mode::Server));
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .max_transmit_size(MAX_ADVERT_BYTES + 1024)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .build()?;
+    let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gossip_config)?;
+    gossipsub.subscribe(&gossipsub::IdentTopic::new(ADVERT_TOPIC))?;
+    let rpc = request_response::Behaviour::new(
+        [(MESH_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(RPC_TIMEOUT)
+            .with_max_concurrent_streams(MAX_MESH_STREAMS_PER_CONNECTION),
+    );
+    let ping = ping::Behaviour::new(ping::Config::new());
+    Ok(Behaviour { limits: connection_limits::Behaviour::new(limits), identify, ping, kad, gossipsub, rpc })
+}
+
+struct Redial {
+    address: Multiaddr,
+    peer: PeerId,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+struct MeshTask {
+    swarm: Swarm<Behaviour>,
+    handler: Arc<dyn InboundHandler>,
+    shared: Arc<Mutex<Shared>>,
+    adverts: Arc<Mutex<AdvertTable>>,
+    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<MeshResponse, MeshSendError>>)>,
+    inbound_slots: Arc<Semaphore>,
+    responses_tx: mpsc::Sender<(ResponseChannel<MeshResponse>, MeshResponse)>,
+    redials: Vec<Redial>,
+    advert: Option<Vec<u8>>,
+    publish_soon: bool,
+}
+
+impl MeshHandle {
+    /// Builds the swarm, starts listening and spawns the task that owns it.
+    pub async fn start(config: MeshConfig, handler: Arc<dyn InboundHandler>) -> anyhow::Result<MeshHandle> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+            .with_dns()?
+            .with_behaviour(|keypair| build_behaviour(keypair))?
+            .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build();
+        swarm
+            .listen_on(config.listen.clone())
+            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
+
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let adverts = Arc::new(Mutex::new(AdvertTable::new(config.advert_ttl)));
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (responses_tx, responses_rx) = mpsc::channel(MAX_MESH_REQUESTS_IN_FLIGHT);
+        let now = Instant::now();
+        let redials = config
+            .bootstrap
+            .iter()
+            .filter_map(|address| {
+                let peer = peer_of(address)?;
+                (peer != peer_id).then(|| Redial { address: address.clone(), peer, next_attempt: now, backoff: REDIAL_BACKOFF_MIN })
+            })
+            .collect();
+        for redial in &redials {
+            let redial: &Redial = redial;
+            swarm.add_peer_address(redial.peer, redial.address.clone());
+            swarm.behaviour_mut().kad.add_address(&redial.peer, redial.address.clone());
+        }
+        let task = MeshTask {
+            swarm,
+            handler,
+            shared: shared.clone(),
+            adverts: adverts.clone(),
+            pending: HashMap::new(),
+            inbound_slots: Arc::new(Semaphore::new(MAX_MESH_REQUESTS_IN_FLIGHT)),
+            responses_tx,
+            redials,
+            advert: None,
+            publish_soon: false,
+        };
+        tokio::spawn(task.run(commands_rx, responses_rx));
+        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts };
+        handle.wait_listening(Duration::from_secs(10)).await?;
+        Ok(handle)
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn wait_listening(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while lock(&self.shared).listen_addrs.is_empty() {
+            if Instant::now() > deadline {
+                anyhow::bail!("the mesh did not start listening within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The addresses this node listens on, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        lock(&self.shared)
+            .listen_addrs
+            .iter()
+            .map(|address| address.clone().with(Protocol::P2p(self.peer_id)))
+            .collect()
+    }
+
+    /// Sends `request` to `peer` (dialling one of `addresses` if needed) and
+    /// waits at most `timeout` for its answer.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: MeshRequest,
+        timeout: Duration,
+    ) -> Result<MeshResponse, MeshSendError> {
+        if self.is_isolated(&peer) {
+            return Err(MeshSendError::Unreachable { peer, reason: "traffic to it is cut by the test switch".into() });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(MeshCommand::Request { peer, addresses, request, reply })
+            .await
+            .map_err(|_| MeshSendError::Stopped)?;
+        let response = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(MeshSendError::Stopped),
+            Err(_) => return Err(MeshSendError::Timeout { peer, timeout_ms: timeout.as_millis() as u64 }),
+        };
+        // A partition that began while the request was in flight loses the answer.
+        if self.is_isolated(&peer) {
+            return Err(MeshSendError::Lost { peer, reason: "traffic to it is cut by the test switch".into() });
+        }
+        Ok(response)
+    }
+
+    /// Replaces the advert this node publishes and publishes it (now, or as
+    /// soon as a peer subscribes to the topic). The caller republishes
+    /// periodically with a higher sequence number.
+    pub async fn set_advert(&self, signed_advert: Vec<u8>) {
+        let _ = self.commands.send(MeshCommand::SetAdvert(signed_advert)).await;
+    }
+
+    /// The live adverts this node has received (its own included).
+    pub fn adverts(&self) -> Vec<super::advert::KnownAdvert> {
+        lock(&self.adverts).snapshot(Instant::now())
+    }
+
+    pub fn connected_peers(&self) -> Vec<PeerSummary> {
+        let mut peers: Vec<PeerSummary> = lock(&self.shared).peers.values().cloned().collect();
+        peers.sort_by_key(|peer| peer.peer_id.to_string());
+        peers
+    }
+
+    pub fn counters(&self) -> MeshCounters {
+        let shared = lock(&self.shared);
+        let mut counters = shared.counters.clone();
+        counters.adverts_rejected = lock(&self.adverts).rejected;
+        counters
+    }
+
+    /// Test switch: drops all mesh traffic to and from `peers`.
+    pub fn isolate(&self, peers: impl IntoIterator<Item = PeerId>) {
+        lock(&self.shared).isolated.extend(peers);
+    }
+
+    /// Test switch: undoes every [`MeshHandle::isolate`].
+    pub fn heal(&self) {
+        lock(&self.shared).isolated.clear();
+    }
+
+    pub fn isolated(&self) -> Vec<PeerId> {
+        lock(&self.shared).isolated.iter().copied().collect()
+    }
+
+    fn is_isolated(&self, peer: &PeerId) -> bool {
+        lock(&self.shared).isolated.contains(peer)
+    }
+}
+
+fn outbound_error(peer: PeerId, error: OutboundFailure) -> MeshSendError {
+    match error {
+        OutboundFailure::DialFailure => MeshSendError::Unreachable { peer, reason: "dial failed".into() },
+        OutboundFailure::ConnectionClosed => MeshSendError::Lost { peer, reason: "connection closed".into() },
+        OutboundFailure::Timeout => MeshSendError::Timeout { peer, timeout_ms: RPC_TIMEOUT.as_millis() as u64 },
+        OutboundFailure::UnsupportedProtocols => {
+            MeshSendError::Failed { peer, reason: "the peer does not speak the zeromesh protocol version".into() }
+        }
+        OutboundFailure::Io(error) => MeshSendError::Failed { peer, reason: error.to_string() },
+    }
+}
+
+impl MeshTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<MeshCommand>,
+        mut responses: mpsc::Receiver<(ResponseChannel<MeshResponse>, MeshResponse)>,
+    ) {
+        let mut redial_tick = tokio::time::interval(REDIAL_TICK);
+        redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut kad_tick = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((channel, response)) = responses.recv() => {
+                    // The requester may have gone; nothing to do then.
+                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+                }
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = redial_tick.tick() => {
+                    self.redial();
+                    self.publish_if_due();
+                }
+                _ = kad_tick.tick() => {
+                    if !lock(&self.shared).peers.is_empty() {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+        }
+        tracing::debug!("mesh task stopped");
+    }
+
+    fn on_command(&mut self, command: MeshCommand) {
+        match command {
+            MeshCommand::Request { peer, addresses, request, reply } => {
+                if self.pending.len() >= MAX_MESH_REQUESTS_IN_FLIGHT {
+                    let _ = reply.send(Err(MeshSendError::Failed {
+                        peer,
+                        reason: format!("{MAX_MESH_REQUESTS_IN_FLIGHT} mesh requests are already in flight"),
+                    }));
+                    return;
+                }
+                for address in &addresses {
+                    self.swarm.add_peer_address(peer, address.clone());
+                }
+                let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(&peer, request, addresses);
+                self.pending.insert(id, (peer, reply));
+            }
+            MeshCommand::SetAdvert(bytes) => {
+                self.advert = Some(bytes);
+                self.publish_soon = true;
+                self.publish_if_due();
+            }
+        }
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        let connected: HashSet<PeerId> = lock(&self.shared).peers.keys().copied().collect();
+        for redial in &mut self.redials {
+            if connected.contains(&redial.peer) {
+                redial.backoff = REDIAL_BACKOFF_MIN;
+                continue;
+            }
+            if now < redial.next_attempt {
+                continue;
+            }
+            tracing::debug!(address = %redial.address, "dialling bootstrap peer");
+            if let Err(error) = self.swarm.dial(redial.address.clone()) {
+                tracing::debug!(address = %redial.address, %error, "dial refused");
+            }
+            redial.next_attempt = now + redial.backoff;
+            redial.backoff = (redial.backoff * 2).min(REDIAL_BACKOFF_MAX);
+        }
+    }
+
+    fn publish_if_due(&mut self) {
+        let Some(advert) = self.advert.clone() else { return };
+        if !self.publish_soon {
+            return;
+        }
+        // Our own advert goes into our own table too.
+        if let Ok(own) = SignedAdvert::verify(&advert) {
+            lock(&self.adverts).insert(*self.swarm.local_peer_id(), own, Instant::now());
+        }
+        match self.swarm.behaviour_mut().gossipsub.publish(gossipsub::IdentTopic::new(ADVERT_TOPIC), advert) {
+            Ok(_) => {
+                self.publish_soon = false;
+                lock(&self.shared).counters.adverts_published += 1;
+            }
+            // No subscribed peer yet: try again on the next tick.
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(error) => tracing::debug!(%error, "advert not published"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "mesh listening");
+                lock(&self.shared).listen_addrs.push(address);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let mut shared = lock(&self.shared);
+                let summary = shared
+                    .peers
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerSummary { peer_id, addresses: Vec::new(), rtt: None });
+                let address = endpoint.get_remote_address().clone();
+                if !summary.addresses.contains(&address) && summary.addresses.len() < MAX_ADVERT_ADDRESSES {
+                    summary.addresses.push(address);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                lock(&self.shared).peers.remove(&peer_id);
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for address in info.listen_addrs.into_iter().take(MAX_ADVERT_ADDRESSES) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, address.clone());
+                    self.swarm.add_peer_address(peer_id, address);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                if let Some(summary) = lock(&self.shared).peers.get_mut(&peer) {
+                    summary.rtt = Some(rtt);
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message, .. }) => {
+                self.on_advert(propagation_source, &message.data);
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. }) => {
+                // A peer just joined the topic: let it learn about us now.
+                self.publish_soon = true;
+                self.publish_if_due();
+            }
+            BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_advert(&mut self, source: PeerId, bytes: &[u8]) {
+        if lock(&self.shared).isolated.contains(&source) {
+            return;
+        }
+        match SignedAdvert::verify(bytes) {
+            Ok(advert) => match advert.peer_id.parse::<PeerId>() {
+                Ok(peer) => {
+                    lock(&self.adverts).insert(peer, advert, Instant::now());
+                    lock(&self.shared).counters.adverts_received += 1;
+                }
+                Err(_) => lock(&self.adverts).rejected += 1,
+            },
+            Err(error) => {
+                tracing::warn!(%source, %error, "advert dropped");
+                lock(&self.adverts).rejected += 1;
+            }
+        }
+    }
+
+    fn on_rpc_event(&mut self, event: request_response::Event<MeshRequest, MeshResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if lock(&self.shared).isolated.contains(&peer) {
+                        // Dropping the channel drops the request: the sender sees a failure.
+                        return;
+                    }
+                    let Ok(slot) = self.inbound_slots.clone().try_acquire_owned() else {
+                        lock(&self.shared).counters.inbound_refused_busy += 1;
+                        let busy = MeshResponse::Refused(MeshError::Unavailable(format!(
+                            "node is handling {MAX_MESH_REQUESTS_IN_FLIGHT} mesh requests already; retry shortly"
+                        )));
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, busy);
+                        return;
+                    };
+                    let handler = self.handler.clone();
+                    let responses = self.responses_tx.clone();
+                    tokio::spawn(async move {
+                        let response = handler.handle(peer, request).await;
+                        drop(slot);
+                        let _ = responses.send((channel, response)).await;
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(outbound_error(peer, error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound mesh request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Mesh benchmarks on real node processes on 127.0.0.1: durable writes of
+//! 256-byte values at 1 and 64 concurrent clients (writes/s, p50, p99),
+//! linearizable reads/s, the time an advert takes to reach every node of a
+//! 10-node testnet, and one idle node's RSS and CPU.
+//!
+//! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
+//! the release node first). Under `cargo test` it runs a short smoke pass.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
+
+struct Scale {
+    measure: Duration,
+    max_ops_per_client: usize,
+    advert_nodes: usize,
+    advert_rounds: usize,
+    idle: Duration,
+}
+
+const FULL: Scale = Scale {
+    measure: Duration::from_secs(10),
+    max_ops_per_client: 100_000,
+    advert_nodes: 10,
+    advert_rounds: 10,
+    idle: Duration::from_secs(10),
+};
+const SMOKE: Scale =
+    Scale { measure: Duration::from_millis(300), max_ops_per_client: 20, advert_nodes: 3, advert_rounds: 1, idle: Duration::from_millis(500) };
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * fraction) as usize).min(sorted.len() - 1)]
+}
+
+/// Runs `clients` connections against node `node` for `scale.measure`.
+async fn load(testnet: &Testnet, node: usize, clients: usize, scale: &Scale, tool: &'static str) -> (f64, Duration, Duration) {
+    let value = "v".repeat(256);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client_index in 0..clients {
+        let mut client = testnet.client(node).await.expect("connects");
+        let value = value.clone();
+        let measure = scale.measure;
+        let max_ops = scale.max_ops_per_client;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let begin = Instant::now();
+            let mut sequence = 0usize;
+            while begin.elapsed() < measure && sequence < max_ops {
+                let path = format!("agent-b/c{client_index}/{}", sequence % 1000);
+                let arguments = match tool {
+                    "memory_put" => json!({ "path": path, "value": value }),
+                    _ => json!({ "path": path, "consistency": "linearizable" }),
+                };
+                let sent = Instant::now();
+                client.call_tool(tool, arguments).await.expect("the call succeeds");
+                latencies.push(sent.elapsed());
+                sequence += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client finished"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    (latencies.len() as f64 / elapsed.as_secs_f64(), percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+/// Milliseconds between an advert's first and last sighting across the nodes,
+/// polled every few milliseconds, for `rounds` publications of node 0.
+async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
+    let publisher = testnet.nodes[0].address.peer_id.clone();
+    let mut clients = Vec::new();
+    for index in 0..testnet.nodes.len() {
+        clients.push(testnet.client(index).await.expect("connects"));
+    }
+    let mut first_seen: HashMap<u64, Vec<Option<Instant>>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(5 + 2 * rounds as u64);
+    let mut spreads = Vec::new();
+    while spreads.len() < rounds && Instant::now() < deadline {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let Ok(answer) = client.call_tool("mesh_peers", json!({})).await else { continue };
+            let now = Instant::now();
+            let sequence = answer["adverts"]
+                .as_array()
+                .and_then(|adverts| adverts.iter().find(|advert| advert["peer_id"] == json!(publisher)))
+                .and_then(|advert| advert["sequence"].as_u64());
+            if let Some(sequence) = sequence {
+                let seen = first_seen.entry(sequence).or_insert_with(|| vec![None; testnet.nodes.len()]);
+                seen[index].get_or_insert(now);
+                if seen.iter().all(Option::is_some) {
+                    let times: Vec<Instant> = seen.iter().flatten().copied().collect();
+                    let spread = *times.iter().max().expect("times") - *times.iter().min().expect("times");
+                    spreads.push(spread);
+                    first_seen.remove(&sequence);
+                    // Later sightings of the same sequence do not count again.
+                    first_seen.insert(sequence, vec![Some(now); testnet.nodes.len()]);
+                }
+            }
+        }
+    }
+    spreads
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| text.lines().find(|line| line.starts_with("VmRSS:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12) // utime + stime, in clock ticks
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let scale = if full { &FULL } else { &SMOKE };
+
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet
+        .wait_for_cluster("three voters", Duration::from_secs(60), |status| status["voters"].as_array().is_some_and(|v| v.len() == 3))
+        .await
+        .expect("three voters");
+    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+    println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values, clients on the leader");
+    for clients in [1, 64] {
+        let (rate, p50, p99) = load(&testnet, leader, clients, scale, "memory_put").await;
+        println!("mesh/write/clients={clients:<3} {rate:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    }
+    let follower = (leader + 1) % 3;
+    for (node, role) in [(leader, "leader"), (follower, "follower")] {
+        let (rate, p50, p99) = load(&testnet, node, 64, scale, "memory_get").await;
+        println!("mesh/linearizable-read/{role}/clients=64 {rate:>9.0} reads/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    }
+    let pid = testnet.nodes[follower].pid().expect("running");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ticks_before = cpu_ticks(pid);
+    let idle_started = Instant::now();
+    tokio::time::sleep(scale.idle).await;
+    let ticks = cpu_ticks(pid) - ticks_before;
+    // Linux reports CPU time in 100 ticks per second.
+    let cpu_percent = ticks as f64 / 100.0 / idle_started.elapsed().as_secs_f64() * 100.0;
+    println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core (after the load above)", rss_kib(pid) / 1024);
+    drop(testnet);
+
+    let nodes = scale.advert_nodes;
+    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "1000".into()] };
+    let testnet = Testnet::start(nodes, options).await.expect("the advert testnet starts");
+    let peers: Vec<String> = testnet.nodes.iter().map(|node| node.address.peer_id.clone()).collect();
+    wait_until("every node to hold every advert", Duration::from_secs(60), || async {
+        for index in 0..nodes {
+            let answer = testnet.call(index, "mesh_peers", json!({})).await.ok()?;
+            let seen = answer["adverts"].as_array()?.len();
+            (seen >= peers.len()).then_some(())?;
+        }
+        Some(())
+    })
+    .await
+    .expect("adverts spread");
+    let mut spreads = advert_spread(&testnet, scale.advert_rounds).await;
+    spreads.sort();
+    println!(
+        "mesh/advert-to-{nodes}-nodes: {} publications, median {:.0} ms, max {:.0} ms (polling every node in turn)",
+        spreads.len(),
+        percentile(&spreads, 0.5).as_secs_f64() * 1e3,
+        spreads.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}

@@ -1,0 +1,373 @@
+//! A local testnet of real `zeromesh run` processes on 127.0.0.1, for
+//! integration tests, demos and benchmarks: start N nodes (the first
+//! initialises, the rest join through it), add nodes, `kill -9` and restart
+//! them, and cut nodes off from each other through the test-only
+//! isolate/heal switch (nodes are started with `--test-faults`).
+//!
+//! Every wait has a deadline; nothing sleeps to hide a race.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use zeromesh::client::{ApiClient, ClientError};
+
+/// How long a node may take to print its `ready` line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a node printed when it was ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub node_id: u64,
+    pub peer_id: String,
+    pub p2p: String,
+    pub api: String,
+}
+
+/// One node process of the testnet.
+pub struct TestNode {
+    pub data_dir: PathBuf,
+    pub address: NodeAddress,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The node's log (its stderr), for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join("node.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Settings every node of a testnet is started with.
+#[derive(Debug, Clone)]
+pub struct TestnetOptions {
+    /// Extra `zeromesh run` flags for every node.
+    pub args: Vec<String>,
+}
+
+impl Default for TestnetOptions {
+    fn default() -> Self {
+        TestnetOptions { args: Vec::new() }
+    }
+}
+
+/// A running local testnet. Dropping it kills every node.
+pub struct Testnet {
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+    options: TestnetOptions,
+    pub join_token: String,
+    pub nodes: Vec<TestNode>,
+}
+
+/// The `zeromesh` binary: `$ZEROMESH_BIN`, or the one cargo built next to
+/// this test executable.
+pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ZEROMESH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let executable = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/zeromesh
+    let profile_dir = executable.parent().and_then(Path::parent).context("the test executable has no target directory")?;
+    let binary = profile_dir.join("zeromesh");
+    if !binary.exists() {
+        bail!("{} is missing: build it first (`cargo build -p zeromesh`, which scripts/test.sh does) or set ZEROMESH_BIN", binary.display());
+    }
+    Ok(binary)
+}
+
+/// Waits until `check` answers `Some`, trying every 50 ms, for at most `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn parse_ready(line: &str) -> Option<NodeAddress> {
+    let rest = line.strip_prefix("ready ")?;
+    let field = |name: &str| {
+        rest.split_whitespace().find_map(|pair| pair.strip_prefix(name).and_then(|value| value.strip_prefix('=')).map(str::to_owned))
+    };
+    Some(NodeAddress { node_id: field("node_id")?.parse().ok()?, peer_id: field("peer_id")?, p2p: field("p2p")?, api: field("api")? })
+}
+
+/// Port of a `/ip4/.../tcp/<port>/...` address or a `ws://host:port` URL.
+fn port_of(address: &str) -> Option<&str> {
+    if let Some(rest) = address.strip_prefix("ws://") {
+        return rest.rsplit(':').next();
+    }
+    let mut parts = address.split('/');
+    parts.by_ref().find(|part| *part == "tcp")?;
+    parts.next()
+}
+
+/// The outcome of starting one process: its ready line, the join token if it printed one.
+struct Started {
+    child: Child,
+    address: NodeAddress,
+    join_token: Option<String>,
+}
+
+async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(data_dir)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
+    let mut child = Command::new(binary)
+        .arg("run")
+        .arg("--data")
+        .arg(data_dir)
+        .args(args)
+        .env("ZEROMESH_LOG", std::env::var("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut join_token = None;
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Err(_) => bail!("the node in {} printed no ready line within {START_TIMEOUT:?}", data_dir.display()),
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = child.wait().await?;
+                let log = std::fs::read_to_string(data_dir.join("node.log")).unwrap_or_default();
+                bail!("the node in {} exited ({status}) before it was ready:\n{log}", data_dir.display());
+            }
+        };
+        if let Some(token) = line.strip_prefix("join_token=") {
+            join_token = Some(token.to_owned());
+        }
+        if let Some(address) = parse_ready(&line) {
+            // Keep draining stdout so the node never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(Started { child, address, join_token });
+        }
+    }
+}
+
+impl Testnet {
+    /// Starts `count` nodes: the first with `--init`, the rest joining
+    /// through it. Returns once every node is a member of the cluster.
+    pub async fn start(count: usize, options: TestnetOptions) -> anyhow::Result<Testnet> {
+        assert!(count >= 1, "a testnet has at least one node");
+        let binary = zeromesh_binary()?;
+        let dir = tempfile::Builder::new().prefix("zeromesh-testnet-").tempdir()?;
+        let mut testnet = Testnet { dir, binary, options, join_token: String::new(), nodes: Vec::new() };
+        let data_dir = testnet.dir.path().join("node-0");
+        let mut args = testnet.base_args();
+        args.push("--init".into());
+        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
+        let started = spawn(&testnet.binary, &data_dir, &args).await?;
+        testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
+        testnet.nodes.push(TestNode { data_dir, address: started.address, extra_args: Vec::new(), child: Some(started.child) });
+        for _ in 1..count {
+            testnet.add_node().await?;
+        }
+        let expected = count;
+        testnet
+            .wait_for_cluster("every node to be a member", Duration::from_secs(60), move |status| {
+                status["members"].as_array().is_some_and(|members| members.len() == expected)
+            })
+            .await?;
+        Ok(testnet)
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        let mut args = vec!["--test-faults".to_owned()];
+        args.extend(self.options.args.iter().cloned());
+        args
+    }
+
+    /// Starts one more node that joins through node 0; returns its index.
+    pub async fn add_node(&mut self) -> anyhow::Result<usize> {
+        self.add_node_with(&[]).await
+    }
+
+    /// Starts one more node with extra flags (a join token of its own, say).
+    pub async fn add_node_with(&mut self, extra: &[&str]) -> anyhow::Result<usize> {
+        let index = self.nodes.len();
+        let data_dir = self.dir.path().join(format!("node-{index}"));
+        let extra_args: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let mut args = self.base_args();
+        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
+        args.extend(["--bootstrap".into(), self.nodes[0].address.p2p.clone()]);
+        if !extra_args.iter().any(|arg| arg == "--join-token") {
+            args.extend(["--join-token".into(), self.join_token.clone()]);
+        }
+        args.extend(extra_args.iter().cloned());
+        let started = spawn(&self.binary, &data_dir, &args).await?;
+        self.nodes.push(TestNode { data_dir, address: started.address, extra_args, child: Some(started.child) });
+        Ok(index)
+    }
+
+    /// Waits for node `index` to exit by itself and returns its log.
+    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let node = &mut self.nodes[index];
+        let child = node.child.as_mut().context("node is not running")?;
+        let status = tokio::time::timeout(timeout, child.wait()).await.map_err(|_| anyhow!("node {index} did not exit within {timeout:?}"))??;
+        node.child = None;
+        Ok((status, node.log_tail(50)))
+    }
+
+    /// `kill -9` of node `index`: no shutdown, no flush.
+    pub async fn kill9(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[index];
+        if let Some(mut child) = node.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts node `index` on its data directory and its former ports, with
+    /// no extra flag: it rejoins from its own state.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.kill9(index).await?;
+        let node = &self.nodes[index];
+        let p2p_port = port_of(&node.address.p2p).context("p2p port")?;
+        let api_port = port_of(&node.address.api).context("api port")?;
+        let mut args = self.base_args();
+        args.extend(["--listen".into(), format!("/ip4/127.0.0.1/tcp/{p2p_port}"), "--api".into(), format!("127.0.0.1:{api_port}")]);
+        if index > 0 {
+            args.extend(["--bootstrap".into(), self.nodes[0].address.p2p.clone()]);
+        }
+        args.extend(node.extra_args.iter().cloned());
+        let started = spawn(&self.binary, &node.data_dir, &args).await?;
+        let node = &mut self.nodes[index];
+        assert_eq!(started.address.node_id, node.address.node_id, "a restarted node keeps its id");
+        node.address = started.address;
+        node.child = Some(started.child);
+        Ok(())
+    }
+
+    /// A fresh API connection to node `index`.
+    pub async fn client(&self, index: usize) -> anyhow::Result<ApiClient> {
+        Ok(ApiClient::connect(&self.nodes[index].address.api).await?)
+    }
+
+    /// Calls a tool on node `index` over a fresh connection.
+    pub async fn call(&self, index: usize, tool: &str, arguments: Value) -> Result<Value, ClientError> {
+        let mut client = ApiClient::connect(&self.nodes[index].address.api).await?;
+        client.call_tool(tool, arguments).await
+    }
+
+    /// Node `index`'s `cluster_status`.
+    pub async fn status(&self, index: usize) -> Result<Value, ClientError> {
+        self.call(index, "cluster_status", json!({})).await
+    }
+
+    /// Waits until every running node's status satisfies `condition`.
+    pub async fn wait_for_cluster(&self, what: &str, timeout: Duration, condition: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()).collect();
+        let condition = &condition;
+        wait_until(what, timeout, || {
+            let running = running.clone();
+            async move {
+                for index in running {
+                    match self.status(index).await {
+                        Ok(status) if condition(&status) => {}
+                        _ => return None,
+                    }
+                }
+                Some(())
+            }
+        })
+        .await
+        .with_context(|| self.logs())
+    }
+
+    /// The index of the node every running node agrees is the leader.
+    pub async fn leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()).collect();
+        wait_until("an agreed leader", timeout, || {
+            let running = running.clone();
+            async move {
+                let mut agreed = None;
+                for index in running {
+                    let leader = self.status(index).await.ok()?["leader"].as_u64()?;
+                    if agreed.is_some_and(|agreed| agreed != leader) {
+                        return None;
+                    }
+                    agreed = Some(leader);
+                }
+                self.nodes.iter().position(|node| Some(node.address.node_id) == agreed && node.is_running())
+            }
+        })
+        .await
+        .with_context(|| self.logs())
+    }
+
+    /// Cuts node `index` off from every other node, both ways.
+    pub async fn isolate(&self, index: usize) -> anyhow::Result<()> {
+        let others: Vec<String> = (0..self.nodes.len()).filter(|other| *other != index).map(|other| self.nodes[other].address.peer_id.clone()).collect();
+        self.call(index, "mesh_isolate", json!({ "peers": others })).await?;
+        for other in (0..self.nodes.len()).filter(|other| *other != index && self.nodes[*other].is_running()) {
+            self.call(other, "mesh_isolate", json!({ "peers": [self.nodes[index].address.peer_id] })).await?;
+        }
+        Ok(())
+    }
+
+    /// Undoes every isolation.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        for index in (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()) {
+            self.call(index, "mesh_heal", json!({})).await?;
+        }
+        Ok(())
+    }
+
+    /// The tail of every node's log, for a failure message.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| format!("--- node {index} ({}) ---\n{}", node.address.node_id, node.log_tail(30)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines_and_ports_are_read() {
+        let line = "ready node_id=42 peer_id=12D3KooX p2p=/ip4/127.0.0.1/tcp/7001/p2p/12D3KooX api=ws://127.0.0.1:8765";
+        let address = parse_ready(line).expect("a ready line");
+        assert_eq!(address.node_id, 42);
+        assert_eq!(port_of(&address.p2p), Some("7001"));
+        assert_eq!(port_of(&address.api), Some("8765"));
+        assert!(parse_ready("joined node_id=1").is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! The mesh, end to end: real node processes on 127.0.0.1 forming a cluster
+//! through bootstrap peers, Raft over libp2p, the WebSocket peer API, and
+//! faults (kill -9, restart, isolation).
+//!
+//! The tests run one at a time: each starts several processes, and the
+//! machine has two cores.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromesh::client::ClientError;
+use zeromesh_protocol::limits::MAX_VALUE_BYTES;
+use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn put(testnet: &Testnet, node: usize, path: &str, value: &str) -> Result<Value, ClientError> {
+    testnet.call(node, "memory_put", json!({ "path": path, "value": value })).await
+}
+
+async fn get(testnet: &Testnet, node: usize, path: &str, consistency: &str) -> Option<String> {
+    let answer = testnet.call(node, "memory_get", json!({ "path": path, "consistency": consistency })).await.ok()?;
+    answer["record"]["value"].as_str().map(str::to_owned)
+}
+
+/// Counts the live memories under `prefix` in node `node`'s applied state.
+async fn count_stale(testnet: &Testnet, node: usize, prefix: &str) -> Option<usize> {
+    let mut client = testnet.client(node).await.ok()?;
+    let mut after: Option<String> = None;
+    let mut count = 0;
+    loop {
+        let page = client
+            .call_tool("memory_list", json!({ "prefix": prefix, "after": after, "limit": 1000, "consistency": "stale" }))
+            .await
+            .ok()?;
+        count += page["records"].as_array()?.len();
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => return Some(count),
+        }
+    }
+}
+
+fn voters(status: &Value) -> Vec<u64> {
+    status["voters"].as_array().map(|ids| ids.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_through_every_node() {
+    let _serial = serial();
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet
+        .wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3 && status["leader"].is_u64())
+        .await
+        .expect("the joiners are promoted to voters");
+
+    for writer in 0..3 {
+        let path = format!("agent-{writer}/notes/today");
+        let answer = put(&testnet, writer, &path, &format!("written through node {writer}")).await.expect("the write is accepted");
+        assert!(answer["log_index"].as_u64().is_some_and(|index| index > 0), "{answer}");
+        for reader in 0..3 {
+            assert_eq!(
+                get(&testnet, reader, &path, "linearizable").await.as_deref(),
+                Some(format!("written through node {writer}").as_str()),
+                "node {reader} reads what node {writer} wrote"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rejoins_after_restart() {
+    let _serial = serial();
+    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let old_leader = testnet.leader(WAIT).await.expect("a leader");
+    let writer = (old_leader + 1) % 3;
+
+    let mut client = testnet.client(writer).await.expect("connects");
+    let mut acknowledged = Vec::new();
+    for sequence in 0..200u32 {
+        if sequence == 50 {
+            testnet.kill9(old_leader).await.expect("kill -9");
+        }
+        let path = format!("agent-k/stream/{sequence:04}");
+        // A write refused or unanswered around the crash is not acknowledged;
+        // later writes go on once a new leader is elected.
+        if client.call_tool("memory_put", json!({ "path": path, "value": sequence.to_string() })).await.is_ok() {
+            acknowledged.push(path);
+        }
+    }
+    assert!(acknowledged.len() >= 150, "writes resume under a new leader: {} of 200 acknowledged\n{}", acknowledged.len(), testnet.logs());
+    let new_leader = testnet.leader(WAIT).await.expect("a new leader");
+    assert_ne!(new_leader, old_leader);
+    for path in &acknowledged {
+        assert!(get(&testnet, writer, path, "linearizable").await.is_some(), "acknowledged write {path} survived");
+    }
+
+    testnet.restart(old_leader).await.expect("the old leader restarts on its data");
+    let expected = acknowledged.len();
+    wait_until("the old leader to catch up", WAIT, || async {
+        (count_stale(&testnet, old_leader, "agent-k/").await? == expected).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
+    let _serial = serial();
+    let options = TestnetOptions { args: vec!["--snapshot-every-entries".into(), "1000".into()] };
+    let mut testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+
+    const WRITERS: usize = 4;
+    const ENTRIES: usize = 10_000;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let mut client = testnet.client(writer % 3).await.expect("connects");
+        tasks.push(tokio::spawn(async move {
+            for sequence in (writer..ENTRIES).step_by(WRITERS) {
+                let arguments = json!({ "path": format!("agent-s/entry/{sequence:05}"), "value": "x".repeat(64) });
+                client.call_tool("memory_put", arguments).await.expect("every write is acknowledged");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer finished");
+    }
+
+    let late = testnet.add_node().await.expect("the fourth node starts");
+    wait_until("the late node to hold all 10,000 memories", Duration::from_secs(120), || async {
+        (count_stale(&testnet, late, "agent-s/").await? == ENTRIES).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+    let status = testnet.status(late).await.expect("status");
+    let own = status["members"].as_array().and_then(|members| {
+        members.iter().find(|member| member["node_id"] == status["node_id"]).cloned()
+    });
+    let snapshot_index = own.and_then(|member| member["snapshot_index"].as_u64());
+    assert!(snapshot_index.is_some_and(|index| index >= 1000), "the late node installed a snapshot: {status}");
+    assert_eq!(voters(&status).len(), 3, "a fourth node stays a non-voter: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wrong_join_token_is_refused() {
+    let _serial = serial();
+    let mut testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
+    let intruder = testnet.add_node_with(&["--join-token", "not-the-token"]).await.expect("the process starts");
+    let (status, log) = testnet.wait_exit(intruder, WAIT).await.expect("the refused node exits");
+    assert!(!status.success(), "a refused node exits with an error");
+    assert!(log.contains("wrong join token"), "the reason is given: {log}");
+    let cluster = testnet.status(0).await.expect("status");
+    assert_eq!(cluster["members"].as_array().map(Vec::len), Some(1), "nothing changed: {cluster}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
+    let _serial = serial();
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let isolated = testnet.leader(WAIT).await.expect("a leader");
+    let majority: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
+    testnet.isolate(isolated).await.expect("isolates");
+
+    let refused = put(&testnet, isolated, "agent-p/minority", "must not commit").await;
+    assert!(matches!(refused, Err(ClientError::Tool(_))), "the minority cannot commit: {refused:?}");
+    put(&testnet, majority[0], "agent-p/majority", "committed").await.expect("the majority elects a leader and commits");
+
+    testnet.heal().await.expect("heals");
+    wait_until("the healed node to catch up", WAIT, || async {
+        get(&testnet, isolated, "agent-p/majority", "stale").await.filter(|value| value == "committed").map(drop)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+    for index in 0..3 {
+        assert_eq!(get(&testnet, index, "agent-p/minority", "linearizable").await, None, "node {index}: the minority's write never committed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advert_published_by_one_node_reaches_every_node() {
+    let _serial = serial();
+    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "500".into()] };
+    let testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
+    let peers: Vec<String> = testnet.nodes.iter().map(|node| node.address.peer_id.clone()).collect();
+    for index in 0..3 {
+        let answer = wait_until("every advert", WAIT, || async {
+            let answer = testnet.call(index, "mesh_peers", json!({})).await.ok()?;
+            let seen: Vec<&str> = answer["adverts"].as_array()?.iter().filter_map(|advert| advert["peer_id"].as_str()).collect();
+            peers.iter().all(|peer| seen.contains(&peer.as_str())).then_some(answer)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("node {index}: {error}\n{}", testnet.logs()));
+        let own = answer["adverts"].as_array().and_then(|adverts| adverts.iter().find(|advert| advert["peer_id"] == json!(peers[index])).cloned());
+        assert!(own.is_some_and(|advert| advert["api_addr"] == json!(testnet.nodes[index].address.api)), "{answer}");
+        assert_eq!(answer["adverts_rejected"], json!(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter() {
+    let _serial = serial();
+    let options = TestnetOptions { args: vec!["--voter-timeout-ms".into(), "2000".into()] };
+    let mut testnet = Testnet::start(4, options).await.expect("a 4-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let leader = testnet.leader(WAIT).await.expect("a leader");
+    let status = testnet.status(leader).await.expect("status");
+    let voter_ids = voters(&status);
+    let victim = (0..4)
+        .find(|index| *index != leader && voter_ids.contains(&testnet.nodes[*index].address.node_id))
+        .expect("a voter other than the leader");
+    let victim_id = testnet.nodes[victim].address.node_id;
+    testnet.kill9(victim).await.expect("kill -9");
+    testnet
+        .wait_for_cluster("the dead voter to be replaced", WAIT, |status| {
+            let ids = voters(status);
+            ids.len() == 3 && !ids.contains(&victim_id)
+        })
+        .await
+        .expect("a non-voter takes the dead voter's place");
+    put(&testnet, leader, "agent-r/after", "still writable").await.expect("the cluster still commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_rpc_errors_and_the_connection_stays_usable() {
+    let _serial = serial();
+    let testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
+    let mut client = testnet.client(0).await.expect("connects");
+    assert_eq!(client.server["protocolVersion"], json!("2025-11-25"));
+    let cases = [
+        ("{not json".to_owned(), -32700),
+        ("[1,2]".to_owned(), -32600),
+        (json!({ "jsonrpc": "2.0", "id": 1, "method": "no/such" }).to_string(), -32601),
+        (json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "no_such_tool" } }).to_string(), -32602),
+        (json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "memory_put", "arguments": { "path": "a/../b", "value": "x" } } }).to_string(), -32602),
+        (json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": { "name": "memory_get", "arguments": { "path": 7 } } }).to_string(), -32602),
+    ];
+    for (text, code) in cases {
+        let answer = client.raw(text.clone()).await.expect("an answer");
+        assert_eq!(answer["error"]["code"], json!(code), "{text} -> {answer}");
+    }
+    let over_limit = put(&testnet, 0, "agent-x/big", &"x".repeat(MAX_VALUE_BYTES + 1)).await;
+    assert!(over_limit.is_err(), "an over-limit value is refused");
+    let tools = client.request("tools/list", json!({})).await.expect("tools/list still works");
+    let names: Vec<&str> = tools["tools"].as_array().expect("tools").iter().filter_map(|tool| tool["name"].as_str()).collect();
+    for expected in ["memory_put", "memory_get", "memory_list", "memory_history", "memory_delete", "memory_cas", "cluster_status", "mesh_peers"] {
+        assert!(names.contains(&expected), "{expected} is listed: {names:?}");
+    }
+    client.call_tool("memory_put", json!({ "path": "agent-x/ok", "value": "fine" })).await.expect("the connection still serves");
+}
