@@ -2,9 +2,12 @@
 # Installs what building zeromesh needs and is missing: Debian packages for
 # RocksDB's bundled C++ build (clang, libclang-dev for bindgen), lld for the
 # C example plugins (wasm32), and a Rust toolchain check. Safe to run again: it installs only what is absent.
+# Extra Debian packages may be named as arguments (bench.sh adds etcd's).
+#
+# usage: scripts/setup.sh [extra Debian package...]
 set -euo pipefail
 
-packages=(clang libclang-dev lld build-essential pkg-config)
+packages=(clang libclang-dev lld build-essential pkg-config "$@")
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

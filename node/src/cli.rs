@@ -126,9 +126,10 @@ pub async fn status(node: &str) -> anyhow::Result<()> {
         let kind = if member["voter"] == json!(true) { "voter" } else { "non-voter" };
         if member["reachable"] == json!(true) {
             println!(
-                "  {:<20} {:<9} {:<10} term {} last log {} applied {} api {}",
+                "  {:<20} {:<9} {:<10} term {} last log {} applied {} api {} peer {}",
                 member["node_id"], kind, member["role"].as_str().unwrap_or_default(), member["term"],
-                opt(&member["last_log_index"]), opt(&member["applied_index"]), member["api_addr"].as_str().unwrap_or_default()
+                opt(&member["last_log_index"]), opt(&member["applied_index"]), member["api_addr"].as_str().unwrap_or_default(),
+                member["peer_id"].as_str().unwrap_or_default()
             );
         } else {
             println!("  {:<20} {:<9} unreachable: {}", member["node_id"], kind, member["error"].as_str().unwrap_or_default());

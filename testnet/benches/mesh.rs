@@ -37,13 +37,67 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[((sorted.len() as f64 * fraction) as usize).min(sorted.len() - 1)]
 }
 
-/// Runs `clients` connections against node `node` for `scale.measure`.
-async fn load(testnet: &Testnet, node: usize, clients: usize, scale: &Scale, tool: &'static str) -> (f64, Duration, Duration) {
+/// What the load generator talks to: a zeromesh node's API, or etcd.
+#[derive(Clone)]
+enum Target {
+    Zeromesh { api: String },
+    #[cfg(feature = "etcd")]
+    Etcd { endpoints: Vec<String> },
+}
+
+enum Connection {
+    Zeromesh(zeromesh::client::ApiClient),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd_client::Client),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Operation {
+    Write,
+    LinearizableRead,
+}
+
+impl Target {
+    async fn connect(&self) -> Connection {
+        match self {
+            Target::Zeromesh { api } => Connection::Zeromesh(zeromesh::client::ApiClient::connect(api).await.expect("connects")),
+            #[cfg(feature = "etcd")]
+            Target::Etcd { endpoints } => Connection::Etcd(etcd_client::Client::connect(endpoints, None).await.expect("connects to etcd")),
+        }
+    }
+}
+
+impl Connection {
+    async fn run(&mut self, operation: Operation, path: &str, value: &str) {
+        match self {
+            Connection::Zeromesh(client) => {
+                let (tool, arguments) = match operation {
+                    Operation::Write => ("memory_put", json!({ "path": path, "value": value })),
+                    Operation::LinearizableRead => ("memory_get", json!({ "path": path, "consistency": "linearizable" })),
+                };
+                client.call_tool(tool, arguments).await.expect("the call succeeds");
+            }
+            #[cfg(feature = "etcd")]
+            Connection::Etcd(client) => match operation {
+                Operation::Write => drop(client.put(path, value, None).await.expect("etcd put succeeds")),
+                // etcd's default range read is linearizable.
+                Operation::LinearizableRead => drop(client.get(path, None).await.expect("etcd get succeeds")),
+            },
+        }
+    }
+}
+
+/// Runs `clients` connections against `target` for `scale.measure`:
+/// operations/s, p50 and p99.
+async fn load(target: &Target, clients: usize, scale: &Scale, operation: Operation) -> (f64, Duration, Duration) {
     let value = "v".repeat(256);
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        connections.push(target.connect().await);
+    }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for client_index in 0..clients {
-        let mut client = testnet.client(node).await.expect("connects");
+    for (client_index, mut connection) in connections.into_iter().enumerate() {
         let value = value.clone();
         let measure = scale.measure;
         let max_ops = scale.max_ops_per_client;
@@ -53,12 +107,8 @@ async fn load(testnet: &Testnet, node: usize, clients: usize, scale: &Scale, too
             let mut sequence = 0usize;
             while begin.elapsed() < measure && sequence < max_ops {
                 let path = format!("agent-b/c{client_index}/{}", sequence % 1000);
-                let arguments = match tool {
-                    "memory_put" => json!({ "path": path, "value": value }),
-                    _ => json!({ "path": path, "consistency": "linearizable" }),
-                };
                 let sent = Instant::now();
-                client.call_tool(tool, arguments).await.expect("the call succeeds");
+                connection.run(operation, &path, &value).await;
                 latencies.push(sent.elapsed());
                 sequence += 1;
             }
@@ -72,6 +122,11 @@ async fn load(testnet: &Testnet, node: usize, clients: usize, scale: &Scale, too
     let elapsed = started.elapsed();
     latencies.sort();
     (latencies.len() as f64 / elapsed.as_secs_f64(), percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+fn report(name: &str, unit: &str, (rate, p50, p99): (f64, Duration, Duration)) -> f64 {
+    println!("{name:<44} {rate:>9.0} {unit}/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    rate
 }
 
 /// Milliseconds between an advert's first and last sighting across the nodes,
@@ -128,6 +183,12 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
+    // `scripts/bench.sh log_append` runs only the benchmarks matching its filter.
+    if let Some(filter) = std::env::args().skip(1).find(|arg| !arg.starts_with("--")) {
+        if !"mesh".contains(filter.as_str()) && !filter.contains("mesh") {
+            return;
+        }
+    }
     let scale = if full { &FULL } else { &SMOKE };
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
@@ -136,16 +197,18 @@ async fn main() {
         .await
         .expect("three voters");
     let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
-    println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values, clients on the leader");
-    for clients in [1, 64] {
-        let (rate, p50, p99) = load(&testnet, leader, clients, scale, "memory_put").await;
-        println!("mesh/write/clients={clients:<3} {rate:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
-    }
     let follower = (leader + 1) % 3;
-    for (node, role) in [(leader, "leader"), (follower, "follower")] {
-        let (rate, p50, p99) = load(&testnet, node, 64, scale, "memory_get").await;
-        println!("mesh/linearizable-read/{role}/clients=64 {rate:>9.0} reads/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
+    let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
+    println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
+    let mut zeromesh_writes = Vec::new();
+    for clients in [1, 64] {
+        zeromesh_writes.push(report(&format!("mesh/write/leader/clients={clients}"), "writes", load(&on_leader, clients, scale, Operation::Write).await));
     }
+    report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
+    report("mesh/linearizable-read/leader/clients=64", "reads", load(&on_leader, 64, scale, Operation::LinearizableRead).await);
+    report("mesh/linearizable-read/follower/clients=64", "reads", load(&on_follower, 64, scale, Operation::LinearizableRead).await);
+    etcd::compare(scale, &zeromesh_writes).await;
     let pid = testnet.nodes[follower].pid().expect("running");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ticks_before = cpu_ticks(pid);
@@ -179,4 +242,73 @@ async fn main() {
         percentile(&spreads, 0.5).as_secs_f64() * 1e3,
         spreads.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+}
+
+/// The same write workload against a 3-member etcd on 127.0.0.1, when built
+/// with the `etcd` feature and Debian's `etcd` is installed (scripts/bench.sh
+/// installs it).
+mod etcd {
+    use super::*;
+
+    #[cfg(feature = "etcd")]
+    pub async fn compare(scale: &Scale, zeromesh_writes: &[f64]) {
+        if std::process::Command::new("etcd").arg("--version").output().is_err() {
+            println!("etcd: not installed; comparison skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = 23790 + (std::process::id() % 100) as u16 * 10;
+        let peer = |member: u16| format!("http://127.0.0.1:{}", base + 5 + member);
+        let client = |member: u16| format!("http://127.0.0.1:{}", base + member);
+        let cluster = (0..3).map(|member| format!("e{member}={}", peer(member))).collect::<Vec<_>>().join(",");
+        let mut members = Vec::new();
+        for member in 0..3u16 {
+            let child = tokio::process::Command::new("etcd")
+                .args(["--name", &format!("e{member}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("e{member}")))
+                .args(["--listen-client-urls", &client(member), "--advertise-client-urls", &client(member)])
+                .args(["--listen-peer-urls", &peer(member), "--initial-advertise-peer-urls", &peer(member)])
+                .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "zeromesh-bench"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("etcd starts");
+            members.push(child);
+        }
+        let endpoints: Vec<String> = (0..3).map(client).collect();
+        let target = Target::Etcd { endpoints: endpoints.clone() };
+        wait_until("etcd to accept writes", Duration::from_secs(60), || {
+            let endpoints = endpoints.clone();
+            async move {
+                let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
+                client.put("ready", "1", None).await.ok().map(drop)
+            }
+        })
+        .await
+        .expect("etcd is up");
+        println!("etcd {}: 3 members on 127.0.0.1, default (fsynced) settings, same load generator", etcd_version());
+        for (clients, zeromesh_rate) in [1, 64].into_iter().zip(zeromesh_writes) {
+            let rate = report(&format!("etcd/write/clients={clients}"), "writes", load(&target, clients, scale, Operation::Write).await);
+            println!("ratio zeromesh/etcd writes/s at {clients} clients: {:.2}", zeromesh_rate / rate.max(1e-9));
+        }
+        drop(members);
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd_version() -> String {
+        std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.lines().next().map(|line| line.trim_start_matches("etcd Version: ").to_owned()))
+            .unwrap_or_default()
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub async fn compare(_scale: &Scale, _zeromesh_writes: &[f64]) {
+        println!("etcd: comparison not built (scripts/bench.sh builds it with --features etcd)");
+    }
 }

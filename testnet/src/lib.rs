@@ -258,10 +258,8 @@ impl Testnet {
         let p2p_port = port_of(&node.address.p2p).context("p2p port")?;
         let api_port = port_of(&node.address.api).context("api port")?;
         let mut args = self.base_args();
+        // No --init, --bootstrap or --join-token: a member rejoins from its own state.
         args.extend(["--listen".into(), format!("/ip4/127.0.0.1/tcp/{p2p_port}"), "--api".into(), format!("127.0.0.1:{api_port}")]);
-        if index > 0 {
-            args.extend(["--bootstrap".into(), self.nodes[0].address.p2p.clone()]);
-        }
         args.extend(node.extra_args.iter().cloned());
         let started = spawn(&self.binary, &node.data_dir, &args).await?;
         let node = &mut self.nodes[index];

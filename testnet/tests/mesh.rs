@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::ClientError;
-use zeromesh_protocol::limits::MAX_VALUE_BYTES;
+use zeromesh_protocol::limits::{MAX_API_MESSAGE_BYTES, MAX_VALUE_BYTES};
 use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -256,4 +256,46 @@ async fn malformed_requests_get_json_rpc_errors_and_the_connection_stays_usable(
         assert!(names.contains(&expected), "{expected} is listed: {names:?}");
     }
     client.call_tool("memory_put", json!({ "path": "agent-x/ok", "value": "fine" })).await.expect("the connection still serves");
+
+    let mut flooder = testnet.client(0).await.expect("connects");
+    // The node stops reading at the frame header, answers with an error and
+    // closes; the client may still be writing the payload and see the close first.
+    match flooder.raw("x".repeat(MAX_API_MESSAGE_BYTES + 1)).await {
+        Ok(answer) => assert_eq!(answer["error"]["code"], json!(-32600), "{answer}"),
+        Err(error) => assert!(matches!(error, ClientError::Transport(_)), "{error}"),
+    }
+    assert!(flooder.request("ping", json!({})).await.is_err(), "an over-limit message closes its connection");
+    client.request("ping", json!({})).await.expect("other connections are unharmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
+    let _serial = serial();
+    let testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
+    let binary = zeromesh_testnet::zeromesh_binary().expect("the zeromesh binary");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&binary).args(args).output().expect("runs");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
+    };
+    let (first, second) = (testnet.nodes[0].address.api.as_str(), testnet.nodes[1].address.api.as_str());
+
+    let (ok, out) = run(&["memory", "put", "agent-7/notes/today", "met the client", "--node", second]);
+    assert!(ok && out.contains("version 1"), "{out}");
+    let (ok, out) = run(&["memory", "get", "agent-7/notes/today", "--node", first]);
+    assert!(ok && out.contains("met the client"), "{out}");
+    let (ok, out) = run(&["memory", "ls", "agent-7/", "--node", first]);
+    assert!(ok && out.contains("agent-7/notes/today"), "{out}");
+    let (ok, out) = run(&["memory", "rm", "agent-7/notes/today", "--node", first]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    let (ok, out) = run(&["memory", "history", "agent-7/notes/today", "--node", second]);
+    assert!(ok && out.contains("(deleted)") && out.contains("met the client"), "{out}");
+    let (ok, out) = run(&["memory", "get", "agent-7/notes/today", "--node", first]);
+    assert!(!ok && out.contains("not found"), "{out}");
+
+    let (ok, out) = run(&["status", "--node", first]);
+    assert!(ok, "{out}");
+    for node in &testnet.nodes {
+        assert!(out.contains(&node.address.node_id.to_string()) && out.contains(&node.address.peer_id), "{out}");
+    }
+    assert!(out.contains("leader") && out.contains("voters"), "{out}");
 }
