@@ -100,3 +100,7 @@ pub const MAX_API_CONNECTIONS: usize = 256;
 pub const MAX_API_REQUESTS_PER_CONNECTION: usize = 64;
 /// Largest configuration file, in bytes.
 pub const MAX_CONFIG_FILE_BYTES: usize = 64 * 1024;
+/// Writes waiting on a node to be grouped into a Raft entry; more wait to enqueue.
+pub const MAX_PENDING_WRITES: usize = 4096;
+/// Grouped writes a node has proposed to Raft and not yet seen answered.
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;

@@ -192,7 +192,8 @@ impl MemoryCommand {
         }
     }
 
-    fn encoded_bytes(&self) -> usize {
+    /// The bytes this command counts against [`MAX_BATCH_BYTES`].
+    pub fn encoded_bytes(&self) -> usize {
         let value_bytes = match self {
             MemoryCommand::Put { value, .. } | MemoryCommand::CompareAndSet { value, .. } => value.encoded_bytes(),
             MemoryCommand::Delete { .. } => 0,

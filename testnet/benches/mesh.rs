@@ -6,7 +6,7 @@
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -138,6 +138,7 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
         clients.push(testnet.client(index).await.expect("connects"));
     }
     let mut first_seen: HashMap<u64, Vec<Option<Instant>>> = HashMap::new();
+    let mut counted: HashSet<u64> = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(5 + 2 * rounds as u64);
     let mut spreads = Vec::new();
     while spreads.len() < rounds && Instant::now() < deadline {
@@ -148,17 +149,14 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
                 .as_array()
                 .and_then(|adverts| adverts.iter().find(|advert| advert["peer_id"] == json!(publisher)))
                 .and_then(|advert| advert["sequence"].as_u64());
-            if let Some(sequence) = sequence {
-                let seen = first_seen.entry(sequence).or_insert_with(|| vec![None; testnet.nodes.len()]);
-                seen[index].get_or_insert(now);
-                if seen.iter().all(Option::is_some) {
-                    let times: Vec<Instant> = seen.iter().flatten().copied().collect();
-                    let spread = *times.iter().max().expect("times") - *times.iter().min().expect("times");
-                    spreads.push(spread);
-                    first_seen.remove(&sequence);
-                    // Later sightings of the same sequence do not count again.
-                    first_seen.insert(sequence, vec![Some(now); testnet.nodes.len()]);
-                }
+            let Some(sequence) = sequence.filter(|sequence| !counted.contains(sequence)) else { continue };
+            let seen = first_seen.entry(sequence).or_insert_with(|| vec![None; testnet.nodes.len()]);
+            seen[index].get_or_insert(now);
+            if seen.iter().all(Option::is_some) {
+                let times: Vec<Instant> = seen.iter().flatten().copied().collect();
+                spreads.push(*times.iter().max().expect("times") - *times.iter().min().expect("times"));
+                first_seen.remove(&sequence);
+                counted.insert(sequence);
             }
         }
     }
@@ -178,6 +176,19 @@ fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
     field(11) + field(12) // utime + stime, in clock ticks
+}
+
+/// Prints one node's RSS and its CPU use over `scale.idle` of idleness.
+async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str) {
+    let pid = node.pid().expect("running");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ticks_before = cpu_ticks(pid);
+    let idle_started = Instant::now();
+    tokio::time::sleep(scale.idle).await;
+    let ticks = cpu_ticks(pid) - ticks_before;
+    // Linux counts CPU time in 100 ticks per second.
+    let cpu_percent = ticks as f64 / 100.0 / idle_started.elapsed().as_secs_f64() * 100.0;
+    println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core ({when})", rss_kib(pid) / 1024);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -209,16 +220,14 @@ async fn main() {
     report("mesh/linearizable-read/leader/clients=64", "reads", load(&on_leader, 64, scale, Operation::LinearizableRead).await);
     report("mesh/linearizable-read/follower/clients=64", "reads", load(&on_follower, 64, scale, Operation::LinearizableRead).await);
     etcd::compare(scale, &zeromesh_writes).await;
-    let pid = testnet.nodes[follower].pid().expect("running");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ticks_before = cpu_ticks(pid);
-    let idle_started = Instant::now();
-    tokio::time::sleep(scale.idle).await;
-    let ticks = cpu_ticks(pid) - ticks_before;
-    // Linux reports CPU time in 100 ticks per second.
-    let cpu_percent = ticks as f64 / 100.0 / idle_started.elapsed().as_secs_f64() * 100.0;
-    println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core (after the load above)", rss_kib(pid) / 1024);
+    idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
     drop(testnet);
+
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("an idle 3-node testnet starts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    idle_usage(&testnet.nodes[1], scale, "a fresh member, no load").await;
+    drop(testnet);
+
 
     let nodes = scale.advert_nodes;
     let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "1000".into()] };

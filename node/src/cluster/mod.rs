@@ -2,6 +2,7 @@
 //! (forwarding, joins, status), membership upkeep and advert publishing.
 
 mod advertise;
+mod batcher;
 mod inbound;
 mod membership;
 mod service;

@@ -4,13 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use zeromesh_consensus::{ClusterView, ConsensusError, ConsensusNode, Consistency, ReadQuery, ReadReply};
 use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
 
+use super::batcher::WriteBatcher;
 use super::transport::{member_address, Liveness};
 use crate::mesh::messages::{JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted};
 use crate::mesh::{peer_of, MeshHandle, MeshSendError};
@@ -60,7 +61,8 @@ pub fn token_hash(token: &str) -> String {
 
 /// One node's cluster-facing operations.
 pub struct NodeService {
-    pub consensus: ConsensusNode,
+    pub consensus: Arc<ConsensusNode>,
+    batcher: WriteBatcher,
     pub mesh: MeshHandle,
     pub info: MemberInfo,
     pub liveness: Liveness,
@@ -88,7 +90,9 @@ impl NodeService {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(error.into()),
         };
+        let consensus = Arc::new(consensus);
         Ok(NodeService {
+            batcher: WriteBatcher::start(consensus.clone()),
             consensus,
             mesh,
             info,
@@ -164,7 +168,7 @@ impl NodeService {
             if remaining.is_zero() {
                 return Err(ServiceError::Unavailable(format!("no leader accepted the write within {} ms", REQUEST_TIMEOUT.as_millis())));
             }
-            match tokio::time::timeout(remaining, self.consensus.write(batch.clone())).await {
+            match tokio::time::timeout(remaining, self.batcher.write(batch.clone())).await {
                 Ok(Ok(receipt)) => return Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
                 Ok(Err(ConsensusError::NotLeader { .. })) => {}
                 Ok(Err(other)) => return Err(other.into()),
@@ -197,9 +201,11 @@ impl NodeService {
         }
     }
 
-    /// Handles a write forwarded by another node: proposed only if this node leads.
+    /// Handles a write forwarded by another node: proposed only if this node
+    /// leads. Validated again: the mesh is outside input too.
     pub async fn write_as_leader(&self, batch: MemoryBatch) -> Result<WriteAccepted, MeshError> {
-        let Ok(written) = tokio::time::timeout(REQUEST_TIMEOUT, self.consensus.write(batch)).await else {
+        batch.validate().map_err(|error| MeshError::Invalid(error.to_string()))?;
+        let Ok(written) = tokio::time::timeout(REQUEST_TIMEOUT, self.batcher.write(batch)).await else {
             return Err(MeshError::Unavailable(format!("not committed within {} ms", REQUEST_TIMEOUT.as_millis())));
         };
         match written {
