@@ -91,9 +91,12 @@ for index in $(seq 1 "$node_count"); do
     fi
 done
 
-# Wait until every node is a member of the cluster.
+# Wait until every node is a member and the voters are promoted (3 at most).
+expected_voters=$((node_count < 3 ? node_count : 3))
 deadline=$((SECONDS + 60))
-until [ "$("$binary" status --node ws://127.0.0.1:8765 2>/dev/null | grep -c 'term [0-9]* last log')" -eq "$node_count" ]; do
+until status="$("$binary" status --node ws://127.0.0.1:8765 2>/dev/null)" &&
+    [ "$(grep -c 'term [0-9]* last log' <<<"$status")" -eq "$node_count" ] &&
+    [ "$(grep -c '^  [0-9]* *voter ' <<<"$status")" -eq "$expected_voters" ]; do
     if ((SECONDS > deadline)); then
         echo "testnet: not every node joined within 60 s; logs are in $mesh_dir/node-*/log" >&2
         break
