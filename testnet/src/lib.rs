@@ -231,13 +231,14 @@ impl Testnet {
         Ok(index)
     }
 
-    /// Waits for node `index` to exit by itself and returns its log.
+    /// Waits for node `index` to exit by itself and returns its whole log
+    /// (an error with a backtrace can be longer than any tail).
     pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<(std::process::ExitStatus, String)> {
         let node = &mut self.nodes[index];
         let child = node.child.as_mut().context("node is not running")?;
         let status = tokio::time::timeout(timeout, child.wait()).await.map_err(|_| anyhow!("node {index} did not exit within {timeout:?}"))??;
         node.child = None;
-        Ok((status, node.log_tail(50)))
+        Ok((status, std::fs::read_to_string(node.data_dir.join("node.log")).unwrap_or_default()))
     }
 
     /// `kill -9` of node `index`: no shutdown, no flush.
