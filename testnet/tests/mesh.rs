@@ -299,3 +299,16 @@ async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
     }
     assert!(out.contains("leader") && out.contains("voters"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_completes_its_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let _serial = serial();
+    let testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
+    let address = testnet.nodes[0].address.api.trim_start_matches("ws://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, silent.read(&mut buffer)).await.expect("the node closes a silent socket");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered: {read:?}");
+    testnet.call(0, "cluster_status", json!({})).await.expect("the node still serves others");
+}

@@ -21,6 +21,9 @@ use crate::cluster::NodeService;
 /// MCP protocol versions this node speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 const SUBPROTOCOL: &str = "mcp";
+/// A connection that has not completed its WebSocket handshake by then is
+/// dropped, so silent sockets cannot hold connection slots.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the peer API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
@@ -74,7 +77,9 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
         Ok(response)
     };
     let config = WebSocketConfig::default().max_message_size(Some(MAX_API_MESSAGE_BYTES)).max_frame_size(Some(MAX_API_MESSAGE_BYTES));
-    let socket = tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)).await?;
+    let socket = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)))
+        .await
+        .map_err(|_| anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))??;
     let (mut sink, mut source) = socket.split();
     let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
     let writer = tokio::spawn(async move {
