@@ -56,16 +56,10 @@ impl TestNode {
 }
 
 /// Settings every node of a testnet is started with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TestnetOptions {
     /// Extra `zeromesh run` flags for every node.
     pub args: Vec<String>,
-}
-
-impl Default for TestnetOptions {
-    fn default() -> Self {
-        TestnetOptions { args: Vec::new() }
-    }
 }
 
 /// A running local testnet. Dropping it kills every node.
