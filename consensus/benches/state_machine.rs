@@ -23,13 +23,21 @@ fn put_entries(first_index: u64, entry_count: u64, first_key: u64) -> Vec<Entry>
         .map(|n| {
             let commands = (0..PUTS_PER_ENTRY)
                 .map(|k| MemoryCommand::Put {
-                    path: MemoryPath::parse(&format!("agent-{}/notes/{}", k % 8, first_key + n * PUTS_PER_ENTRY + k)).unwrap(),
-                    value: MemoryValue { value: vec![b'v'; VALUE_BYTES], content_type: "text/plain".into(), tags: vec![] },
+                    path: MemoryPath::parse(&format!("agent-{}/notes/{}", k % 8, first_key + n * PUTS_PER_ENTRY + k))
+                        .unwrap(),
+                    value: MemoryValue {
+                        value: vec![b'v'; VALUE_BYTES],
+                        content_type: "text/plain".into(),
+                        tags: vec![],
+                    },
                 })
                 .collect();
             Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), first_index + n),
-                payload: EntryPayload::Normal(Request { stamped_at_ms: 0, command: Command::Memory(MemoryBatch { commands }) }),
+                payload: EntryPayload::Normal(Request {
+                    stamped_at_ms: 0,
+                    command: Command::Memory(MemoryBatch { commands }),
+                }),
             }
         })
         .collect()

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use zeromesh_protocol::limits::MAX_HISTORY_VERSIONS_PER_PATH;
-use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
 use zeromesh_protocol::Command;
+use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
 use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
 
 /// Applies the commands of one `apply` call into a single write batch. Later
@@ -33,11 +33,18 @@ impl<'a> Applier<'a> {
             return Ok(CommandReply::Rejected(error.to_string()));
         }
         match &request.command {
-            Command::Memory(batch) => self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory),
+            Command::Memory(batch) => {
+                self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory)
+            }
         }
     }
 
-    fn apply_memory(&mut self, log_index: u64, stamped_at_ms: u64, batch: &MemoryBatch) -> Result<Vec<CommandOutcome>, StorageError> {
+    fn apply_memory(
+        &mut self,
+        log_index: u64,
+        stamped_at_ms: u64,
+        batch: &MemoryBatch,
+    ) -> Result<Vec<CommandOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(batch.commands.len());
         for command in &batch.commands {
             let path = command.path();

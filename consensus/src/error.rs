@@ -52,7 +52,9 @@ fn from_raft_error<E>(
     }
 }
 
-impl From<openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, MemberInfo>>> for ConsensusError {
+impl From<openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, MemberInfo>>>
+    for ConsensusError
+{
     fn from(error: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, MemberInfo>>) -> Self {
         from_raft_error(error, |api| match api {
             openraft::error::ClientWriteError::ForwardToLeader(forward) => Ok(forward),
@@ -61,8 +63,12 @@ impl From<openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<N
     }
 }
 
-impl From<openraft::error::RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, MemberInfo>>> for ConsensusError {
-    fn from(error: openraft::error::RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, MemberInfo>>) -> Self {
+impl From<openraft::error::RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, MemberInfo>>>
+    for ConsensusError
+{
+    fn from(
+        error: openraft::error::RaftError<NodeId, openraft::error::CheckIsLeaderError<NodeId, MemberInfo>>,
+    ) -> Self {
         from_raft_error(error, |api| match api {
             openraft::error::CheckIsLeaderError::ForwardToLeader(forward) => Ok(forward),
             other => Err(ConsensusError::Raft(format!("leadership could not be confirmed: {other}"))),

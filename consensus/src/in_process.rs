@@ -85,7 +85,12 @@ impl InProcessRouter {
 }
 
 impl Endpoint {
-    async fn call<R, F>(&self, target: NodeId, timeout: Duration, send: impl FnOnce(Raft) -> F) -> Result<R, TransportError>
+    async fn call<R, F>(
+        &self,
+        target: NodeId,
+        timeout: Duration,
+        send: impl FnOnce(Raft) -> F,
+    ) -> Result<R, TransportError>
     where
         F: Future<Output = R>,
     {

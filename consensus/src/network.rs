@@ -67,7 +67,8 @@ pub trait RaftTransport: Send + Sync + 'static {
         target_info: &MemberInfo,
         request: InstallSnapshotRequest<TypeConfig>,
         timeout: Duration,
-    ) -> impl Future<Output = Result<RemoteResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError>, TransportError>> + Send;
+    ) -> impl Future<Output = Result<RemoteResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError>, TransportError>>
+           + Send;
 }
 
 /// openraft's network factory over any [`RaftTransport`].

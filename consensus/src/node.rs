@@ -155,7 +155,12 @@ impl ConsensusNode {
     /// Runs `query` once this node has applied `read_index` (learned from the
     /// leader's [`ConsensusNode::read_index`]): a linearizable read served by
     /// any member.
-    pub async fn read_at(&self, read_index: u64, query: ReadQuery, timeout: Duration) -> Result<ReadReply, ConsensusError> {
+    pub async fn read_at(
+        &self,
+        read_index: u64,
+        query: ReadQuery,
+        timeout: Duration,
+    ) -> Result<ReadReply, ConsensusError> {
         query.validate()?;
         self.wait_for("this node to apply the read index", timeout, |view| {
             view.applied_index.unwrap_or(0) >= read_index
@@ -243,7 +248,10 @@ impl ConsensusNode {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ConsensusError::ShuttingDown),
                 Err(_) => {
-                    return Err(ConsensusError::Timeout { what: what.to_owned(), timeout_ms: timeout.as_millis() as u64 })
+                    return Err(ConsensusError::Timeout {
+                        what: what.to_owned(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    })
                 }
             }
         }

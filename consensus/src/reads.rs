@@ -54,7 +54,11 @@ impl ReadQuery {
             ReadQuery::Get { .. } => Ok(()),
             ReadQuery::List { limit, after, .. } => {
                 if let Some(after) = after {
-                    zeromesh_protocol::validate::check_len("list cursor", after.len(), zeromesh_protocol::limits::MAX_PATH_BYTES)?;
+                    zeromesh_protocol::validate::check_len(
+                        "list cursor",
+                        after.len(),
+                        zeromesh_protocol::limits::MAX_PATH_BYTES,
+                    )?;
                 }
                 page_size(*limit).map(drop)
             }

@@ -35,7 +35,8 @@ impl MemoryStateMachine {
 }
 
 fn decode_applied(bytes: Option<&[u8]>) -> Result<AppliedState, zeromesh_storage::StorageError> {
-    AppliedState::decode(bytes).map_err(|source| zeromesh_storage::StorageError::Decode { what: "applied state", source })
+    AppliedState::decode(bytes)
+        .map_err(|source| zeromesh_storage::StorageError::Decode { what: "applied state", source })
 }
 
 fn sm_write_error(error: impl std::error::Error + 'static) -> StorageError {
@@ -51,7 +52,11 @@ fn join_error(error: tokio::task::JoinError) -> zeromesh_storage::StorageError {
 }
 
 /// Applies `entries` on `store` from `applied`, in one write batch.
-fn apply_entries(store: &Store, mut applied: AppliedState, entries: Vec<Entry>) -> Result<(AppliedState, Vec<CommandReply>), zeromesh_storage::StorageError> {
+fn apply_entries(
+    store: &Store,
+    mut applied: AppliedState,
+    entries: Vec<Entry>,
+) -> Result<(AppliedState, Vec<CommandReply>), zeromesh_storage::StorageError> {
     let mut applier = Applier::new(store);
     let mut replies = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -73,9 +78,8 @@ fn apply_entries(store: &Store, mut applied: AppliedState, entries: Vec<Entry>) 
         replies.push(reply);
     }
     let mut batch = applier.into_batch();
-    let encoded = applied
-        .encode()
-        .map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
+    let encoded =
+        applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
     Ok((applied, replies))
@@ -93,7 +97,9 @@ fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_stora
 impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
     type SnapshotBuilder = MemorySnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<u64, zeromesh_protocol::MemberInfo>), StorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<u64, zeromesh_protocol::MemberInfo>), StorageError> {
         Ok((self.applied.last_applied, self.applied.membership.clone()))
     }
 
@@ -128,7 +134,11 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         Ok(Box::new(file))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
         snapshot.sync().await.map_err(snapshot_error)?;
         let store = self.store.clone();
         let path = snapshot.path().to_owned();
@@ -139,7 +149,8 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
             // The file must describe what the leader announced before it may
             // replace anything; install then verifies every record.
             let described = snapshot_meta(&store.snapshot_header(&path)?)?;
-            if described.last_log_id != announced.last_log_id || described.last_membership != announced.last_membership {
+            if described.last_log_id != announced.last_log_id || described.last_membership != announced.last_membership
+            {
                 return Err(zeromesh_storage::StorageError::BadSnapshot {
                     path: path.display().to_string(),
                     reason: format!(
@@ -197,7 +208,9 @@ impl RaftSnapshotBuilder<TypeConfig> for MemorySnapshotBuilder {
                 let last = applied.last_applied;
                 let sequence = SNAPSHOT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
                 let id = match last {
-                    Some(log_id) => format!("{}-{}-{}-{sequence}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+                    Some(log_id) => {
+                        format!("{}-{}-{}-{sequence}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index)
+                    }
                     None => format!("empty-{sequence}"),
                 };
                 Ok((id, last.map_or(0, |log_id| log_id.index)))
@@ -208,8 +221,8 @@ impl RaftSnapshotBuilder<TypeConfig> for MemorySnapshotBuilder {
         .and_then(|result| result)
         .map_err(snapshot_error)?;
         tracing::info!(snapshot_id = %header.snapshot_id, records = stats.records, bytes = stats.bytes, "built snapshot");
-        current_snapshot(&self.store).await?.ok_or_else(|| {
-            snapshot_error(std::io::Error::other("the snapshot just built is missing"))
-        })
+        current_snapshot(&self.store)
+            .await?
+            .ok_or_else(|| snapshot_error(std::io::Error::other("the snapshot just built is missing")))
     }
 }

@@ -32,7 +32,10 @@ async fn a_three_node_cluster_elects_a_leader_and_replicates() {
 
     let listed = cluster
         .node(leader)
-        .read(Consistency::Linearizable, ReadQuery::List { prefix: PathPrefix::parse("agent-7/notes/").unwrap(), after: None, limit: Some(5) })
+        .read(
+            Consistency::Linearizable,
+            ReadQuery::List { prefix: PathPrefix::parse("agent-7/notes/").unwrap(), after: None, limit: Some(5) },
+        )
         .await
         .expect("a linearizable list on the leader");
     let ReadReply::List(page) = listed else { panic!("a list answers a page") };
@@ -43,7 +46,11 @@ async fn a_three_node_cluster_elects_a_leader_and_replicates() {
     let oversized = MemoryBatch {
         commands: vec![MemoryCommand::Put {
             path: path("agent-7/too-big"),
-            value: MemoryValue { value: vec![0; zeromesh_protocol::limits::MAX_VALUE_BYTES + 1], content_type: String::new(), tags: vec![] },
+            value: MemoryValue {
+                value: vec![0; zeromesh_protocol::limits::MAX_VALUE_BYTES + 1],
+                content_type: String::new(),
+                tags: vec![],
+            },
         }],
     };
     let refused = cluster.node(leader).write(oversized).await;
@@ -122,7 +129,11 @@ async fn a_lagging_node_whose_log_was_purged_catches_up_by_snapshot() {
             commands: (0..3)
                 .map(|j| MemoryCommand::Put {
                     path: path(&format!("agent-3/bulk/{i}-{j}")),
-                    value: MemoryValue { value: vec![b'x'; 100], content_type: "application/octet-stream".into(), tags: vec![format!("batch-{i}")] },
+                    value: MemoryValue {
+                        value: vec![b'x'; 100],
+                        content_type: "application/octet-stream".into(),
+                        tags: vec![format!("batch-{i}")],
+                    },
                 })
                 .collect(),
         };
@@ -131,7 +142,9 @@ async fn a_lagging_node_whose_log_was_purged_catches_up_by_snapshot() {
     let leader = cluster.leader().await;
     let view = cluster
         .node(leader)
-        .wait_for("the leader to snapshot and purge its log", DEADLINE, |view| view.purged_index.is_some_and(|purged| purged > 100))
+        .wait_for("the leader to snapshot and purge its log", DEADLINE, |view| {
+            view.purged_index.is_some_and(|purged| purged > 100)
+        })
         .await
         .expect("the log is purged after a snapshot");
     assert!(view.snapshot_index.is_some());
@@ -189,9 +202,14 @@ async fn increment(cluster: &TestCluster, key: &str, times: u64) -> u64 {
     let mut done = 0;
     while done < times {
         let leader = cluster.leader().await;
-        let read = cluster.node(leader).read(Consistency::Linearizable, ReadQuery::Get { path: path(key), version: None }).await;
+        let read = cluster
+            .node(leader)
+            .read(Consistency::Linearizable, ReadQuery::Get { path: path(key), version: None })
+            .await;
         let (version, value) = match read {
-            Ok(ReadReply::Record(Some(record))) => (record.version, String::from_utf8(record.value).unwrap().parse::<u64>().unwrap()),
+            Ok(ReadReply::Record(Some(record))) => {
+                (record.version, String::from_utf8(record.value).unwrap().parse::<u64>().unwrap())
+            }
             Ok(ReadReply::Record(None)) => (0, 0),
             Ok(other) => panic!("unexpected reply {other:?}"),
             Err(_) => continue,
@@ -199,7 +217,11 @@ async fn increment(cluster: &TestCluster, key: &str, times: u64) -> u64 {
         let cas = MemoryCommand::CompareAndSet {
             path: path(key),
             expected_version: version,
-            value: MemoryValue { value: (value + 1).to_string().into_bytes(), content_type: "text/plain".into(), tags: vec![] },
+            value: MemoryValue {
+                value: (value + 1).to_string().into_bytes(),
+                content_type: "text/plain".into(),
+                tags: vec![],
+            },
         };
         match cluster.write(MemoryBatch { commands: vec![cas] }).await.outcomes.as_slice() {
             [CommandOutcome::Written { .. }] => done += 1,

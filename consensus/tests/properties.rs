@@ -6,7 +6,9 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeromesh_consensus::{Entry, MemoryStateMachine};
-use zeromesh_protocol::{Command, CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
+use zeromesh_protocol::{
+    Command, CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request,
+};
 use zeromesh_storage::Store;
 
 const MAX_RECORDS: usize = 1_000_000;
@@ -161,7 +163,8 @@ fn commands_in_one_entry_see_each_other_and_answer_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut machine) = open_machine(&dir);
     let path = MemoryPath::parse("agent-9/a").unwrap();
-    let value = |text: &str| MemoryValue { value: text.as_bytes().to_vec(), content_type: "text/plain".into(), tags: vec![] };
+    let value =
+        |text: &str| MemoryValue { value: text.as_bytes().to_vec(), content_type: "text/plain".into(), tags: vec![] };
     let commands = vec![
         MemoryCommand::CompareAndSet { path: path.clone(), expected_version: 0, value: value("one") },
         MemoryCommand::CompareAndSet { path: path.clone(), expected_version: 0, value: value("lost") },
@@ -212,7 +215,16 @@ fn history_keeps_a_bounded_number_of_versions() {
     let path = MemoryPath::parse("agent-9/hot").unwrap();
     let writes = MAX_HISTORY_VERSIONS_PER_PATH + 10;
     let entries: Vec<Entry> = (1..=writes)
-        .map(|i| entry(i, 0, vec![MemoryCommand::Put { path: path.clone(), value: MemoryValue { value: vec![1], content_type: String::new(), tags: vec![] } }]))
+        .map(|i| {
+            entry(
+                i,
+                0,
+                vec![MemoryCommand::Put {
+                    path: path.clone(),
+                    value: MemoryValue { value: vec![1], content_type: String::new(), tags: vec![] },
+                }],
+            )
+        })
         .collect();
     runtime().block_on(machine.apply(entries)).unwrap();
     assert!(store.version(&path, 10).unwrap().is_none(), "the oldest versions are dropped");
@@ -226,7 +238,10 @@ fn list_and_history_pages_cover_everything_exactly_once() {
     let (store, mut machine) = open_machine(&dir);
     let value = || MemoryValue { value: b"v".to_vec(), content_type: String::new(), tags: vec![] };
     let mut commands: Vec<MemoryCommand> = (0..25)
-        .map(|i| MemoryCommand::Put { path: MemoryPath::parse(&format!("agent-1/notes/{i:02}")).unwrap(), value: value() })
+        .map(|i| MemoryCommand::Put {
+            path: MemoryPath::parse(&format!("agent-1/notes/{i:02}")).unwrap(),
+            value: value(),
+        })
         .collect();
     // Tombstones are skipped by listings; another agent's paths are outside the prefix.
     commands.push(MemoryCommand::Delete { path: MemoryPath::parse("agent-1/notes/03").unwrap() });
@@ -267,7 +282,10 @@ fn a_snapshot_that_does_not_match_its_announcement_is_refused_and_changes_nothin
     let (_store_a, mut machine_a) = open_machine(&dir_a);
     let (store_b, mut machine_b) = open_machine(&dir_b);
     let path = MemoryPath::parse("agent-1/a").unwrap();
-    let put = MemoryCommand::Put { path, value: MemoryValue { value: b"x".to_vec(), content_type: String::new(), tags: vec![] } };
+    let put = MemoryCommand::Put {
+        path,
+        value: MemoryValue { value: b"x".to_vec(), content_type: String::new(), tags: vec![] },
+    };
     runtime().block_on(async {
         machine_a.apply(vec![entry(1, 0, vec![put.clone()]), entry(2, 0, vec![put])]).await.unwrap();
         let mut snapshot = machine_a.get_snapshot_builder().await.build_snapshot().await.unwrap();

@@ -56,14 +56,26 @@ fn show_record(record: &Value) -> String {
         format!("(base64) {}", record.get("value_base64").and_then(Value::as_str).unwrap_or_default())
     });
     let state = if record["deleted"] == json!(true) { " (deleted)" } else { "" };
-    format!("{} v{} @{}{}: {}", record["path"].as_str().unwrap_or_default(), record["version"], record["log_index"], state, value)
+    format!(
+        "{} v{} @{}{}: {}",
+        record["path"].as_str().unwrap_or_default(),
+        record["version"],
+        record["log_index"],
+        state,
+        value
+    )
 }
 
 pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await?;
     match command {
         MemoryCommand::Put { path, value, content_type, tags } => {
-            let answer = client.call_tool("memory_put", json!({ "path": path, "value": value, "content_type": content_type, "tags": tags })).await?;
+            let answer = client
+                .call_tool(
+                    "memory_put",
+                    json!({ "path": path, "value": value, "content_type": content_type, "tags": tags }),
+                )
+                .await?;
             println!("{path}: version {} at log index {}", answer["version"], answer["log_index"]);
         }
         MemoryCommand::Get { path, version, stale } => {
@@ -80,7 +92,8 @@ pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
             }
         }
         MemoryCommand::Ls { prefix, after, limit } => {
-            let answer = client.call_tool("memory_list", json!({ "prefix": prefix, "after": after, "limit": limit })).await?;
+            let answer =
+                client.call_tool("memory_list", json!({ "prefix": prefix, "after": after, "limit": limit })).await?;
             for record in answer["records"].as_array().into_iter().flatten() {
                 println!("{}", show_record(record));
             }
@@ -89,7 +102,8 @@ pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
             }
         }
         MemoryCommand::History { path, before, limit } => {
-            let answer = client.call_tool("memory_history", json!({ "path": path, "before": before, "limit": limit })).await?;
+            let answer =
+                client.call_tool("memory_history", json!({ "path": path, "before": before, "limit": limit })).await?;
             for record in answer["records"].as_array().into_iter().flatten() {
                 println!("{}", show_record(record));
             }
@@ -100,7 +114,9 @@ pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
         MemoryCommand::Rm { path } => {
             let answer = client.call_tool("memory_delete", json!({ "path": path })).await?;
             match answer["outcome"].as_str() {
-                Some("deleted") => println!("{path}: deleted (version {}) at log index {}", answer["version"], answer["log_index"]),
+                Some("deleted") => {
+                    println!("{path}: deleted (version {}) at log index {}", answer["version"], answer["log_index"])
+                }
                 _ => anyhow::bail!("{path}: not found"),
             }
         }
@@ -109,7 +125,11 @@ pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
 }
 
 fn opt(value: &Value) -> String {
-    if value.is_null() { "-".into() } else { value.to_string() }
+    if value.is_null() {
+        "-".into()
+    } else {
+        value.to_string()
+    }
 }
 
 pub async fn status(node: &str) -> anyhow::Result<()> {
@@ -127,15 +147,29 @@ pub async fn status(node: &str) -> anyhow::Result<()> {
         if member["reachable"] == json!(true) {
             println!(
                 "  {:<20} {:<9} {:<10} term {} last log {} applied {} api {} peer {}",
-                member["node_id"], kind, member["role"].as_str().unwrap_or_default(), member["term"],
-                opt(&member["last_log_index"]), opt(&member["applied_index"]), member["api_addr"].as_str().unwrap_or_default(),
+                member["node_id"],
+                kind,
+                member["role"].as_str().unwrap_or_default(),
+                member["term"],
+                opt(&member["last_log_index"]),
+                opt(&member["applied_index"]),
+                member["api_addr"].as_str().unwrap_or_default(),
                 member["peer_id"].as_str().unwrap_or_default()
             );
         } else {
-            println!("  {:<20} {:<9} unreachable: {}", member["node_id"], kind, member["error"].as_str().unwrap_or_default());
+            println!(
+                "  {:<20} {:<9} unreachable: {}",
+                member["node_id"],
+                kind,
+                member["error"].as_str().unwrap_or_default()
+            );
         }
     }
-    println!("mesh peers ({} connected, {} adverts):", mesh["connected"].as_array().map_or(0, Vec::len), mesh["adverts"].as_array().map_or(0, Vec::len));
+    println!(
+        "mesh peers ({} connected, {} adverts):",
+        mesh["connected"].as_array().map_or(0, Vec::len),
+        mesh["adverts"].as_array().map_or(0, Vec::len)
+    );
     for advert in mesh["adverts"].as_array().into_iter().flatten() {
         println!(
             "  {} node {} api {} load {:.2} free memory {} MiB",

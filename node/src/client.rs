@@ -80,7 +80,8 @@ impl ApiClient {
                 .map_err(|e| ClientError::Transport(e.to_string()))?;
             match message {
                 Message::Text(text) => {
-                    return serde_json::from_str(&text).map_err(|e| ClientError::Transport(format!("the node sent bad JSON: {e}")))
+                    return serde_json::from_str(&text)
+                        .map_err(|e| ClientError::Transport(format!("the node sent bad JSON: {e}")))
                 }
                 Message::Close(_) => return Err(ClientError::Transport("the node closed the connection".into())),
                 _ => continue,

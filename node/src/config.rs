@@ -122,7 +122,11 @@ fn number(
 ) -> anyhow::Result<u64> {
     let value = match flag {
         Some(text) => text.trim().parse::<u64>().map_err(|_| {
-            anyhow::anyhow!("setting `{name}`: {text:?} is not a whole number; accepted: {}..={}", range.start(), range.end())
+            anyhow::anyhow!(
+                "setting `{name}`: {text:?} is not a whole number; accepted: {}..={}",
+                range.start(),
+                range.end()
+            )
         })?,
         None => file.unwrap_or(default),
     };
@@ -134,7 +138,9 @@ fn number(
 
 fn multiaddr(name: &str, text: &str) -> anyhow::Result<Multiaddr> {
     text.trim().parse::<Multiaddr>().map_err(|error| {
-        anyhow::anyhow!("setting `{name}`: {text:?} is not a multiaddr ({error}); accepted: e.g. /ip4/127.0.0.1/tcp/7001")
+        anyhow::anyhow!(
+            "setting `{name}`: {text:?} is not a multiaddr ({error}); accepted: e.g. /ip4/127.0.0.1/tcp/7001"
+        )
     })
 }
 
@@ -152,9 +158,13 @@ impl NodeConfig {
         let api: SocketAddr = api_text.trim().parse().map_err(|_| {
             anyhow::anyhow!("setting `api`: {api_text:?} is not a host:port address; accepted: e.g. 127.0.0.1:8765")
         })?;
-        let bootstrap_texts = if args.bootstrap.is_empty() { file.bootstrap.unwrap_or_default() } else { args.bootstrap.clone() };
+        let bootstrap_texts =
+            if args.bootstrap.is_empty() { file.bootstrap.unwrap_or_default() } else { args.bootstrap.clone() };
         if bootstrap_texts.len() > MAX_BOOTSTRAP_PEERS {
-            bail!("setting `bootstrap`: {} peers given; accepted: at most {MAX_BOOTSTRAP_PEERS}", bootstrap_texts.len());
+            bail!(
+                "setting `bootstrap`: {} peers given; accepted: at most {MAX_BOOTSTRAP_PEERS}",
+                bootstrap_texts.len()
+            );
         }
         let mut bootstrap = Vec::new();
         for text in bootstrap_texts.iter().filter(|text| !text.trim().is_empty()) {
@@ -170,8 +180,13 @@ impl NodeConfig {
                 bail!("setting `join_token`: accepted: 1 to {MAX_JOIN_TOKEN_BYTES} printable ASCII characters");
             }
         }
-        let voter_count =
-            number("voter_count", args.voter_count.as_deref(), file.voter_count, DEFAULT_VOTER_COUNT, 1..=MAX_VOTER_COUNT as u64)?;
+        let voter_count = number(
+            "voter_count",
+            args.voter_count.as_deref(),
+            file.voter_count,
+            DEFAULT_VOTER_COUNT,
+            1..=MAX_VOTER_COUNT as u64,
+        )?;
         let voter_timeout_ms = number(
             "voter_timeout_ms",
             args.voter_timeout_ms.as_deref(),
@@ -186,8 +201,13 @@ impl NodeConfig {
             DEFAULT_ADVERT_INTERVAL_MS,
             100..=3_600_000,
         )?;
-        let advert_ttl_ms =
-            number("advert_ttl_ms", args.advert_ttl_ms.as_deref(), file.advert_ttl_ms, DEFAULT_ADVERT_TTL_MS, 1_000..=86_400_000)?;
+        let advert_ttl_ms = number(
+            "advert_ttl_ms",
+            args.advert_ttl_ms.as_deref(),
+            file.advert_ttl_ms,
+            DEFAULT_ADVERT_TTL_MS,
+            1_000..=86_400_000,
+        )?;
         if advert_ttl_ms <= advert_interval_ms {
             bail!("setting `advert_ttl_ms`: {advert_ttl_ms} must be longer than advert_interval_ms ({advert_interval_ms}), or adverts expire between publications");
         }

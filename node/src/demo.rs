@@ -93,7 +93,11 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
     let fresh = !data.join("node-1").exists();
     let mut demo = Demo {
         router: InProcessRouter::new(),
-        settings: RaftSettings { snapshot_every_entries: 500, log_entries_kept_after_snapshot: 100, ..RaftSettings::default() },
+        settings: RaftSettings {
+            snapshot_every_entries: 500,
+            log_entries_kept_after_snapshot: 100,
+            ..RaftSettings::default()
+        },
         data: data.to_owned(),
         nodes: BTreeMap::new(),
     };
@@ -101,7 +105,9 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
         demo.start_node(id).await?;
     }
     if fresh {
-        let members = (1..=voter_count).map(|id| (id, MemberInfo { p2p_addr: format!("in-process/{id}"), api_addr: String::new() })).collect();
+        let members = (1..=voter_count)
+            .map(|id| (id, MemberInfo { p2p_addr: format!("in-process/{id}"), api_addr: String::new() }))
+            .collect();
         demo.nodes[&1].initialize(members).await?;
         println!("started a new {voter_count}-member cluster in {} (RocksDB per member)", data.display());
     } else {
@@ -120,7 +126,10 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
         let size = (writes - written).min(DEMO_BATCH_COMMANDS as u64);
         let commands = (written..written + size)
             .map(|i| {
-                Ok(MemoryCommand::Put { path: MemoryPath::parse(&format!("demo-agent/run-{run_tag}/note-{i}"))?, value: text(&format!("note {i}")) })
+                Ok(MemoryCommand::Put {
+                    path: MemoryPath::parse(&format!("demo-agent/run-{run_tag}/note-{i}"))?,
+                    value: text(&format!("note {i}")),
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         last = Some(demo.write(MemoryBatch { commands }).await?);
@@ -136,13 +145,30 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
     );
 
     let path = MemoryPath::parse(&format!("demo-agent/run-{run_tag}/status"))?;
-    let first = demo.write(MemoryBatch { commands: vec![MemoryCommand::CompareAndSet { path: path.clone(), expected_version: 0, value: text("draft") }] }).await?;
-    let lost = demo.write(MemoryBatch { commands: vec![MemoryCommand::CompareAndSet { path: path.clone(), expected_version: 0, value: text("late") }] }).await?;
+    let first = demo
+        .write(MemoryBatch {
+            commands: vec![MemoryCommand::CompareAndSet {
+                path: path.clone(),
+                expected_version: 0,
+                value: text("draft"),
+            }],
+        })
+        .await?;
+    let lost = demo
+        .write(MemoryBatch {
+            commands: vec![MemoryCommand::CompareAndSet {
+                path: path.clone(),
+                expected_version: 0,
+                value: text("late"),
+            }],
+        })
+        .await?;
     println!("compare-and-set on {path}: first {:?}, second {:?}", first.outcomes[0], lost.outcomes[0]);
 
     let leader = demo.leader().await?;
-    let ReadReply::Record(Some(record)) =
-        demo.nodes[&leader].read(Consistency::Linearizable, ReadQuery::Get { path: path.clone(), version: None }).await?
+    let ReadReply::Record(Some(record)) = demo.nodes[&leader]
+        .read(Consistency::Linearizable, ReadQuery::Get { path: path.clone(), version: None })
+        .await?
     else {
         bail!("{path} is missing after an acknowledged write");
     };
@@ -161,7 +187,14 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
         drop(node);
         let new_leader = demo.leader().await?;
         println!("member {new_leader} took over");
-        let receipt = demo.write(MemoryBatch { commands: vec![MemoryCommand::Put { path: path.clone(), value: text("written while a member was down") }] }).await?;
+        let receipt = demo
+            .write(MemoryBatch {
+                commands: vec![MemoryCommand::Put {
+                    path: path.clone(),
+                    value: text("written while a member was down"),
+                }],
+            })
+            .await?;
         let started = Instant::now();
         while !probe.is_released() {
             if started.elapsed() > WAIT {
@@ -171,10 +204,14 @@ pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> any
         }
         demo.start_node(leader).await?;
         demo.nodes[&leader]
-            .wait_for("the restarted member to catch up", WAIT, |view| view.applied_index.is_some_and(|applied| applied >= receipt.log_index))
+            .wait_for("the restarted member to catch up", WAIT, |view| {
+                view.applied_index.is_some_and(|applied| applied >= receipt.log_index)
+            })
             .await?;
         let recovered = demo.count(leader, &format!("demo-agent/run-{run_tag}/")).await?;
-        println!("restarted member {leader} from its directory: it holds all {recovered} memories of this run and rejoined");
+        println!(
+            "restarted member {leader} from its directory: it holds all {recovered} memories of this run and rejoined"
+        );
     }
 
     for (id, node) in &demo.nodes {

@@ -53,7 +53,8 @@ fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = String::from_utf8(read_limited(path, 1024, "key file")?).context("the key file is not text")?;
     let bytes = hex::decode(text.trim()).context("the key file must hold 64 hex digits")?;
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the key file must hold 32 bytes (64 hex digits)"))?;
+    let seed: [u8; 32] =
+        bytes.try_into().map_err(|_| anyhow::anyhow!("the key file must hold 32 bytes (64 hex digits)"))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -71,7 +72,8 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
             write_secret(&out, &hex::encode(key.to_bytes()))?;
             let public = PublisherKey::of(&key).to_string();
             let public_path = PathBuf::from(format!("{}.pub", out.display()));
-            std::fs::write(&public_path, format!("{public}\n")).with_context(|| format!("writing {}", public_path.display()))?;
+            std::fs::write(&public_path, format!("{public}\n"))
+                .with_context(|| format!("writing {}", public_path.display()))?;
             println!("{public}");
             eprintln!("secret key in {}, public key in {}", out.display(), public_path.display());
         }
@@ -101,7 +103,10 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
             let tools: Vec<&str> = manifest.tools.iter().map(|tool| tool.name.as_str()).collect();
             println!("tools: {}", tools.join(", "));
             let capabilities: Vec<&str> = manifest.capabilities.iter().map(|capability| capability.name()).collect();
-            println!("capabilities: {}", if capabilities.is_empty() { "none".to_owned() } else { capabilities.join(", ") });
+            println!(
+                "capabilities: {}",
+                if capabilities.is_empty() { "none".to_owned() } else { capabilities.join(", ") }
+            );
             println!(
                 "limits: {} fuel, {} bytes of memory, {} ms per call",
                 manifest.limits.fuel_per_call, manifest.limits.memory_bytes, manifest.limits.wall_clock_ms

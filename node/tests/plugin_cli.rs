@@ -36,7 +36,8 @@ fn a_publisher_signs_a_package_that_verifies_and_a_changed_byte_is_refused() {
             "limits": {"fuel_per_call": 1000000, "memory_bytes": 1048576, "wall_clock_ms": 1000}}"#,
     )
     .unwrap();
-    let sign = zeromesh(dir.path(), &["plugin", "sign", "echo.wasm", "--manifest", "manifest.json", "--key", "publisher.key"]);
+    let sign =
+        zeromesh(dir.path(), &["plugin", "sign", "echo.wasm", "--manifest", "manifest.json", "--key", "publisher.key"]);
     assert!(sign.status.success(), "{}", text(&sign.stderr));
     assert!(dir.path().join("echo.zmp").exists());
 

@@ -47,7 +47,11 @@ fn plugin_call(c: &mut Criterion) {
         name: "echo".into(),
         version: "1".into(),
         description: "echo".into(),
-        tools: vec![ToolSpec { name: "echo".into(), description: "echo".into(), input_schema: json!({"type": "object"}) }],
+        tools: vec![ToolSpec {
+            name: "echo".into(),
+            description: "echo".into(),
+            input_schema: json!({"type": "object"}),
+        }],
         capabilities: CapabilitySet::new(),
         limits: PluginLimits { fuel_per_call: 1_000_000, memory_bytes: 1 << 20, wall_clock_ms: 1000 },
         module_sha256: String::new(),

@@ -288,7 +288,13 @@ impl PluginHost {
     }
 }
 
-fn classify(error: wasmtime::Error, store: &Store<CallState>, fuel: u64, deadline_ms: u64, memory_limit: u64) -> CallError {
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<CallState>,
+    fuel: u64,
+    deadline_ms: u64,
+    memory_limit: u64,
+) -> CallError {
     if store.data().limiter.refused {
         return CallError::MemoryLimit { limit_bytes: memory_limit };
     }
@@ -309,7 +315,12 @@ fn classify(error: wasmtime::Error, store: &Store<CallState>, fuel: u64, deadlin
     }
 }
 
-fn run(store: &mut Store<CallState>, pre: &InstancePre<CallState>, tool: &[u8], arguments: &[u8]) -> wasmtime::Result<Vec<u8>> {
+fn run(
+    store: &mut Store<CallState>,
+    pre: &InstancePre<CallState>,
+    tool: &[u8],
+    arguments: &[u8],
+) -> wasmtime::Result<Vec<u8>> {
     let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
@@ -333,11 +344,16 @@ fn run(store: &mut Store<CallState>, pre: &InstancePre<CallState>, tool: &[u8], 
     Ok(data[result_ptr..end].to_vec())
 }
 
-fn write_guest(store: &mut Store<CallState>, memory: &Memory, alloc: &TypedFunc<i32, i32>, bytes: &[u8]) -> wasmtime::Result<i32> {
+fn write_guest(
+    store: &mut Store<CallState>,
+    memory: &Memory,
+    alloc: &TypedFunc<i32, i32>,
+    bytes: &[u8],
+) -> wasmtime::Result<i32> {
     let ptr = alloc.call(&mut *store, bytes.len() as i32)?;
-    memory
-        .write(&mut *store, ptr as u32 as usize, bytes)
-        .map_err(|_| wasmtime::Error::new(CallError::BadResult("zm_alloc returned memory outside the module".into())))?;
+    memory.write(&mut *store, ptr as u32 as usize, bytes).map_err(|_| {
+        wasmtime::Error::new(CallError::BadResult("zm_alloc returned memory outside the module".into()))
+    })?;
     Ok(ptr)
 }
 
@@ -350,7 +366,8 @@ fn check_exports(module: &Module) -> Result<(), LoadError> {
     }
     for (name, params, results) in [("zm_alloc", 1, 1), ("zm_call", 4, 1)] {
         match export(name) {
-            Some(wasmtime::ExternType::Func(func)) if func.params().len() == params && func.results().len() == results => {}
+            Some(wasmtime::ExternType::Func(func))
+                if func.params().len() == params && func.results().len() == results => {}
             _ => return Err(missing(name, "a function of the documented signature")),
         }
     }
@@ -368,7 +385,9 @@ fn read_guest(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32, limit: usi
         return Err(wasmtime::Error::msg("the module exports no memory"));
     };
     let mut bytes = vec![0u8; len];
-    memory.read(&*caller, ptr as u32 as usize, &mut bytes).map_err(|_| wasmtime::Error::msg("pointer outside memory"))?;
+    memory
+        .read(&*caller, ptr as u32 as usize, &mut bytes)
+        .map_err(|_| wasmtime::Error::msg("pointer outside memory"))?;
     Ok(bytes)
 }
 
@@ -397,7 +416,9 @@ fn link_host_functions(linker: &mut Linker<CallState>, usable: &CapabilitySet) -
         })?;
     }
     if usable.contains(&Capability::Clock) {
-        linker.func_wrap(HOST_MODULE, "clock_ms", |caller: Caller<'_, CallState>| caller.data().context.now_ms() as i64)?;
+        linker.func_wrap(HOST_MODULE, "clock_ms", |caller: Caller<'_, CallState>| {
+            caller.data().context.now_ms() as i64
+        })?;
     }
     if usable.contains(&Capability::Random) {
         linker.func_wrap(HOST_MODULE, "random_fill", |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
@@ -414,7 +435,12 @@ fn link_host_functions(linker: &mut Linker<CallState>, usable: &CapabilitySet) -
         linker.func_wrap(
             HOST_MODULE,
             "memory_read",
-            |mut caller: Caller<'_, CallState>, path_ptr: i32, path_len: i32, out_ptr: i32, out_cap: i32| -> wasmtime::Result<i32> {
+            |mut caller: Caller<'_, CallState>,
+             path_ptr: i32,
+             path_len: i32,
+             out_ptr: i32,
+             out_cap: i32|
+             -> wasmtime::Result<i32> {
                 debug_assert!(caller.data().capabilities.contains(&Capability::MemoryRead));
                 let path = agent_path(&mut caller, path_ptr, path_len)?;
                 match caller.data_mut().context.memory_read(&path) {
@@ -436,7 +462,12 @@ fn link_host_functions(linker: &mut Linker<CallState>, usable: &CapabilitySet) -
         linker.func_wrap(
             HOST_MODULE,
             "memory_write",
-            |mut caller: Caller<'_, CallState>, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| -> wasmtime::Result<i32> {
+            |mut caller: Caller<'_, CallState>,
+             path_ptr: i32,
+             path_len: i32,
+             value_ptr: i32,
+             value_len: i32|
+             -> wasmtime::Result<i32> {
                 let path = agent_path(&mut caller, path_ptr, path_len)?;
                 let value = read_guest(&mut caller, value_ptr, value_len, MAX_VALUE_BYTES)?;
                 match caller.data_mut().context.memory_write(&path, value) {

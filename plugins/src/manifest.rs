@@ -75,7 +75,11 @@ impl Manifest {
         for (position, tool) in self.tools.iter().enumerate() {
             check_name("tool name", &tool.name)?;
             if self.tools[..position].iter().any(|earlier| earlier.name == tool.name) {
-                return Err(ValidationError::BadField { what: "tool name", value: tool.name.clone(), reason: "is offered twice" });
+                return Err(ValidationError::BadField {
+                    what: "tool name",
+                    value: tool.name.clone(),
+                    reason: "is offered twice",
+                });
             }
             check_len("tool description", tool.description.len(), MAX_PLUGIN_DESCRIPTION_BYTES)?;
             let schema_bytes = serde_json::to_vec(&tool.input_schema).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
@@ -95,7 +99,11 @@ impl Manifest {
             ("wall_clock_ms", limits.wall_clock_ms, MAX_PLUGIN_WALL_CLOCK_MS),
         ] {
             if value == 0 || value > max {
-                return Err(ValidationError::BadField { what, value: value.to_string(), reason: "must be at least 1 and at most the node maximum" });
+                return Err(ValidationError::BadField {
+                    what,
+                    value: value.to_string(),
+                    reason: "must be at least 1 and at most the node maximum",
+                });
             }
         }
         Ok(())

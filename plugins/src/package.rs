@@ -54,9 +54,11 @@ impl PublisherKey {
 
     /// Parses 64 hex digits.
     pub fn parse(text: &str) -> Result<Self, PackageError> {
-        let bytes = hex::decode(text.trim()).map_err(|e| PackageError::Malformed(format!("publisher key is not hex: {e}")))?;
-        let bytes: [u8; 32] =
-            bytes.try_into().map_err(|_| PackageError::Malformed("a publisher key is 32 bytes (64 hex digits)".into()))?;
+        let bytes =
+            hex::decode(text.trim()).map_err(|e| PackageError::Malformed(format!("publisher key is not hex: {e}")))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| PackageError::Malformed("a publisher key is 32 bytes (64 hex digits)".into()))?;
         Ok(PublisherKey(bytes))
     }
 }
@@ -101,7 +103,8 @@ impl Package {
     pub fn sign(module: Vec<u8>, mut manifest: Manifest, key: &SigningKey) -> Result<Package, PackageError> {
         manifest.module_sha256 = hex::encode(sha256(&module));
         manifest.validate().map_err(|e| PackageError::InvalidManifest(e.to_string()))?;
-        let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::InvalidManifest(e.to_string()))?;
+        let manifest_bytes =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::InvalidManifest(e.to_string()))?;
         if manifest_bytes.len() > MAX_PLUGIN_MANIFEST_BYTES {
             return Err(PackageError::InvalidManifest(format!("manifest exceeds {MAX_PLUGIN_MANIFEST_BYTES} bytes")));
         }
@@ -133,15 +136,22 @@ impl Package {
     pub fn decode(bytes: &[u8]) -> Result<Package, PackageError> {
         let malformed = |reason: &str| PackageError::Malformed(reason.to_owned());
         if bytes.len() > MAX_PLUGIN_PACKAGE_BYTES {
-            return Err(PackageError::Malformed(format!("{} bytes exceeds the {MAX_PLUGIN_PACKAGE_BYTES}-byte limit", bytes.len())));
+            return Err(PackageError::Malformed(format!(
+                "{} bytes exceeds the {MAX_PLUGIN_PACKAGE_BYTES}-byte limit",
+                bytes.len()
+            )));
         }
-        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| malformed("it does not start with the plugin package magic"))?;
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| malformed("it does not start with the plugin package magic"))?;
         let (manifest_bytes, rest) = take_prefixed(rest).ok_or_else(|| malformed("the manifest is truncated"))?;
         if manifest_bytes.len() > MAX_PLUGIN_MANIFEST_BYTES {
             return Err(PackageError::Malformed(format!("the manifest exceeds {MAX_PLUGIN_MANIFEST_BYTES} bytes")));
         }
-        let (publisher, rest) = rest.split_first_chunk::<32>().ok_or_else(|| malformed("the publisher key is truncated"))?;
-        let (signature, rest) = rest.split_first_chunk::<64>().ok_or_else(|| malformed("the signature is truncated"))?;
+        let (publisher, rest) =
+            rest.split_first_chunk::<32>().ok_or_else(|| malformed("the publisher key is truncated"))?;
+        let (signature, rest) =
+            rest.split_first_chunk::<64>().ok_or_else(|| malformed("the signature is truncated"))?;
         let (module, rest) = take_prefixed(rest).ok_or_else(|| malformed("the module is truncated"))?;
         if !rest.is_empty() {
             return Err(malformed("bytes follow the module"));
@@ -163,12 +173,16 @@ impl Package {
     pub fn verify(&self, trusted: &[PublisherKey], now_ms: u64) -> Result<VerifiedPackage, PackageError> {
         let manifest: Manifest = serde_json::from_slice(&self.manifest_bytes)
             .map_err(|e| PackageError::InvalidManifest(format!("not a manifest: {e}")))?;
-        let key = VerifyingKey::from_bytes(&self.publisher.0).map_err(|_| PackageError::BadSignature(self.publisher))?;
+        let key =
+            VerifyingKey::from_bytes(&self.publisher.0).map_err(|_| PackageError::BadSignature(self.publisher))?;
         key.verify_strict(&signed_message(&self.manifest_bytes), &Signature::from_bytes(&self.signature))
             .map_err(|_| PackageError::BadSignature(self.publisher))?;
         let module_sha256 = sha256(&self.module);
         if manifest.module_sha256 != hex::encode(module_sha256) {
-            return Err(PackageError::ModuleTampered { expected: manifest.module_sha256.clone(), actual: hex::encode(module_sha256) });
+            return Err(PackageError::ModuleTampered {
+                expected: manifest.module_sha256.clone(),
+                actual: hex::encode(module_sha256),
+            });
         }
         manifest.validate().map_err(|e| PackageError::InvalidManifest(e.to_string()))?;
         if !trusted.contains(&self.publisher) {

@@ -62,7 +62,8 @@ fn the_c_text_statistics_plugin_counts_bytes_words_and_lines() {
     let host = PluginHost::new(HostLimits::default()).unwrap();
     let plugin = load(&host, std::fs::read(&wasm_path).unwrap(), "text_stats.json", &[]);
     let agent = Box::new(Agent { name: "agent-1".into(), ..Agent::default() });
-    let output = host.call(&plugin, "text_stats", &json!({"text": "two words\nand \"three\" more"}), agent.clone()).unwrap();
+    let output =
+        host.call(&plugin, "text_stats", &json!({"text": "two words\nand \"three\" more"}), agent.clone()).unwrap();
     assert_eq!(output.result, json!({"bytes": 26, "words": 5, "lines": 2}));
     let output = host.call(&plugin, "text_stats", &json!({"other": 1}), agent).unwrap();
     assert!(output.is_error, "missing text is a tool error: {:?}", output.result);

@@ -1,14 +1,20 @@
 //! Plugin packages: signing, and every refusal naming the check that failed.
 
 use serde_json::json;
-use zeromesh_plugins::{generate_signing_key, Capability, Manifest, Package, PackageError, PluginLimits, PublisherKey, ToolSpec};
+use zeromesh_plugins::{
+    generate_signing_key, Capability, Manifest, Package, PackageError, PluginLimits, PublisherKey, ToolSpec,
+};
 
 fn manifest() -> Manifest {
     Manifest {
         name: "echo".into(),
         version: "1.0.0".into(),
         description: "Returns its arguments".into(),
-        tools: vec![ToolSpec { name: "echo".into(), description: "echo".into(), input_schema: json!({"type": "object"}) }],
+        tools: vec![ToolSpec {
+            name: "echo".into(),
+            description: "echo".into(),
+            input_schema: json!({"type": "object"}),
+        }],
         capabilities: [Capability::Log].into(),
         limits: PluginLimits { fuel_per_call: 1_000_000, memory_bytes: 1 << 20, wall_clock_ms: 1000 },
         module_sha256: String::new(),
@@ -96,7 +102,8 @@ fn an_expired_package_is_refused_by_the_expiry_check() {
 #[test]
 fn a_manifest_over_its_limits_cannot_be_signed() {
     let key = generate_signing_key().unwrap();
-    let greedy = Manifest { limits: PluginLimits { fuel_per_call: u64::MAX, memory_bytes: 1, wall_clock_ms: 1 }, ..manifest() };
+    let greedy =
+        Manifest { limits: PluginLimits { fuel_per_call: u64::MAX, memory_bytes: 1, wall_clock_ms: 1 }, ..manifest() };
     assert!(matches!(Package::sign(MODULE.to_vec(), greedy, &key), Err(PackageError::InvalidManifest(_))));
     let nameless = Manifest { name: "no spaces".into(), ..manifest() };
     assert!(matches!(Package::sign(MODULE.to_vec(), nameless, &key), Err(PackageError::InvalidManifest(_))));

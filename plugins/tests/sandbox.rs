@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use zeromesh_plugins::{
-    generate_signing_key, CallError, Capability, CapabilitySet, HostLimits, LoadError, Manifest, Package, PluginContext,
-    PluginHost, PluginLimits, PublisherKey, ToolSpec,
+    generate_signing_key, CallError, Capability, CapabilitySet, HostLimits, LoadError, Manifest, Package,
+    PluginContext, PluginHost, PluginLimits, PublisherKey, ToolSpec,
 };
 use zeromesh_protocol::MemoryPath;
 
@@ -45,7 +45,11 @@ fn manifest(capabilities: &[Capability], limits: PluginLimits) -> Manifest {
         version: "0.1.0".into(),
         description: "a test plugin".into(),
         tools: ["run", "read_own", "read_other"]
-            .map(|name| ToolSpec { name: name.into(), description: name.into(), input_schema: json!({"type": "object"}) })
+            .map(|name| ToolSpec {
+                name: name.into(),
+                description: name.into(),
+                input_schema: json!({"type": "object"}),
+            })
             .into(),
         capabilities: capabilities.iter().copied().collect(),
         limits,
@@ -95,7 +99,12 @@ impl Setup {
         Setup { host: PluginHost::new(HostLimits::default()).expect("a plugin host") }
     }
 
-    fn load(&self, wasm: Vec<u8>, manifest: Manifest, granted: &[Capability]) -> Result<zeromesh_plugins::LoadedPlugin, LoadError> {
+    fn load(
+        &self,
+        wasm: Vec<u8>,
+        manifest: Manifest,
+        granted: &[Capability],
+    ) -> Result<zeromesh_plugins::LoadedPlugin, LoadError> {
         let key = generate_signing_key().unwrap();
         let verified = Package::sign(wasm, manifest, &key).unwrap().verify(&[PublisherKey::of(&key)], 0).unwrap();
         let granted: CapabilitySet = granted.iter().copied().collect();
@@ -118,7 +127,8 @@ fn a_plugin_gets_its_arguments_and_returns_json() {
 #[test]
 fn a_plugin_that_loops_forever_runs_out_of_fuel_and_the_next_call_works() {
     let setup = Setup::new();
-    let looping = setup.load(module("", "(loop $forever (br $forever)) (i64.const 0)"), manifest(&[], LIMITS), &[]).unwrap();
+    let looping =
+        setup.load(module("", "(loop $forever (br $forever)) (i64.const 0)"), manifest(&[], LIMITS), &[]).unwrap();
     let error = setup.host.call(&looping, "run", &json!({}), context("agent-a")).unwrap_err();
     assert_eq!(error, CallError::OutOfFuel { fuel: LIMITS.fuel_per_call });
     let echo = setup.load(module("", ECHO), manifest(&[], LIMITS), &[]).unwrap();
@@ -129,7 +139,8 @@ fn a_plugin_that_loops_forever_runs_out_of_fuel_and_the_next_call_works() {
 fn a_plugin_with_ample_fuel_is_stopped_at_its_wall_clock_deadline() {
     let setup = Setup::new();
     let limits = PluginLimits { fuel_per_call: 1_000_000_000, memory_bytes: 1 << 20, wall_clock_ms: 20 };
-    let looping = setup.load(module("", "(loop $forever (br $forever)) (i64.const 0)"), manifest(&[], limits), &[]).unwrap();
+    let looping =
+        setup.load(module("", "(loop $forever (br $forever)) (i64.const 0)"), manifest(&[], limits), &[]).unwrap();
     let error = setup.host.call(&looping, "run", &json!({}), context("agent-a")).unwrap_err();
     assert_eq!(error, CallError::Deadline { deadline_ms: 20 });
 }
@@ -190,7 +201,9 @@ fn a_plugin_reads_only_its_calling_agents_memories() {
           (then (local.set $len (call $read (i32.const 100) (i32.const 7) (i32.const 1024) (i32.const 512))))
           (else (local.set $len (call $read (i32.const 200) (i32.const 18) (i32.const 1024) (i32.const 512)))))
         (call $pack (i32.const 1024) (local.get $len))"#;
-    let plugin = setup.load(module(imports, body), manifest(&[Capability::MemoryRead], LIMITS), &[Capability::MemoryRead]).unwrap();
+    let plugin = setup
+        .load(module(imports, body), manifest(&[Capability::MemoryRead], LIMITS), &[Capability::MemoryRead])
+        .unwrap();
     let ctx = context("agent-a");
     ctx.memories.lock().unwrap().insert("agent-a/notes/x".into(), b"\"mine\"".to_vec());
     ctx.memories.lock().unwrap().insert("agent-b/notes/x".into(), b"\"theirs\"".to_vec());
@@ -231,7 +244,8 @@ fn when_every_instance_slot_is_taken_a_call_is_refused_as_busy_and_later_succeed
     let host = Arc::new(PluginHost::new(HostLimits { max_instances: 1, ..HostLimits::default() }).unwrap());
     let key = generate_signing_key().unwrap();
     let logging = r#"(import "zeromesh" "log" (func $log (param i32 i32)))"#;
-    let body = "(call $log (local.get $args) (local.get $args_len)) (call $pack (local.get $args) (local.get $args_len))";
+    let body =
+        "(call $log (local.get $args) (local.get $args_len)) (call $pack (local.get $args) (local.get $args_len))";
     let verified = Package::sign(module(logging, body), manifest(&[Capability::Log], LIMITS), &key)
         .unwrap()
         .verify(&[PublisherKey::of(&key)], 0)
@@ -256,5 +270,7 @@ fn when_every_instance_slot_is_taken_a_call_is_refused_as_busy_and_later_succeed
     let (after_tx, _) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     done_tx.send(()).unwrap();
-    assert!(host.call(&plugin, "run", &json!({}), Box::new(BlockingLog { entered: after_tx, release: done_rx })).is_ok());
+    assert!(host
+        .call(&plugin, "run", &json!({}), Box::new(BlockingLog { entered: after_tx, release: done_rx }))
+        .is_ok());
 }

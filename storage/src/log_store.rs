@@ -73,7 +73,13 @@ where
         }
     }
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], what: &'static str, value: &T, sync: bool) -> Result<(), StorageError> {
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StorageError> {
         let cf = self.store.cf(CF_RAFT_META)?;
         let bytes = encode(what, value)?;
         if sync {
@@ -179,9 +185,8 @@ where
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, RaftStorageError<C>> {
-        let committed: Option<Option<LogId<C::NodeId>>> = self
-            .read_meta(KEY_COMMITTED, "committed log id")
-            .map_err(|e| to_raft::<C>(e, StorageIOError::read))?;
+        let committed: Option<Option<LogId<C::NodeId>>> =
+            self.read_meta(KEY_COMMITTED, "committed log id").map_err(|e| to_raft::<C>(e, StorageIOError::read))?;
         Ok(committed.flatten())
     }
 

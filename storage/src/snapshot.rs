@@ -85,7 +85,12 @@ impl SnapshotDir {
     }
 
     /// Makes `path` the current snapshot (rename, then fsync the folder).
-    fn promote(&self, current: &mut Option<SnapshotHeader>, path: &Path, header: SnapshotHeader) -> Result<(), StorageError> {
+    fn promote(
+        &self,
+        current: &mut Option<SnapshotHeader>,
+        path: &Path,
+        header: SnapshotHeader,
+    ) -> Result<(), StorageError> {
         let target = self.current_path();
         std::fs::rename(path, &target).map_err(|e| StorageError::io(&target, e))?;
         File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(|e| StorageError::io(&self.dir, e))?;
@@ -157,10 +162,8 @@ impl RecordReader {
     fn open(path: &Path) -> Result<(RecordReader, SnapshotHeader), StorageError> {
         let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
         let inner = BufReader::with_capacity(IO_BUFFER_BYTES, file);
-        let mut reader = RecordReader {
-            reader: HashingReader { inner, hasher: crc32fast::Hasher::new() },
-            path: path.to_owned(),
-        };
+        let mut reader =
+            RecordReader { reader: HashingReader { inner, hasher: crc32fast::Hasher::new() }, path: path.to_owned() };
         let mut magic = [0u8; 8];
         reader.read_exact(&mut magic)?;
         if &magic != MAGIC {
@@ -380,7 +383,11 @@ impl Store {
     /// Verifies the received snapshot file at `received` and replaces the
     /// whole state with it. A file that fails verification changes nothing.
     /// An install cut short by a crash is finished when the store reopens.
-    pub fn install_snapshot(&self, received: &Path, expected_id: &str) -> Result<(SnapshotHeader, SnapshotStats), StorageError> {
+    pub fn install_snapshot(
+        &self,
+        received: &Path,
+        expected_id: &str,
+    ) -> Result<(SnapshotHeader, SnapshotStats), StorageError> {
         let (header, stats) = verify_snapshot_file(received)?;
         if header.snapshot_id != expected_id {
             return Err(StorageError::BadSnapshot {

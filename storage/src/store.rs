@@ -47,12 +47,8 @@ impl Store {
         let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&options, dir.join("db"), descriptors)?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
-        let store = Store {
-            db: Arc::new(db),
-            snapshots: Arc::new(snapshots),
-            options: Arc::new(options),
-            dir: dir.to_owned(),
-        };
+        let store =
+            Store { db: Arc::new(db), snapshots: Arc::new(snapshots), options: Arc::new(options), dir: dir.to_owned() };
         store.finish_interrupted_install()?;
         Ok(store)
     }

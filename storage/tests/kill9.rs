@@ -30,7 +30,10 @@ fn appender_process() {
     let Ok(dir) = std::env::var(DIR_VARIABLE) else { return };
     let log = LogStore::<Config>::new(Store::open(std::path::Path::new(&dir)).expect("open the store"));
     for index in 1..=APPENDER_MAX_ENTRIES {
-        let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(format!("entry {index}")) };
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(format!("entry {index}")),
+        };
         log.write_entries_synced([entry]).expect("append");
         println!("acked {index}");
     }

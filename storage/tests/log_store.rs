@@ -14,7 +14,9 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 }
 
 fn entries(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry<Config>> {
-    indexes.map(|index| Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(format!("entry {index}")) }).collect()
+    indexes
+        .map(|index| Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(format!("entry {index}")) })
+        .collect()
 }
 
 fn open(dir: &tempfile::TempDir) -> LogStore<Config> {

@@ -27,8 +27,13 @@ const FULL: Scale = Scale {
     advert_rounds: 10,
     idle: Duration::from_secs(10),
 };
-const SMOKE: Scale =
-    Scale { measure: Duration::from_millis(300), max_ops_per_client: 20, advert_nodes: 3, advert_rounds: 1, idle: Duration::from_millis(500) };
+const SMOKE: Scale = Scale {
+    measure: Duration::from_millis(300),
+    max_ops_per_client: 20,
+    advert_nodes: 3,
+    advert_rounds: 1,
+    idle: Duration::from_millis(500),
+};
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     if sorted.is_empty() {
@@ -40,9 +45,13 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 /// What the load generator talks to: a zeromesh node's API, or etcd.
 #[derive(Clone)]
 enum Target {
-    Zeromesh { api: String },
+    Zeromesh {
+        api: String,
+    },
     #[cfg(feature = "etcd")]
-    Etcd { endpoints: Vec<String> },
+    Etcd {
+        endpoints: Vec<String>,
+    },
 }
 
 enum Connection {
@@ -60,9 +69,13 @@ enum Operation {
 impl Target {
     async fn connect(&self) -> Connection {
         match self {
-            Target::Zeromesh { api } => Connection::Zeromesh(zeromesh::client::ApiClient::connect(api).await.expect("connects")),
+            Target::Zeromesh { api } => {
+                Connection::Zeromesh(zeromesh::client::ApiClient::connect(api).await.expect("connects"))
+            }
             #[cfg(feature = "etcd")]
-            Target::Etcd { endpoints } => Connection::Etcd(etcd_client::Client::connect(endpoints, None).await.expect("connects to etcd")),
+            Target::Etcd { endpoints } => {
+                Connection::Etcd(etcd_client::Client::connect(endpoints, None).await.expect("connects to etcd"))
+            }
         }
     }
 }
@@ -73,7 +86,9 @@ impl Connection {
             Connection::Zeromesh(client) => {
                 let (tool, arguments) = match operation {
                     Operation::Write => ("memory_put", json!({ "path": path, "value": value })),
-                    Operation::LinearizableRead => ("memory_get", json!({ "path": path, "consistency": "linearizable" })),
+                    Operation::LinearizableRead => {
+                        ("memory_get", json!({ "path": path, "consistency": "linearizable" }))
+                    }
                 };
                 client.call_tool(tool, arguments).await.expect("the call succeeds");
             }
@@ -125,7 +140,11 @@ async fn load(target: &Target, clients: usize, scale: &Scale, operation: Operati
 }
 
 fn report(name: &str, unit: &str, (rate, p50, p99): (f64, Duration, Duration)) -> f64 {
-    println!("{name:<44} {rate:>9.0} {unit}/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    println!(
+        "{name:<44} {rate:>9.0} {unit}/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
     rate
 }
 
@@ -166,14 +185,19 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|text| text.lines().find(|line| line.starts_with("VmRSS:")).and_then(|line| line.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after ')'.
-    let fields: Vec<&str> = text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
     field(11) + field(12) // utime + stime, in clock ticks
 }
@@ -204,7 +228,9 @@ async fn main() {
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
     testnet
-        .wait_for_cluster("three voters", Duration::from_secs(60), |status| status["voters"].as_array().is_some_and(|v| v.len() == 3))
+        .wait_for_cluster("three voters", Duration::from_secs(60), |status| {
+            status["voters"].as_array().is_some_and(|v| v.len() == 3)
+        })
         .await
         .expect("three voters");
     let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
@@ -214,11 +240,23 @@ async fn main() {
     println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
     let mut zeromesh_writes = Vec::new();
     for clients in [1, 64] {
-        zeromesh_writes.push(report(&format!("mesh/write/leader/clients={clients}"), "writes", load(&on_leader, clients, scale, Operation::Write).await));
+        zeromesh_writes.push(report(
+            &format!("mesh/write/leader/clients={clients}"),
+            "writes",
+            load(&on_leader, clients, scale, Operation::Write).await,
+        ));
     }
     report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
-    report("mesh/linearizable-read/leader/clients=64", "reads", load(&on_leader, 64, scale, Operation::LinearizableRead).await);
-    report("mesh/linearizable-read/follower/clients=64", "reads", load(&on_follower, 64, scale, Operation::LinearizableRead).await);
+    report(
+        "mesh/linearizable-read/leader/clients=64",
+        "reads",
+        load(&on_leader, 64, scale, Operation::LinearizableRead).await,
+    );
+    report(
+        "mesh/linearizable-read/follower/clients=64",
+        "reads",
+        load(&on_follower, 64, scale, Operation::LinearizableRead).await,
+    );
     etcd::compare(scale, &zeromesh_writes).await;
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
     drop(testnet);
@@ -227,7 +265,6 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     idle_usage(&testnet.nodes[1], scale, "a fresh member, no load").await;
     drop(testnet);
-
 
     let nodes = scale.advert_nodes;
     let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "1000".into()] };
@@ -278,7 +315,14 @@ mod etcd {
                 .arg(dir.path().join(format!("e{member}")))
                 .args(["--listen-client-urls", &client(member), "--advertise-client-urls", &client(member)])
                 .args(["--listen-peer-urls", &peer(member), "--initial-advertise-peer-urls", &peer(member)])
-                .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "zeromesh-bench"])
+                .args([
+                    "--initial-cluster",
+                    &cluster,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "zeromesh-bench",
+                ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -299,7 +343,11 @@ mod etcd {
         .expect("etcd is up");
         println!("etcd {}: 3 members on 127.0.0.1, default (fsynced) settings, same load generator", etcd_version());
         for (clients, zeromesh_rate) in [1, 64].into_iter().zip(zeromesh_writes) {
-            let rate = report(&format!("etcd/write/clients={clients}"), "writes", load(&target, clients, scale, Operation::Write).await);
+            let rate = report(
+                &format!("etcd/write/clients={clients}"),
+                "writes",
+                load(&target, clients, scale, Operation::Write).await,
+            );
             println!("ratio zeromesh/etcd writes/s at {clients} clients: {:.2}", zeromesh_rate / rate.max(1e-9));
         }
         drop(members);

@@ -79,10 +79,14 @@ pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {
     }
     let executable = std::env::current_exe()?;
     // target/<profile>/deps/<test> -> target/<profile>/zeromesh
-    let profile_dir = executable.parent().and_then(Path::parent).context("the test executable has no target directory")?;
+    let profile_dir =
+        executable.parent().and_then(Path::parent).context("the test executable has no target directory")?;
     let binary = profile_dir.join("zeromesh");
     if !binary.exists() {
-        bail!("{} is missing: build it first (`cargo build -p zeromesh`, which scripts/test.sh does) or set ZEROMESH_BIN", binary.display());
+        bail!(
+            "{} is missing: build it first (`cargo build -p zeromesh`, which scripts/test.sh does) or set ZEROMESH_BIN",
+            binary.display()
+        );
     }
     Ok(binary)
 }
@@ -108,9 +112,15 @@ where
 fn parse_ready(line: &str) -> Option<NodeAddress> {
     let rest = line.strip_prefix("ready ")?;
     let field = |name: &str| {
-        rest.split_whitespace().find_map(|pair| pair.strip_prefix(name).and_then(|value| value.strip_prefix('=')).map(str::to_owned))
+        rest.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name).and_then(|value| value.strip_prefix('=')).map(str::to_owned))
     };
-    Some(NodeAddress { node_id: field("node_id")?.parse().ok()?, peer_id: field("peer_id")?, p2p: field("p2p")?, api: field("api")? })
+    Some(NodeAddress {
+        node_id: field("node_id")?.parse().ok()?,
+        peer_id: field("peer_id")?,
+        p2p: field("p2p")?,
+        api: field("api")?,
+    })
 }
 
 /// Port of a `/ip4/.../tcp/<port>/...` address or a `ws://host:port` URL.
@@ -184,7 +194,12 @@ impl Testnet {
         args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
         let started = spawn(&testnet.binary, &data_dir, &args).await?;
         testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
-        testnet.nodes.push(TestNode { data_dir, address: started.address, extra_args: Vec::new(), child: Some(started.child) });
+        testnet.nodes.push(TestNode {
+            data_dir,
+            address: started.address,
+            extra_args: Vec::new(),
+            child: Some(started.child),
+        });
         for _ in 1..count {
             testnet.add_node().await?;
         }
@@ -227,10 +242,16 @@ impl Testnet {
 
     /// Waits for node `index` to exit by itself and returns its whole log
     /// (an error with a backtrace can be longer than any tail).
-    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    pub async fn wait_exit(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
         let node = &mut self.nodes[index];
         let child = node.child.as_mut().context("node is not running")?;
-        let status = tokio::time::timeout(timeout, child.wait()).await.map_err(|_| anyhow!("node {index} did not exit within {timeout:?}"))??;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .map_err(|_| anyhow!("node {index} did not exit within {timeout:?}"))??;
         node.child = None;
         Ok((status, std::fs::read_to_string(node.data_dir.join("node.log")).unwrap_or_default()))
     }
@@ -254,7 +275,12 @@ impl Testnet {
         let api_port = port_of(&node.address.api).context("api port")?;
         let mut args = self.base_args();
         // No --init, --bootstrap or --join-token: a member rejoins from its own state.
-        args.extend(["--listen".into(), format!("/ip4/127.0.0.1/tcp/{p2p_port}"), "--api".into(), format!("127.0.0.1:{api_port}")]);
+        args.extend([
+            "--listen".into(),
+            format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
+            "--api".into(),
+            format!("127.0.0.1:{api_port}"),
+        ]);
         args.extend(node.extra_args.iter().cloned());
         let started = spawn(&self.binary, &node.data_dir, &args).await?;
         let node = &mut self.nodes[index];
@@ -281,7 +307,12 @@ impl Testnet {
     }
 
     /// Waits until every running node's status satisfies `condition`.
-    pub async fn wait_for_cluster(&self, what: &str, timeout: Duration, condition: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+    pub async fn wait_for_cluster(
+        &self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
         let running: Vec<usize> = (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()).collect();
         let condition = &condition;
         wait_until(what, timeout, || {
@@ -323,7 +354,10 @@ impl Testnet {
 
     /// Cuts node `index` off from every other node, both ways.
     pub async fn isolate(&self, index: usize) -> anyhow::Result<()> {
-        let others: Vec<String> = (0..self.nodes.len()).filter(|other| *other != index).map(|other| self.nodes[other].address.peer_id.clone()).collect();
+        let others: Vec<String> = (0..self.nodes.len())
+            .filter(|other| *other != index)
+            .map(|other| self.nodes[other].address.peer_id.clone())
+            .collect();
         self.call(index, "mesh_isolate", json!({ "peers": others })).await?;
         for other in (0..self.nodes.len()).filter(|other| *other != index && self.nodes[*other].is_running()) {
             self.call(other, "mesh_isolate", json!({ "peers": [self.nodes[index].address.peer_id] })).await?;

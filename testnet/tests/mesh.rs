@@ -37,7 +37,10 @@ async fn count_stale(testnet: &Testnet, node: usize, prefix: &str) -> Option<usi
     let mut count = 0;
     loop {
         let page = client
-            .call_tool("memory_list", json!({ "prefix": prefix, "after": after, "limit": 1000, "consistency": "stale" }))
+            .call_tool(
+                "memory_list",
+                json!({ "prefix": prefix, "after": after, "limit": 1000, "consistency": "stale" }),
+            )
             .await
             .ok()?;
         count += page["records"].as_array()?.len();
@@ -63,7 +66,9 @@ async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_thr
 
     for writer in 0..3 {
         let path = format!("agent-{writer}/notes/today");
-        let answer = put(&testnet, writer, &path, &format!("written through node {writer}")).await.expect("the write is accepted");
+        let answer = put(&testnet, writer, &path, &format!("written through node {writer}"))
+            .await
+            .expect("the write is accepted");
         assert!(answer["log_index"].as_u64().is_some_and(|index| index > 0), "{answer}");
         for reader in 0..3 {
             assert_eq!(
@@ -96,7 +101,12 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rej
             acknowledged.push(path);
         }
     }
-    assert!(acknowledged.len() >= 150, "writes resume under a new leader: {} of 200 acknowledged\n{}", acknowledged.len(), testnet.logs());
+    assert!(
+        acknowledged.len() >= 150,
+        "writes resume under a new leader: {} of 200 acknowledged\n{}",
+        acknowledged.len(),
+        testnet.logs()
+    );
     let new_leader = testnet.leader(WAIT).await.expect("a new leader");
     assert_ne!(new_leader, old_leader);
     for path in &acknowledged {
@@ -142,9 +152,9 @@ async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
     let status = testnet.status(late).await.expect("status");
-    let own = status["members"].as_array().and_then(|members| {
-        members.iter().find(|member| member["node_id"] == status["node_id"]).cloned()
-    });
+    let own = status["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|member| member["node_id"] == status["node_id"]).cloned());
     let snapshot_index = own.and_then(|member| member["snapshot_index"].as_u64());
     assert!(snapshot_index.is_some_and(|index| index >= 1000), "the late node installed a snapshot: {status}");
     assert_eq!(voters(&status).len(), 3, "a fourth node stays a non-voter: {status}");
@@ -173,7 +183,9 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
 
     let refused = put(&testnet, isolated, "agent-p/minority", "must not commit").await;
     assert!(matches!(refused, Err(ClientError::Tool(_))), "the minority cannot commit: {refused:?}");
-    put(&testnet, majority[0], "agent-p/majority", "committed").await.expect("the majority elects a leader and commits");
+    put(&testnet, majority[0], "agent-p/majority", "committed")
+        .await
+        .expect("the majority elects a leader and commits");
 
     testnet.heal().await.expect("heals");
     wait_until("the healed node to catch up", WAIT, || async {
@@ -182,7 +194,11 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
     for index in 0..3 {
-        assert_eq!(get(&testnet, index, "agent-p/minority", "linearizable").await, None, "node {index}: the minority's write never committed");
+        assert_eq!(
+            get(&testnet, index, "agent-p/minority", "linearizable").await,
+            None,
+            "node {index}: the minority's write never committed"
+        );
     }
 }
 
@@ -195,12 +211,15 @@ async fn an_advert_published_by_one_node_reaches_every_node() {
     for index in 0..3 {
         let answer = wait_until("every advert", WAIT, || async {
             let answer = testnet.call(index, "mesh_peers", json!({})).await.ok()?;
-            let seen: Vec<&str> = answer["adverts"].as_array()?.iter().filter_map(|advert| advert["peer_id"].as_str()).collect();
+            let seen: Vec<&str> =
+                answer["adverts"].as_array()?.iter().filter_map(|advert| advert["peer_id"].as_str()).collect();
             peers.iter().all(|peer| seen.contains(&peer.as_str())).then_some(answer)
         })
         .await
         .unwrap_or_else(|error| panic!("node {index}: {error}\n{}", testnet.logs()));
-        let own = answer["adverts"].as_array().and_then(|adverts| adverts.iter().find(|advert| advert["peer_id"] == json!(peers[index])).cloned());
+        let own = answer["adverts"]
+            .as_array()
+            .and_then(|adverts| adverts.iter().find(|advert| advert["peer_id"] == json!(peers[index])).cloned());
         assert!(own.is_some_and(|advert| advert["api_addr"] == json!(testnet.nodes[index].address.api)), "{answer}");
         assert_eq!(answer["adverts_rejected"], json!(0));
     }
@@ -251,11 +270,24 @@ async fn malformed_requests_get_json_rpc_errors_and_the_connection_stays_usable(
     let over_limit = put(&testnet, 0, "agent-x/big", &"x".repeat(MAX_VALUE_BYTES + 1)).await;
     assert!(over_limit.is_err(), "an over-limit value is refused");
     let tools = client.request("tools/list", json!({})).await.expect("tools/list still works");
-    let names: Vec<&str> = tools["tools"].as_array().expect("tools").iter().filter_map(|tool| tool["name"].as_str()).collect();
-    for expected in ["memory_put", "memory_get", "memory_list", "memory_history", "memory_delete", "memory_cas", "cluster_status", "mesh_peers"] {
+    let names: Vec<&str> =
+        tools["tools"].as_array().expect("tools").iter().filter_map(|tool| tool["name"].as_str()).collect();
+    for expected in [
+        "memory_put",
+        "memory_get",
+        "memory_list",
+        "memory_history",
+        "memory_delete",
+        "memory_cas",
+        "cluster_status",
+        "mesh_peers",
+    ] {
         assert!(names.contains(&expected), "{expected} is listed: {names:?}");
     }
-    client.call_tool("memory_put", json!({ "path": "agent-x/ok", "value": "fine" })).await.expect("the connection still serves");
+    client
+        .call_tool("memory_put", json!({ "path": "agent-x/ok", "value": "fine" }))
+        .await
+        .expect("the connection still serves");
 
     let mut flooder = testnet.client(0).await.expect("connects");
     // The node stops reading at the frame header, answers with an error and
@@ -275,7 +307,10 @@ async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
     let binary = zeromesh_testnet::zeromesh_binary().expect("the zeromesh binary");
     let run = |args: &[&str]| {
         let output = std::process::Command::new(&binary).args(args).output().expect("runs");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
     };
     let (first, second) = (testnet.nodes[0].address.api.as_str(), testnet.nodes[1].address.api.as_str());
 

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use zeromesh_consensus::{ConsensusError, ConsensusNode, Consistency, InProcessRouter, RaftSettings, ReadQuery, ReadReply, WriteReceipt};
+use zeromesh_consensus::{
+    ConsensusError, ConsensusNode, Consistency, InProcessRouter, RaftSettings, ReadQuery, ReadReply, WriteReceipt,
+};
 use zeromesh_protocol::{MemberInfo, MemoryBatch, MemoryCommand, MemoryPath, MemoryRecord, MemoryValue, NodeId};
 
 /// Generous: the machine is small and shared, and elections are randomised.

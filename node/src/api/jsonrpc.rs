@@ -96,6 +96,9 @@ mod tests {
         assert_eq!(parse(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#).expect_err("version").1.code, INVALID_REQUEST);
         let (id, error) = parse(r#"{"jsonrpc":"2.0","id":"a","method":3}"#).expect_err("method type");
         assert_eq!((id, error.code), (json!("a"), INVALID_REQUEST));
-        assert_eq!(parse(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#).expect_err("params").1.code, INVALID_REQUEST);
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#).expect_err("params").1.code,
+            INVALID_REQUEST
+        );
     }
 }

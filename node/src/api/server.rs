@@ -58,7 +58,10 @@ fn refuse(status: StatusCode, reason: &str) -> ErrorResponse {
 async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool) -> anyhow::Result<()> {
     let handshake = move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         if !has_slot {
-            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later")));
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later"),
+            ));
         }
         let path = request.uri().path();
         if path != "/" && path != "/ws" {
@@ -76,10 +79,15 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
         }
         Ok(response)
     };
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_API_MESSAGE_BYTES)).max_frame_size(Some(MAX_API_MESSAGE_BYTES));
-    let socket = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)))
-        .await
-        .map_err(|_| anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))??;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_API_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
+    let socket = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))??;
     let (mut sink, mut source) = socket.split();
     let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
     let writer = tokio::spawn(async move {

@@ -29,7 +29,9 @@ pub async fn cluster_status(service: &NodeService) -> Value {
                 "p2p_addr": status.info.p2p_addr,
                 "api_addr": status.info.api_addr,
             }),
-            Err(error) => json!({ "node_id": id, "voter": own.voters.contains(&id), "reachable": false, "error": error }),
+            Err(error) => {
+                json!({ "node_id": id, "voter": own.voters.contains(&id), "reachable": false, "error": error })
+            }
         })
         .collect();
     json!({

@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_consensus::{Consistency, ReadQuery, ReadReply};
-use zeromesh_protocol::{CommandOutcome, MemoryBatch, MemoryCommand, MemoryPath, MemoryRecord, MemoryValue, PathPrefix};
+use zeromesh_protocol::{
+    CommandOutcome, MemoryBatch, MemoryCommand, MemoryPath, MemoryRecord, MemoryValue, PathPrefix,
+};
 
 use super::jsonrpc::RpcError;
 use crate::cluster::{NodeService, ServiceError};
@@ -40,7 +42,8 @@ fn consistency_property() -> Value {
 pub fn definitions(test_faults: bool) -> Vec<Value> {
     let put_properties = value_properties();
     let mut cas_properties = value_properties();
-    cas_properties["expected_version"] = json!({ "type": "integer", "minimum": 0, "description": "the live version expected; 0: none" });
+    cas_properties["expected_version"] =
+        json!({ "type": "integer", "minimum": 0, "description": "the live version expected; 0: none" });
     let mut tools = vec![
         json!({ "name": "memory_put", "description": "Write a new version of an agent memory.", "inputSchema": schema(put_properties, &["path"]) }),
         json!({ "name": "memory_get", "description": "Read an agent memory (the live version, or a kept one).",
@@ -65,7 +68,8 @@ pub fn definitions(test_faults: bool) -> Vec<Value> {
 }
 
 fn arguments<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, RpcError> {
-    serde_json::from_value(arguments).map_err(|error| RpcError::invalid_params(format!("invalid arguments for {tool}: {error}")))
+    serde_json::from_value(arguments)
+        .map_err(|error| RpcError::invalid_params(format!("invalid arguments for {tool}: {error}")))
 }
 
 #[derive(Deserialize)]
@@ -84,13 +88,21 @@ impl ValueArgs {
     fn memory_value(&self, tool: &str) -> Result<MemoryValue, RpcError> {
         let value = match (&self.value, &self.value_base64) {
             (Some(text), None) => text.as_bytes().to_vec(),
-            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|error| RpcError::invalid_params(format!("invalid arguments for {tool}: value_base64: {error}")))?,
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|error| {
+                RpcError::invalid_params(format!("invalid arguments for {tool}: value_base64: {error}"))
+            })?,
             (None, None) => Vec::new(),
-            (Some(_), Some(_)) => return Err(RpcError::invalid_params(format!("invalid arguments for {tool}: give `value` or `value_base64`, not both"))),
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params(format!(
+                    "invalid arguments for {tool}: give `value` or `value_base64`, not both"
+                )))
+            }
         };
-        Ok(MemoryValue { value, content_type: self.content_type.clone().unwrap_or_else(|| "text/plain".into()), tags: self.tags.clone() })
+        Ok(MemoryValue {
+            value,
+            content_type: self.content_type.clone().unwrap_or_else(|| "text/plain".into()),
+            tags: self.tags.clone(),
+        })
     }
 }
 
@@ -175,7 +187,9 @@ fn outcome_json(outcome: &CommandOutcome) -> Value {
         CommandOutcome::Written { version } => json!({ "outcome": "written", "version": version }),
         CommandOutcome::Deleted { version } => json!({ "outcome": "deleted", "version": version }),
         CommandOutcome::NotFound => json!({ "outcome": "not_found" }),
-        CommandOutcome::VersionMismatch { current_version } => json!({ "outcome": "version_mismatch", "current_version": current_version }),
+        CommandOutcome::VersionMismatch { current_version } => {
+            json!({ "outcome": "version_mismatch", "current_version": current_version })
+        }
     }
 }
 
@@ -200,9 +214,19 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: Value) -> Result
             let value = parsed.memory_value(name)?;
             let command = match (name, parsed.expected_version) {
                 ("memory_put", None) => MemoryCommand::Put { path: parsed.path, value },
-                ("memory_cas", Some(expected_version)) => MemoryCommand::CompareAndSet { path: parsed.path, expected_version, value },
-                ("memory_put", Some(_)) => return Err(RpcError::invalid_params("invalid arguments for memory_put: `expected_version` belongs to memory_cas")),
-                _ => return Err(RpcError::invalid_params("invalid arguments for memory_cas: `expected_version` is required")),
+                ("memory_cas", Some(expected_version)) => {
+                    MemoryCommand::CompareAndSet { path: parsed.path, expected_version, value }
+                }
+                ("memory_put", Some(_)) => {
+                    return Err(RpcError::invalid_params(
+                        "invalid arguments for memory_put: `expected_version` belongs to memory_cas",
+                    ))
+                }
+                _ => {
+                    return Err(RpcError::invalid_params(
+                        "invalid arguments for memory_cas: `expected_version` is required",
+                    ))
+                }
             };
             write_one(service, command).await
         }
@@ -212,10 +236,12 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: Value) -> Result
         }
         "memory_get" => {
             let parsed: GetArgs = arguments(name, args)?;
-            read(service, parsed.consistency, ReadQuery::Get { path: parsed.path, version: parsed.version }).await.map(|reply| match reply {
-                ReadReply::Record(Some(record)) => json!({ "found": true, "record": record_json(&record) }),
-                _ => json!({ "found": false }),
-            })
+            read(service, parsed.consistency, ReadQuery::Get { path: parsed.path, version: parsed.version }).await.map(
+                |reply| match reply {
+                    ReadReply::Record(Some(record)) => json!({ "found": true, "record": record_json(&record) }),
+                    _ => json!({ "found": false }),
+                },
+            )
         }
         "memory_list" => {
             let parsed: ListArgs = arguments(name, args)?;
@@ -245,7 +271,9 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: Value) -> Result
             let parsed: PeersArgs = arguments(name, args)?;
             let mut peers = Vec::new();
             for text in &parsed.peers {
-                peers.push(text.parse::<libp2p::PeerId>().map_err(|_| RpcError::invalid_params(format!("invalid arguments for mesh_isolate: {text:?} is not a peer id")))?);
+                peers.push(text.parse::<libp2p::PeerId>().map_err(|_| {
+                    RpcError::invalid_params(format!("invalid arguments for mesh_isolate: {text:?} is not a peer id"))
+                })?);
             }
             service.mesh.isolate(peers);
             Ok(json!({ "isolated": service.mesh.isolated().iter().map(ToString::to_string).collect::<Vec<_>>() }))
@@ -255,6 +283,10 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: Value) -> Result
             service.mesh.heal();
             Ok(json!({ "isolated": [] }))
         }
-        other => return Err(RpcError::invalid_params(format!("unknown tool {other:?}; tools/list shows the tools this node offers"))),
+        other => {
+            return Err(RpcError::invalid_params(format!(
+                "unknown tool {other:?}; tools/list shows the tools this node offers"
+            )))
+        }
     })
 }

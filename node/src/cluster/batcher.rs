@@ -85,7 +85,8 @@ async fn group_and_propose(consensus: Arc<ConsensusNode>, mut pending: mpsc::Rec
         let consensus = consensus.clone();
         tokio::spawn(async move {
             let sizes: Vec<usize> = group.iter().map(|pending| pending.commands.len()).collect();
-            let combined = MemoryBatch { commands: group.iter().flat_map(|pending| pending.commands.iter().cloned()).collect() };
+            let combined =
+                MemoryBatch { commands: group.iter().flat_map(|pending| pending.commands.iter().cloned()).collect() };
             let result = consensus.write(combined).await;
             drop(slot);
             match result {
@@ -93,7 +94,10 @@ async fn group_and_propose(consensus: Arc<ConsensusNode>, mut pending: mpsc::Rec
                     assert_eq!(receipt.outcomes.len(), sizes.iter().sum::<usize>(), "one outcome per grouped command");
                     let mut outcomes = receipt.outcomes.into_iter();
                     for (pending, size) in group.into_iter().zip(sizes) {
-                        let share = WriteReceipt { log_index: receipt.log_index, outcomes: outcomes.by_ref().take(size).collect() };
+                        let share = WriteReceipt {
+                            log_index: receipt.log_index,
+                            outcomes: outcomes.by_ref().take(size).collect(),
+                        };
                         let _ = pending.reply.send(Ok(share));
                     }
                 }
@@ -126,7 +130,8 @@ mod tests {
     async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
         let dir = tempfile::tempdir().expect("temp dir");
         let router = InProcessRouter::new();
-        let node = ConsensusNode::open(1, dir.path(), &RaftSettings::default(), router.endpoint(1)).await.expect("opens");
+        let node =
+            ConsensusNode::open(1, dir.path(), &RaftSettings::default(), router.endpoint(1)).await.expect("opens");
         router.connect(1, node.raft().clone());
         node.initialize(BTreeMap::from([(1, MemberInfo::default())])).await.expect("initialises");
         node.wait_for("leadership", Duration::from_secs(10), |view| view.leader == Some(1)).await.expect("leads");
@@ -146,7 +151,9 @@ mod tests {
             let (writer, receipt) = writer.await.expect("writer finished");
             let receipt = receipt.expect("the write commits");
             assert_eq!(receipt.outcomes.len(), 1, "writer {writer} gets exactly its own outcome");
-            let CommandOutcome::Written { version } = receipt.outcomes[0] else { panic!("writer {writer}: {:?}", receipt.outcomes) };
+            let CommandOutcome::Written { version } = receipt.outcomes[0] else {
+                panic!("writer {writer}: {:?}", receipt.outcomes)
+            };
             if writer % 2 == 0 {
                 assert_eq!(version, 1, "writer {writer}'s own path");
             } else {
@@ -155,6 +162,10 @@ mod tests {
             entries.insert(receipt.log_index);
         }
         assert_eq!(shared_versions, (1..=100).collect::<BTreeSet<u64>>());
-        assert!(entries.len() < 200, "writes that arrived together shared entries: {} entries for 200 writes", entries.len());
+        assert!(
+            entries.len() < 200,
+            "writes that arrived together shared entries: {} entries for 200 writes",
+            entries.len()
+        );
     }
 }

@@ -32,9 +32,12 @@ async fn sender_may_speak_raft(service: &NodeService, peer: &PeerId) -> bool {
 }
 
 async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -> MeshResponse {
-    let is_raft = matches!(request, MeshRequest::AppendEntries(_) | MeshRequest::Vote(_) | MeshRequest::InstallSnapshot(_));
+    let is_raft =
+        matches!(request, MeshRequest::AppendEntries(_) | MeshRequest::Vote(_) | MeshRequest::InstallSnapshot(_));
     if is_raft && !sender_may_speak_raft(&service, &peer).await {
-        return MeshResponse::Refused(MeshError::Refused(format!("peer {peer} is not a member of this node's cluster")));
+        return MeshResponse::Refused(MeshError::Refused(format!(
+            "peer {peer} is not a member of this node's cluster"
+        )));
     }
     let raft = service.consensus.raft();
     match request {
@@ -52,7 +55,9 @@ impl InboundHandler for Inbound {
     fn handle(&self, peer: PeerId, request: MeshRequest) -> BoxFuture<'static, MeshResponse> {
         match self.service.get() {
             Some(service) => answer(service.clone(), peer, request).boxed(),
-            None => futures::future::ready(MeshResponse::Refused(MeshError::Unavailable("node is starting".into()))).boxed(),
+            None => {
+                futures::future::ready(MeshResponse::Refused(MeshError::Unavailable("node is starting".into()))).boxed()
+            }
         }
     }
 }

@@ -63,8 +63,7 @@ pub async fn upkeep(service: Arc<NodeService>) {
         let last = view.last_log_index.unwrap_or(0);
         let caught_up = |id: &u64| view.matched.get(id).copied().flatten().unwrap_or(0) + CAUGHT_UP_LAG_ENTRIES >= last;
         let alive = |id: &u64| service.liveness.silent_for(*id) < service.voter_timeout;
-        let dead: BTreeSet<u64> =
-            view.voters.iter().filter(|id| **id != view.node_id && !alive(id)).copied().collect();
+        let dead: BTreeSet<u64> = view.voters.iter().filter(|id| **id != view.node_id && !alive(id)).copied().collect();
         let candidates: Vec<u64> = view.learners.iter().filter(|id| caught_up(id) && alive(id)).copied().collect();
         let Some(next) = next_voters(&view.voters, &candidates, &dead, service.voter_count) else { continue };
         tracing::info!(?dead, from = ?view.voters, to = ?next, "changing voters");

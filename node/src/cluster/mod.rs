@@ -99,7 +99,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             "this node has no cluster yet: give --join-token (or ZEROMESH_JOIN_TOKEN) with --bootstrap to join one, or --init to start one",
         )?;
         if config.bootstrap.is_empty() {
-            anyhow::bail!("this node has no cluster yet: give --bootstrap <multiaddr> to join one, or --init to start one");
+            anyhow::bail!(
+                "this node has no cluster yet: give --bootstrap <multiaddr> to join one, or --init to start one"
+            );
         }
         membership::join(&service, &config.bootstrap, &token).await?;
         println!("joined node_id={node_id}");

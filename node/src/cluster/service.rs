@@ -13,7 +13,9 @@ use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
 
 use super::batcher::WriteBatcher;
 use super::transport::{member_address, Liveness};
-use crate::mesh::messages::{JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted};
+use crate::mesh::messages::{
+    JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted,
+};
 use crate::mesh::{peer_of, MeshHandle, MeshSendError};
 
 /// How long a write or read waits for a leader and for its answer.
@@ -21,6 +23,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a status query waits for each member.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const TOKEN_HASH_FILE: &str = "join-token.sha256";
+/// Pause before asking again while leadership is changing hands.
+const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Pause before asking again a leader that was busy or unreachable.
+const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a client's request failed, in words the client can act on.
 #[derive(Debug, thiserror::Error)]
@@ -133,27 +139,40 @@ impl NodeService {
 
     /// Waits (up to `timeout`) for a known leader and returns it with its addresses.
     async fn leader(&self, timeout: Duration) -> Result<(NodeId, MemberInfo), ServiceError> {
-        let view = self
-            .consensus
-            .wait_for("a leader to be known", timeout, |view| view.leader.is_some())
-            .await
-            .map_err(|_| ServiceError::Unavailable(format!("no leader is known after {} ms; is a quorum of voters up?", timeout.as_millis())))?;
+        let view =
+            self.consensus.wait_for("a leader to be known", timeout, |view| view.leader.is_some()).await.map_err(
+                |_| {
+                    ServiceError::Unavailable(format!(
+                        "no leader is known after {} ms; is a quorum of voters up?",
+                        timeout.as_millis()
+                    ))
+                },
+            )?;
         let leader = view.leader.unwrap_or_default();
-        let info = self
-            .consensus
-            .members()
-            .get(&leader)
-            .cloned()
-            .ok_or_else(|| ServiceError::Unavailable(format!("the leader {leader} is not in this node's membership yet; retry")))?;
+        let info = self.consensus.members().get(&leader).cloned().ok_or_else(|| {
+            ServiceError::Unavailable(format!("the leader {leader} is not in this node's membership yet; retry"))
+        })?;
         Ok((leader, info))
     }
 
     /// Sends `request` to member `target`.
-    async fn ask(&self, target: NodeId, info: &MemberInfo, request: MeshRequest, timeout: Duration) -> Result<MeshResponse, ServiceError> {
+    async fn ask(
+        &self,
+        target: NodeId,
+        info: &MemberInfo,
+        request: MeshRequest,
+        timeout: Duration,
+    ) -> Result<MeshResponse, ServiceError> {
         self.send(target, info, request, timeout).await.map_err(|error| ServiceError::Unavailable(error.to_string()))
     }
 
-    async fn send(&self, target: NodeId, info: &MemberInfo, request: MeshRequest, timeout: Duration) -> Result<MeshResponse, MeshSendError> {
+    async fn send(
+        &self,
+        target: NodeId,
+        info: &MemberInfo,
+        request: MeshRequest,
+        timeout: Duration,
+    ) -> Result<MeshResponse, MeshSendError> {
         let (peer, address) = member_address(target, info)
             .map_err(|error| MeshSendError::Failed { peer: self.mesh.peer_id(), reason: error.to_string() })?;
         self.mesh.request(peer, vec![address], request, timeout).await
@@ -166,10 +185,15 @@ impl NodeService {
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                return Err(ServiceError::Unavailable(format!("no leader accepted the write within {} ms", REQUEST_TIMEOUT.as_millis())));
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader accepted the write within {} ms",
+                    REQUEST_TIMEOUT.as_millis()
+                )));
             }
             match tokio::time::timeout(remaining, self.batcher.write(batch.clone())).await {
-                Ok(Ok(receipt)) => return Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
+                Ok(Ok(receipt)) => {
+                    return Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes })
+                }
                 Ok(Err(ConsensusError::NotLeader { .. })) => {}
                 Ok(Err(other)) => return Err(other.into()),
                 Err(_) => {
@@ -182,20 +206,20 @@ impl NodeService {
             let (leader, info) = self.leader(remaining).await?;
             if leader == self.node_id() {
                 // Leadership is still being settled here; try again shortly.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 continue;
             }
             match self.send(leader, &info, MeshRequest::Write(batch.clone()), remaining).await {
                 Ok(MeshResponse::Write(Ok(accepted))) => return Ok(accepted),
                 // The leader changed before it proposed: nothing was written; try the new one.
                 Ok(MeshResponse::Write(Err(MeshError::NotLeader { .. }))) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 }
                 Ok(MeshResponse::Write(Err(error))) => return Err(error.into()),
-                Ok(MeshResponse::Refused(MeshError::Unavailable(_))) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(MeshResponse::Refused(MeshError::Unavailable(_))) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
                 Ok(other) => return Err(ServiceError::Unknown(format!("the leader answered {other:?}"))),
                 // Not delivered (the leader is down or cut off): wait for a new one.
-                Err(MeshSendError::Unreachable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(MeshSendError::Unreachable { .. }) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
                 Err(error) => return Err(ServiceError::Unknown(error.to_string())),
             }
         }
@@ -211,7 +235,9 @@ impl NodeService {
         match written {
             Ok(receipt) => Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
             Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
-            Err(error @ (ConsensusError::Invalid(_) | ConsensusError::Rejected(_))) => Err(MeshError::Invalid(error.to_string())),
+            Err(error @ (ConsensusError::Invalid(_) | ConsensusError::Rejected(_))) => {
+                Err(MeshError::Invalid(error.to_string()))
+            }
             Err(error) => Err(MeshError::Unavailable(error.to_string())),
         }
     }
@@ -219,7 +245,10 @@ impl NodeService {
     /// The leader's read index, if this node leads.
     pub async fn read_index_as_leader(&self) -> Result<u64, MeshError> {
         let Ok(confirmed) = tokio::time::timeout(REQUEST_TIMEOUT, self.consensus.read_index()).await else {
-            return Err(MeshError::Unavailable(format!("leadership not confirmed within {} ms", REQUEST_TIMEOUT.as_millis())));
+            return Err(MeshError::Unavailable(format!(
+                "leadership not confirmed within {} ms",
+                REQUEST_TIMEOUT.as_millis()
+            )));
         };
         match confirmed {
             Ok(index) => Ok(index),
@@ -239,7 +268,10 @@ impl NodeService {
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                return Err(ServiceError::Unavailable(format!("no leader confirmed a read index within {} ms", REQUEST_TIMEOUT.as_millis())));
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader confirmed a read index within {} ms",
+                    REQUEST_TIMEOUT.as_millis()
+                )));
             }
             match tokio::time::timeout(remaining, self.consensus.read(Consistency::Linearizable, query.clone())).await {
                 Ok(Ok(reply)) => return Ok(reply),
@@ -254,13 +286,16 @@ impl NodeService {
             }
             let (leader, info) = self.leader(remaining).await?;
             if leader == self.node_id() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 continue;
             }
             match self.ask(leader, &info, MeshRequest::ReadIndex, remaining).await? {
-                MeshResponse::ReadIndex(Ok(index)) => return Ok(self.consensus.read_at(index, query, remaining).await?),
-                MeshResponse::ReadIndex(Err(MeshError::NotLeader { .. })) | MeshResponse::Refused(MeshError::Unavailable(_)) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                MeshResponse::ReadIndex(Ok(index)) => {
+                    return Ok(self.consensus.read_at(index, query, remaining).await?)
+                }
+                MeshResponse::ReadIndex(Err(MeshError::NotLeader { .. }))
+                | MeshResponse::Refused(MeshError::Unavailable(_)) => {
+                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 }
                 MeshResponse::ReadIndex(Err(error)) => return Err(error.into()),
                 other => return Err(ServiceError::Unavailable(format!("the leader answered {other:?}"))),
@@ -272,7 +307,8 @@ impl NodeService {
     pub async fn join(&self, request: JoinRequest) -> Result<JoinAccepted, MeshError> {
         let view = self.consensus.cluster_view();
         if view.leader != Some(self.node_id()) {
-            let (leader, info) = self.leader(REQUEST_TIMEOUT).await.map_err(|e| MeshError::Unavailable(e.to_string()))?;
+            let (leader, info) =
+                self.leader(REQUEST_TIMEOUT).await.map_err(|e| MeshError::Unavailable(e.to_string()))?;
             if leader != self.node_id() {
                 return match self.ask(leader, &info, MeshRequest::Join(request), REQUEST_TIMEOUT).await {
                     Ok(MeshResponse::Join(result)) => result,
@@ -286,15 +322,22 @@ impl NodeService {
                 "wrong join token: give the token the --init node printed (--join-token or ZEROMESH_JOIN_TOKEN)".into(),
             ));
         }
-        let address: libp2p::Multiaddr =
-            request.info.p2p_addr.parse().map_err(|_| MeshError::Invalid(format!("{:?} is not a multiaddr", request.info.p2p_addr)))?;
-        let peer = peer_of(&address).ok_or_else(|| MeshError::Invalid("the joiner's address has no /p2p/ peer id".into()))?;
+        let address: libp2p::Multiaddr = request
+            .info
+            .p2p_addr
+            .parse()
+            .map_err(|_| MeshError::Invalid(format!("{:?} is not a multiaddr", request.info.p2p_addr)))?;
+        let peer =
+            peer_of(&address).ok_or_else(|| MeshError::Invalid("the joiner's address has no /p2p/ peer id".into()))?;
         if crate::identity::node_id_of(&peer) != request.node_id {
             return Err(MeshError::Invalid(format!("node id {} is not the id of peer {peer}", request.node_id)));
         }
         if let Some(known) = self.consensus.members().get(&request.node_id) {
             if *known == request.info {
-                return Ok(JoinAccepted { leader: self.node_id(), membership_log_index: view.applied_index.unwrap_or(0) });
+                return Ok(JoinAccepted {
+                    leader: self.node_id(),
+                    membership_log_index: view.applied_index.unwrap_or(0),
+                });
             }
         }
         tracing::info!(node = request.node_id, info = %request.info, "adding a learner");

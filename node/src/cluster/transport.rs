@@ -57,7 +57,13 @@ impl MeshTransport {
         MeshTransport { mesh, liveness }
     }
 
-    async fn call(&self, target: NodeId, info: &MemberInfo, request: MeshRequest, timeout: Duration) -> Result<MeshResponse, TransportError> {
+    async fn call(
+        &self,
+        target: NodeId,
+        info: &MemberInfo,
+        request: MeshRequest,
+        timeout: Duration,
+    ) -> Result<MeshResponse, TransportError> {
         let (peer, address) = member_address(target, info)?;
         let response = self.mesh.request(peer, vec![address], request, timeout).await.map_err(|error| match error {
             MeshSendError::Unreachable { reason, .. } | MeshSendError::Lost { reason, .. } => {

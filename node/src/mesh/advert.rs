@@ -130,7 +130,8 @@ impl AdvertTable {
             }
         }
         if !self.adverts.contains_key(&peer) && self.adverts.len() >= MAX_ADVERTS {
-            if let Some(stalest) = self.adverts.iter().min_by_key(|(_, known)| known.received_at).map(|(peer, _)| *peer) {
+            if let Some(stalest) = self.adverts.iter().min_by_key(|(_, known)| known.received_at).map(|(peer, _)| *peer)
+            {
                 self.adverts.remove(&stalest);
             }
         }

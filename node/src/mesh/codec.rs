@@ -88,11 +88,21 @@ where
         read_frame(io).await
     }
 
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, request: Q) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Q,
+    ) -> io::Result<()> {
         write_frame(io, encode(&request)?).await
     }
 
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, response: A) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: A,
+    ) -> io::Result<()> {
         write_frame(io, encode(&response)?).await
     }
 }
@@ -113,9 +123,13 @@ mod tests {
     #[test]
     fn frames_round_trip_and_trailing_bytes_are_refused() {
         let mut buffer = Vec::new();
-        futures::executor::block_on(write_frame(&mut futures::io::Cursor::new(&mut buffer), encode(&(7u64, "x".to_string())).expect("encodes")))
-            .expect("writing to memory works");
-        let decoded: (u64, String) = futures::executor::block_on(read_frame(&mut buffer.as_slice())).expect("round trip");
+        futures::executor::block_on(write_frame(
+            &mut futures::io::Cursor::new(&mut buffer),
+            encode(&(7u64, "x".to_string())).expect("encodes"),
+        ))
+        .expect("writing to memory works");
+        let decoded: (u64, String) =
+            futures::executor::block_on(read_frame(&mut buffer.as_slice())).expect("round trip");
         assert_eq!(decoded, (7, "x".to_string()));
         let mut bytes = encode(&5u64).expect("encodes");
         bytes.push(0);

@@ -154,7 +154,8 @@ fn build_behaviour(keypair: &Keypair) -> Result<Behaviour, Box<dyn std::error::E
         .max_transmit_size(MAX_ADVERT_BYTES + 1024)
         .validation_mode(gossipsub::ValidationMode::Strict)
         .build()?;
-    let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gossip_config)?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(keypair.clone()), gossip_config)?;
     gossipsub.subscribe(&gossipsub::IdentTopic::new(ADVERT_TOPIC))?;
     let rpc = request_response::Behaviour::new(
         [(MESH_PROTOCOL, ProtocolSupport::Full)],
@@ -211,7 +212,12 @@ impl MeshHandle {
             .iter()
             .filter_map(|address| {
                 let peer = peer_of(address)?;
-                (peer != peer_id).then(|| Redial { address: address.clone(), peer, next_attempt: now, backoff: REDIAL_BACKOFF_MIN })
+                (peer != peer_id).then(|| Redial {
+                    address: address.clone(),
+                    peer,
+                    next_attempt: now,
+                    backoff: REDIAL_BACKOFF_MIN,
+                })
             })
             .collect();
         for redial in &redials {
@@ -452,10 +458,11 @@ impl MeshTask {
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 let mut shared = lock(&self.shared);
-                let summary = shared
-                    .peers
-                    .entry(peer_id)
-                    .or_insert_with(|| PeerSummary { peer_id, addresses: Vec::new(), rtt: None });
+                let summary = shared.peers.entry(peer_id).or_insert_with(|| PeerSummary {
+                    peer_id,
+                    addresses: Vec::new(),
+                    rtt: None,
+                });
                 let address = endpoint.get_remote_address().clone();
                 if !summary.addresses.contains(&address) && summary.addresses.len() < MAX_ADVERT_ADDRESSES {
                     summary.addresses.push(address);
