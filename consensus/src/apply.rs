@@ -9,16 +9,28 @@ use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand
 use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
 
 /// Applies the commands of one `apply` call into a single write batch. Later
-/// commands see the writes of earlier ones through `overlay`.
+/// commands see the writes of earlier ones through `overlay` (memory) and
+/// `registry` (plugin registry).
 pub(crate) struct Applier<'a> {
-    store: &'a Store,
-    batch: StateBatch<'a>,
+    pub(crate) store: &'a Store,
+    pub(crate) batch: StateBatch<'a>,
     overlay: BTreeMap<MemoryPath, StoredVersion>,
+    pub(crate) registry: crate::apply_plugin::RegistryOverlay,
 }
 
 impl<'a> Applier<'a> {
     pub fn new(store: &'a Store) -> Self {
-        Applier { store, batch: store.state_batch(), overlay: BTreeMap::new() }
+        Applier {
+            store,
+            batch: store.state_batch(),
+            overlay: BTreeMap::new(),
+            registry: crate::apply_plugin::RegistryOverlay::default(),
+        }
+    }
+
+    /// Whether an applied command changed the plugin registry.
+    pub fn registry_changed(&self) -> bool {
+        self.registry.changed()
     }
 
     pub fn into_batch(self) -> StateBatch<'a> {
@@ -35,6 +47,9 @@ impl<'a> Applier<'a> {
         match &request.command {
             Command::Memory(batch) => {
                 self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory)
+            }
+            Command::Plugin(command) => {
+                self.apply_plugin(log_index, request.stamped_at_ms, command).map(CommandReply::Plugin)
             }
         }
     }

@@ -7,6 +7,7 @@
 
 mod applied;
 mod apply;
+mod apply_plugin;
 mod error;
 mod in_process;
 mod network;

@@ -48,6 +48,7 @@ pub struct ConsensusNode {
     id: NodeId,
     raft: Raft,
     store: Store,
+    registry_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -70,11 +71,12 @@ impl ConsensusNode {
             .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
         let log_store = LogStore::<TypeConfig>::new(store.clone());
         let state_machine = MemoryStateMachine::open(store.clone())?;
+        let registry_changes = state_machine.registry_changes();
         let network = TransportNetwork::new(Arc::new(transport));
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
-        Ok(ConsensusNode { id, raft, store })
+        Ok(ConsensusNode { id, raft, store, registry_changes })
     }
 
     pub fn id(&self) -> NodeId {
@@ -113,8 +115,25 @@ impl ConsensusNode {
         match response.data {
             CommandReply::Memory(outcomes) => Ok(WriteReceipt { log_index, outcomes }),
             CommandReply::Rejected(reason) => Err(ConsensusError::Rejected(reason)),
-            CommandReply::None => Err(ConsensusError::Raft("a memory write was applied without a memory reply".into())),
+            _ => Err(ConsensusError::Raft("a memory write was applied without a memory reply".into())),
         }
+    }
+
+    /// Proposes any replicated command and returns the entry's log index and
+    /// what applying it answered.
+    pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ConsensusError> {
+        command.validate()?;
+        let response = self.raft.client_write(Request { stamped_at_ms: now_ms(), command }).await?;
+        match response.data {
+            CommandReply::Rejected(reason) => Err(ConsensusError::Rejected(reason)),
+            reply => Ok((response.log_id.index, reply)),
+        }
+    }
+
+    /// Wakes when the plugin registry changes (see
+    /// [`MemoryStateMachine::registry_changes`]).
+    pub fn registry_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.registry_changes.clone()
     }
 
     /// Runs a read at the requested consistency.

@@ -20,13 +20,24 @@ use crate::types::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig};
 pub struct MemoryStateMachine {
     store: Store,
     applied: AppliedState,
+    registry_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl MemoryStateMachine {
     /// Opens the state machine on `store`, recovering its applied state.
     pub fn open(store: Store) -> Result<Self, zeromesh_storage::StorageError> {
         let applied = decode_applied(store.applied_state()?.as_deref())?;
-        Ok(MemoryStateMachine { store, applied })
+        Ok(MemoryStateMachine { store, applied, registry_changes: tokio::sync::watch::Sender::new(0) })
+    }
+
+    /// Counts changes of the plugin registry (applied commands and installed
+    /// snapshots); a receiver wakes when the count moves.
+    pub fn registry_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.registry_changes.subscribe()
+    }
+
+    fn registry_changed(&self) {
+        self.registry_changes.send_modify(|count| *count += 1);
     }
 
     pub fn last_applied(&self) -> Option<LogId> {
@@ -56,7 +67,7 @@ fn apply_entries(
     store: &Store,
     mut applied: AppliedState,
     entries: Vec<Entry>,
-) -> Result<(AppliedState, Vec<CommandReply>), zeromesh_storage::StorageError> {
+) -> Result<(AppliedState, Vec<CommandReply>, bool), zeromesh_storage::StorageError> {
     let mut applier = Applier::new(store);
     let mut replies = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -77,12 +88,13 @@ fn apply_entries(
         };
         replies.push(reply);
     }
+    let registry_changed = applier.registry_changed();
     let mut batch = applier.into_batch();
     let encoded =
         applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
-    Ok((applied, replies))
+    Ok((applied, replies, registry_changed))
 }
 
 fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
@@ -111,12 +123,16 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let applied = self.applied.clone();
-        let (applied, replies) = tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
-            .await
-            .map_err(join_error)
-            .and_then(|result| result)
-            .map_err(sm_write_error)?;
+        let (applied, replies, registry_changed) =
+            tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
+                .await
+                .map_err(join_error)
+                .and_then(|result| result)
+                .map_err(sm_write_error)?;
         self.applied = applied;
+        if registry_changed {
+            self.registry_changed();
+        }
         Ok(replies)
     }
 
@@ -167,6 +183,7 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         .map_err(snapshot_error)?;
         let installed = snapshot_meta(&header).map_err(snapshot_error)?;
         self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
+        self.registry_changed();
         tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! A client of the peer API: one WebSocket connection speaking JSON-RPC,
 //! used by the command line and by the test harness.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -34,7 +35,12 @@ pub struct ApiClient {
     next_id: u64,
     /// The `initialize` result.
     pub server: Value,
+    /// Notifications that arrived while waiting for an answer.
+    notifications: VecDeque<Value>,
 }
+
+/// Notifications kept for `next_notification`; older ones are dropped.
+const MAX_KEPT_NOTIFICATIONS: usize = 64;
 
 impl ApiClient {
     /// Connects to `url` (`ws://host:port`) with subprotocol `mcp` and initialises.
@@ -46,7 +52,7 @@ impl ApiClient {
             .await
             .map_err(|_| transport("timed out".into()))?
             .map_err(|e| transport(e.to_string()))?;
-        let mut client = ApiClient { socket, next_id: 1, server: Value::Null };
+        let mut client = ApiClient { socket, next_id: 1, server: Value::Null, notifications: VecDeque::new() };
         client.server = client
             .request(
                 "initialize",
@@ -97,6 +103,12 @@ impl ApiClient {
         loop {
             let mut answer = self.next_message().await?;
             if answer.get("id") != Some(&json!(id)) {
+                if answer.get("method").is_some() && answer.get("id").is_none() {
+                    if self.notifications.len() == MAX_KEPT_NOTIFICATIONS {
+                        self.notifications.pop_front();
+                    }
+                    self.notifications.push_back(answer);
+                }
                 continue; // a notification, or an answer to an earlier call
             }
             if let Some(error) = answer.get("error") {
@@ -109,9 +121,41 @@ impl ApiClient {
         }
     }
 
+    /// The next notification from the node (kept if it arrived during a
+    /// request), waiting at most `timeout`.
+    pub async fn next_notification(&mut self, timeout: std::time::Duration) -> Result<Value, ClientError> {
+        if let Some(kept) = self.notifications.pop_front() {
+            return Ok(kept);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = tokio::time::timeout(remaining, self.next_message())
+                .await
+                .map_err(|_| ClientError::Transport(format!("no notification within {timeout:?}")))??;
+            if message.get("method").is_some() && message.get("id").is_none() {
+                return Ok(message);
+            }
+        }
+    }
+
     /// Calls tool `name` and returns its structured result.
     pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Result<Value, ClientError> {
-        let mut result = self.request("tools/call", json!({ "name": name, "arguments": arguments })).await?;
+        self.call_tool_as(name, arguments, None).await
+    }
+
+    /// Calls tool `name` on behalf of `agent` (`_meta["zeromesh/agent"]`).
+    pub async fn call_tool_as(
+        &mut self,
+        name: &str,
+        arguments: Value,
+        agent: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut params = json!({ "name": name, "arguments": arguments });
+        if let Some(agent) = agent {
+            params["_meta"] = json!({ "zeromesh/agent": agent });
+        }
+        let mut result = self.request("tools/call", params).await?;
         if result.get("isError") == Some(&Value::Bool(true)) {
             let message = result["content"][0]["text"].as_str().unwrap_or("the tool failed").to_owned();
             return Err(ClientError::Tool(message));

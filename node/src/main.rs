@@ -57,7 +57,7 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
-    /// Publisher keys and signed plugin packages.
+    /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
     Plugin(plugin_cli::PluginCommand),
 }
@@ -84,6 +84,6 @@ async fn main() -> anyhow::Result<()> {
         Commands::Status { node } => client_cli::status(&node).await,
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
-        Commands::Plugin(command) => plugin_cli::run(command),
+        Commands::Plugin(command) => plugin_cli::run(command).await,
     }
 }

@@ -1,13 +1,18 @@
-//! `zeromesh plugin keygen | sign | verify`: publisher keys and signed
-//! plugin packages, on the command line.
+//! `zeromesh plugin keygen | sign | verify` (publisher keys and signed
+//! plugin packages, offline) and `install | uninstall | trust | distrust |
+//! list` (the mesh's plugin registry, through a node's peer API).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use base64::Engine;
 use clap::Subcommand;
 use ed25519_dalek::SigningKey;
-use zeromesh_plugins::{generate_signing_key, Manifest, Package, PublisherKey};
+use serde_json::{json, Value};
+use zeromesh::cli::DEFAULT_NODE;
+use zeromesh::client::ApiClient;
+use zeromesh_plugins::{generate_signing_key, Capability, Manifest, Package, PublisherKey};
 use zeromesh_protocol::limits::{MAX_PLUGIN_MANIFEST_BYTES, MAX_PLUGIN_PACKAGE_BYTES};
 
 #[derive(Subcommand)]
@@ -40,6 +45,90 @@ pub enum PluginCommand {
         #[arg(long = "trust")]
         trusted: Vec<String>,
     },
+    /// Installs a package in the whole mesh through NODE. The publisher key
+    /// must be trusted; capabilities the plugin uses must be granted.
+    Install {
+        package: PathBuf,
+        /// Capabilities to grant (log, memory.read, memory.write, clock,
+        /// random); comma-separated or repeated.
+        #[arg(long = "grant", value_delimiter = ',')]
+        grant: Vec<String>,
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+    /// Removes an installed plugin from the whole mesh.
+    Uninstall {
+        name: String,
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+    /// Adds a publisher key (64 hex digits, or a FILE.pub) to the trusted set.
+    Trust {
+        publisher: String,
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+    /// Removes a publisher key from the trusted set; its plugins are uninstalled.
+    Distrust {
+        publisher: String,
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+    /// Shows installed plugins, trusted publishers and what runs on NODE.
+    List {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
+}
+
+/// A publisher key given as hex, or as the path of a `.pub` file.
+fn publisher_arg(text: &str) -> anyhow::Result<String> {
+    if PublisherKey::parse(text).is_ok() {
+        return Ok(text.trim().to_owned());
+    }
+    let file = read_limited(Path::new(text), 1024, "public key file")
+        .with_context(|| format!("{text:?} is neither a publisher key (64 hex digits) nor a readable .pub file"))?;
+    let key = String::from_utf8(file).context("the public key file is not text")?;
+    PublisherKey::parse(&key).with_context(|| format!("{text} does not hold a publisher key"))?;
+    Ok(key.trim().to_owned())
+}
+
+fn capability_arg(name: &str) -> anyhow::Result<Capability> {
+    Capability::ALL.into_iter().find(|capability| capability.name() == name.trim()).with_context(|| {
+        let known: Vec<&str> = Capability::ALL.iter().map(|capability| capability.name()).collect();
+        format!("unknown capability {name:?}; known: {}", known.join(", "))
+    })
+}
+
+async fn call(node: &str, tool: &str, arguments: Value) -> anyhow::Result<Value> {
+    let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
+    Ok(client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"))?)
+}
+
+fn show_list(answer: &Value) {
+    let plugins = answer["plugins"].as_array().cloned().unwrap_or_default();
+    if plugins.is_empty() {
+        println!("no plugins installed");
+    }
+    for plugin in plugins {
+        let tools: Vec<&str> = plugin["tools"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let running = match plugin["not_running_because"].as_str() {
+            _ if plugin["running_here"] == json!(true) => "running here".to_owned(),
+            Some(reason) => format!("not running here: {reason}"),
+            None => "not running here".to_owned(),
+        };
+        println!(
+            "{} {} (module {}, publisher {}): tools {}; {running}",
+            plugin["name"].as_str().unwrap_or_default(),
+            plugin["version"].as_str().unwrap_or_default(),
+            plugin["module_sha256"].as_str().unwrap_or_default(),
+            plugin["publisher"].as_str().unwrap_or_default(),
+            if tools.is_empty() { "-".to_owned() } else { tools.join(", ") },
+        );
+    }
+    for trusted in answer["trusted_publishers"].as_array().into_iter().flatten() {
+        println!("trusted publisher {}", trusted["publisher"].as_str().unwrap_or_default());
+    }
 }
 
 fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -62,8 +151,46 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-pub fn run(command: PluginCommand) -> anyhow::Result<()> {
+pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        PluginCommand::Install { package, grant, node } => {
+            let bytes = read_limited(&package, MAX_PLUGIN_PACKAGE_BYTES, "package")?;
+            Package::decode(&bytes).with_context(|| format!("{} is not a plugin package", package.display()))?;
+            let grant = grant.iter().map(|name| capability_arg(name)).collect::<anyhow::Result<Vec<_>>>()?;
+            let arguments = json!({
+                "package_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                "grant": grant.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
+            });
+            let answer = call(&node, "plugin_install", arguments).await?;
+            let tools: Vec<&str> = answer["tools"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "installed {} {} at log index {} (module {}); tools: {}",
+                answer["installed"].as_str().unwrap_or_default(),
+                answer["version"].as_str().unwrap_or_default(),
+                answer["log_index"],
+                answer["module_sha256"].as_str().unwrap_or_default(),
+                tools.join(", ")
+            );
+        }
+        PluginCommand::Uninstall { name, node } => {
+            let answer = call(&node, "plugin_uninstall", json!({ "name": name })).await?;
+            println!("uninstalled {name} at log index {}", answer["log_index"]);
+        }
+        PluginCommand::Trust { publisher, node } => {
+            let publisher = publisher_arg(&publisher)?;
+            let answer = call(&node, "plugin_trust", json!({ "publisher": publisher })).await?;
+            let already = if answer["already"] == json!(true) { " (already trusted)" } else { "" };
+            println!("trusted {publisher}{already} at log index {}", answer["log_index"]);
+        }
+        PluginCommand::Distrust { publisher, node } => {
+            let publisher = publisher_arg(&publisher)?;
+            let answer = call(&node, "plugin_distrust", json!({ "publisher": publisher })).await?;
+            println!(
+                "distrusted {publisher} at log index {}; uninstalled: {}",
+                answer["log_index"], answer["uninstalled"]
+            );
+        }
+        PluginCommand::List { node } => show_list(&call(&node, "plugin_list", json!({})).await?),
         PluginCommand::Keygen { out, force } => {
             if out.exists() && !force {
                 bail!("{} exists; pass --force to replace it", out.display());

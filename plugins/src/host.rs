@@ -16,8 +16,8 @@ use wasmtime::{
 use zeromesh_protocol::limits::*;
 use zeromesh_protocol::MemoryPath;
 
-use crate::capability::{Capability, CapabilitySet};
 use crate::package::VerifiedPackage;
+use zeromesh_protocol::plugin::{Capability, CapabilitySet};
 
 /// The module every host function is imported from.
 pub const HOST_MODULE: &str = "zeromesh";

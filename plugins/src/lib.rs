@@ -5,12 +5,11 @@
 //! Knows nothing of Raft or the mesh: the node gives it a [`PluginContext`]
 //! for each call (the calling agent, its memories, a clock).
 
-mod capability;
 mod host;
-mod manifest;
 mod package;
 
-pub use capability::{Capability, CapabilitySet};
 pub use host::{CallError, CallOutput, HostLimits, LoadError, LoadedPlugin, PluginContext, PluginHost};
-pub use manifest::{Manifest, PluginLimits, ToolSpec};
-pub use package::{generate_signing_key, Package, PackageError, PublisherKey, VerifiedPackage};
+pub use package::{generate_signing_key, sha256, Package, VerifiedPackage};
+pub use zeromesh_protocol::plugin::{
+    Capability, CapabilitySet, Manifest, PackageError, PluginLimits, PublisherKey, SignedManifest, ToolSpec,
+};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::memory::{CommandOutcome, MemoryBatch};
+use crate::plugin::{PluginCommand, PluginOutcome};
 use crate::validate::ValidationError;
 
 /// The application data of one Raft entry. The leader stamps the wall-clock
@@ -21,6 +22,8 @@ pub struct Request {
 pub enum Command {
     /// A batch of memory-log commands, applied in order.
     Memory(MemoryBatch),
+    /// A change to the plugin registry.
+    Plugin(PluginCommand),
 }
 
 impl Command {
@@ -29,6 +32,7 @@ impl Command {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             Command::Memory(batch) => batch.validate(),
+            Command::Plugin(command) => command.validate(),
         }
     }
 }
@@ -40,6 +44,8 @@ pub enum CommandReply {
     None,
     /// One outcome per command of a memory batch, in the batch's order.
     Memory(Vec<CommandOutcome>),
+    /// The outcome of a plugin registry command.
+    Plugin(PluginOutcome),
     /// The entry failed validation at apply time; nothing was changed.
     Rejected(String),
 }

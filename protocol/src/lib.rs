@@ -5,6 +5,7 @@ pub mod command;
 pub mod ids;
 pub mod limits;
 pub mod memory;
+pub mod plugin;
 pub mod validate;
 
 pub use command::{Command, CommandReply, Request};

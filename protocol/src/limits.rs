@@ -41,7 +41,15 @@ pub const MAX_SNAPSHOT_RECORD_BYTES: usize = MAX_VALUE_BYTES + 64 * 1024;
 pub const MAX_VOTER_COUNT: usize = 7;
 
 /// Largest plugin package file (manifest, signature and module), in bytes.
-pub const MAX_PLUGIN_PACKAGE_BYTES: usize = 16 * 1024 * 1024;
+/// A package travels base64-encoded in one API message, and its module in
+/// one mesh message, so this stays well under both limits.
+pub const MAX_PLUGIN_PACKAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Plugins installed in a cluster at once.
+pub const MAX_INSTALLED_PLUGINS: usize = 256;
+/// Publisher keys in a cluster's trusted set.
+pub const MAX_TRUSTED_PUBLISHERS: usize = 64;
+/// Plugin calls a node runs at once; more wait for a slot.
+pub const MAX_PLUGIN_CALLS_IN_FLIGHT: usize = 32;
 /// Largest plugin manifest (JSON), in bytes.
 pub const MAX_PLUGIN_MANIFEST_BYTES: usize = 256 * 1024;
 /// Longest plugin or tool name, in bytes.
@@ -92,8 +100,9 @@ pub const MAX_ADVERTS: usize = 1024;
 pub const MAX_ADVERT_ADDRESSES: usize = 16;
 /// Plugin hashes one advert may list.
 pub const MAX_ADVERT_PLUGINS: usize = 256;
-/// Largest WebSocket message (one JSON-RPC request) the peer API reads, in bytes.
-pub const MAX_API_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Largest WebSocket message (one JSON-RPC request) the peer API reads, in
+/// bytes: room for a plugin package in base64.
+pub const MAX_API_MESSAGE_BYTES: usize = 6 * 1024 * 1024;
 /// Peer API connections served at once; more are refused at the handshake.
 pub const MAX_API_CONNECTIONS: usize = 256;
 /// Requests one API connection may have running at once.

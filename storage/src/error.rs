@@ -16,6 +16,8 @@ pub enum StorageError {
     BadSnapshot { path: String, reason: String },
     #[error("column family {0} is missing; the data directory is not a zeromesh store")]
     MissingColumnFamily(&'static str),
+    #[error("a {what} of {actual} bytes is over the limit of {limit} bytes")]
+    TooLarge { what: &'static str, actual: usize, limit: usize },
     #[error("a blocking storage task failed: {0}")]
     Join(String),
 }

@@ -11,9 +11,28 @@ pub(crate) const CF_MEM_LATEST: &str = "mem_latest";
 /// Every kept version of every path, keyed by path, NUL, big-endian version.
 pub(crate) const CF_MEM_HISTORY: &str = "mem_history";
 
-pub(crate) const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_MEM_LATEST, CF_MEM_HISTORY];
+/// The plugin registry: `p/{name}` installed plugins, `k/{key}` trusted
+/// publisher keys (32 bytes).
+pub(crate) const CF_PLUGIN_REGISTRY: &str = "plugin_registry";
+/// Plugin modules held by this node, keyed by SHA-256. Not replicated and not
+/// in snapshots: each node fetches the modules its registry names.
+pub(crate) const CF_PLUGIN_BLOBS: &str = "plugin_blobs";
+
+pub(crate) const ALL_CFS: [&str; 7] =
+    [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_MEM_LATEST, CF_MEM_HISTORY, CF_PLUGIN_REGISTRY, CF_PLUGIN_BLOBS];
 /// The column families a snapshot carries, in file order.
-pub(crate) const STATE_TABLES: [&str; 2] = [CF_MEM_LATEST, CF_MEM_HISTORY];
+pub(crate) const STATE_TABLES: [&str; 3] = [CF_MEM_LATEST, CF_MEM_HISTORY, CF_PLUGIN_REGISTRY];
+
+pub(crate) const PLUGIN_KEY_PREFIX: &[u8] = b"p/";
+pub(crate) const PUBLISHER_KEY_PREFIX: &[u8] = b"k/";
+
+pub(crate) fn plugin_key(name: &str) -> Vec<u8> {
+    [PLUGIN_KEY_PREFIX, name.as_bytes()].concat()
+}
+
+pub(crate) fn publisher_key(key: &[u8; 32]) -> Vec<u8> {
+    [PUBLISHER_KEY_PREFIX, key.as_slice()].concat()
+}
 
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 pub(crate) const KEY_COMMITTED: &[u8] = b"committed";

@@ -9,6 +9,7 @@
 mod error;
 mod keys;
 mod log_store;
+mod registry;
 mod snapshot;
 mod snapshot_file;
 mod store;

@@ -131,10 +131,10 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 fn table_tag(table: &str) -> u8 {
-    if table == CF_MEM_LATEST {
-        1
-    } else {
-        2
+    match table {
+        CF_MEM_LATEST => 1,
+        CF_MEM_HISTORY => 2,
+        _ => 3,
     }
 }
 
@@ -142,6 +142,7 @@ fn tag_table(tag: u8) -> Option<&'static str> {
     match tag {
         1 => Some(CF_MEM_LATEST),
         2 => Some(CF_MEM_HISTORY),
+        3 => Some(CF_PLUGIN_REGISTRY),
         _ => None,
     }
 }
@@ -244,6 +245,10 @@ impl RecordReader {
 }
 
 fn check_record(reader: &RecordReader, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+    if table == CF_PLUGIN_REGISTRY {
+        return crate::registry::check_registry_record(key, value)
+            .map_err(|reason| reader.bad(format!("a plugin registry record is invalid: {reason}")));
+    }
     let path_bytes = if table == CF_MEM_LATEST {
         key
     } else {

@@ -171,8 +171,8 @@ impl Store {
 /// State-machine writes staged during one apply and committed together, with
 /// the applied state, in one RocksDB write.
 pub struct StateBatch<'a> {
-    store: &'a Store,
-    batch: WriteBatch,
+    pub(crate) store: &'a Store,
+    pub(crate) batch: WriteBatch,
 }
 
 impl StateBatch<'_> {

@@ -1,7 +1,8 @@
 //! Mesh benchmarks on real node processes on 127.0.0.1: durable writes of
 //! 256-byte values at 1 and 64 concurrent clients (writes/s, p50, p99),
-//! linearizable reads/s, the time an advert takes to reach every node of a
-//! 10-node testnet, and one idle node's RSS and CPU.
+//! linearizable reads/s, `tools/call` of an installed plugin at 1, 10 and
+//! 64 clients, the time an advert takes to reach every node of a 10-node
+//! testnet, and one idle node's RSS and CPU.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
@@ -64,6 +65,8 @@ enum Connection {
 enum Operation {
     Write,
     LinearizableRead,
+    /// `tools/call` of the `echo` example plugin.
+    PluginEcho,
 }
 
 impl Target {
@@ -89,6 +92,7 @@ impl Connection {
                     Operation::LinearizableRead => {
                         ("memory_get", json!({ "path": path, "consistency": "linearizable" }))
                     }
+                    Operation::PluginEcho => ("echo", json!({ "path": path })),
                 };
                 client.call_tool(tool, arguments).await.expect("the call succeeds");
             }
@@ -97,6 +101,7 @@ impl Connection {
                 Operation::Write => drop(client.put(path, value, None).await.expect("etcd put succeeds")),
                 // etcd's default range read is linearizable.
                 Operation::LinearizableRead => drop(client.get(path, None).await.expect("etcd get succeeds")),
+                Operation::PluginEcho => unreachable!("etcd runs no plugins"),
             },
         }
     }
@@ -182,6 +187,40 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
     spreads
 }
 
+/// Builds, signs (with a new publisher key), trusts and installs the `echo`
+/// example plugin through the command line, as a user would.
+fn install_echo_plugin(testnet: &Testnet, node: usize) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let module = dir.path().join("echo.wasm");
+    std::fs::write(&module, wat::parse_file(examples.join("echo.wat")).expect("echo.wat compiles")).unwrap();
+    let key = dir.path().join("publisher.key");
+    let package = dir.path().join("echo.zmp");
+    let api = testnet.nodes[node].address.api.as_str();
+    let binary = zeromesh_testnet::zeromesh_binary().expect("the zeromesh binary");
+    let public = format!("{}.pub", key.display());
+    let manifest = examples.join("echo.json");
+    for args in [
+        vec!["plugin", "keygen", "--out", key.to_str().unwrap()],
+        vec![
+            "plugin",
+            "sign",
+            module.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            package.to_str().unwrap(),
+        ],
+        vec!["plugin", "trust", &public, "--node", api],
+        vec!["plugin", "install", package.to_str().unwrap(), "--node", api],
+    ] {
+        let output = std::process::Command::new(&binary).args(&args).output().expect("zeromesh runs");
+        assert!(output.status.success(), "zeromesh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -258,6 +297,20 @@ async fn main() {
         load(&on_follower, 64, scale, Operation::LinearizableRead).await,
     );
     etcd::compare(scale, &zeromesh_writes).await;
+    install_echo_plugin(&testnet, leader);
+    wait_until("the follower to run the plugin", Duration::from_secs(60), || async {
+        testnet.call(follower, "echo", json!({})).await.ok()
+    })
+    .await
+    .expect("the follower runs the echo plugin");
+    println!("mesh/plugin: the echo example plugin, installed through node {leader}, called on node {follower}");
+    for clients in [1, 10, 64] {
+        report(
+            &format!("mesh/plugin-echo/follower/clients={clients}"),
+            "calls",
+            load(&on_follower, clients, scale, Operation::PluginEcho).await,
+        );
+    }
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
     drop(testnet);
 

@@ -2,6 +2,7 @@
 //! shapes, over WebSocket (subprotocol `mcp`).
 
 pub mod jsonrpc;
+mod plugin_tools;
 mod server;
 mod status;
 pub mod tools;

@@ -1,7 +1,9 @@
 //! The WebSocket listener of the peer API: the handshake (path, `mcp`
 //! subprotocol, connection limit), and one task per connection that reads
-//! JSON-RPC messages, runs each in its own bounded task and writes answers.
+//! JSON-RPC messages, runs each in its own bounded task and writes answers,
+//! and, once the client has initialised, `notifications/tools/list_changed`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
@@ -21,6 +23,18 @@ use crate::cluster::NodeService;
 /// MCP protocol versions this node speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 const SUBPROTOCOL: &str = "mcp";
+/// Where a `tools/call` names the agent it acts for (`params._meta`); plugin
+/// memory access is confined to that agent's memories.
+pub const AGENT_META_KEY: &str = "zeromesh/agent";
+/// The agent of calls that name none.
+pub const ANONYMOUS_AGENT: &str = "anonymous";
+
+/// What the server knows about one connection.
+#[derive(Default)]
+pub struct Session {
+    /// Set once the client sent `initialize`: notifications may flow.
+    initialized: AtomicBool,
+}
 /// A connection that has not completed its WebSocket handshake by then is
 /// dropped, so silent sockets cannot hold connection slots.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -98,6 +112,25 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
         }
         let _ = sink.close().await;
     });
+    let session = Arc::new(Session::default());
+    let notifier = {
+        let (session, answers_tx) = (session.clone(), answers_tx.clone());
+        let mut changes = service.plugins.subscribe_tools_changed();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                if session.initialized.load(Ordering::Acquire) {
+                    let notification = json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" });
+                    if answers_tx.send(notification.to_string()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION));
     while let Some(message) = source.next().await {
         let text = match message {
@@ -121,25 +154,27 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
         let Ok(slot) = in_flight.clone().acquire_owned().await else { break };
         let service = service.clone();
         let answers_tx = answers_tx.clone();
+        let session = session.clone();
         tokio::spawn(async move {
-            if let Some(answer) = answer(&service, &text).await {
+            if let Some(answer) = answer(&service, &session, &text).await {
                 let _ = answers_tx.send(answer).await;
             }
             drop(slot);
         });
     }
+    notifier.abort();
     drop(answers_tx);
     let _ = writer.await;
     Ok(())
 }
 
 /// The answer to one message, or none for a notification.
-pub async fn answer(service: &Arc<NodeService>, text: &str) -> Option<String> {
+pub async fn answer(service: &Arc<NodeService>, session: &Session, text: &str) -> Option<String> {
     let incoming = match jsonrpc::parse(text) {
         Ok(incoming) => incoming,
         Err((id, error)) => return Some(jsonrpc::error(id, &error)),
     };
-    let outcome = dispatch(service, &incoming.method, incoming.params).await;
+    let outcome = dispatch(service, session, &incoming.method, incoming.params).await;
     let id = incoming.id?;
     Some(match outcome {
         Ok(result) => jsonrpc::result(id, result),
@@ -152,16 +187,40 @@ fn negotiate(params: &Value) -> &'static str {
     PROTOCOL_VERSIONS.iter().find(|version| **version == asked).copied().unwrap_or(PROTOCOL_VERSIONS[0])
 }
 
-async fn dispatch(service: &Arc<NodeService>, method: &str, params: Value) -> Result<Value, RpcError> {
+/// The agent a `tools/call` acts for: `params._meta["zeromesh/agent"]`, a
+/// valid agent id, or the anonymous agent when absent.
+fn calling_agent(params: &Value) -> Result<String, RpcError> {
+    let Some(named) = params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)) else {
+        return Ok(ANONYMOUS_AGENT.to_owned());
+    };
+    let agent =
+        named.as_str().ok_or_else(|| RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} must be a string")))?;
+    // An agent id is what a memory path's first segment may be.
+    zeromesh_protocol::MemoryPath::parse(&format!("{agent}/x"))
+        .ok()
+        .filter(|_| !agent.contains('/'))
+        .ok_or_else(|| RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} {agent:?} is not a valid agent id")))?;
+    Ok(agent.to_owned())
+}
+
+async fn dispatch(
+    service: &Arc<NodeService>,
+    session: &Session,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
     match method {
-        "initialize" => Ok(json!({
-            "protocolVersion": negotiate(&params),
-            "capabilities": { "tools": { "listChanged": false } },
-            "serverInfo": { "name": "zeromesh", "version": env!("CARGO_PKG_VERSION") },
-            "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh.",
-        })),
+        "initialize" => {
+            session.initialized.store(true, Ordering::Release);
+            Ok(json!({
+                "protocolVersion": negotiate(&params),
+                "capabilities": { "tools": { "listChanged": true } },
+                "serverInfo": { "name": "zeromesh", "version": env!("CARGO_PKG_VERSION") },
+                "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].",
+            }))
+        }
         "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({ "tools": tools::definitions(service.test_faults) })),
+        "tools/list" => Ok(json!({ "tools": tools::definitions(service) })),
         "tools/call" => {
             let name = params
                 .get("name")
@@ -172,7 +231,8 @@ async fn dispatch(service: &Arc<NodeService>, method: &str, params: Value) -> Re
             if !arguments.is_object() {
                 return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
             }
-            Ok(match tools::call(service, &name, arguments).await? {
+            let agent = calling_agent(&params)?;
+            Ok(match tools::call(service, &name, arguments, &agent).await? {
                 Ok(result) => json!({
                     "content": [{ "type": "text", "text": result.to_string() }],
                     "structuredContent": result,

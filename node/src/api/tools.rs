@@ -1,7 +1,7 @@
-//! The node's own MCP tools: memory reads and writes, cluster status and
-//! mesh peers (and, with `--test-faults`, the isolate/heal switch). Each has
-//! a JSON Schema for its input; arguments are checked against it before
-//! anything runs.
+//! The node's own MCP tools: memory reads and writes, cluster status, mesh
+//! peers, plugin administration (and, with `--test-faults`, the isolate/heal
+//! switch), then the tools of installed plugins. Each has a JSON Schema for
+//! its input; arguments are checked against it before anything runs.
 
 use std::sync::Arc;
 
@@ -38,8 +38,35 @@ fn consistency_property() -> Value {
     json!({ "type": "string", "enum": ["linearizable", "stale"], "default": "linearizable" })
 }
 
-/// Every tool this node offers, as `tools/list` shows them.
-pub fn definitions(test_faults: bool) -> Vec<Value> {
+/// Names of the node's own tools; a plugin tool with one of these names is
+/// namespaced (`plugin.tool`).
+pub const BUILTIN_TOOL_NAMES: [&str; 15] = [
+    "memory_put",
+    "memory_get",
+    "memory_list",
+    "memory_history",
+    "memory_delete",
+    "memory_cas",
+    "cluster_status",
+    "mesh_peers",
+    "plugin_install",
+    "plugin_uninstall",
+    "plugin_trust",
+    "plugin_distrust",
+    "plugin_list",
+    "mesh_isolate",
+    "mesh_heal",
+];
+
+/// Every tool this node offers, its own and its plugins', as `tools/list`
+/// shows them.
+pub fn definitions(service: &NodeService) -> Vec<Value> {
+    let mut tools = builtin_definitions(service.test_faults);
+    tools.extend(service.plugins.tool_definitions());
+    tools
+}
+
+fn builtin_definitions(test_faults: bool) -> Vec<Value> {
     let put_properties = value_properties();
     let mut cas_properties = value_properties();
     cas_properties["expected_version"] =
@@ -59,6 +86,7 @@ pub fn definitions(test_faults: bool) -> Vec<Value> {
         json!({ "name": "cluster_status", "description": "Leader, term, voters, non-voters and each member's log position.", "inputSchema": schema(json!({}), &[]) }),
         json!({ "name": "mesh_peers", "description": "Connected peers and the resource adverts this node has received.", "inputSchema": schema(json!({}), &[]) }),
     ];
+    tools.extend(super::plugin_tools::definitions());
     if test_faults {
         tools.push(json!({ "name": "mesh_isolate", "description": "TEST ONLY: drop all mesh traffic to and from these peers.",
                            "inputSchema": schema(json!({ "peers": { "type": "array", "items": { "type": "string" } } }), &["peers"]) }));
@@ -67,7 +95,7 @@ pub fn definitions(test_faults: bool) -> Vec<Value> {
     tools
 }
 
-fn arguments<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, RpcError> {
+pub(super) fn arguments<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, RpcError> {
     serde_json::from_value(arguments)
         .map_err(|error| RpcError::invalid_params(format!("invalid arguments for {tool}: {error}")))
 }
@@ -204,9 +232,21 @@ async fn read(service: &NodeService, arg: Option<ConsistencyArg>, query: ReadQue
     service.read(consistency(arg), query).await
 }
 
-/// Runs tool `name`. Unknown tools and invalid arguments are protocol
-/// errors (`Err`); a tool that ran and failed is `Ok(Err(..))`.
-pub async fn call(service: &Arc<NodeService>, name: &str, args: Value) -> Result<ToolResult, RpcError> {
+/// Runs tool `name` for `agent`. Unknown tools and invalid arguments are
+/// protocol errors (`Err`); a tool that ran and failed is `Ok(Err(..))`.
+pub async fn call(service: &Arc<NodeService>, name: &str, args: Value, agent: &str) -> Result<ToolResult, RpcError> {
+    if let Some(answer) = super::plugin_tools::call(service, name, &args).await {
+        return answer;
+    }
+    if !BUILTIN_TOOL_NAMES.contains(&name) {
+        return match service.plugins.call(service, name, args, agent).await {
+            Some(Ok(result)) => Ok(Ok(result)),
+            Some(Err(failure)) => Ok(Err(ServiceError::Refused(failure))),
+            None => Err(RpcError::invalid_params(format!(
+                "unknown tool {name:?}; tools/list shows the tools this node offers"
+            ))),
+        };
+    }
     let service = service.as_ref();
     Ok(match name {
         "memory_put" | "memory_cas" => {

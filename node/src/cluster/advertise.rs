@@ -40,21 +40,26 @@ fn current_advert(service: &NodeService, sequence: u64) -> Advert {
         free_cpu_millicores,
         free_memory_bytes,
         load_milli,
-        plugin_hashes: Vec::new(),
+        plugin_hashes: service.plugins.module_hashes(),
         sequence,
     }
 }
 
-/// Publishes the advert every `interval`, forever.
+/// Publishes the advert every `interval`, and whenever the plugins this node
+/// runs change, forever.
 pub async fn publish(service: Arc<NodeService>, keypair: Keypair, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
+    let mut plugins_changed = service.plugins.subscribe_loaded();
     // Sequence numbers start from the clock so a restarted node's adverts
     // are never taken for older ones.
     let mut sequence = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = plugins_changed.changed() => if changed.is_err() { return },
+        }
         sequence += 1;
         match SignedAdvert::sign(&current_advert(&service, sequence), &keypair) {
             Ok(signed) => service.mesh.set_advert(signed).await,

@@ -1,6 +1,6 @@
-//! The mesh's inbound side: answers what other nodes ask. Raft messages are
-//! taken only from members (or from anyone while this node has no cluster
-//! yet, so a leader can reach a joiner).
+//! The mesh's inbound side: answers what other nodes ask. Raft messages,
+//! registry proposals and plugin module fetches are taken only from members (or from anyone while
+//! this node has no cluster yet, so a leader can reach a joiner).
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,9 +32,15 @@ async fn sender_may_speak_raft(service: &NodeService, peer: &PeerId) -> bool {
 }
 
 async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -> MeshResponse {
-    let is_raft =
-        matches!(request, MeshRequest::AppendEntries(_) | MeshRequest::Vote(_) | MeshRequest::InstallSnapshot(_));
-    if is_raft && !sender_may_speak_raft(&service, &peer).await {
+    let members_only = matches!(
+        request,
+        MeshRequest::AppendEntries(_)
+            | MeshRequest::Vote(_)
+            | MeshRequest::InstallSnapshot(_)
+            | MeshRequest::FetchPluginModule { .. }
+            | MeshRequest::Propose(_)
+    );
+    if members_only && !sender_may_speak_raft(&service, &peer).await {
         return MeshResponse::Refused(MeshError::Refused(format!(
             "peer {peer} is not a member of this node's cluster"
         )));
@@ -48,6 +54,10 @@ async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -
         MeshRequest::ReadIndex => MeshResponse::ReadIndex(service.read_index_as_leader().await),
         MeshRequest::Join(request) => MeshResponse::Join(service.join(request).await),
         MeshRequest::Status => MeshResponse::Status(service.own_status()),
+        MeshRequest::Propose(command) => MeshResponse::Propose(service.propose_as_leader(command).await),
+        MeshRequest::FetchPluginModule { sha256 } => {
+            MeshResponse::FetchPluginModule(service.plugins.module_for_peer(&service.consensus, &sha256).await)
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod advertise;
 mod batcher;
 mod inbound;
 mod membership;
+mod propose;
 mod service;
 mod transport;
 
@@ -17,6 +18,7 @@ use zeromesh_protocol::MemberInfo;
 
 pub use membership::next_voters;
 pub use service::{token_hash, NodeService, ServiceError};
+pub use transport::member_address;
 
 use crate::config::NodeConfig;
 use crate::identity;
@@ -89,6 +91,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(crate::api::serve(api_listener, service.clone()));
     tokio::spawn(membership::upkeep(service.clone()));
+    tokio::spawn(crate::plugins::PluginRuntime::run(service.clone()));
     tokio::spawn(advertise::publish(service.clone(), keypair, config.advert_interval));
 
     let joining = async {

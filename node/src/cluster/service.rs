@@ -17,6 +17,8 @@ use crate::mesh::messages::{
     JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted,
 };
 use crate::mesh::{peer_of, MeshHandle, MeshSendError};
+use crate::plugins::PluginRuntime;
+use zeromesh_plugins::HostLimits;
 
 /// How long a write or read waits for a leader and for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,9 +26,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const TOKEN_HASH_FILE: &str = "join-token.sha256";
 /// Pause before asking again while leadership is changing hands.
-const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(20);
+pub(super) const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Pause before asking again a leader that was busy or unreachable.
-const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(50);
+pub(super) const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why a client's request failed, in words the client can act on.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ pub struct NodeService {
     pub voter_count: usize,
     pub voter_timeout: Duration,
     pub test_faults: bool,
+    pub plugins: PluginRuntime,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
 }
@@ -106,6 +109,7 @@ impl NodeService {
             voter_count,
             voter_timeout,
             test_faults,
+            plugins: PluginRuntime::new(HostLimits::default())?,
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
         })
@@ -138,7 +142,7 @@ impl NodeService {
     }
 
     /// Waits (up to `timeout`) for a known leader and returns it with its addresses.
-    async fn leader(&self, timeout: Duration) -> Result<(NodeId, MemberInfo), ServiceError> {
+    pub(super) async fn leader(&self, timeout: Duration) -> Result<(NodeId, MemberInfo), ServiceError> {
         let view =
             self.consensus.wait_for("a leader to be known", timeout, |view| view.leader.is_some()).await.map_err(
                 |_| {
@@ -166,7 +170,7 @@ impl NodeService {
         self.send(target, info, request, timeout).await.map_err(|error| ServiceError::Unavailable(error.to_string()))
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         target: NodeId,
         info: &MemberInfo,

@@ -1,6 +1,6 @@
 //! What nodes say to each other on the request-response protocol: Raft's
-//! three calls, writes and read indexes forwarded to the leader, joins, and
-//! status queries.
+//! three calls, writes, commands and read indexes forwarded to the leader,
+//! joins, status queries and plugin module fetches.
 
 use openraft::error::InstallSnapshotError;
 use openraft::raft::{
@@ -9,7 +9,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use zeromesh_consensus::{RemoteResult, TypeConfig};
-use zeromesh_protocol::{CommandOutcome, MemberInfo, MemoryBatch, NodeId};
+use zeromesh_protocol::{Command, CommandOutcome, CommandReply, MemberInfo, MemoryBatch, NodeId};
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +26,12 @@ pub enum MeshRequest {
     Join(JoinRequest),
     /// A node's own view of the cluster.
     Status,
+    /// A non-memory command (the plugin registry's) for the leader to propose.
+    Propose(Command),
+    /// A plugin module this node lacks, asked of a peer by its SHA-256.
+    FetchPluginModule {
+        sha256: [u8; 32],
+    },
 }
 
 /// The answer to a [`MeshRequest`], variant for variant.
@@ -38,6 +44,9 @@ pub enum MeshResponse {
     ReadIndex(Result<u64, MeshError>),
     Join(Result<JoinAccepted, MeshError>),
     Status(NodeStatus),
+    Propose(Result<(u64, CommandReply), MeshError>),
+    /// The module, or `None` when the peer does not hold it.
+    FetchPluginModule(Option<Vec<u8>>),
     /// The request was not handled (busy, shutting down, malformed).
     Refused(MeshError),
 }

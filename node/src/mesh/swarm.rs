@@ -207,7 +207,7 @@ impl MeshHandle {
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (responses_tx, responses_rx) = mpsc::channel(MAX_MESH_REQUESTS_IN_FLIGHT);
         let now = Instant::now();
-        let redials = config
+        let redials: Vec<Redial> = config
             .bootstrap
             .iter()
             .filter_map(|address| {
@@ -221,7 +221,6 @@ impl MeshHandle {
             })
             .collect();
         for redial in &redials {
-            let redial: &Redial = redial;
             swarm.add_peer_address(redial.peer, redial.address.clone());
             swarm.behaviour_mut().kad.add_address(&redial.peer, redial.address.clone());
         }

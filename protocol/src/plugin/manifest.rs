@@ -1,11 +1,11 @@
 //! The plugin manifest: what a plugin is, which MCP tools it offers, which
 //! capabilities it requests and the limits it runs under.
 
+use crate::limits::*;
+use crate::validate::{check_count, check_len, ValidationError};
 use serde::{Deserialize, Serialize};
-use zeromesh_protocol::limits::*;
-use zeromesh_protocol::validate::{check_count, check_len, ValidationError};
 
-use crate::capability::CapabilitySet;
+use super::capability::CapabilitySet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +35,7 @@ pub struct ToolSpec {
 }
 
 /// What one call of this plugin may use; each is capped by the node's own
-/// maximums ([`crate::HostLimits`]).
+/// maximums (the plugin host's `HostLimits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
@@ -44,7 +44,7 @@ pub struct PluginLimits {
     pub wall_clock_ms: u64,
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), ValidationError> {
+pub fn check_name(what: &'static str, name: &str) -> Result<(), ValidationError> {
     if name.is_empty() {
         return Err(ValidationError::Empty { what });
     }

@@ -1,0 +1,69 @@
+//! Getting a plugin module by SHA-256: from this node's blob store, else
+//! from peers (those whose advert lists the hash first, then every member).
+//! A module is kept only if its SHA-256 matches.
+
+use std::time::Duration;
+
+use zeromesh_plugins::sha256;
+
+use crate::cluster::{member_address, NodeService, ServiceError};
+use crate::mesh::messages::{MeshRequest, MeshResponse};
+
+/// How long one peer may take to send a module.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The module with `hash`, stored locally once fetched; `None` when no
+/// peer that was asked holds it.
+pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, ServiceError> {
+    let store = service.consensus.store().clone();
+    let wanted = *hash;
+    let local = tokio::task::spawn_blocking(move || store.plugin_blob(&wanted))
+        .await
+        .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+        .map_err(|error| ServiceError::Unavailable(error.to_string()))?;
+    if let Some(module) = local.filter(|module| sha256(module) == *hash) {
+        return Ok(Some(module));
+    }
+    let hash_hex = hex::encode(hash);
+    let own_peer = service.mesh.peer_id();
+    let mut candidates = Vec::new();
+    for known in service.mesh.adverts() {
+        if known.advert.plugin_hashes.contains(&hash_hex) {
+            if let Ok(peer) = known.advert.peer_id.parse::<libp2p::PeerId>() {
+                let addresses = known.advert.listen_addrs.iter().filter_map(|address| address.parse().ok()).collect();
+                candidates.push((peer, addresses));
+            }
+        }
+    }
+    for (node_id, info) in service.consensus.members() {
+        if let Ok((peer, address)) = member_address(node_id, &info) {
+            if !candidates.iter().any(|(known, _)| *known == peer) {
+                candidates.push((peer, vec![address]));
+            }
+        }
+    }
+    for (peer, addresses) in candidates.into_iter().filter(|(peer, _)| *peer != own_peer) {
+        let answer = service
+            .mesh
+            .request(peer, addresses, MeshRequest::FetchPluginModule { sha256: *hash }, FETCH_TIMEOUT)
+            .await;
+        match answer {
+            Ok(MeshResponse::FetchPluginModule(Some(module))) if sha256(&module) == *hash => {
+                let store = service.consensus.store().clone();
+                let (hash, kept) = (*hash, module.clone());
+                tokio::task::spawn_blocking(move || store.put_plugin_blob(&hash, &kept))
+                    .await
+                    .map_err(|error| ServiceError::Unavailable(error.to_string()))?
+                    .map_err(|error| ServiceError::Unavailable(error.to_string()))?;
+                tracing::info!(%peer, module = %hash_hex, bytes = module.len(), "fetched a plugin module");
+                return Ok(Some(module));
+            }
+            Ok(MeshResponse::FetchPluginModule(Some(_))) => {
+                tracing::warn!(%peer, module = %hash_hex, "a peer sent a module whose hash does not match; ignored");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%peer, %error, "plugin module fetch failed"),
+        }
+    }
+    Ok(None)
+}

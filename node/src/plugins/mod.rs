@@ -1,0 +1,436 @@
+//! The node's plugins: keeps the loaded set equal to the replicated
+//! registry (fetching missing modules from peers by SHA-256 and verifying
+//! them), names their tools, installs packages and runs tool calls.
+
+mod context;
+mod fetch;
+mod naming;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch, Semaphore};
+use zeromesh_consensus::ConsensusNode;
+use zeromesh_plugins::{CallError, HostLimits, LoadedPlugin, Package, PluginHost, PublisherKey};
+use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
+use zeromesh_protocol::plugin::{Capability, CapabilitySet, InstalledPlugin, PluginCommand, PluginOutcome};
+use zeromesh_protocol::{Command, CommandReply};
+
+use crate::cluster::{NodeService, ServiceError};
+pub use naming::ExposedTool;
+
+/// How long an install waits for this node to load what it installed, and a
+/// call for a plugin the registry has but this node is still fetching.
+const LOAD_WAIT: Duration = Duration::from_secs(10);
+/// Pause before fetching missing modules again when no peer had them.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+
+/// One plugin as this node runs it.
+struct Running {
+    record: InstalledPlugin,
+    plugin: LoadedPlugin,
+}
+
+/// Why a plugin of the registry does not run here.
+#[derive(Debug, Clone)]
+enum NotRunning {
+    /// No peer that was asked had its module yet; fetching is retried.
+    Fetching,
+    /// It failed a check or did not load; retried only when the registry changes.
+    Failed(String),
+}
+
+impl NotRunning {
+    fn reason(&self) -> String {
+        match self {
+            NotRunning::Fetching => "its module is being fetched from peers".to_owned(),
+            NotRunning::Failed(reason) => reason.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Loaded {
+    running: BTreeMap<String, Arc<Running>>,
+    /// Plugins in the registry that do not run here, and why.
+    not_running: BTreeMap<String, NotRunning>,
+    tools: BTreeMap<String, ExposedTool>,
+    /// Module hashes an install on this node has stored and not yet seen
+    /// applied: kept from blob cleanup.
+    pinned: BTreeSet<[u8; 32]>,
+}
+
+/// The plugins of one node.
+pub struct PluginRuntime {
+    host: PluginHost,
+    loaded: RwLock<Loaded>,
+    /// Fires when the tools this node offers change (MCP `list_changed`).
+    tools_changed: broadcast::Sender<()>,
+    /// Counts changes of the loaded set; installs wait on it.
+    loaded_changes: watch::Sender<u64>,
+    calls: Semaphore,
+}
+
+/// What a tool call of a plugin answered: a result, or a failure whose
+/// message names its cause.
+pub type PluginCallResult = Result<Value, String>;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+fn storage_error(error: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Unavailable(format!("plugin storage: {error}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| ServiceError::Unavailable(error.to_string()))?
+}
+
+impl PluginRuntime {
+    pub fn new(limits: HostLimits) -> anyhow::Result<PluginRuntime> {
+        Ok(PluginRuntime {
+            host: PluginHost::new(limits)?,
+            loaded: RwLock::new(Loaded::default()),
+            tools_changed: broadcast::channel(16).0,
+            loaded_changes: watch::Sender::new(0),
+            calls: Semaphore::new(MAX_PLUGIN_CALLS_IN_FLIGHT),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Loaded> {
+        self.loaded.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes on every change of the tools this node offers.
+    pub fn subscribe_tools_changed(&self) -> broadcast::Receiver<()> {
+        self.tools_changed.subscribe()
+    }
+
+    /// Wakes on every change of the loaded set (for the advert).
+    pub fn subscribe_loaded(&self) -> watch::Receiver<u64> {
+        self.loaded_changes.subscribe()
+    }
+
+    /// SHA-256 (hex) of every module this node runs.
+    pub fn module_hashes(&self) -> Vec<String> {
+        let hashes: BTreeSet<String> =
+            self.read().running.values().map(|running| hex::encode(running.record.module_sha256)).collect();
+        hashes.into_iter().collect()
+    }
+
+    /// The plugin tools this node offers, as `tools/list` shows them.
+    pub fn tool_definitions(&self) -> Vec<Value> {
+        let loaded = self.read();
+        loaded
+            .tools
+            .iter()
+            .filter_map(|(exposed, tool)| {
+                let running = loaded.running.get(&tool.plugin)?;
+                let spec = running.plugin.package().manifest.tool(&tool.tool)?;
+                Some(json!({
+                    "name": exposed,
+                    "title": format!("{} ({} {})", spec.name, running.record.name, running.record.version),
+                    "description": spec.description,
+                    "inputSchema": spec.input_schema,
+                }))
+            })
+            .collect()
+    }
+
+    /// A module this node holds, for a peer that asked by hash.
+    pub async fn module_for_peer(&self, consensus: &ConsensusNode, sha256: &[u8; 32]) -> Option<Vec<u8>> {
+        let store = consensus.store().clone();
+        let sha256 = *sha256;
+        tokio::task::spawn_blocking(move || store.plugin_blob(&sha256).ok().flatten()).await.ok().flatten()
+    }
+
+    /// Keeps the loaded set equal to the registry, forever.
+    pub async fn run(service: Arc<NodeService>) {
+        let mut changes = service.consensus.registry_changes();
+        loop {
+            let missing = match service.plugins.sync(&service).await {
+                Ok(missing) => missing,
+                Err(error) => {
+                    tracing::warn!(%error, "plugin sync failed");
+                    true
+                }
+            };
+            if missing {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(FETCH_RETRY) => {}
+                }
+            } else if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One pass: loads what the registry has and this node lacks, drops what
+    /// it no longer has. Returns whether some module is still missing.
+    async fn sync(&self, service: &NodeService) -> Result<bool, ServiceError> {
+        let store = service.consensus.store().clone();
+        let (registry, trusted) = blocking(move || {
+            let registry = store.installed_plugins().map_err(storage_error)?;
+            let trusted: Vec<PublisherKey> =
+                store.trusted_publishers().map_err(storage_error)?.into_iter().map(|t| t.publisher).collect();
+            Ok((registry, trusted))
+        })
+        .await?;
+        let mut missing = false;
+        let mut not_running = BTreeMap::new();
+        let mut running = BTreeMap::new();
+        for record in &registry {
+            let current = self.read().running.get(&record.name).cloned();
+            if let Some(current) = current.filter(|current| current.record == *record) {
+                running.insert(record.name.clone(), current);
+                continue;
+            }
+            let Some(module) = fetch::module(service, &record.module_sha256).await? else {
+                missing = true;
+                not_running.insert(record.name.clone(), NotRunning::Fetching);
+                continue;
+            };
+            match self.load(record, module, &trusted).await {
+                Ok(plugin) => {
+                    running.insert(record.name.clone(), Arc::new(Running { record: record.clone(), plugin }));
+                }
+                Err(reason) => {
+                    tracing::warn!(plugin = %record.name, %reason, "plugin not loaded");
+                    not_running.insert(record.name.clone(), NotRunning::Failed(reason));
+                }
+            }
+        }
+        let tools = naming::expose(&registry, |name| running.contains_key(name));
+        let (tools_changed, loaded_changed, referenced, pinned) = {
+            let mut loaded = self.write();
+            let tools_changed = loaded.tools != tools;
+            let loaded_changed = loaded.running.keys().ne(running.keys())
+                || loaded.running.iter().zip(running.iter()).any(|((_, old), (_, new))| !Arc::ptr_eq(old, new));
+            loaded.running = running;
+            loaded.not_running = not_running;
+            loaded.tools = tools;
+            let referenced: BTreeSet<[u8; 32]> = registry.iter().map(|record| record.module_sha256).collect();
+            (tools_changed, loaded_changed, referenced, loaded.pinned.clone())
+        };
+        if loaded_changed {
+            self.loaded_changes.send_modify(|count| *count += 1);
+        }
+        if tools_changed {
+            let _ = self.tools_changed.send(());
+        }
+        let store = service.consensus.store().clone();
+        blocking(move || {
+            for hash in store.plugin_blob_hashes().map_err(storage_error)? {
+                if !referenced.contains(&hash) && !pinned.contains(&hash) {
+                    store.delete_plugin_blob(&hash).map_err(storage_error)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(missing)
+    }
+
+    /// Verifies a registry record's module against its signed manifest and
+    /// the trusted set, then compiles and links it.
+    async fn load(
+        &self,
+        record: &InstalledPlugin,
+        module: Vec<u8>,
+        trusted: &[PublisherKey],
+    ) -> Result<LoadedPlugin, String> {
+        let package = Package::from_parts(record.manifest.clone(), module);
+        let verified = package.verify(trusted, now_ms()).map_err(|error| error.to_string())?;
+        if verified.manifest.name != record.name || verified.module_sha256 != record.module_sha256 {
+            return Err("the registry record does not match its signed manifest".into());
+        }
+        let granted = record.granted.clone();
+        tokio::task::block_in_place(|| self.host.load(verified, &granted)).map_err(|error| error.to_string())
+    }
+
+    /// Installs a package through Raft: every check runs here first (so the
+    /// caller learns which failed), the module is stored on this node, and the
+    /// signed manifest is proposed. Waits until this node runs the plugin.
+    pub async fn install(
+        &self,
+        service: &NodeService,
+        package_bytes: &[u8],
+        granted: CapabilitySet,
+    ) -> Result<Value, ServiceError> {
+        let package = Package::decode(package_bytes).map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        let store = service.consensus.store().clone();
+        let trusted: Vec<PublisherKey> = blocking(move || {
+            Ok(store.trusted_publishers().map_err(storage_error)?.into_iter().map(|t| t.publisher).collect())
+        })
+        .await?;
+        let verified = package.verify(&trusted, now_ms()).map_err(|error| ServiceError::Refused(error.to_string()))?;
+        if let Some(extra) = granted.iter().find(|capability| !verified.manifest.capabilities.contains(capability)) {
+            return Err(ServiceError::Invalid(format!(
+                "capability {extra} is granted but the plugin's manifest does not declare it"
+            )));
+        }
+        let sha256 = verified.module_sha256;
+        let module = verified.module().to_vec();
+        let signed = verified.signed.clone();
+        // Linking refuses a module that imports a host function whose
+        // capability was not granted: say so before anything is replicated.
+        tokio::task::block_in_place(|| self.host.load(verified, &granted)).map_err(|error| {
+            ServiceError::Refused(format!("capability check failed: {error}; grant it with --grant if you trust it"))
+        })?;
+        self.write().pinned.insert(sha256);
+        let stored = {
+            let store = service.consensus.store().clone();
+            blocking(move || store.put_plugin_blob(&sha256, &module).map_err(storage_error)).await
+        };
+        let proposed = match stored {
+            Ok(()) => service.propose(Command::Plugin(PluginCommand::Install { manifest: signed, granted })).await,
+            Err(error) => Err(error),
+        };
+        let mut loaded_changes = self.subscribe_loaded();
+        self.write().pinned.remove(&sha256);
+        let (log_index, reply) = proposed?;
+        let (name, version, replaced) = match reply {
+            CommandReply::Plugin(PluginOutcome::Installed { name, version, replaced, .. }) => (name, version, replaced),
+            CommandReply::Plugin(PluginOutcome::Refused(error)) => {
+                return Err(ServiceError::Refused(error.to_string()))
+            }
+            other => return Err(ServiceError::Refused(outcome_text(&other))),
+        };
+        let waited = tokio::time::timeout(LOAD_WAIT, async {
+            loop {
+                if let Some(answer) = self.load_state(&name, log_index) {
+                    return answer;
+                }
+                if loaded_changes.changed().await.is_err() {
+                    return Err("the plugin runtime stopped".to_owned());
+                }
+            }
+        })
+        .await;
+        let tools = self.exposed_tools_of(&name);
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                return Err(ServiceError::Unavailable(format!("installed at log index {log_index}, but: {reason}")))
+            }
+            Err(_) => {
+                return Err(ServiceError::Unavailable(format!(
+                    "installed at log index {log_index}, but this node has not loaded it within {} ms",
+                    LOAD_WAIT.as_millis()
+                )))
+            }
+        }
+        Ok(json!({
+            "installed": name,
+            "version": version,
+            "replaced": replaced,
+            "module_sha256": hex::encode(sha256),
+            "log_index": log_index,
+            "tools": tools,
+        }))
+    }
+
+    /// `Some(Ok)` once plugin `name` from entry `log_index` (or later) runs
+    /// here, `Some(Err)` if it failed to load, `None` while undecided.
+    fn load_state(&self, name: &str, log_index: u64) -> Option<Result<(), String>> {
+        let loaded = self.read();
+        if loaded.running.get(name).is_some_and(|running| running.record.log_index >= log_index) {
+            return Some(Ok(()));
+        }
+        match loaded.not_running.get(name) {
+            Some(NotRunning::Failed(reason)) => Some(Err(reason.clone())),
+            Some(NotRunning::Fetching) | None => None,
+        }
+    }
+
+    fn exposed_tools_of(&self, plugin: &str) -> Vec<String> {
+        self.read().tools.iter().filter(|(_, tool)| tool.plugin == plugin).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The registry as this node sees it, with what runs here.
+    pub async fn list(&self, service: &NodeService) -> Result<Value, ServiceError> {
+        let store = service.consensus.store().clone();
+        let (registry, trusted) = blocking(move || {
+            Ok((store.installed_plugins().map_err(storage_error)?, store.trusted_publishers().map_err(storage_error)?))
+        })
+        .await?;
+        let loaded = self.read();
+        let plugins: Vec<Value> = registry
+            .iter()
+            .map(|record| {
+                let running = loaded.running.get(&record.name).is_some_and(|running| running.record == *record);
+                json!({
+                    "name": record.name,
+                    "version": record.version,
+                    "publisher": record.manifest.publisher.to_string(),
+                    "module_sha256": hex::encode(record.module_sha256),
+                    "granted": record.granted.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
+                    "installed_at_ms": record.installed_at_ms,
+                    "log_index": record.log_index,
+                    "running_here": running,
+                    "not_running_because": loaded.not_running.get(&record.name).map(NotRunning::reason),
+                    "tools": loaded.tools.iter().filter(|(_, tool)| tool.plugin == record.name).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let trusted: Vec<Value> = trusted
+            .iter()
+            .map(|t| json!({ "publisher": t.publisher.to_string(), "trusted_at_ms": t.trusted_at_ms, "log_index": t.log_index }))
+            .collect();
+        Ok(json!({ "plugins": plugins, "trusted_publishers": trusted }))
+    }
+
+    /// Runs plugin tool `exposed`, or returns `None` when no plugin offers it.
+    pub async fn call(
+        &self,
+        service: &Arc<NodeService>,
+        exposed: &str,
+        arguments: Value,
+        agent: &str,
+    ) -> Option<PluginCallResult> {
+        let (running, tool) = {
+            let loaded = self.read();
+            let tool = loaded.tools.get(exposed)?;
+            (loaded.running.get(&tool.plugin)?.clone(), tool.tool.clone())
+        };
+        let Ok(_slot) = self.calls.acquire().await else {
+            return Some(Err("the plugin runtime is stopping".into()));
+        };
+        let needs_memory = [Capability::MemoryRead, Capability::MemoryWrite]
+            .iter()
+            .any(|capability| running.record.granted.contains(capability));
+        let context = context::NodeContext::new(service.clone(), agent, &running.record.name, needs_memory);
+        let outcome =
+            tokio::task::block_in_place(|| self.host.call(&running.plugin, &tool, &arguments, Box::new(context)));
+        Some(match outcome {
+            Ok(output) if output.is_error => Err(output.result.get("error").map_or_else(
+                || output.result.to_string(),
+                |error| error.as_str().map_or_else(|| error.to_string(), str::to_owned),
+            )),
+            Ok(output) => Ok(output.result),
+            Err(error @ CallError::Busy) => Err(error.to_string()),
+            Err(error) => Err(format!("plugin {} tool {tool}: {error}", running.record.name)),
+        })
+    }
+}
+
+/// A registry command's outcome in words.
+pub fn outcome_text(reply: &CommandReply) -> String {
+    match reply {
+        CommandReply::Plugin(PluginOutcome::Full { what, limit }) => {
+            format!("the cluster already holds its maximum of {limit} {what}")
+        }
+        CommandReply::Plugin(PluginOutcome::Refused(error)) => error.to_string(),
+        other => format!("unexpected outcome {other:?}"),
+    }
+}

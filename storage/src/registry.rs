@@ -1,0 +1,140 @@
+//! The plugin registry's table (replicated: installed plugins and trusted
+//! publisher keys) and this node's plugin module blobs (local, content
+//! addressed by SHA-256).
+
+use rocksdb::{Direction, IteratorMode};
+use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TRUSTED_PUBLISHERS};
+use zeromesh_protocol::plugin::{InstalledPlugin, PublisherKey, TrustedPublisher};
+
+use crate::error::{decode, encode, StorageError};
+use crate::keys::*;
+use crate::store::Store;
+use crate::tables::StateBatch;
+
+/// Checks one registry record from a snapshot: a known key shape whose value
+/// decodes and agrees with its key.
+pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), String> {
+    if let Some(name) = key.strip_prefix(PLUGIN_KEY_PREFIX) {
+        let plugin: InstalledPlugin = decode("installed plugin", value).map_err(|e| e.to_string())?;
+        if plugin.name.as_bytes() != name {
+            return Err(format!(
+                "key names plugin {:?}, record names {:?}",
+                String::from_utf8_lossy(name),
+                plugin.name
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(publisher) = key.strip_prefix(PUBLISHER_KEY_PREFIX) {
+        let trusted: TrustedPublisher = decode("trusted publisher", value).map_err(|e| e.to_string())?;
+        if trusted.publisher.0.as_slice() != publisher {
+            return Err("a trusted publisher's key and record disagree".into());
+        }
+        return Ok(());
+    }
+    Err("unknown key prefix".into())
+}
+
+impl Store {
+    fn registry_scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        what: &'static str,
+        limit: usize,
+    ) -> Result<Vec<T>, StorageError> {
+        let mut found = Vec::new();
+        let cf = self.cf(CF_PLUGIN_REGISTRY)?;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || found.len() == limit {
+                break;
+            }
+            found.push(decode(what, &value)?);
+        }
+        Ok(found)
+    }
+
+    /// Every installed plugin, in name order.
+    pub fn installed_plugins(&self) -> Result<Vec<InstalledPlugin>, StorageError> {
+        self.registry_scan(PLUGIN_KEY_PREFIX, "installed plugin", MAX_INSTALLED_PLUGINS)
+    }
+
+    pub fn installed_plugin(&self, name: &str) -> Result<Option<InstalledPlugin>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, plugin_key(name))? {
+            Some(bytes) => Ok(Some(decode("installed plugin", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every trusted publisher key.
+    pub fn trusted_publishers(&self) -> Result<Vec<TrustedPublisher>, StorageError> {
+        self.registry_scan(PUBLISHER_KEY_PREFIX, "trusted publisher", MAX_TRUSTED_PUBLISHERS)
+    }
+
+    pub fn trusted_publisher(&self, publisher: &PublisherKey) -> Result<Option<TrustedPublisher>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, publisher_key(&publisher.0))? {
+            Some(bytes) => Ok(Some(decode("trusted publisher", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The module with SHA-256 `sha256`, if this node holds it. The caller
+    /// verifies the hash before use.
+    pub fn plugin_blob(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(CF_PLUGIN_BLOBS)?, sha256)?)
+    }
+
+    /// Stores a module under its SHA-256 (which the caller computed), synced.
+    pub fn put_plugin_blob(&self, sha256: &[u8; 32], module: &[u8]) -> Result<(), StorageError> {
+        if module.len() > MAX_PLUGIN_PACKAGE_BYTES {
+            return Err(StorageError::TooLarge {
+                what: "plugin module",
+                actual: module.len(),
+                limit: MAX_PLUGIN_PACKAGE_BYTES,
+            });
+        }
+        self.db.put_cf_opt(self.cf(CF_PLUGIN_BLOBS)?, sha256, module, &Store::synced())?;
+        Ok(())
+    }
+
+    pub fn delete_plugin_blob(&self, sha256: &[u8; 32]) -> Result<(), StorageError> {
+        self.db.delete_cf(self.cf(CF_PLUGIN_BLOBS)?, sha256)?;
+        Ok(())
+    }
+
+    /// The SHA-256 of every module this node holds.
+    pub fn plugin_blob_hashes(&self) -> Result<Vec<[u8; 32]>, StorageError> {
+        let mut hashes = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PLUGIN_BLOBS)?, IteratorMode::Start) {
+            let (key, _) = item?;
+            if let Ok(hash) = <[u8; 32]>::try_from(&key[..]) {
+                hashes.push(hash);
+            }
+        }
+        Ok(hashes)
+    }
+}
+
+impl StateBatch<'_> {
+    pub fn put_installed_plugin(&mut self, plugin: &InstalledPlugin) -> Result<(), StorageError> {
+        let bytes = encode("installed plugin", plugin)?;
+        self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, plugin_key(&plugin.name), bytes);
+        Ok(())
+    }
+
+    pub fn delete_installed_plugin(&mut self, name: &str) -> Result<(), StorageError> {
+        self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, plugin_key(name));
+        Ok(())
+    }
+
+    pub fn put_trusted_publisher(&mut self, trusted: &TrustedPublisher) -> Result<(), StorageError> {
+        let bytes = encode("trusted publisher", trusted)?;
+        self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, publisher_key(&trusted.publisher.0), bytes);
+        Ok(())
+    }
+
+    pub fn delete_trusted_publisher(&mut self, publisher: &PublisherKey) -> Result<(), StorageError> {
+        self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, publisher_key(&publisher.0));
+        Ok(())
+    }
+}

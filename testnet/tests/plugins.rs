@@ -1,0 +1,194 @@
+//! Signed WASM plugins across the mesh, end to end, through the command line
+//! and the peer API of real node processes: trust, install on one node, run
+//! on another, agents kept apart, adverts, `list_changed`, modules fetched
+//! from peers by hash, uninstall everywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromesh::client::ApiClient;
+use zeromesh_testnet::{wait_until, zeromesh_binary, Testnet, TestnetOptions};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn run(args: &[&str]) -> (bool, String) {
+    let output = Command::new(zeromesh_binary().expect("the zeromesh binary")).args(args).output().expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let (ok, text) = run(args);
+    assert!(ok, "zeromesh {args:?} failed: {text}");
+    text
+}
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples")
+}
+
+/// A plugin whose one tool, `spin`, loops forever.
+const SPIN_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "zm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "zm_call") (param i32 i32 i32 i32) (result i64) (loop $forever (br $forever)) (i64.const 0)))"#;
+const SPIN_MANIFEST: &str = r#"{ "name": "spin", "version": "1", "description": "loops forever",
+  "tools": [{ "name": "spin", "description": "never returns", "input_schema": { "type": "object" } }],
+  "limits": { "fuel_per_call": 5000000, "memory_bytes": 65536, "wall_clock_ms": 2000 } }"#;
+
+/// Makes a publisher key through the command line; returns it and its public half.
+fn publisher_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("publisher.key");
+    let public =
+        run_ok(&["plugin", "keygen", "--out", key.to_str().unwrap()]).lines().next().unwrap().trim().to_owned();
+    (key, public)
+}
+
+/// Signs `wasm` with `manifest` through the command line; returns the package path.
+fn sign(dir: &Path, name: &str, wasm: Vec<u8>, manifest: &Path, key: &Path) -> String {
+    let module = dir.join(format!("{name}.wasm"));
+    std::fs::write(&module, wasm).unwrap();
+    let printed = run_ok(&[
+        "plugin",
+        "sign",
+        module.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    printed.lines().next().unwrap().trim().to_owned()
+}
+
+async fn tool_names(testnet: &Testnet, node: usize) -> Vec<String> {
+    let Ok(mut client) = testnet.client(node).await else { return Vec::new() };
+    let Ok(listed) = client.request("tools/list", json!({})).await else { return Vec::new() };
+    listed["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn swap_note(testnet: &Testnet, node: usize, agent: &str, note: Value) -> Result<Value, String> {
+    let mut client = testnet.client(node).await.map_err(|error| error.to_string())?;
+    client.call_tool_as("swap_note", note, Some(agent)).await.map_err(|error| error.to_string())
+}
+
+async fn advertised_hashes(testnet: &Testnet, node: usize) -> Vec<Vec<String>> {
+    let Ok(peers) = testnet.call(node, "mesh_peers", json!({})).await else { return Vec::new() };
+    peers["adverts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|advert| {
+            advert["plugin_hashes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everywhere() {
+    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, publisher) = publisher_key(dir.path());
+    let notes_wasm = wat::parse_file(examples().join("notes.wat")).expect("notes.wat compiles");
+    let package = sign(dir.path(), "notes", notes_wasm, &examples().join("notes.json"), &key);
+    let spin_manifest = dir.path().join("spin.json");
+    std::fs::write(&spin_manifest, SPIN_MANIFEST).unwrap();
+    let spin = sign(dir.path(), "spin", wat::parse_str(SPIN_WAT).unwrap(), &spin_manifest, &key);
+    let (first, third) = (testnet.nodes[0].address.api.clone(), testnet.nodes[2].address.api.clone());
+
+    // An untrusted publisher is refused, by the trust check, and nothing is installed.
+    let (ok, refused) = run(&["plugin", "install", &package, "--grant", "memory.read,memory.write", "--node", &first]);
+    assert!(!ok && refused.contains("trust check failed"), "{refused}");
+    run_ok(&["plugin", "trust", &publisher, "--node", &first]);
+
+    // The module imports memory functions: without the grant, the capability check refuses it.
+    let (ok, refused) = run(&["plugin", "install", &package, "--node", &first]);
+    assert!(!ok && refused.contains("capability check failed") && refused.contains("memory_read"), "{refused}");
+
+    // A session on node 2 hears that its tools changed.
+    let mut watcher = ApiClient::connect(&third).await.expect("connects");
+    assert_eq!(watcher.server["capabilities"]["tools"]["listChanged"], json!(true));
+    let installed = run_ok(&["plugin", "install", &package, "--grant", "memory.read,memory.write", "--node", &first]);
+    assert!(installed.contains("installed notes 1.0.0") && installed.contains("swap_note"), "{installed}");
+    let notification = watcher.next_notification(WAIT).await.expect("a list_changed notification");
+    assert_eq!(notification["method"], "notifications/tools/list_changed");
+
+    for node in 0..3 {
+        wait_until("the plugin's tool to be listed", WAIT, || async {
+            tool_names(&testnet, node).await.contains(&"swap_note".to_owned()).then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("node {node}: {error}"));
+    }
+
+    // Installed through node 0, run on node 2; each agent sees only its own note.
+    assert_eq!(swap_note(&testnet, 2, "alice", json!({ "text": "first" })).await.unwrap(), Value::Null);
+    assert_eq!(swap_note(&testnet, 1, "alice", json!({ "text": "second" })).await.unwrap(), json!({ "text": "first" }));
+    assert_eq!(swap_note(&testnet, 2, "bob", json!({ "text": "bob's" })).await.unwrap(), Value::Null);
+    let alice = testnet.call(0, "memory_get", json!({ "path": "alice/notes/last" })).await.unwrap();
+    assert_eq!(alice["record"]["value"], r#"{"text":"second"}"#);
+    let bob = testnet.call(0, "memory_get", json!({ "path": "bob/notes/last" })).await.unwrap();
+    assert_eq!(bob["record"]["value"], r#"{"text":"bob's"}"#);
+
+    // A plugin that never returns is stopped with its cause; the node keeps serving.
+    run_ok(&["plugin", "install", &spin, "--node", &first]);
+    let stopped = wait_until("the spin plugin to run on node 1", WAIT, || async {
+        let mut client = testnet.client(1).await.ok()?;
+        match client.call_tool("spin", json!({})).await {
+            Err(error) if !error.to_string().contains("unknown tool") => Some(error.to_string()),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap();
+    assert!(stopped.contains("ran out of fuel"), "{stopped}");
+    assert_eq!(swap_note(&testnet, 1, "alice", json!({ "text": "third" })).await.unwrap(), json!({ "text": "second" }));
+    run_ok(&["plugin", "uninstall", "spin", "--node", &first]);
+
+    // Every node advertises the module it runs.
+    let listed = run_ok(&["plugin", "list", "--node", &third]);
+    let hash =
+        listed.split("module ").nth(1).and_then(|rest| rest.split(',').next()).expect("a module hash").to_owned();
+    assert!(listed.contains("running here"), "{listed}");
+    wait_until("every advert to list the module", WAIT, || async {
+        let adverts = advertised_hashes(&testnet, 1).await;
+        (adverts.len() >= 3 && adverts.iter().all(|hashes| hashes.contains(&hash))).then_some(())
+    })
+    .await
+    .expect("adverts list the plugin");
+
+    // The installing node goes away; a new node fetches the module from a peer that has it.
+    testnet.kill9(0).await.unwrap();
+    let second_p2p = testnet.nodes[1].address.p2p.clone();
+    let fourth = testnet.add_node_with(&["--bootstrap", &second_p2p]).await.expect("a fourth node joins");
+    wait_until("the new node to run the plugin", WAIT, || async {
+        swap_note(&testnet, fourth, "carol", json!({ "n": 1 })).await.ok()
+    })
+    .await
+    .expect("the new node runs the plugin with a module fetched from a peer");
+    testnet.restart(0).await.unwrap();
+
+    // Uninstalled through node 1: gone from every node.
+    run_ok(&["plugin", "uninstall", "notes", "--node", &testnet.nodes[1].address.api]);
+    for node in 0..testnet.nodes.len() {
+        wait_until("the plugin's tool to disappear", WAIT, || async {
+            let names = tool_names(&testnet, node).await;
+            (!names.is_empty() && !names.contains(&"swap_note".to_owned())).then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("node {node}: {error}"));
+    }
+    let gone = swap_note(&testnet, 2, "alice", json!({})).await.unwrap_err();
+    assert!(gone.contains("unknown tool"), "{gone}");
+}
