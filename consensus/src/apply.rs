@@ -18,6 +18,13 @@ pub(crate) struct Applier<'a> {
     pub(crate) registry: crate::apply_plugin::RegistryOverlay,
 }
 
+impl Applier<'_> {
+    /// The memory paths written (put, compare-and-set, delete) so far.
+    pub fn written_paths(&self) -> Vec<MemoryPath> {
+        self.overlay.keys().cloned().collect()
+    }
+}
+
 impl<'a> Applier<'a> {
     pub fn new(store: &'a Store) -> Self {
         Applier {

@@ -14,7 +14,7 @@ use crate::error::ConsensusError;
 use crate::network::{RaftTransport, TransportNetwork};
 use crate::reads::{Consistency, ReadQuery, ReadReply};
 use crate::settings::RaftSettings;
-use crate::state_machine::MemoryStateMachine;
+use crate::state_machine::{MemoryChange, MemoryStateMachine};
 use crate::types::{Raft, TypeConfig};
 
 /// What a client learns when its write is committed and applied.
@@ -49,6 +49,7 @@ pub struct ConsensusNode {
     raft: Raft,
     store: Store,
     registry_changes: tokio::sync::watch::Receiver<u64>,
+    memory_changes: tokio::sync::broadcast::Sender<MemoryChange>,
 }
 
 fn now_ms() -> u64 {
@@ -72,11 +73,12 @@ impl ConsensusNode {
         let log_store = LogStore::<TypeConfig>::new(store.clone());
         let state_machine = MemoryStateMachine::open(store.clone())?;
         let registry_changes = state_machine.registry_changes();
+        let memory_changes = state_machine.memory_changes();
         let network = TransportNetwork::new(Arc::new(transport));
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
-        Ok(ConsensusNode { id, raft, store, registry_changes })
+        Ok(ConsensusNode { id, raft, store, registry_changes, memory_changes })
     }
 
     pub fn id(&self) -> NodeId {
@@ -134,6 +136,12 @@ impl ConsensusNode {
     /// [`MemoryStateMachine::registry_changes`]).
     pub fn registry_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.registry_changes.clone()
+    }
+
+    /// Every memory change applied on this node from now on (see
+    /// [`MemoryStateMachine::memory_changes`]).
+    pub fn memory_changes(&self) -> tokio::sync::broadcast::Receiver<MemoryChange> {
+        self.memory_changes.subscribe()
     }
 
     /// Runs a read at the requested consistency.

@@ -6,10 +6,11 @@
 //! the new applied state, so state and applied index never disagree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
-use zeromesh_protocol::CommandReply;
+use zeromesh_protocol::{CommandReply, MemoryPath};
 use zeromesh_storage::{SnapshotFile, SnapshotHeader, Store};
 
 use crate::applied::AppliedState;
@@ -21,13 +22,38 @@ pub struct MemoryStateMachine {
     store: Store,
     applied: AppliedState,
     registry_changes: tokio::sync::watch::Sender<u64>,
+    memory_changes: tokio::sync::broadcast::Sender<MemoryChange>,
 }
+
+/// Memories that changed when entries were applied here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryChange {
+    /// These paths were written (put, compare-and-set or delete).
+    Paths(Arc<[MemoryPath]>),
+    /// A snapshot replaced the whole state: any memory may have changed.
+    Everything,
+}
+
+/// Changes a slow listener may fall behind by before it is told it lagged.
+const MEMORY_CHANGES_BUFFERED: usize = 1024;
 
 impl MemoryStateMachine {
     /// Opens the state machine on `store`, recovering its applied state.
     pub fn open(store: Store) -> Result<Self, zeromesh_storage::StorageError> {
         let applied = decode_applied(store.applied_state()?.as_deref())?;
-        Ok(MemoryStateMachine { store, applied, registry_changes: tokio::sync::watch::Sender::new(0) })
+        Ok(MemoryStateMachine {
+            store,
+            applied,
+            registry_changes: tokio::sync::watch::Sender::new(0),
+            memory_changes: tokio::sync::broadcast::Sender::new(MEMORY_CHANGES_BUFFERED),
+        })
+    }
+
+    /// Announces every memory change applied here, after it is stored. A
+    /// receiver that falls behind gets `Lagged` and should assume anything
+    /// changed.
+    pub fn memory_changes(&self) -> tokio::sync::broadcast::Sender<MemoryChange> {
+        self.memory_changes.clone()
     }
 
     /// Counts changes of the plugin registry (applied commands and installed
@@ -67,7 +93,7 @@ fn apply_entries(
     store: &Store,
     mut applied: AppliedState,
     entries: Vec<Entry>,
-) -> Result<(AppliedState, Vec<CommandReply>, bool), zeromesh_storage::StorageError> {
+) -> Result<(AppliedState, Vec<CommandReply>, bool, Vec<MemoryPath>), zeromesh_storage::StorageError> {
     let mut applier = Applier::new(store);
     let mut replies = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -89,12 +115,13 @@ fn apply_entries(
         replies.push(reply);
     }
     let registry_changed = applier.registry_changed();
+    let written = applier.written_paths();
     let mut batch = applier.into_batch();
     let encoded =
         applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
-    Ok((applied, replies, registry_changed))
+    Ok((applied, replies, registry_changed, written))
 }
 
 fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
@@ -123,7 +150,7 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let applied = self.applied.clone();
-        let (applied, replies, registry_changed) =
+        let (applied, replies, registry_changed, written) =
             tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
                 .await
                 .map_err(join_error)
@@ -132,6 +159,10 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         self.applied = applied;
         if registry_changed {
             self.registry_changed();
+        }
+        if !written.is_empty() {
+            // No receiver is not an error: nobody is subscribed.
+            let _ = self.memory_changes.send(MemoryChange::Paths(written.into()));
         }
         Ok(replies)
     }
@@ -184,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let installed = snapshot_meta(&header).map_err(snapshot_error)?;
         self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
         self.registry_changed();
+        let _ = self.memory_changes.send(MemoryChange::Everything);
         tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");
         Ok(())
     }

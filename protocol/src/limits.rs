@@ -105,6 +105,8 @@ pub const MAX_ADVERT_PLUGINS: usize = 256;
 pub const MAX_API_MESSAGE_BYTES: usize = 6 * 1024 * 1024;
 /// Peer API connections served at once; more are refused at the handshake.
 pub const MAX_API_CONNECTIONS: usize = 256;
+/// Resources one API connection may be subscribed to at once.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 256;
 /// Requests one API connection may have running at once.
 pub const MAX_API_REQUESTS_PER_CONNECTION: usize = 64;
 /// Largest configuration file, in bytes.

@@ -3,6 +3,7 @@
 
 pub mod jsonrpc;
 mod plugin_tools;
+mod resources;
 mod server;
 mod status;
 pub mod tools;

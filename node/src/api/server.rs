@@ -1,7 +1,8 @@
 //! The WebSocket listener of the peer API: the handshake (path, `mcp`
 //! subprotocol, connection limit), and one task per connection that reads
 //! JSON-RPC messages, runs each in its own bounded task and writes answers,
-//! and, once the client has initialised, `notifications/tools/list_changed`.
+//! and, once the client has initialised, `notifications/tools/list_changed`
+//! and `notifications/resources/updated` for its subscriptions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
 
 use super::jsonrpc::{self, RpcError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
-use super::tools;
+use super::{resources, tools};
 use crate::cluster::NodeService;
 
 /// MCP protocol versions this node speaks, newest first.
@@ -34,6 +35,7 @@ pub const ANONYMOUS_AGENT: &str = "anonymous";
 pub struct Session {
     /// Set once the client sent `initialize`: notifications may flow.
     initialized: AtomicBool,
+    subscriptions: resources::Subscriptions,
 }
 /// A connection that has not completed its WebSocket handshake by then is
 /// dropped, so silent sockets cannot hold connection slots.
@@ -131,6 +133,24 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
             }
         })
     };
+    let updater = {
+        let (session, answers_tx) = (session.clone(), answers_tx.clone());
+        let mut changes = service.consensus.memory_changes();
+        tokio::spawn(async move {
+            loop {
+                let change = match changes.recv().await {
+                    Ok(change) => Some(change),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                for update in session.subscriptions.updates(change.as_ref()) {
+                    if answers_tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION));
     while let Some(message) = source.next().await {
         let text = match message {
@@ -163,6 +183,7 @@ async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool
         });
     }
     notifier.abort();
+    updater.abort();
     drop(answers_tx);
     let _ = writer.await;
     Ok(())
@@ -214,12 +235,20 @@ async fn dispatch(
             session.initialized.store(true, Ordering::Release);
             Ok(json!({
                 "protocolVersion": negotiate(&params),
-                "capabilities": { "tools": { "listChanged": true } },
+                "capabilities": {
+                    "tools": { "listChanged": true },
+                    "resources": { "subscribe": true, "listChanged": false },
+                },
                 "serverInfo": { "name": "zeromesh", "version": env!("CARGO_PKG_VERSION") },
-                "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].",
+                "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Memories are resources mem://{agent}/{path}; subscribe to hear when one changes anywhere in the mesh. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].",
             }))
         }
         "ping" => Ok(json!({})),
+        "resources/list" => resources::list(service, &params).await,
+        "resources/templates/list" => Ok(resources::templates()),
+        "resources/read" => resources::read(service, &params).await,
+        "resources/subscribe" => session.subscriptions.subscribe(&params),
+        "resources/unsubscribe" => session.subscriptions.unsubscribe(&params),
         "tools/list" => Ok(json!({ "tools": tools::definitions(service) })),
         "tools/call" => {
             let name = params
