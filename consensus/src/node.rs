@@ -257,6 +257,26 @@ impl ConsensusNode {
         }
     }
 
+    /// On the leader, the highest log index a majority of voters hold: the
+    /// commit index. `None` on other members, which do not track it.
+    pub fn committed_index(&self) -> Option<u64> {
+        let view = self.cluster_view();
+        if view.leader != Some(self.id) || view.voters.is_empty() {
+            return None;
+        }
+        let mut held: Vec<u64> = view
+            .voters
+            .iter()
+            .map(|voter| match view.matched.get(voter) {
+                Some(matched) => matched.unwrap_or(0),
+                None if *voter == self.id => view.last_log_index.unwrap_or(0),
+                None => 0,
+            })
+            .collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        held.get(held.len() / 2).copied()
+    }
+
     /// Waits until `condition` holds for this member's view, or `timeout`.
     pub async fn wait_for(
         &self,

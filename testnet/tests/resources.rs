@@ -23,7 +23,10 @@ async fn a_subscriber_on_one_node_hears_of_a_memory_written_through_another() {
     let uris: Vec<&str> = listed["resources"].as_array().unwrap().iter().filter_map(|r| r["uri"].as_str()).collect();
     assert_eq!(uris, ["mem://alice/notes/today"]);
     let read = reader.request("resources/read", json!({ "uri": "mem://alice/notes/today" })).await.unwrap();
-    assert_eq!((read["contents"][0]["text"].as_str(), read["contents"][0]["mimeType"].as_str()), (Some("first"), Some("text/plain")));
+    assert_eq!(
+        (read["contents"][0]["text"].as_str(), read["contents"][0]["mimeType"].as_str()),
+        (Some("first"), Some("text/plain"))
+    );
 
     reader.request("resources/subscribe", json!({ "uri": "mem://alice/notes/today" })).await.unwrap();
     testnet.call(0, "memory_put", json!({ "path": "bob/notes/today", "value": "not watched" })).await.unwrap();

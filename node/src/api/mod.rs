@@ -1,11 +1,14 @@
 //! The peer API: JSON-RPC 2.0 in the Model Context Protocol's message
 //! shapes, over WebSocket (subprotocol `mcp`).
 
+mod http;
 pub mod jsonrpc;
+pub mod metrics;
 mod plugin_tools;
 mod resources;
 mod server;
 mod status;
 pub mod tools;
 
-pub use server::{serve, PROTOCOL_VERSIONS};
+pub use http::serve;
+pub use server::PROTOCOL_VERSIONS;

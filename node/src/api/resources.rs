@@ -23,9 +23,9 @@ const LIST_PAGE: usize = 100;
 
 /// The memory path a `mem://` URI names.
 pub fn parse_uri(uri: &str) -> Result<MemoryPath, RpcError> {
-    let path = uri.strip_prefix(URI_SCHEME).ok_or_else(|| {
-        RpcError::invalid_params(format!("resource URI {uri:?} is not mem://{{agent}}/{{path}}"))
-    })?;
+    let path = uri
+        .strip_prefix(URI_SCHEME)
+        .ok_or_else(|| RpcError::invalid_params(format!("resource URI {uri:?} is not mem://{{agent}}/{{path}}")))?;
     MemoryPath::parse(path).map_err(|error| RpcError::invalid_params(format!("resource URI {uri:?}: {error}")))
 }
 
@@ -34,7 +34,10 @@ pub fn uri_of(path: &MemoryPath) -> String {
 }
 
 fn uri_param(params: &Value) -> Result<MemoryPath, RpcError> {
-    let uri = params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("`uri`, a string, is required"))?;
+    let uri = params
+        .get("uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("`uri`, a string, is required"))?;
     parse_uri(uri)
 }
 
@@ -89,9 +92,7 @@ pub async fn read(service: &NodeService, params: &Value) -> Result<Value, RpcErr
     let query = ReadQuery::Get { path: path.clone(), version: None };
     let record = match service.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::Record(Some(record))) => record,
-        Ok(_) => {
-            return Err(RpcError::new(RESOURCE_NOT_FOUND, format!("no live memory at {}", uri_of(&path))))
-        }
+        Ok(_) => return Err(RpcError::new(RESOURCE_NOT_FOUND, format!("no live memory at {}", uri_of(&path)))),
         Err(error) => return Err(unavailable(error)),
     };
     let mut content = json!({ "uri": uri_of(&path), "mimeType": record.content_type });
@@ -167,7 +168,8 @@ mod tests {
         let subscriptions = Subscriptions::default();
         subscriptions.subscribe(&json!({ "uri": "mem://a/x" })).unwrap();
         subscriptions.subscribe(&json!({ "uri": "mem://a/y" })).unwrap();
-        let change = MemoryChange::Paths(vec![MemoryPath::parse("a/x").unwrap(), MemoryPath::parse("b/z").unwrap()].into());
+        let change =
+            MemoryChange::Paths(vec![MemoryPath::parse("a/x").unwrap(), MemoryPath::parse("b/z").unwrap()].into());
         let updates = subscriptions.updates(Some(&change));
         assert_eq!(updates.len(), 1);
         assert!(updates[0].contains("mem://a/x"));

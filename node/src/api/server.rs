@@ -1,21 +1,18 @@
-//! The WebSocket listener of the peer API: the handshake (path, `mcp`
-//! subprotocol, connection limit), and one task per connection that reads
+//! MCP sessions of the peer API: the WebSocket session loop, which reads
 //! JSON-RPC messages, runs each in its own bounded task and writes answers,
 //! and, once the client has initialised, `notifications/tools/list_changed`
-//! and `notifications/resources/updated` for its subscriptions.
+//! and `notifications/resources/updated` for its subscriptions; and the
+//! dispatch of one message, shared with Streamable HTTP.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
+use tokio_tungstenite::WebSocketStream;
+use zeromesh_protocol::limits::MAX_API_REQUESTS_PER_CONNECTION;
 
 use super::jsonrpc::{self, RpcError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
 use super::{resources, tools};
@@ -23,7 +20,7 @@ use crate::cluster::NodeService;
 
 /// MCP protocol versions this node speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
-const SUBPROTOCOL: &str = "mcp";
+pub const SUBPROTOCOL: &str = "mcp";
 /// Where a `tools/call` names the agent it acts for (`params._meta`); plugin
 /// memory access is confined to that agent's memories.
 pub const AGENT_META_KEY: &str = "zeromesh/agent";
@@ -36,74 +33,23 @@ pub struct Session {
     /// Set once the client sent `initialize`: notifications may flow.
     initialized: AtomicBool,
     subscriptions: resources::Subscriptions,
+    /// Streamable HTTP requests are one-shot: they cannot carry notifications.
+    one_shot: bool,
 }
-/// A connection that has not completed its WebSocket handshake by then is
-/// dropped, so silent sockets cannot hold connection slots.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves the peer API on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
-    let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accepting an API connection failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let slot = connections.clone().try_acquire_owned().ok();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            if let Err(error) = connection(stream, service, slot.is_some()).await {
-                tracing::debug!(%remote, %error, "API connection ended");
-            }
-            drop(slot);
-        });
+impl Session {
+    /// A session for one Streamable HTTP request.
+    pub fn one_shot() -> Session {
+        Session { one_shot: true, ..Session::default() }
     }
 }
 
-fn refuse(status: StatusCode, reason: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(reason.to_owned()));
-    *response.status_mut() = status;
-    response
-}
-
-async fn connection(stream: TcpStream, service: Arc<NodeService>, has_slot: bool) -> anyhow::Result<()> {
-    let handshake = move |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        if !has_slot {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later"),
-            ));
-        }
-        let path = request.uri().path();
-        if path != "/" && path != "/ws" {
-            return Err(refuse(StatusCode::NOT_FOUND, "the WebSocket peer API is at / and /ws"));
-        }
-        let offers_mcp = request
-            .headers()
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|offered| offered.trim() == SUBPROTOCOL);
-        if offers_mcp {
-            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
-        }
-        Ok(response)
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_API_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
-    let socket = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::accept_hdr_async_with_config(stream, handshake, Some(config)),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no WebSocket handshake within {HANDSHAKE_TIMEOUT:?}"))??;
+/// Runs one WebSocket session: reads JSON-RPC messages, runs each in its
+/// own bounded task, writes answers and notifications.
+pub async fn websocket<S>(socket: WebSocketStream<S>, service: Arc<NodeService>) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut source) = socket.split();
     let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
     let writer = tokio::spawn(async move {
@@ -195,12 +141,22 @@ pub async fn answer(service: &Arc<NodeService>, session: &Session, text: &str) -
         Ok(incoming) => incoming,
         Err((id, error)) => return Some(jsonrpc::error(id, &error)),
     };
+    let started = std::time::Instant::now();
     let outcome = dispatch(service, session, &incoming.method, incoming.params).await;
+    service.api_metrics.record(&incoming.method, outcome_label(&outcome), started.elapsed());
     let id = incoming.id?;
     Some(match outcome {
         Ok(result) => jsonrpc::result(id, result),
         Err(error) => jsonrpc::error(id, &error),
     })
+}
+
+fn outcome_label(outcome: &Result<Value, RpcError>) -> &'static str {
+    match outcome {
+        Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    }
 }
 
 fn negotiate(params: &Value) -> &'static str {
@@ -247,6 +203,10 @@ async fn dispatch(
         "resources/list" => resources::list(service, &params).await,
         "resources/templates/list" => Ok(resources::templates()),
         "resources/read" => resources::read(service, &params).await,
+        "resources/subscribe" if session.one_shot => Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            "subscriptions need a connection that stays open: use the WebSocket endpoint (ws://<node>/)",
+        )),
         "resources/subscribe" => session.subscriptions.subscribe(&params),
         "resources/unsubscribe" => session.subscriptions.unsubscribe(&params),
         "tools/list" => Ok(json!({ "tools": tools::definitions(service) })),

@@ -78,6 +78,7 @@ pub struct NodeService {
     pub voter_timeout: Duration,
     pub test_faults: bool,
     pub plugins: PluginRuntime,
+    pub api_metrics: crate::api::metrics::ApiMetrics,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
 }
@@ -110,6 +111,7 @@ impl NodeService {
             voter_timeout,
             test_faults,
             plugins: PluginRuntime::new(HostLimits::default())?,
+            api_metrics: Default::default(),
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
         })

@@ -120,6 +120,11 @@ impl PluginRuntime {
         self.loaded_changes.subscribe()
     }
 
+    /// How many plugins this node runs.
+    pub fn running_count(&self) -> usize {
+        self.read().running.len()
+    }
+
     /// SHA-256 (hex) of every module this node runs.
     pub fn module_hashes(&self) -> Vec<String> {
         let hashes: BTreeSet<String> =

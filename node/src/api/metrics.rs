@@ -1,0 +1,128 @@
+//! The node's Prometheus metrics (`GET /metrics`, text format 0.0.4):
+//! API requests by method and outcome, their latency histogram, Raft's
+//! term, log, commit and applied positions, peers, plugins and connections.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::cluster::NodeService;
+
+/// Methods counted under their own name; anything else is `other`, so a
+/// client cannot grow the label set.
+const KNOWN_METHODS: [&str; 11] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "notifications/initialized",
+    "notifications/cancelled",
+];
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const LATENCY_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    /// Count per bucket (not cumulative), then the overflow bucket.
+    buckets: [u64; LATENCY_BUCKETS_S.len() + 1],
+    sum_s: f64,
+    count: u64,
+}
+
+/// Counters the API keeps as it serves.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Open API connections (WebSocket sessions and HTTP connections).
+    pub connections: AtomicI64,
+}
+
+fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().find(|known| **known == method).copied().unwrap_or("other")
+}
+
+impl ApiMetrics {
+    /// Counts one answered (or failed) message.
+    pub fn record(&self, method: &str, outcome: &'static str, elapsed: Duration) {
+        let method = method_label(method);
+        *self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry((method, outcome)).or_default() +=
+            1;
+        let seconds = elapsed.as_secs_f64();
+        let mut latency = self.latency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let histogram = latency.entry(method).or_default();
+        let bucket = LATENCY_BUCKETS_S.iter().position(|bound| seconds <= *bound).unwrap_or(LATENCY_BUCKETS_S.len());
+        histogram.buckets[bucket] += 1;
+        histogram.sum_s += seconds;
+        histogram.count += 1;
+    }
+
+    fn write_api(&self, out: &mut String) {
+        out.push_str("# HELP zeromesh_api_requests_total API messages handled, by method and outcome.\n");
+        out.push_str("# TYPE zeromesh_api_requests_total counter\n");
+        for ((method, outcome), count) in self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            let _ = writeln!(out, "zeromesh_api_requests_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}");
+        }
+        out.push_str("# HELP zeromesh_api_request_seconds Time to answer an API message, by method.\n");
+        out.push_str("# TYPE zeromesh_api_request_seconds histogram\n");
+        for (method, histogram) in self.latency.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            let mut cumulative = 0;
+            for (bound, count) in LATENCY_BUCKETS_S.iter().zip(histogram.buckets.iter()) {
+                cumulative += count;
+                let _ = writeln!(
+                    out,
+                    "zeromesh_api_request_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "zeromesh_api_request_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(out, "zeromesh_api_request_seconds_sum{{method=\"{method}\"}} {}", histogram.sum_s);
+            let _ = writeln!(out, "zeromesh_api_request_seconds_count{{method=\"{method}\"}} {}", histogram.count);
+        }
+        gauge(out, "zeromesh_api_connections", "Open API connections.", self.connections.load(Ordering::Relaxed));
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+/// The whole metrics page.
+pub fn render(service: &NodeService) -> String {
+    let mut out = String::new();
+    service.api_metrics.write_api(&mut out);
+    let view = service.consensus.cluster_view();
+    gauge(&mut out, "zeromesh_raft_term", "Raft's current term.", view.term);
+    gauge(
+        &mut out,
+        "zeromesh_raft_last_log_index",
+        "Index of the last entry in this node's log.",
+        view.last_log_index.unwrap_or(0),
+    );
+    if let Some(committed) = service.consensus.committed_index() {
+        gauge(&mut out, "zeromesh_raft_committed_index", "Commit index (exported by the leader only).", committed);
+    }
+    gauge(
+        &mut out,
+        "zeromesh_raft_applied_index",
+        "Index of the last entry applied here.",
+        view.applied_index.unwrap_or(0),
+    );
+    gauge(&mut out, "zeromesh_raft_is_leader", "1 when this node leads.", u8::from(view.leader == Some(view.node_id)));
+    gauge(&mut out, "zeromesh_raft_leader_known", "1 when this node knows a leader.", u8::from(view.leader.is_some()));
+    gauge(&mut out, "zeromesh_raft_voters", "Voters in the cluster's membership.", view.voters.len());
+    gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
+    gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", service.mesh.connected_peers().len());
+    gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", service.plugins.running_count());
+    out
+}

@@ -1,0 +1,84 @@
+//! The peer API's HTTP side on real node processes: health, readiness and
+//! Prometheus metrics, and MCP over Streamable HTTP (`POST /mcp`) next to
+//! the WebSocket endpoint on the same port.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES;
+use zeromesh_testnet::{http_request, wait_until, Testnet, TestnetOptions};
+
+const WAIT: Duration = Duration::from_secs(60);
+const JSON: [(&str, &str); 2] =
+    [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+
+/// The value of `zeromesh_api_requests_total` for `method` and `outcome`.
+fn requests(metrics: &str, method: &str, outcome: &str) -> u64 {
+    let series = format!(r#"zeromesh_api_requests_total{{method="{method}",outcome="{outcome}"}} "#);
+    metrics.lines().find_map(|line| line.strip_prefix(&series)).and_then(|count| count.parse().ok()).unwrap_or(0)
+}
+
+async fn mcp(api: &str, message: Value) -> (u16, Value) {
+    let (status, body) =
+        http_request(api, "POST", "/mcp", &JSON, message.to_string().as_bytes()).await.expect("answers");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_and_http_clients_are_served_on_the_api_port() {
+    let testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
+    let api = testnet.nodes[1].address.api.clone();
+
+    let (status, body) = http_request(&api, "GET", "/health", &[], b"").await.unwrap();
+    assert_eq!((status, body.contains("ok")), (200, true), "{body}");
+    wait_until("the node to be ready", WAIT, || async {
+        let (status, body) = http_request(&api, "GET", "/ready", &[], b"").await.ok()?;
+        (status == 200 && body.contains("\"ready\":true")).then_some(())
+    })
+    .await
+    .expect("a member with a known leader is ready");
+
+    let (_, metrics_before) = http_request(&api, "GET", "/metrics", &[], b"").await.unwrap();
+
+    // MCP over Streamable HTTP: initialise, write, read back, one JSON answer per POST.
+    let (status, initialized) = mcp(&api, json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } } })).await;
+    assert_eq!((status, &initialized["result"]["protocolVersion"]), (200, &json!("2025-06-18")));
+    let (status, _) = mcp(&api, json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await;
+    assert_eq!(status, 202, "a notification is accepted without an answer");
+    let put = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "memory_put", "arguments": { "path": "http/notes/a", "value": "over http" } } });
+    let (status, written) = mcp(&api, put).await;
+    assert_eq!((status, &written["result"]["isError"]), (200, &json!(false)), "{written}");
+    let read =
+        json!({ "jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": { "uri": "mem://http/notes/a" } });
+    let (_, read) = mcp(&api, read).await;
+    assert_eq!(read["result"]["contents"][0]["text"], "over http");
+    let subscribe = json!({ "jsonrpc": "2.0", "id": 4, "method": "resources/subscribe", "params": { "uri": "mem://http/notes/a" } });
+    let (_, refused) = mcp(&api, subscribe).await;
+    assert!(refused["error"]["message"].as_str().unwrap_or_default().contains("WebSocket"), "{refused}");
+
+    // Bad requests get precise refusals and change nothing.
+    let (status, _) = http_request(&api, "GET", "/mcp", &[], b"").await.unwrap();
+    assert_eq!(status, 405);
+    let (status, _) = http_request(&api, "GET", "/nowhere", &[], b"").await.unwrap();
+    assert_eq!(status, 404);
+    let (status, body) = http_request(&api, "POST", "/mcp", &JSON, b"{not json").await.unwrap();
+    assert!(status == 200 && body.contains("-32700"), "{status} {body}");
+    let too_big = vec![b' '; MAX_API_MESSAGE_BYTES + 1];
+    let (status, _) = http_request(&api, "POST", "/mcp", &JSON, &too_big).await.unwrap();
+    assert_eq!(status, 413);
+
+    // The metrics count what was served and show Raft's positions.
+    let (status, metrics) = http_request(&api, "GET", "/metrics", &[], b"").await.unwrap();
+    assert_eq!(status, 200);
+    let served = |method, outcome| requests(&metrics, method, outcome) - requests(&metrics_before, method, outcome);
+    assert_eq!(served("tools/call", "ok"), 1, "{metrics}");
+    assert_eq!(served("resources/subscribe", "error"), 1, "{metrics}");
+    assert!(metrics.contains(r#"zeromesh_api_request_seconds_count{method="initialize"}"#), "{metrics}");
+    for gauge in
+        ["zeromesh_raft_term ", "zeromesh_raft_applied_index ", "zeromesh_raft_leader_known 1", "zeromesh_mesh_peers "]
+    {
+        assert!(metrics.contains(gauge), "{gauge} missing from {metrics}");
+    }
+    // The WebSocket endpoint still answers on the same port.
+    assert!(testnet.status(1).await.is_ok());
+}
