@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
 bash scripts/setup.sh
+source scripts/mcp-clients.sh
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -10,3 +10,4 @@ pub mod config;
 pub mod identity;
 pub mod mesh;
 pub mod plugins;
+pub mod stdio_bridge;

@@ -57,6 +57,12 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
+    /// Bridges MCP over stdio to a node: for hosts that start MCP servers as
+    /// processes. One JSON-RPC message per line on stdin and stdout.
+    McpStdio {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
     Plugin(plugin_cli::PluginCommand),
@@ -84,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         Commands::Status { node } => client_cli::status(&node).await,
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::McpStdio { node } => zeromesh::stdio_bridge::run(&node).await,
         Commands::Plugin(command) => plugin_cli::run(command).await,
     }
 }

@@ -81,4 +81,40 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     }
     // The WebSocket endpoint still answers on the same port.
     assert!(testnet.status(1).await.is_ok());
+
+    stdio_bridge_serves_line_delimited_mcp(&testnet.nodes[0].address.api).await;
+}
+
+/// `zeromesh mcp-stdio` as a stdio-only MCP host would run it.
+async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut bridge = tokio::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
+        .args(["mcp-stdio", "--node", api])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the bridge starts");
+    let mut stdin = bridge.stdin.take().unwrap();
+    let mut stdout = BufReader::new(bridge.stdout.take().unwrap()).lines();
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "stdio-host", "version": "1" } } });
+    let read =
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": { "uri": "mem://http/notes/a" } });
+    let mut input = format!("{initialize}\n{read}\n{{broken\n");
+    input.push_str(&"x".repeat(MAX_API_MESSAGE_BYTES + 10));
+    input.push('\n');
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 4 {
+        let line = tokio::time::timeout(WAIT, stdout.next_line()).await.expect("the bridge answers").unwrap().unwrap();
+        answers.push(serde_json::from_str::<Value>(&line).expect("each line is one JSON message"));
+    }
+    let by_id = |id: i64| answers.iter().find(|answer| answer["id"] == json!(id)).cloned().unwrap_or(Value::Null);
+    assert_eq!(by_id(1)["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(by_id(2)["result"]["contents"][0]["text"], "over http");
+    let errors: Vec<i64> = answers.iter().filter_map(|answer| answer["error"]["code"].as_i64()).collect();
+    assert!(errors.contains(&-32700) && errors.contains(&-32600), "{answers:?}");
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, bridge.wait()).await.expect("the bridge exits when stdin closes").unwrap();
+    assert!(status.success(), "{status}");
 }
