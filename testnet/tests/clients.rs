@@ -4,8 +4,12 @@
 //! Node). Each initialises, lists and calls tools, reads a memory as a
 //! resource, subscribes, and hears of a write made through the other node.
 //!
-//! `scripts/test.sh` installs both SDKs (in the build cache) and names them
-//! in `ZEROMESH_MCP_PYTHON` and `ZEROMESH_MCP_TS_DIR`.
+//! Then the MCP conformance suite runs against the node's Streamable HTTP
+//! endpoint with `clients/conformance-expected-failures.yml`.
+//!
+//! `scripts/test.sh` installs the SDKs and the suite (in the build cache) and
+//! names them in `ZEROMESH_MCP_PYTHON`, `ZEROMESH_MCP_TS_DIR` and
+//! `ZEROMESH_MCP_CONFORMANCE_DIR`.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -43,7 +47,7 @@ async fn run_client(program: &str, args: &[&str], current_dir: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_and_typescript_sdks_use_the_mesh_unmodified() {
+async fn the_official_sdks_and_the_conformance_suite_use_the_mesh_unmodified() {
     let testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
     let (first, second) = (testnet.nodes[0].address.api.as_str(), testnet.nodes[1].address.api.as_str());
 
@@ -55,4 +59,33 @@ async fn the_official_python_and_typescript_sdks_use_the_mesh_unmodified() {
     let ts_dir = std::path::PathBuf::from(required_env("ZEROMESH_MCP_TS_DIR"));
     std::fs::copy(clients_dir().join("ts_client.mjs"), ts_dir.join("ts_client.mjs")).expect("copies the TS client");
     run_client("node", &["ts_client.mjs", first, second], &ts_dir).await;
+
+    // The conformance suite over Streamable HTTP: every scenario passes but
+    // those listed, with reasons, in the expected-failures file.
+    let suite = std::path::PathBuf::from(required_env("ZEROMESH_MCP_CONFORMANCE_DIR"));
+    let node22 = suite.join("node_modules/.bin/node");
+    let cli = suite.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let url = format!("http://{}/mcp", first.trim_start_matches("ws://"));
+    let expected = clients_dir().join("conformance-expected-failures.yml");
+    let results = tempfile::tempdir().unwrap();
+    let child = tokio::process::Command::new(&node22)
+        .arg(&cli)
+        .args(["server", "--url", &url, "--expected-failures", expected.to_str().unwrap()])
+        .current_dir(results.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the conformance suite starts");
+    let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the conformance suite finishes in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the conformance suite found unexpected failures or a stale baseline:\n{text}");
+    for scenario in
+        ["server-initialize", "ping", "tools-list", "resources-list", "logging-set-level", "dns-rebinding-protection"]
+    {
+        assert!(text.contains(&format!("✓ {scenario}:")), "{scenario} did not pass:\n{text}");
+    }
 }

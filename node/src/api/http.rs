@@ -3,7 +3,9 @@
 //! `POST /mcp` is MCP's Streamable HTTP (one JSON answer per request);
 //! `/health`, `/ready` and `/metrics` serve operators. Every connection
 //! counts against the connection limit and must send its request head within
-//! the handshake timeout; request bodies are bounded.
+//! the handshake timeout; request bodies are bounded. On a loopback address,
+//! requests naming another host (`Host`) or coming from another site's page
+//! (`Origin`) are refused, so DNS rebinding cannot reach the node.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -49,12 +51,13 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
         };
         let slot = connections.clone().try_acquire_owned().ok().map(Arc::new);
         let service = service.clone();
+        let loopback = stream.local_addr().is_ok_and(|local| local.ip().is_loopback());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             service.api_metrics.connections.fetch_add(1, Ordering::Relaxed);
             let serving = {
                 let service = service.clone();
-                hyper::service::service_fn(move |request| route(request, service.clone(), slot.clone()))
+                hyper::service::service_fn(move |request| route(request, service.clone(), slot.clone(), loopback))
             };
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -85,10 +88,41 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
     respond(status, "application/json", value.to_string())
 }
 
+/// Whether `host` (a `Host` header, or an origin's host, with or without a
+/// port) names this machine's loopback.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// On a loopback listener: `Host` must name loopback, and an `Origin`, when
+/// sent, must be a loopback origin.
+fn check_host_and_origin(request: &Request<Incoming>) -> Result<(), String> {
+    let header = |name: hyper::header::HeaderName| request.headers().get(name).and_then(|value| value.to_str().ok());
+    if let Some(host) = header(hyper::header::HOST) {
+        if !is_loopback_name(host) {
+            return Err(format!("Host {host:?} is not this node's loopback address; requests must name localhost"));
+        }
+    }
+    if let Some(origin) = header(hyper::header::ORIGIN) {
+        let host = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+        if origin != "null" && !is_loopback_name(host) {
+            return Err(format!("Origin {origin:?} is not a loopback origin; cross-site requests are refused"));
+        }
+    }
+    Ok(())
+}
+
 async fn route(
     request: Request<Incoming>,
     service: Arc<NodeService>,
     slot: Option<Arc<OwnedSemaphorePermit>>,
+    loopback: bool,
 ) -> Result<Response<Body>, Infallible> {
     let Some(slot) = slot else {
         return Ok(text(
@@ -96,6 +130,11 @@ async fn route(
             &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later"),
         ));
     };
+    if loopback {
+        if let Err(reason) = check_host_and_origin(&request) {
+            return Ok(text(StatusCode::FORBIDDEN, &reason));
+        }
+    }
     let path = request.uri().path().to_owned();
     Ok(match (request.method().clone(), path.as_str()) {
         (Method::GET, "/" | "/ws") if is_websocket_upgrade(&request) => upgrade(request, service, slot),
@@ -118,6 +157,23 @@ async fn route(
         }
         _ => text(StatusCode::NOT_FOUND, "not found: the peer API serves /, /ws, /mcp, /health, /ready and /metrics"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn only_loopback_names_pass_the_rebinding_check() {
+        for good in ["localhost", "localhost:8764", "127.0.0.1", "127.0.0.1:80", "[::1]:8764", "[::1]", "LOCALHOST"] {
+            assert!(is_loopback_name(good), "{good}");
+        }
+        for bad in
+            ["evil.example.com", "evil.example.com:8764", "10.0.0.1:80", "localhost.evil.com", "127.0.0.1.nip.io"]
+        {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
+    }
 }
 
 /// Ready: a member of a cluster that knows its leader.

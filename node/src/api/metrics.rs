@@ -12,9 +12,10 @@ use crate::cluster::NodeService;
 
 /// Methods counted under their own name; anything else is `other`, so a
 /// client cannot grow the label set.
-const KNOWN_METHODS: [&str; 11] = [
+const KNOWN_METHODS: [&str; 12] = [
     "initialize",
     "ping",
+    "logging/setLevel",
     "tools/list",
     "tools/call",
     "resources/list",

@@ -194,12 +194,20 @@ async fn dispatch(
                 "capabilities": {
                     "tools": { "listChanged": true },
                     "resources": { "subscribe": true, "listChanged": false },
+                    "logging": {},
                 },
                 "serverInfo": { "name": "zeromesh", "version": env!("CARGO_PKG_VERSION") },
                 "instructions": "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Memories are resources mem://{agent}/{path}; subscribe to hear when one changes anywhere in the mesh. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].",
             }))
         }
         "ping" => Ok(json!({})),
+        "logging/setLevel" => {
+            const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+            match params.get("level").and_then(Value::as_str) {
+                Some(level) if LEVELS.contains(&level) => Ok(json!({})),
+                _ => Err(RpcError::invalid_params(format!("`level` must be one of {}", LEVELS.join(", ")))),
+            }
+        }
         "resources/list" => resources::list(service, &params).await,
         "resources/templates/list" => Ok(resources::templates()),
         "resources/read" => resources::read(service, &params).await,
