@@ -1,7 +1,8 @@
-//! Mesh benchmarks on real node processes on 127.0.0.1: durable writes of
-//! 256-byte values at 1 and 64 concurrent clients (writes/s, p50, p99),
-//! linearizable reads/s, `tools/call` of an installed plugin at 1, 10 and
-//! 64 clients, the time an advert takes to reach every node of a 10-node
+//! Mesh benchmarks on real node processes on 127.0.0.1, each operation one
+//! `tools/call` through the WebSocket API: durable writes of 256-byte values
+//! (`memory_put`) and linearizable reads (`memory_get`) at 1, 10 and 64
+//! concurrent clients (ops/s, p50, p99), an installed plugin's tool at 1, 10
+//! and 64 clients, the time an advert takes to reach every node of a 10-node
 //! testnet, and one idle node's RSS and CPU.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
@@ -285,7 +286,15 @@ async fn main() {
             load(&on_leader, clients, scale, Operation::Write).await,
         ));
     }
+    report("mesh/write/leader/clients=10", "writes", load(&on_leader, 10, scale, Operation::Write).await);
     report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
+    for clients in [1, 10] {
+        report(
+            &format!("mesh/linearizable-read/leader/clients={clients}"),
+            "reads",
+            load(&on_leader, clients, scale, Operation::LinearizableRead).await,
+        );
+    }
     report(
         "mesh/linearizable-read/leader/clients=64",
         "reads",

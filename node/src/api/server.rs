@@ -217,7 +217,7 @@ async fn dispatch(
         )),
         "resources/subscribe" => session.subscriptions.subscribe(&params),
         "resources/unsubscribe" => session.subscriptions.unsubscribe(&params),
-        "tools/list" => Ok(json!({ "tools": tools::definitions(service) })),
+        "tools/list" => tools::list_page(service, &params),
         "tools/call" => {
             let name = params
                 .get("name")

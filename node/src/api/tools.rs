@@ -66,6 +66,32 @@ pub fn definitions(service: &NodeService) -> Vec<Value> {
     tools
 }
 
+/// Tools per `tools/list` page.
+const TOOLS_PAGE: usize = 100;
+
+/// One page of `tools/list`: the node's own tools, then its plugins' tools
+/// in name order. The cursor is the position to continue from; a change of
+/// the tools between pages (announced by `list_changed`) may shift entries.
+pub fn list_page(service: &NodeService, params: &Value) -> Result<Value, RpcError> {
+    page_of(definitions(service), params)
+}
+
+fn page_of(all: Vec<Value>, params: &Value) -> Result<Value, RpcError> {
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(cursor)) => cursor.parse::<usize>().map_err(|_| {
+            RpcError::invalid_params(format!("cursor {cursor:?} did not come from this node's tools/list"))
+        })?,
+        Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page")),
+    };
+    let page: Vec<Value> = all.iter().skip(start).take(TOOLS_PAGE).cloned().collect();
+    let mut answer = json!({ "tools": page });
+    if start + TOOLS_PAGE < all.len() {
+        answer["nextCursor"] = json!((start + TOOLS_PAGE).to_string());
+    }
+    Ok(answer)
+}
+
 fn builtin_definitions(test_faults: bool) -> Vec<Value> {
     let put_properties = value_properties();
     let mut cas_properties = value_properties();
@@ -329,4 +355,27 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: Value, agent: &s
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_list_pages_cover_every_tool_once_and_refuse_foreign_cursors() {
+        let all: Vec<Value> = (0..250).map(|index| json!({ "name": format!("tool-{index}") })).collect();
+        let mut seen = Vec::new();
+        let mut params = json!({});
+        loop {
+            let page = page_of(all.clone(), &params).unwrap();
+            seen.extend(page["tools"].as_array().unwrap().iter().cloned());
+            match page.get("nextCursor") {
+                Some(cursor) => params = json!({ "cursor": cursor }),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all);
+        assert!(page_of(all.clone(), &json!({ "cursor": "not-a-cursor" })).is_err());
+        assert!(page_of(all, &json!({ "cursor": 7 })).is_err());
+    }
 }
