@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// A snapshot is built every this many applied entries.
     #[arg(long, env = "ZEROMESH_SNAPSHOT_EVERY_ENTRIES")]
     pub snapshot_every_entries: Option<String>,
+    /// A pre-shared key file (`zeromesh mesh-key`): only nodes holding the
+    /// same key can connect to this node's mesh at all.
+    #[arg(long, env = "ZEROMESH_PRIVATE_MESH_KEY")]
+    pub private_mesh_key: Option<PathBuf>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -76,6 +80,7 @@ struct FileConfig {
     advert_interval_ms: Option<u64>,
     advert_ttl_ms: Option<u64>,
     snapshot_every_entries: Option<u64>,
+    private_mesh_key: Option<PathBuf>,
 }
 
 /// A node's validated settings.
@@ -93,6 +98,30 @@ pub struct NodeConfig {
     pub advert_ttl: Duration,
     pub raft: RaftSettings,
     pub test_faults: bool,
+    pub private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
+}
+
+/// Reads a pre-shared key file in the swarm key format
+/// (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
+pub fn read_private_mesh_key(path: &Path) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
+    const MAX_KEY_FILE_BYTES: u64 = 1024;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("setting `private_mesh_key`: cannot read {}", path.display()))?
+        .len();
+    if size > MAX_KEY_FILE_BYTES {
+        bail!(
+            "setting `private_mesh_key`: {} is {size} bytes; a key file is under {MAX_KEY_FILE_BYTES}",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("setting `private_mesh_key`: cannot read {}", path.display()))?;
+    text.parse().map_err(|error| {
+        anyhow::anyhow!(
+            "setting `private_mesh_key`: {} is not a swarm key ({error}); accepted: a file made by `zeromesh mesh-key`",
+            path.display()
+        )
+    })
 }
 
 pub const DEFAULT_DATA: &str = "zeromesh-data";
@@ -237,6 +266,10 @@ impl NodeConfig {
             advert_ttl: Duration::from_millis(advert_ttl_ms),
             raft,
             test_faults: args.test_faults,
+            private_mesh_key: match args.private_mesh_key.clone().or(file.private_mesh_key) {
+                Some(path) => Some(read_private_mesh_key(&path)?),
+                None => None,
+            },
         })
     }
 }

@@ -57,6 +57,15 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
+    /// Makes a private-mesh pre-shared key file (mode 0600) for
+    /// `run --private-mesh-key`: nodes without the same key cannot connect.
+    MeshKey {
+        #[arg(long, default_value = "swarm.key")]
+        out: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Bridges MCP over stdio to a node: for hosts that start MCP servers as
     /// processes. One JSON-RPC message per line on stdin and stdout.
     McpStdio {
@@ -90,6 +99,16 @@ async fn main() -> anyhow::Result<()> {
         Commands::Status { node } => client_cli::status(&node).await,
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::MeshKey { out, force } => {
+            if out.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to replace it", out.display());
+            }
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|error| anyhow::anyhow!("no randomness for the key: {error}"))?;
+            plugin_cli::write_secret(&out, &libp2p::pnet::PreSharedKey::new(key).to_string())?;
+            eprintln!("private mesh key in {}; give every node --private-mesh-key {}", out.display(), out.display());
+            Ok(())
+        }
         Commands::McpStdio { node } => zeromesh::stdio_bridge::run(&node).await,
         Commands::Plugin(command) => plugin_cli::run(command).await,
     }

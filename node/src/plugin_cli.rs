@@ -243,7 +243,8 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to a new file readable only by its owner.
+pub fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

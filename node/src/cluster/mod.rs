@@ -41,6 +41,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mesh = MeshHandle::start(
         MeshConfig {
             keypair: keypair.clone(),
+            private_mesh_key: config.private_mesh_key,
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             advert_ttl: config.advert_ttl,

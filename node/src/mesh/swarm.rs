@@ -50,6 +50,9 @@ pub enum MeshSendError {
 /// How a node's swarm is set up.
 pub struct MeshConfig {
     pub keypair: Keypair,
+    /// With a key, every connection first runs the private-network handshake
+    /// (libp2p pnet): peers without the same key cannot connect.
+    pub private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
     pub listen: Multiaddr,
     /// Peers to dial at start and to redial, with backoff, while not connected.
     pub bootstrap: Vec<Multiaddr>,
@@ -187,13 +190,43 @@ struct MeshTask {
     publish_soon: bool,
 }
 
+/// TCP, then (with a pre-shared key) the private-network handshake, then
+/// noise and yamux.
+fn transport(
+    keypair: &Keypair,
+    private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
+) -> Result<
+    libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use libp2p::core::upgrade::Version;
+    use libp2p::Transport;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let maybe_private = match private_mesh_key {
+        Some(key) => {
+            either::Either::Left(tcp.and_then(move |socket, _| libp2p::pnet::PnetConfig::new(key).handshake(socket)))
+        }
+        None => either::Either::Right(tcp),
+    };
+    Ok(maybe_private
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(keypair)?)
+        .multiplex(yamux::Config::default())
+        .timeout(TRANSPORT_UPGRADE_TIMEOUT)
+        .boxed())
+}
+
+/// How long a new connection may take to finish its handshakes.
+const TRANSPORT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl MeshHandle {
     /// Builds the swarm, starts listening and spawns the task that owns it.
     pub async fn start(config: MeshConfig, handler: Arc<dyn InboundHandler>) -> anyhow::Result<MeshHandle> {
         let peer_id = config.keypair.public().to_peer_id();
+        let private_mesh_key = config.private_mesh_key;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+            .with_other_transport(|keypair| transport(keypair, private_mesh_key))?
             .with_dns()?
             .with_behaviour(|keypair| build_behaviour(keypair))?
             .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
