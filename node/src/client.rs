@@ -6,11 +6,60 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
+
+/// A byte stream a WebSocket runs over: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// A WebSocket to a node.
+pub type Socket = WebSocketStream<Box<dyn Io>>;
+
+/// Opens a WebSocket (subprotocol `mcp`) to `url`: `ws://` over TCP, or
+/// `wss://` over TLS trusting the PEM certificates `ca_pem` (by default the
+/// file named by `ZEROMESH_CA_CERT`).
+pub async fn open_websocket(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Socket, String> {
+    let mut request = url.into_client_request().map_err(|error| error.to_string())?;
+    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mcp"));
+    let uri = request.uri().clone();
+    let host = uri.host().ok_or("the URL has no host")?.to_owned();
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        other => return Err(format!("the URL's scheme {other:?} is not ws or wss")),
+    };
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let stream: Box<dyn Io> = if secure {
+        let ca_pem = match ca_pem {
+            Some(pem) => pem,
+            None => {
+                let path = std::env::var_os(crate::tls::CA_CERT_ENV).ok_or_else(|| {
+                    format!(
+                        "to reach {url}, set {} to a PEM file of the certificates to trust",
+                        crate::tls::CA_CERT_ENV
+                    )
+                })?;
+                std::fs::read(&path)
+                    .map_err(|error| format!("reading {}: {error}", std::path::Path::new(&path).display()))?
+            }
+        };
+        let config = crate::tls::client_config(&ca_pem).map_err(|error| format!("{error:#}"))?;
+        Box::new(crate::tls::connect(&host, port, config).await.map_err(|error| format!("TLS: {error:#}"))?)
+    } else {
+        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .map_err(|error| error.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        Box::new(tcp)
+    };
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| error.to_string())?;
+    Ok(socket)
+}
 
 /// How long the client waits for one answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,7 +80,7 @@ pub enum ClientError {
 
 /// One connection to a node's peer API.
 pub struct ApiClient {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: Socket,
     next_id: u64,
     /// The `initialize` result.
     pub server: Value,
@@ -43,15 +92,19 @@ pub struct ApiClient {
 const MAX_KEPT_NOTIFICATIONS: usize = 64;
 
 impl ApiClient {
-    /// Connects to `url` (`ws://host:port`) with subprotocol `mcp` and initialises.
+    /// Connects to `url` (`ws://host:port`, or `wss://` trusting
+    /// `ZEROMESH_CA_CERT`) with subprotocol `mcp` and initialises.
     pub async fn connect(url: &str) -> Result<ApiClient, ClientError> {
+        ApiClient::connect_trusting(url, None).await
+    }
+
+    /// Connects as [`ApiClient::connect`], trusting `ca_pem` for `wss://`.
+    pub async fn connect_trusting(url: &str, ca_pem: Option<Vec<u8>>) -> Result<ApiClient, ClientError> {
         let transport = |error: String| ClientError::Transport(format!("cannot connect to {url}: {error}"));
-        let mut request = url.into_client_request().map_err(|e| transport(e.to_string()))?;
-        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mcp"));
-        let (socket, _) = tokio::time::timeout(ANSWER_TIMEOUT, tokio_tungstenite::connect_async(request))
+        let socket = tokio::time::timeout(ANSWER_TIMEOUT, open_websocket(url, ca_pem))
             .await
             .map_err(|_| transport("timed out".into()))?
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(transport)?;
         let mut client = ApiClient { socket, next_id: 1, server: Value::Null, notifications: VecDeque::new() };
         client.server = client
             .request(

@@ -60,6 +60,13 @@ pub struct RunArgs {
     /// same key can connect to this node's mesh at all.
     #[arg(long, env = "ZEROMESH_PRIVATE_MESH_KEY")]
     pub private_mesh_key: Option<PathBuf>,
+    /// A PEM certificate chain: with `--tls-key`, the API serves wss:// and
+    /// https:// only (`zeromesh cert self-signed` makes a pair for testing).
+    #[arg(long, env = "ZEROMESH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "ZEROMESH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -81,6 +88,8 @@ struct FileConfig {
     advert_ttl_ms: Option<u64>,
     snapshot_every_entries: Option<u64>,
     private_mesh_key: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A node's validated settings.
@@ -99,6 +108,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub test_faults: bool,
     pub private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
+    /// The API's TLS identity; `None` serves plain ws:// and http://.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -269,6 +280,11 @@ impl NodeConfig {
             private_mesh_key: match args.private_mesh_key.clone().or(file.private_mesh_key) {
                 Some(path) => Some(read_private_mesh_key(&path)?),
                 None => None,
+            },
+            tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
+                (None, None) => None,
+                _ => bail!("settings `tls_cert` and `tls_key`: give both (a certificate and its key) or neither"),
             },
         })
     }

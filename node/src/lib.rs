@@ -11,3 +11,4 @@ pub mod identity;
 pub mod mesh;
 pub mod plugins;
 pub mod stdio_bridge;
+pub mod tls;

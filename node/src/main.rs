@@ -10,6 +10,7 @@ use zeromesh::config::{NodeConfig, RunArgs};
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -57,6 +58,9 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
+    /// TLS certificates for the peer API.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Makes a private-mesh pre-shared key file (mode 0600) for
     /// `run --private-mesh-key`: nodes without the same key cannot connect.
     MeshKey {
@@ -75,6 +79,24 @@ enum Commands {
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
     Plugin(plugin_cli::PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Makes a self-signed certificate and key (PEM) for testing
+    /// `run --tls-cert --tls-key`; clients trust it with ZEROMESH_CA_CERT.
+    SelfSigned {
+        /// A DNS name or IP address the certificate is for; repeatable.
+        #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        names: Vec<String>,
+        #[arg(long, default_value = "api-cert.pem")]
+        cert: PathBuf,
+        #[arg(long, default_value = "api-key.pem")]
+        key: PathBuf,
+        /// Replace the files if they exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[tokio::main]
@@ -99,6 +121,19 @@ async fn main() -> anyhow::Result<()> {
         Commands::Status { node } => client_cli::status(&node).await,
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::Cert(CertCommand::SelfSigned { names, cert, key, force }) => {
+            for path in [&cert, &key] {
+                if path.exists() && !force {
+                    anyhow::bail!("{} exists; pass --force to replace it", path.display());
+                }
+            }
+            let (cert_pem, key_pem) = zeromesh::tls::self_signed(&names)?;
+            std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+            plugin_cli::write_secret(&key, key_pem.trim_end())?;
+            println!("{}", cert.display());
+            eprintln!("self-signed for {}; key in {} (mode 0600)", names.join(", "), key.display());
+            Ok(())
+        }
         Commands::MeshKey { out, force } => {
             if out.exists() && !force {
                 anyhow::bail!("{} exists; pass --force to replace it", out.display());

@@ -7,8 +7,6 @@
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES;
 
@@ -38,9 +36,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::i
 }
 
 pub async fn run(node: &str) -> anyhow::Result<()> {
-    let mut request = node.into_client_request()?;
-    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mcp"));
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    let socket = crate::client::open_websocket(node, None)
         .await
         .map_err(|error| anyhow::anyhow!("cannot connect to {node}: {error}"))?;
     let (mut sink, mut source) = socket.split();

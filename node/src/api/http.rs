@@ -37,8 +37,10 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 type Body = Full<Bytes>;
 
-/// Serves the peer API on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
+/// Serves the peer API on `listener` until the process ends; over TLS
+/// only, when `tls` is given.
+pub async fn serve(listener: TcpListener, service: Arc<NodeService>, tls: Option<Arc<rustls::ServerConfig>>) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -52,6 +54,7 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
         let slot = connections.clone().try_acquire_owned().ok().map(Arc::new);
         let service = service.clone();
         let loopback = stream.local_addr().is_ok_and(|local| local.ip().is_loopback());
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             service.api_metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -59,11 +62,27 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>) {
                 let service = service.clone();
                 hyper::service::service_fn(move |request| route(request, service.clone(), slot.clone(), loopback))
             };
+            let io: Box<dyn crate::client::Io> = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        service.api_metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "no TLS handshake within the handshake timeout");
+                        service.api_metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+            };
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES.max(8192))
-                .serve_connection(TokioIo::new(stream), serving)
+                .serve_connection(TokioIo::new(io), serving)
                 .with_upgrades();
             if let Err(error) = connection.await {
                 tracing::debug!(%remote, %error, "API connection ended");

@@ -51,7 +51,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("the mesh cannot listen on {} (setting `listen`)", config.listen))?;
     let p2p_addr = mesh.listen_addrs().first().cloned().context("the mesh has no listen address")?;
-    let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("ws://{api_addr}") };
+    let api_scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("{api_scheme}://{api_addr}") };
 
     let liveness = transport::Liveness::default();
     let consensus = ConsensusNode::open(
@@ -88,9 +89,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         // Shown once: nodes keep only its hash.
         println!("join_token={token}");
     }
-    println!("ready node_id={node_id} peer_id={peer_id} p2p={p2p_addr} api=ws://{api_addr}");
+    println!("ready node_id={node_id} peer_id={peer_id} p2p={p2p_addr} api={}", info.api_addr);
 
-    tokio::spawn(crate::api::serve(api_listener, service.clone()));
+    tokio::spawn(crate::api::serve(api_listener, service.clone(), config.tls.clone()));
     tokio::spawn(membership::upkeep(service.clone()));
     tokio::spawn(crate::plugins::PluginRuntime::run(service.clone()));
     tokio::spawn(advertise::publish(service.clone(), keypair, config.advert_interval));
