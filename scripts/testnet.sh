@@ -35,6 +35,7 @@ mesh_dir=".testnet/mesh"
 if [ "$clean" = true ]; then rm -rf "$mesh_dir"; fi
 mkdir -p "$mesh_dir"
 token_file="$mesh_dir/join-token"
+admin_token_file="$mesh_dir/admin-token"
 
 pids=()
 stop_all() {
@@ -87,6 +88,12 @@ for index in $(seq 1 "$node_count"); do
         if [ -n "$token" ]; then
             (umask 077; echo "$token" > "$token_file")
         fi
+        # The first admin token is printed once, when the cluster is made.
+        admin="$(sed -n 's/^admin_token=//p' "$dir/stdout")"
+        if [ -n "$admin" ]; then
+            (umask 077; echo "$admin" > "$admin_token_file")
+        fi
+        if [ -f "$admin_token_file" ]; then export ZEROMESH_TOKEN="$(cat "$admin_token_file")"; fi
         bootstrap="$(field "$dir/stdout" p2p)"
     fi
 done
@@ -113,6 +120,7 @@ done
 echo
 "$binary" status --node ws://127.0.0.1:8765 || true
 echo
-echo "try: $binary memory put agent-7/notes/today \"met the client\" --node ws://127.0.0.1:8765"
+echo "admin token: $admin_token_file (the API needs a token: export ZEROMESH_TOKEN=\$(cat $admin_token_file))"
+echo "try: ZEROMESH_TOKEN=\$(cat $admin_token_file) $binary memory put agent-7/notes/today \"met the client\" --node ws://127.0.0.1:8765"
 echo "logs: $mesh_dir/node-*/log   stop: Ctrl-C"
 wait "${pids[@]}"

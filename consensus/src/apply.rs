@@ -16,6 +16,7 @@ pub(crate) struct Applier<'a> {
     pub(crate) batch: StateBatch<'a>,
     overlay: BTreeMap<MemoryPath, StoredVersion>,
     pub(crate) registry: crate::apply_plugin::RegistryOverlay,
+    pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
 }
 
 impl Applier<'_> {
@@ -32,6 +33,7 @@ impl<'a> Applier<'a> {
             batch: store.state_batch(),
             overlay: BTreeMap::new(),
             registry: crate::apply_plugin::RegistryOverlay::default(),
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -57,6 +59,9 @@ impl<'a> Applier<'a> {
             }
             Command::Plugin(command) => {
                 self.apply_plugin(log_index, request.stamped_at_ms, command).map(CommandReply::Plugin)
+            }
+            Command::Token(command) => {
+                self.apply_token(log_index, request.stamped_at_ms, command).map(CommandReply::Token)
             }
         }
     }

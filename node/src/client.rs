@@ -19,12 +19,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// A WebSocket to a node.
 pub type Socket = WebSocketStream<Box<dyn Io>>;
 
+/// The variable holding the API token clients send (`zm_...`).
+pub const TOKEN_ENV: &str = "ZEROMESH_TOKEN";
+
 /// Opens a WebSocket (subprotocol `mcp`) to `url`: `ws://` over TCP, or
 /// `wss://` over TLS trusting the PEM certificates `ca_pem` (by default the
-/// file named by `ZEROMESH_CA_CERT`).
+/// file named by `ZEROMESH_CA_CERT`), sending `token` (by default
+/// `ZEROMESH_TOKEN`) as the bearer token.
 pub async fn open_websocket(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Socket, String> {
+    open_websocket_as(url, ca_pem, std::env::var(TOKEN_ENV).ok()).await
+}
+
+/// [`open_websocket`] with an explicit token.
+pub async fn open_websocket_as(url: &str, ca_pem: Option<Vec<u8>>, token: Option<String>) -> Result<Socket, String> {
     let mut request = url.into_client_request().map_err(|error| error.to_string())?;
     request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mcp"));
+    if let Some(token) = token.filter(|token| !token.is_empty()) {
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| format!("{TOKEN_ENV} holds characters a header cannot carry"))?;
+        request.headers_mut().insert("authorization", value);
+    }
     let uri = request.uri().clone();
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let secure = match uri.scheme_str() {
@@ -100,8 +114,17 @@ impl ApiClient {
 
     /// Connects as [`ApiClient::connect`], trusting `ca_pem` for `wss://`.
     pub async fn connect_trusting(url: &str, ca_pem: Option<Vec<u8>>) -> Result<ApiClient, ClientError> {
+        ApiClient::connect_with(url, ca_pem, std::env::var(TOKEN_ENV).ok()).await
+    }
+
+    /// Connects with an explicit bearer token (`None`: none).
+    pub async fn connect_with(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        token: Option<String>,
+    ) -> Result<ApiClient, ClientError> {
         let transport = |error: String| ClientError::Transport(format!("cannot connect to {url}: {error}"));
-        let socket = tokio::time::timeout(ANSWER_TIMEOUT, open_websocket(url, ca_pem))
+        let socket = tokio::time::timeout(ANSWER_TIMEOUT, open_websocket_as(url, ca_pem, token))
             .await
             .map_err(|_| transport("timed out".into()))?
             .map_err(transport)?;

@@ -67,6 +67,13 @@ pub struct RunArgs {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "ZEROMESH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Serves the API without authentication: every caller is an admin.
+    /// For local development only.
+    #[arg(long, env = "ZEROMESH_DEV")]
+    pub dev: bool,
+    /// Requests per second each API token may make on this node.
+    #[arg(long, env = "ZEROMESH_RATE_LIMIT_PER_TOKEN")]
+    pub rate_limit_per_token: Option<String>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -90,6 +97,8 @@ struct FileConfig {
     private_mesh_key: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    dev: Option<bool>,
+    rate_limit_per_token: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -110,6 +119,9 @@ pub struct NodeConfig {
     pub private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
     /// The API's TLS identity; `None` serves plain ws:// and http://.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// No authentication: every API caller is an admin.
+    pub dev: bool,
+    pub rate_limit_per_token: u32,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -142,6 +154,7 @@ pub const DEFAULT_VOTER_COUNT: u64 = 3;
 pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
+pub const DEFAULT_RATE_LIMIT_PER_TOKEN: u64 = 1_000;
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let size = std::fs::metadata(path).with_context(|| format!("config: cannot read {}", path.display()))?.len();
@@ -281,6 +294,14 @@ impl NodeConfig {
                 Some(path) => Some(read_private_mesh_key(&path)?),
                 None => None,
             },
+            dev: args.dev || file.dev.unwrap_or(false),
+            rate_limit_per_token: number(
+                "rate_limit_per_token",
+                args.rate_limit_per_token.as_deref(),
+                file.rate_limit_per_token,
+                DEFAULT_RATE_LIMIT_PER_TOKEN,
+                1..=1_000_000,
+            )? as u32,
             tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some(crate::tls::server_config(&cert, &key)?),
                 (None, None) => None,

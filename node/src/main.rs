@@ -58,6 +58,14 @@ enum Commands {
         #[arg(long)]
         clean: bool,
     },
+    /// API tokens: create (shown once), revoke, list. Needs an admin token in
+    /// ZEROMESH_TOKEN.
+    Token {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// TLS certificates for the peer API.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -79,6 +87,23 @@ enum Commands {
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
     Plugin(plugin_cli::PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints it (once; nodes keep only its hash).
+    Create {
+        /// admin, agent or read.
+        #[arg(long)]
+        role: String,
+        /// The agent an agent token acts for.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Revokes a token by id (the 16 hex digits after `zm_`).
+    Revoke { id: String },
+    /// Lists tokens: ids, roles, agents.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +146,36 @@ async fn main() -> anyhow::Result<()> {
         Commands::Status { node } => client_cli::status(&node).await,
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::Token { node, command } => {
+            let mut client = zeromesh::client::ApiClient::connect(&node).await?;
+            match command {
+                TokenCommand::Create { role, agent } => {
+                    let made =
+                        client.call_tool("token_create", serde_json::json!({ "role": role, "agent": agent })).await?;
+                    println!("{}", made["token"].as_str().unwrap_or_default());
+                    eprintln!(
+                        "token {} ({role}) created; it is shown only now",
+                        made["id"].as_str().unwrap_or_default()
+                    );
+                }
+                TokenCommand::Revoke { id } => {
+                    client.call_tool("token_revoke", serde_json::json!({ "id": id })).await?;
+                    println!("revoked {id}");
+                }
+                TokenCommand::List => {
+                    let listed = client.call_tool("token_list", serde_json::json!({})).await?;
+                    for token in listed["tokens"].as_array().into_iter().flatten() {
+                        println!(
+                            "{} {} {}",
+                            token["id"].as_str().unwrap_or_default(),
+                            token["role"].as_str().unwrap_or_default(),
+                            token["agent"].as_str().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         Commands::Cert(CertCommand::SelfSigned { names, cert, key, force }) => {
             for path in [&cert, &key] {
                 if path.exists() && !force {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{TokenCommand, TokenOutcome};
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
 use crate::validate::ValidationError;
@@ -24,6 +25,8 @@ pub enum Command {
     Memory(MemoryBatch),
     /// A change to the plugin registry.
     Plugin(PluginCommand),
+    /// A change to the API's access tokens.
+    Token(TokenCommand),
 }
 
 impl Command {
@@ -33,6 +36,7 @@ impl Command {
         match self {
             Command::Memory(batch) => batch.validate(),
             Command::Plugin(command) => command.validate(),
+            Command::Token(command) => command.validate(),
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum CommandReply {
     Memory(Vec<CommandOutcome>),
     /// The outcome of a plugin registry command.
     Plugin(PluginOutcome),
+    /// The outcome of a token command.
+    Token(TokenOutcome),
     /// The entry failed validation at apply time; nothing was changed.
     Rejected(String),
 }

@@ -44,6 +44,8 @@ pub const MAX_VOTER_COUNT: usize = 7;
 /// A package travels base64-encoded in one API message, and its module in
 /// one mesh message, so this stays well under both limits.
 pub const MAX_PLUGIN_PACKAGE_BYTES: usize = 4 * 1024 * 1024;
+/// API access tokens a cluster keeps.
+pub const MAX_TOKENS: usize = 10_000;
 /// Plugins installed in a cluster at once.
 pub const MAX_INSTALLED_PLUGINS: usize = 256;
 /// Publisher keys in a cluster's trusted set.

@@ -11,8 +11,8 @@ pub(crate) const CF_MEM_LATEST: &str = "mem_latest";
 /// Every kept version of every path, keyed by path, NUL, big-endian version.
 pub(crate) const CF_MEM_HISTORY: &str = "mem_history";
 
-/// The plugin registry: `p/{name}` installed plugins, `k/{key}` trusted
-/// publisher keys (32 bytes).
+/// The registry: `p/{name}` installed plugins, `k/{key}` trusted publisher
+/// keys (32 bytes), `t/{id}` API access tokens.
 pub(crate) const CF_PLUGIN_REGISTRY: &str = "plugin_registry";
 /// Plugin modules held by this node, keyed by SHA-256. Not replicated and not
 /// in snapshots: each node fetches the modules its registry names.
@@ -25,6 +25,11 @@ pub(crate) const STATE_TABLES: [&str; 3] = [CF_MEM_LATEST, CF_MEM_HISTORY, CF_PL
 
 pub(crate) const PLUGIN_KEY_PREFIX: &[u8] = b"p/";
 pub(crate) const PUBLISHER_KEY_PREFIX: &[u8] = b"k/";
+pub(crate) const TOKEN_KEY_PREFIX: &[u8] = b"t/";
+
+pub(crate) fn token_key(id: &str) -> Vec<u8> {
+    [TOKEN_KEY_PREFIX, id.as_bytes()].concat()
+}
 
 pub(crate) fn plugin_key(name: &str) -> Vec<u8> {
     [PLUGIN_KEY_PREFIX, name.as_bytes()].concat()

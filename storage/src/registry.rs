@@ -3,7 +3,8 @@
 //! addressed by SHA-256).
 
 use rocksdb::{Direction, IteratorMode};
-use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TRUSTED_PUBLISHERS};
+use zeromesh_protocol::auth::TokenRecord;
+use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TOKENS, MAX_TRUSTED_PUBLISHERS};
 use zeromesh_protocol::plugin::{InstalledPlugin, PublisherKey, TrustedPublisher};
 
 use crate::error::{decode, encode, StorageError};
@@ -29,6 +30,13 @@ pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), Stri
         let trusted: TrustedPublisher = decode("trusted publisher", value).map_err(|e| e.to_string())?;
         if trusted.publisher.0.as_slice() != publisher {
             return Err("a trusted publisher's key and record disagree".into());
+        }
+        return Ok(());
+    }
+    if let Some(id) = key.strip_prefix(TOKEN_KEY_PREFIX) {
+        let token: TokenRecord = decode("access token", value).map_err(|e| e.to_string())?;
+        if token.id.as_bytes() != id {
+            return Err("an access token's key and record disagree".into());
         }
         return Ok(());
     }
@@ -74,6 +82,18 @@ impl Store {
     pub fn trusted_publisher(&self, publisher: &PublisherKey) -> Result<Option<TrustedPublisher>, StorageError> {
         match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, publisher_key(&publisher.0))? {
             Some(bytes) => Ok(Some(decode("trusted publisher", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every API access token (hashed), in id order.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StorageError> {
+        self.registry_scan(TOKEN_KEY_PREFIX, "access token", MAX_TOKENS)
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, token_key(id))? {
+            Some(bytes) => Ok(Some(decode("access token", &bytes)?)),
             None => Ok(None),
         }
     }
@@ -130,6 +150,17 @@ impl StateBatch<'_> {
     pub fn put_trusted_publisher(&mut self, trusted: &TrustedPublisher) -> Result<(), StorageError> {
         let bytes = encode("trusted publisher", trusted)?;
         self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, publisher_key(&trusted.publisher.0), bytes);
+        Ok(())
+    }
+
+    pub fn put_token(&mut self, token: &TokenRecord) -> Result<(), StorageError> {
+        let bytes = encode("access token", token)?;
+        self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, token_key(&token.id), bytes);
+        Ok(())
+    }
+
+    pub fn delete_token(&mut self, id: &str) -> Result<(), StorageError> {
+        self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, token_key(id));
         Ok(())
     }
 

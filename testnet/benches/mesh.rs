@@ -329,7 +329,7 @@ async fn main() {
     drop(testnet);
 
     let nodes = scale.advert_nodes;
-    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "1000".into()] };
+    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "1000".into()], ..Default::default() };
     let testnet = Testnet::start(nodes, options).await.expect("the advert testnet starts");
     let peers: Vec<String> = testnet.nodes.iter().map(|node| node.address.peer_id.clone()).collect();
     wait_until("every node to hold every advert", Duration::from_secs(60), || async {

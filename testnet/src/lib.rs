@@ -60,6 +60,9 @@ impl TestNode {
 pub struct TestnetOptions {
     /// Extra `zeromesh run` flags for every node.
     pub args: Vec<String>,
+    /// Run with API authentication on; otherwise nodes get `--dev`. With it,
+    /// the harness's own clients use the admin token node 0 printed.
+    pub auth: bool,
 }
 
 /// A running local testnet. Dropping it kills every node.
@@ -68,6 +71,8 @@ pub struct Testnet {
     binary: PathBuf,
     options: TestnetOptions,
     pub join_token: String,
+    /// The first admin token, printed once by node 0.
+    pub admin_token: Option<String>,
     pub nodes: Vec<TestNode>,
 }
 
@@ -188,6 +193,7 @@ struct Started {
     child: Child,
     address: NodeAddress,
     join_token: Option<String>,
+    admin_token: Option<String>,
 }
 
 async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
@@ -208,6 +214,7 @@ async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Resul
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut join_token = None;
+    let mut admin_token = None;
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
@@ -222,10 +229,13 @@ async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Resul
         if let Some(token) = line.strip_prefix("join_token=") {
             join_token = Some(token.to_owned());
         }
+        if let Some(token) = line.strip_prefix("admin_token=") {
+            admin_token = Some(token.to_owned());
+        }
         if let Some(address) = parse_ready(&line) {
             // Keep draining stdout so the node never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return Ok(Started { child, address, join_token });
+            return Ok(Started { child, address, join_token, admin_token });
         }
     }
 }
@@ -237,13 +247,15 @@ impl Testnet {
         assert!(count >= 1, "a testnet has at least one node");
         let binary = zeromesh_binary()?;
         let dir = tempfile::Builder::new().prefix("zeromesh-testnet-").tempdir()?;
-        let mut testnet = Testnet { dir, binary, options, join_token: String::new(), nodes: Vec::new() };
+        let mut testnet =
+            Testnet { dir, binary, options, join_token: String::new(), admin_token: None, nodes: Vec::new() };
         let data_dir = testnet.dir.path().join("node-0");
         let mut args = testnet.base_args();
         args.push("--init".into());
         args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
         let started = spawn(&testnet.binary, &data_dir, &args).await?;
         testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
+        testnet.admin_token = started.admin_token.clone();
         testnet.nodes.push(TestNode {
             data_dir,
             address: started.address,
@@ -264,6 +276,9 @@ impl Testnet {
 
     fn base_args(&self) -> Vec<String> {
         let mut args = vec!["--test-faults".to_owned()];
+        if !self.options.auth {
+            args.push("--dev".to_owned());
+        }
         args.extend(self.options.args.iter().cloned());
         args
     }
@@ -342,12 +357,13 @@ impl Testnet {
 
     /// A fresh API connection to node `index`.
     pub async fn client(&self, index: usize) -> anyhow::Result<ApiClient> {
-        Ok(ApiClient::connect(&self.nodes[index].address.api).await?)
+        Ok(ApiClient::connect_with(&self.nodes[index].address.api, None, self.admin_token.clone()).await?)
     }
 
     /// Calls a tool on node `index` over a fresh connection.
     pub async fn call(&self, index: usize, tool: &str, arguments: Value) -> Result<Value, ClientError> {
-        let mut client = ApiClient::connect(&self.nodes[index].address.api).await?;
+        let mut client =
+            ApiClient::connect_with(&self.nodes[index].address.api, None, self.admin_token.clone()).await?;
         client.call_tool(tool, arguments).await
     }
 

@@ -125,7 +125,7 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rej
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
     let _serial = serial();
-    let options = TestnetOptions { args: vec!["--snapshot-every-entries".into(), "1000".into()] };
+    let options = TestnetOptions { args: vec!["--snapshot-every-entries".into(), "1000".into()], ..Default::default() };
     let mut testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
     testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
 
@@ -205,7 +205,7 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advert_published_by_one_node_reaches_every_node() {
     let _serial = serial();
-    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "500".into()] };
+    let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "500".into()], ..Default::default() };
     let testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
     let peers: Vec<String> = testnet.nodes.iter().map(|node| node.address.peer_id.clone()).collect();
     for index in 0..3 {
@@ -228,7 +228,7 @@ async fn an_advert_published_by_one_node_reaches_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter() {
     let _serial = serial();
-    let options = TestnetOptions { args: vec!["--voter-timeout-ms".into(), "2000".into()] };
+    let options = TestnetOptions { args: vec!["--voter-timeout-ms".into(), "2000".into()], ..Default::default() };
     let mut testnet = Testnet::start(4, options).await.expect("a 4-node testnet starts");
     testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
     let leader = testnet.leader(WAIT).await.expect("a leader");

@@ -26,7 +26,7 @@ async fn only_nodes_holding_the_private_mesh_key_can_connect() {
     let dir = tempfile::tempdir().unwrap();
     let key = mesh_key(dir.path(), "swarm.key");
     let other_key = mesh_key(dir.path(), "other.key");
-    let options = TestnetOptions { args: vec!["--private-mesh-key".into(), key] };
+    let options = TestnetOptions { args: vec!["--private-mesh-key".into(), key], ..Default::default() };
     let mut testnet = Testnet::start(1, options).await.expect("a node with the key starts");
     testnet.add_node().await.expect("a second node with the key joins");
     testnet

@@ -27,6 +27,7 @@ async fn a_node_with_a_certificate_serves_the_api_over_tls_only() {
             "--tls-key".into(),
             key.to_str().unwrap().into(),
         ],
+        auth: true,
     };
     let testnet = Testnet::start(2, options).await.expect("a 2-node TLS testnet starts");
     let api = testnet.nodes[1].address.api.clone();
@@ -48,7 +49,10 @@ async fn a_node_with_a_certificate_serves_the_api_over_tls_only() {
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut answer)).await.unwrap().ok();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let status =
-        std::process::Command::new(zeromesh_binary().unwrap()).args(["status", "--node", &api]).output().unwrap();
+    let status = std::process::Command::new(zeromesh_binary().unwrap())
+        .args(["status", "--node", &api])
+        .env("ZEROMESH_TOKEN", testnet.admin_token.clone().expect("an admin token"))
+        .output()
+        .unwrap();
     assert!(status.status.success(), "the command line over wss://: {}", String::from_utf8_lossy(&status.stderr));
 }

@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES};
 
+use super::auth::Caller;
 use super::server::{self, Session, SUBPROTOCOL};
 use crate::cluster::NodeService;
 
@@ -155,12 +156,26 @@ async fn route(
         }
     }
     let path = request.uri().path().to_owned();
+    let caller = if matches!(path.as_str(), "/health" | "/ready") {
+        None
+    } else {
+        let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+        match service.auth.authenticate(service.consensus.store(), authorization) {
+            Ok(caller) => Some(caller),
+            Err(reason) => {
+                let mut refused = text(StatusCode::UNAUTHORIZED, &reason);
+                refused.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Ok(refused);
+            }
+        }
+    };
+    let caller = caller.unwrap_or_else(Caller::dev);
     Ok(match (request.method().clone(), path.as_str()) {
-        (Method::GET, "/" | "/ws") if is_websocket_upgrade(&request) => upgrade(request, service, slot),
+        (Method::GET, "/" | "/ws") if is_websocket_upgrade(&request) => upgrade(request, service, slot, caller),
         (_, "/" | "/ws") => {
             text(StatusCode::BAD_REQUEST, "the WebSocket peer API at / and /ws needs a WebSocket upgrade")
         }
-        (Method::POST, "/mcp") => mcp_post(request, &service).await,
+        (Method::POST, "/mcp") => mcp_post(request, &service, caller).await,
         (_, "/mcp") => {
             let mut refused = text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -226,6 +241,7 @@ fn upgrade(
     mut request: Request<Incoming>,
     service: Arc<NodeService>,
     slot: Arc<OwnedSemaphorePermit>,
+    caller: Caller,
 ) -> Response<Body> {
     let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
         return text(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs Sec-WebSocket-Key");
@@ -249,7 +265,7 @@ fn upgrade(
             .max_message_size(Some(MAX_API_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        if let Err(error) = server::websocket(socket, service).await {
+        if let Err(error) = server::websocket(socket, service, caller).await {
             tracing::debug!(%error, "WebSocket session ended");
         }
         drop(slot);
@@ -270,7 +286,7 @@ fn upgrade(
 
 /// Streamable HTTP: one JSON-RPC message per POST, answered as JSON; a
 /// notification or a response from the client is accepted with 202.
-async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>) -> Response<Body> {
+async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>, caller: Caller) -> Response<Body> {
     let accepts_json = request
         .headers()
         .get(hyper::header::ACCEPT)
@@ -296,7 +312,7 @@ async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>) -> Res
             super::jsonrpc::error(serde_json::Value::Null, &refusal),
         );
     };
-    let session = Session::one_shot();
+    let session = Session::one_shot(caller);
     match server::answer(service, &session, message).await {
         Some(answer) => respond(StatusCode::OK, "application/json", answer),
         None => {

@@ -54,14 +54,18 @@ pub fn templates() -> Value {
     }] })
 }
 
-/// One page of every live memory, in path order.
-pub async fn list(service: &NodeService, params: &Value) -> Result<Value, RpcError> {
+/// One page of every live memory (under `prefix` when given), in path order.
+pub async fn list(service: &NodeService, params: &Value, prefix: Option<String>) -> Result<Value, RpcError> {
     let after = match params.get("cursor") {
         None | Some(Value::Null) => None,
         Some(Value::String(cursor)) => Some(cursor.clone()),
         Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page")),
     };
-    let query = ReadQuery::List { prefix: PathPrefix::default(), after, limit: Some(LIST_PAGE) };
+    let prefix = match prefix {
+        Some(prefix) => PathPrefix::parse(&prefix).map_err(|error| RpcError::invalid_params(error.to_string()))?,
+        None => PathPrefix::default(),
+    };
+    let query = ReadQuery::List { prefix, after, limit: Some(LIST_PAGE) };
     let page = match service.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::List(page)) => page,
         Ok(_) => return Err(unavailable("unexpected read reply")),

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use zeromesh_protocol::limits::MAX_API_REQUESTS_PER_CONNECTION;
 
+use super::auth::{self, Caller};
 use super::jsonrpc::{self, RpcError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
 use super::{resources, tools};
 use crate::cluster::NodeService;
@@ -28,8 +29,9 @@ pub const AGENT_META_KEY: &str = "zeromesh/agent";
 pub const ANONYMOUS_AGENT: &str = "anonymous";
 
 /// What the server knows about one connection.
-#[derive(Default)]
 pub struct Session {
+    /// Who is calling: checked on every request.
+    caller: Caller,
     /// Set once the client sent `initialize`: notifications may flow.
     initialized: AtomicBool,
     subscriptions: resources::Subscriptions,
@@ -38,15 +40,19 @@ pub struct Session {
 }
 
 impl Session {
+    pub fn new(caller: Caller) -> Session {
+        Session { caller, initialized: AtomicBool::new(false), subscriptions: Default::default(), one_shot: false }
+    }
+
     /// A session for one Streamable HTTP request.
-    pub fn one_shot() -> Session {
-        Session { one_shot: true, ..Session::default() }
+    pub fn one_shot(caller: Caller) -> Session {
+        Session { one_shot: true, ..Session::new(caller) }
     }
 }
 
 /// Runs one WebSocket session: reads JSON-RPC messages, runs each in its
 /// own bounded task, writes answers and notifications.
-pub async fn websocket<S>(socket: WebSocketStream<S>, service: Arc<NodeService>) -> anyhow::Result<()>
+pub async fn websocket<S>(socket: WebSocketStream<S>, service: Arc<NodeService>, caller: Caller) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -60,7 +66,7 @@ where
         }
         let _ = sink.close().await;
     });
-    let session = Arc::new(Session::default());
+    let session = Arc::new(Session::new(caller));
     let notifier = {
         let (session, answers_tx) = (session.clone(), answers_tx.clone());
         let mut changes = service.plugins.subscribe_tools_changed();
@@ -142,13 +148,23 @@ pub async fn answer(service: &Arc<NodeService>, session: &Session, text: &str) -
         Err((id, error)) => return Some(jsonrpc::error(id, &error)),
     };
     let started = std::time::Instant::now();
-    let outcome = dispatch(service, session, &incoming.method, incoming.params).await;
+    let outcome = match checked(service, session, &incoming.method, &incoming.params) {
+        Ok(()) => dispatch(service, session, &incoming.method, incoming.params).await,
+        Err(refusal) => Err(refusal),
+    };
     service.api_metrics.record(&incoming.method, outcome_label(&outcome), started.elapsed());
     let id = incoming.id?;
     Some(match outcome {
         Ok(result) => jsonrpc::result(id, result),
         Err(error) => jsonrpc::error(id, &error),
     })
+}
+
+/// The caller's token is still valid, within its rate limit, and allows
+/// this request.
+fn checked(service: &NodeService, session: &Session, method: &str, params: &Value) -> Result<(), RpcError> {
+    service.auth.admit(service.consensus.store(), &session.caller)?;
+    auth::authorize(&session.caller, method, params)
 }
 
 fn outcome_label(outcome: &Result<Value, RpcError>) -> &'static str {
@@ -164,9 +180,20 @@ fn negotiate(params: &Value) -> &'static str {
     PROTOCOL_VERSIONS.iter().find(|version| **version == asked).copied().unwrap_or(PROTOCOL_VERSIONS[0])
 }
 
-/// The agent a `tools/call` acts for: `params._meta["zeromesh/agent"]`, a
-/// valid agent id, or the anonymous agent when absent.
-fn calling_agent(params: &Value) -> Result<String, RpcError> {
+/// The agent a `tools/call` acts for: an agent token's own agent; else
+/// `params._meta["zeromesh/agent"]`, a valid agent id, or the anonymous agent
+/// when absent.
+fn calling_agent(caller: &Caller, params: &Value) -> Result<String, RpcError> {
+    if let (zeromesh_protocol::auth::Role::Agent, Some(own)) = (caller.role, &caller.agent) {
+        let named = params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)).and_then(Value::as_str);
+        if named.is_some_and(|named| named != own) {
+            return Err(RpcError::new(
+                auth::FORBIDDEN,
+                format!("an agent token for {own} may not act for agent {:?}", named.unwrap_or_default()),
+            ));
+        }
+        return Ok(own.clone());
+    }
     let Some(named) = params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)) else {
         return Ok(ANONYMOUS_AGENT.to_owned());
     };
@@ -208,7 +235,11 @@ async fn dispatch(
                 _ => Err(RpcError::invalid_params(format!("`level` must be one of {}", LEVELS.join(", ")))),
             }
         }
-        "resources/list" => resources::list(service, &params).await,
+        "resources/list" => {
+            let own =
+                session.caller.agent.as_ref().filter(|_| session.caller.role == zeromesh_protocol::auth::Role::Agent);
+            resources::list(service, &params, own.map(|agent| format!("{agent}/"))).await
+        }
         "resources/templates/list" => Ok(resources::templates()),
         "resources/read" => resources::read(service, &params).await,
         "resources/subscribe" if session.one_shot => Err(RpcError::new(
@@ -228,7 +259,7 @@ async fn dispatch(
             if !arguments.is_object() {
                 return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
             }
-            let agent = calling_agent(&params)?;
+            let agent = calling_agent(&session.caller, &params)?;
             Ok(match tools::call(service, &name, arguments, &agent).await? {
                 Ok(result) => json!({
                     "content": [{ "type": "text", "text": result.to_string() }],

@@ -40,7 +40,7 @@ fn consistency_property() -> Value {
 
 /// Names of the node's own tools; a plugin tool with one of these names is
 /// namespaced (`plugin.tool`).
-pub const BUILTIN_TOOL_NAMES: [&str; 15] = [
+pub const BUILTIN_TOOL_NAMES: [&str; 18] = [
     "memory_put",
     "memory_get",
     "memory_list",
@@ -54,6 +54,9 @@ pub const BUILTIN_TOOL_NAMES: [&str; 15] = [
     "plugin_trust",
     "plugin_distrust",
     "plugin_list",
+    "token_create",
+    "token_revoke",
+    "token_list",
     "mesh_isolate",
     "mesh_heal",
 ];
@@ -113,6 +116,7 @@ fn builtin_definitions(test_faults: bool) -> Vec<Value> {
         json!({ "name": "mesh_peers", "description": "Connected peers and the resource adverts this node has received.", "inputSchema": schema(json!({}), &[]) }),
     ];
     tools.extend(super::plugin_tools::definitions());
+    tools.extend(super::token_tools::definitions());
     if test_faults {
         tools.push(json!({ "name": "mesh_isolate", "description": "TEST ONLY: drop all mesh traffic to and from these peers.",
                            "inputSchema": schema(json!({ "peers": { "type": "array", "items": { "type": "string" } } }), &["peers"]) }));
@@ -262,6 +266,9 @@ async fn read(service: &NodeService, arg: Option<ConsistencyArg>, query: ReadQue
 /// protocol errors (`Err`); a tool that ran and failed is `Ok(Err(..))`.
 pub async fn call(service: &Arc<NodeService>, name: &str, args: Value, agent: &str) -> Result<ToolResult, RpcError> {
     if let Some(answer) = super::plugin_tools::call(service, name, &args).await {
+        return answer;
+    }
+    if let Some(answer) = super::token_tools::call(service, name, &args).await {
         return answer;
     }
     if !BUILTIN_TOOL_NAMES.contains(&name) {

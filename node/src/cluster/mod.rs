@@ -72,6 +72,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.voter_timeout,
         config.test_faults,
         &config.data_dir,
+        crate::api::auth::Auth::new(config.dev, config.rate_limit_per_token),
     )?);
     inbound.set(service.clone());
 
@@ -88,6 +89,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if let Some(token) = &join_token_line {
         // Shown once: nodes keep only its hash.
         println!("join_token={token}");
+        println!("admin_token={}", first_admin_token(&service).await?);
     }
     println!("ready node_id={node_id} peer_id={peer_id} p2p={p2p_addr} api={}", info.api_addr);
 
@@ -123,6 +125,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!(%error, "Raft did not stop cleanly");
     }
     outcome
+}
+
+/// Creates the cluster's first admin token through Raft, once this new
+/// single-member cluster has elected itself. Shown once: nodes keep its hash.
+async fn first_admin_token(service: &NodeService) -> anyhow::Result<String> {
+    let (token, command) = crate::api::auth::new_token(zeromesh_protocol::auth::Role::Admin, None)?;
+    let (_, reply) = service
+        .propose(zeromesh_protocol::Command::Token(command))
+        .await
+        .map_err(|error| anyhow::anyhow!("the first admin token was not created: {error}"))?;
+    match reply {
+        zeromesh_protocol::CommandReply::Token(zeromesh_protocol::auth::TokenOutcome::Created { .. }) => Ok(token),
+        other => anyhow::bail!("the first admin token was not created: {other:?}"),
+    }
 }
 
 fn new_token() -> anyhow::Result<String> {

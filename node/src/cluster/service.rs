@@ -79,6 +79,7 @@ pub struct NodeService {
     pub test_faults: bool,
     pub plugins: PluginRuntime,
     pub api_metrics: crate::api::metrics::ApiMetrics,
+    pub auth: crate::api::auth::Auth,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
 }
@@ -94,6 +95,7 @@ impl NodeService {
         voter_timeout: Duration,
         test_faults: bool,
         data_dir: &Path,
+        auth: crate::api::auth::Auth,
     ) -> anyhow::Result<Self> {
         let stored = match std::fs::read_to_string(data_dir.join(TOKEN_HASH_FILE)) {
             Ok(text) => Some(text.trim().to_owned()),
@@ -112,6 +114,7 @@ impl NodeService {
             test_faults,
             plugins: PluginRuntime::new(HostLimits::default())?,
             api_metrics: Default::default(),
+            auth,
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
         })
