@@ -171,6 +171,14 @@ impl ApiClient {
         }
     }
 
+    /// Sends a call of `method` without waiting for its answer; returns its id.
+    pub async fn start_request(&mut self, method: &str, params: Value) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).await?;
+        Ok(id)
+    }
+
     /// Calls `method` and returns its result.
     pub async fn request(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id;

@@ -26,7 +26,7 @@ async fn mcp(api: &str, message: Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_and_http_clients_are_served_on_the_api_port() {
-    let testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
+    let mut testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
     let api = testnet.nodes[1].address.api.clone();
 
     let (status, body) = http_request(&api, "GET", "/health", &[], b"").await.unwrap();
@@ -83,6 +83,27 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     assert!(testnet.status(1).await.is_ok());
 
     stdio_bridge_serves_line_delimited_mcp(&testnet.nodes[0].address.api).await;
+
+    // Cancellation: with its peer gone, node 0 cannot confirm a linearizable
+    // read; the client cancels it, and the connection goes on serving.
+    testnet.kill9(1).await.unwrap();
+    let first = testnet.nodes[0].address.api.clone();
+    let mut client = testnet.client(0).await.unwrap();
+    let stuck = client
+        .start_request("tools/call", json!({ "name": "memory_get", "arguments": { "path": "http/notes/a" } }))
+        .await
+        .unwrap();
+    client
+        .notify("notifications/cancelled", json!({ "requestId": stuck, "reason": "the user gave up" }))
+        .await
+        .unwrap();
+    client.request("ping", json!({})).await.expect("the connection still answers");
+    wait_until("the cancellation to be counted", WAIT, || async {
+        let (_, metrics) = http_request(&first, "GET", "/metrics", &[], b"").await.ok()?;
+        (requests(&metrics, "cancelled-request", "cancelled") == 1).then_some(())
+    })
+    .await
+    .expect("the cancelled request was stopped");
 }
 
 /// `zeromesh mcp-stdio` as a stdio-only MCP host would run it.

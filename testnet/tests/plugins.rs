@@ -142,7 +142,23 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     assert_eq!(bob["record"]["value"], r#"{"text":"bob's"}"#);
 
     // A plugin that never returns is stopped with its cause; the node keeps serving.
-    run_ok(&["plugin", "install", &spin, "--node", &first]);
+    // Installed here through the API, asking for progress notifications.
+    let mut installer = testnet.client(0).await.unwrap();
+    let package_base64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&spin).unwrap())
+    };
+    let install = json!({ "name": "plugin_install", "arguments": { "package_base64": package_base64 }, "_meta": { "progressToken": "spin-install" } });
+    let installed = installer.request("tools/call", install).await.unwrap();
+    assert_eq!(installed["isError"], json!(false), "{installed}");
+    let mut steps = Vec::new();
+    while let Ok(notification) = installer.next_notification(Duration::from_millis(1)).await {
+        if notification["method"] == "notifications/progress" {
+            assert_eq!(notification["params"]["progressToken"], "spin-install");
+            steps.push(notification["params"]["progress"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(steps, [1, 2, 3, 4], "four progress steps, in order, before the answer");
     let stopped = wait_until("the spin plugin to run on node 1", WAIT, || async {
         let mut client = testnet.client(1).await.ok()?;
         match client.call_tool("spin", json!({})).await {

@@ -12,7 +12,8 @@ use crate::cluster::NodeService;
 
 /// Methods counted under their own name; anything else is `other`, so a
 /// client cannot grow the label set.
-const KNOWN_METHODS: [&str; 12] = [
+const KNOWN_METHODS: [&str; 13] = [
+    "cancelled-request",
     "initialize",
     "ping",
     "logging/setLevel",

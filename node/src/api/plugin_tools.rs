@@ -84,7 +84,12 @@ async fn registry(service: &NodeService, command: PluginCommand) -> ToolResult {
 }
 
 /// Runs plugin administration tool `name`, or `None` if it is not one.
-pub async fn call(service: &Arc<NodeService>, name: &str, args: &Value) -> Option<Result<ToolResult, RpcError>> {
+pub async fn call(
+    service: &Arc<NodeService>,
+    name: &str,
+    args: &Value,
+    progress: &super::server::Progress,
+) -> Option<Result<ToolResult, RpcError>> {
     let args = args.clone();
     let answer = match name {
         "plugin_install" => {
@@ -100,7 +105,10 @@ pub async fn call(service: &Arc<NodeService>, name: &str, args: &Value) -> Optio
                     ))))
                 }
             };
-            service.plugins.install(service, &package, parsed.grant).await
+            service
+                .plugins
+                .install(service, &package, parsed.grant, &|step, message| progress.report(step, 4, message))
+                .await
         }
         "plugin_uninstall" => match arguments::<NameArgs>(name, args) {
             Ok(parsed) => registry(service, PluginCommand::Uninstall { name: parsed.name }).await,

@@ -4,8 +4,9 @@
 //! and `notifications/resources/updated` for its subscriptions; and the
 //! dispatch of one message, shared with Streamable HTTP.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -104,6 +105,7 @@ where
         })
     };
     let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION));
+    let running: Running = Arc::new(Mutex::new(HashMap::new()));
     while let Some(message) = source.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text.to_string(),
@@ -124,15 +126,44 @@ where
         // Waits when this connection already has its maximum running: reading
         // stops, and TCP pushes back on the client.
         let Ok(slot) = in_flight.clone().acquire_owned().await else { break };
+        let incoming = match jsonrpc::parse(&text) {
+            Ok(incoming) => incoming,
+            Err((id, error)) => {
+                let _ = answers_tx.send(jsonrpc::error(id, &error)).await;
+                continue;
+            }
+        };
+        if incoming.method == "notifications/cancelled" {
+            cancel(&service, &running, &incoming.params);
+            continue;
+        }
+        let key = incoming.id.as_ref().map(Value::to_string);
         let service = service.clone();
         let answers_tx = answers_tx.clone();
         let session = session.clone();
-        tokio::spawn(async move {
-            if let Some(answer) = answer(&service, &session, &text).await {
-                let _ = answers_tx.send(answer).await;
+        let progress = Progress::new(&incoming.params, answers_tx.clone());
+        let task = {
+            let (running, key) = (running.clone(), key.clone());
+            tokio::spawn(async move {
+                if let Some(answer) = answer_incoming(&service, &session, incoming, &progress).await {
+                    let _ = answers_tx.send(answer).await;
+                }
+                if let Some(key) = key {
+                    running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&key);
+                }
+                drop(slot);
+            })
+        };
+        if let Some(key) = key {
+            // At most MAX_API_REQUESTS_PER_CONNECTION entries: one per running request.
+            let mut running = running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !task.is_finished() {
+                running.insert(key, task.abort_handle());
             }
-            drop(slot);
-        });
+        }
+    }
+    for (_, task) in running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain() {
+        task.abort();
     }
     notifier.abort();
     updater.abort();
@@ -141,15 +172,64 @@ where
     Ok(())
 }
 
+/// Requests running on one connection, by JSON id, for cancellation.
+type Running = Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>;
+
+/// `notifications/cancelled`: stops the named request, which then gets no
+/// answer. Work already committed (a write that reached Raft) stays done.
+fn cancel(service: &NodeService, running: &Running, params: &Value) {
+    let Some(id) = params.get("requestId") else { return };
+    if let Some(task) = running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id.to_string()) {
+        task.abort();
+        service.api_metrics.record("cancelled-request", "cancelled", std::time::Duration::ZERO);
+    }
+}
+
+/// Progress notifications for one request that asked for them with
+/// `params._meta.progressToken` (WebSocket sessions only).
+pub struct Progress {
+    token: Option<Value>,
+    sink: Option<mpsc::Sender<String>>,
+}
+
+impl Progress {
+    fn new(params: &Value, sink: mpsc::Sender<String>) -> Progress {
+        let token = params.get("_meta").and_then(|meta| meta.get("progressToken")).cloned();
+        Progress { sink: token.as_ref().map(|_| sink), token }
+    }
+
+    /// No progress reported (one-shot HTTP, or not asked for).
+    pub fn none() -> Progress {
+        Progress { token: None, sink: None }
+    }
+
+    /// Reports `progress` of `total` steps; dropped if the connection is full.
+    pub fn report(&self, progress: u64, total: u64, message: &str) {
+        if let (Some(token), Some(sink)) = (&self.token, &self.sink) {
+            let notification = json!({ "jsonrpc": "2.0", "method": "notifications/progress",
+                "params": { "progressToken": token, "progress": progress, "total": total, "message": message } });
+            let _ = sink.try_send(notification.to_string());
+        }
+    }
+}
+
 /// The answer to one message, or none for a notification.
 pub async fn answer(service: &Arc<NodeService>, session: &Session, text: &str) -> Option<String> {
-    let incoming = match jsonrpc::parse(text) {
-        Ok(incoming) => incoming,
-        Err((id, error)) => return Some(jsonrpc::error(id, &error)),
-    };
+    match jsonrpc::parse(text) {
+        Ok(incoming) => answer_incoming(service, session, incoming, &Progress::none()).await,
+        Err((id, error)) => Some(jsonrpc::error(id, &error)),
+    }
+}
+
+async fn answer_incoming(
+    service: &Arc<NodeService>,
+    session: &Session,
+    incoming: jsonrpc::Incoming,
+    progress: &Progress,
+) -> Option<String> {
     let started = std::time::Instant::now();
     let outcome = match checked(service, session, &incoming.method, &incoming.params) {
-        Ok(()) => dispatch(service, session, &incoming.method, incoming.params).await,
+        Ok(()) => dispatch(service, session, &incoming.method, incoming.params, progress).await,
         Err(refusal) => Err(refusal),
     };
     service.api_metrics.record(&incoming.method, outcome_label(&outcome), started.elapsed());
@@ -212,6 +292,7 @@ async fn dispatch(
     session: &Session,
     method: &str,
     params: Value,
+    progress: &Progress,
 ) -> Result<Value, RpcError> {
     match method {
         "initialize" => {
@@ -260,7 +341,7 @@ async fn dispatch(
                 return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
             }
             let agent = calling_agent(&session.caller, &params)?;
-            Ok(match tools::call(service, &name, arguments, &agent).await? {
+            Ok(match tools::call(service, &name, arguments, &agent, progress).await? {
                 Ok(result) => json!({
                     "content": [{ "type": "text", "text": result.to_string() }],
                     "structuredContent": result,

@@ -264,8 +264,14 @@ async fn read(service: &NodeService, arg: Option<ConsistencyArg>, query: ReadQue
 
 /// Runs tool `name` for `agent`. Unknown tools and invalid arguments are
 /// protocol errors (`Err`); a tool that ran and failed is `Ok(Err(..))`.
-pub async fn call(service: &Arc<NodeService>, name: &str, args: Value, agent: &str) -> Result<ToolResult, RpcError> {
-    if let Some(answer) = super::plugin_tools::call(service, name, &args).await {
+pub async fn call(
+    service: &Arc<NodeService>,
+    name: &str,
+    args: Value,
+    agent: &str,
+    progress: &super::server::Progress,
+) -> Result<ToolResult, RpcError> {
+    if let Some(answer) = super::plugin_tools::call(service, name, &args, progress).await {
         return answer;
     }
     if let Some(answer) = super::token_tools::call(service, name, &args).await {

@@ -271,6 +271,7 @@ impl PluginRuntime {
         service: &NodeService,
         package_bytes: &[u8],
         granted: CapabilitySet,
+        progress: &(dyn Fn(u64, &str) + Sync),
     ) -> Result<Value, ServiceError> {
         let package = Package::decode(package_bytes).map_err(|error| ServiceError::Invalid(error.to_string()))?;
         let store = service.consensus.store().clone();
@@ -292,13 +293,17 @@ impl PluginRuntime {
         tokio::task::block_in_place(|| self.host.load(verified, &granted)).map_err(|error| {
             ServiceError::Refused(format!("capability check failed: {error}; grant it with --grant if you trust it"))
         })?;
+        progress(1, "verified and linked");
         self.write().pinned.insert(sha256);
         let stored = {
             let store = service.consensus.store().clone();
             blocking(move || store.put_plugin_blob(&sha256, &module).map_err(storage_error)).await
         };
         let proposed = match stored {
-            Ok(()) => service.propose(Command::Plugin(PluginCommand::Install { manifest: signed, granted })).await,
+            Ok(()) => {
+                progress(2, "module stored on this node");
+                service.propose(Command::Plugin(PluginCommand::Install { manifest: signed, granted })).await
+            }
             Err(error) => Err(error),
         };
         let mut loaded_changes = self.subscribe_loaded();
@@ -311,6 +316,7 @@ impl PluginRuntime {
             }
             other => return Err(ServiceError::Refused(outcome_text(&other))),
         };
+        progress(3, "committed through Raft");
         let waited = tokio::time::timeout(LOAD_WAIT, async {
             loop {
                 if let Some(answer) = self.load_state(&name, log_index) {
@@ -324,7 +330,7 @@ impl PluginRuntime {
         .await;
         let tools = self.exposed_tools_of(&name);
         match waited {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => progress(4, "running on this node"),
             Ok(Err(reason)) => {
                 return Err(ServiceError::Unavailable(format!("installed at log index {log_index}, but: {reason}")))
             }
