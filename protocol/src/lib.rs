@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod command;
 pub mod ids;
+pub mod jsonrpc;
 pub mod limits;
 pub mod memory;
 pub mod plugin;
