@@ -13,6 +13,7 @@ mod error;
 mod in_process;
 mod network;
 mod node;
+mod read_batch;
 mod reads;
 mod settings;
 mod state_machine;

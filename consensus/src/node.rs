@@ -12,6 +12,7 @@ use zeromesh_storage::{LogStore, ReleaseProbe, Store};
 
 use crate::error::ConsensusError;
 use crate::network::{RaftTransport, TransportNetwork};
+use crate::read_batch::ReadIndexBatcher;
 use crate::reads::{Consistency, ReadQuery, ReadReply};
 use crate::settings::RaftSettings;
 use crate::state_machine::{MemoryChange, MemoryStateMachine};
@@ -50,7 +51,11 @@ pub struct ConsensusNode {
     store: Store,
     registry_changes: tokio::sync::watch::Receiver<u64>,
     memory_changes: tokio::sync::broadcast::Sender<MemoryChange>,
+    read_indexes: ReadIndexBatcher,
 }
+
+/// How long a linearizable read waits for this node to apply its read index.
+const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
@@ -78,7 +83,8 @@ impl ConsensusNode {
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
-        Ok(ConsensusNode { id, raft, store, registry_changes, memory_changes })
+        let read_indexes = ReadIndexBatcher::new(raft.clone());
+        Ok(ConsensusNode { id, raft, store, registry_changes, memory_changes, read_indexes })
     }
 
     pub fn id(&self) -> NodeId {
@@ -148,7 +154,11 @@ impl ConsensusNode {
     pub async fn read(&self, consistency: Consistency, query: ReadQuery) -> Result<ReadReply, ConsensusError> {
         query.validate()?;
         if consistency == Consistency::Linearizable {
-            self.raft.ensure_linearizable().await?;
+            let read_index = self.read_indexes.read_index().await?;
+            self.wait_for("this node to apply the read index", READ_APPLY_TIMEOUT, |view| {
+                view.applied_index.unwrap_or(0) >= read_index
+            })
+            .await?;
         }
         let store = self.store.clone();
         let reply = tokio::task::spawn_blocking(move || query.run(&store))
@@ -174,9 +184,9 @@ impl ConsensusNode {
 
     /// On the leader: confirms leadership with a quorum and returns the log
     /// index a linearizable read must wait for (Raft's read index).
+    /// Concurrent callers share one confirmation (see `read_batch`).
     pub async fn read_index(&self) -> Result<u64, ConsensusError> {
-        let (read_log_id, _applied) = self.raft.get_read_log_id().await?;
-        Ok(read_log_id.map_or(0, |log_id| log_id.index))
+        self.read_indexes.read_index().await
     }
 
     /// Runs `query` once this node has applied `read_index` (learned from the

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "ZEROMESH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// A WebSocket connection from which nothing (not even a pong to the
+    /// node's pings) arrives for this long is closed.
+    #[arg(long, env = "ZEROMESH_API_IDLE_TIMEOUT_MS")]
+    pub api_idle_timeout_ms: Option<String>,
     /// Serves the API without authentication: every caller is an admin.
     /// For local development only.
     #[arg(long, env = "ZEROMESH_DEV")]
@@ -99,6 +103,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     dev: Option<bool>,
     rate_limit_per_token: Option<u64>,
+    api_idle_timeout_ms: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -122,6 +127,7 @@ pub struct NodeConfig {
     /// No authentication: every API caller is an admin.
     pub dev: bool,
     pub rate_limit_per_token: u32,
+    pub api_idle_timeout: Duration,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -155,6 +161,7 @@ pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
 pub const DEFAULT_RATE_LIMIT_PER_TOKEN: u64 = 1_000;
+pub const DEFAULT_API_IDLE_TIMEOUT_MS: u64 = 90_000;
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let size = std::fs::metadata(path).with_context(|| format!("config: cannot read {}", path.display()))?.len();
@@ -295,6 +302,13 @@ impl NodeConfig {
                 None => None,
             },
             dev: args.dev || file.dev.unwrap_or(false),
+            api_idle_timeout: Duration::from_millis(number(
+                "api_idle_timeout_ms",
+                args.api_idle_timeout_ms.as_deref(),
+                file.api_idle_timeout_ms,
+                DEFAULT_API_IDLE_TIMEOUT_MS,
+                300..=86_400_000,
+            )?),
             rate_limit_per_token: number(
                 "rate_limit_per_token",
                 args.rate_limit_per_token.as_deref(),

@@ -26,7 +26,8 @@ async fn mcp(api: &str, message: Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_and_http_clients_are_served_on_the_api_port() {
-    let mut testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
+    let options = TestnetOptions { args: vec!["--api-idle-timeout-ms".into(), "1500".into()], ..Default::default() };
+    let mut testnet = Testnet::start(2, options).await.expect("a 2-node testnet starts");
     let api = testnet.nodes[1].address.api.clone();
 
     let (status, body) = http_request(&api, "GET", "/health", &[], b"").await.unwrap();
@@ -83,6 +84,17 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     assert!(testnet.status(1).await.is_ok());
 
     stdio_bridge_serves_line_delimited_mcp(&testnet.nodes[0].address.api).await;
+
+    // Idle timeout: a client that reads (and so answers the node's pings)
+    // stays connected past it; one that goes silent is closed.
+    let mut live = testnet.client(1).await.unwrap();
+    let mut silent = testnet.client(1).await.unwrap();
+    let _ = live.next_notification(Duration::from_secs(4)).await;
+    live.request("ping", json!({})).await.expect("a client that answers pings stays connected");
+    assert!(
+        silent.request("ping", json!({})).await.is_err(),
+        "a client silent for 4 s past a 1.5 s idle timeout is closed"
+    );
 
     // Cancellation: with its peer gone, node 0 cannot confirm a linearizable
     // read; the client cancels it, and the connection goes on serving.

@@ -59,9 +59,21 @@ where
 {
     let (mut sink, mut source) = socket.split();
     let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
+    let idle_timeout = service.api_idle_timeout;
     let writer = tokio::spawn(async move {
-        while let Some(answer) = answers.recv().await {
-            if sink.send(Message::text(answer)).await.is_err() {
+        // Pings make live clients answer (every WebSocket client pongs), so
+        // only a silent or dead peer reaches the idle timeout.
+        let mut ping = tokio::time::interval(idle_timeout / 3);
+        ping.tick().await;
+        loop {
+            let sent = tokio::select! {
+                answer = answers.recv() => match answer {
+                    Some(answer) => sink.send(Message::text(answer)).await,
+                    None => break,
+                },
+                _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+            };
+            if sent.is_err() {
                 break;
             }
         }
@@ -106,7 +118,15 @@ where
     };
     let in_flight = Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION));
     let running: Running = Arc::new(Mutex::new(HashMap::new()));
-    while let Some(message) = source.next().await {
+    loop {
+        let message = match tokio::time::timeout(idle_timeout, source.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::debug!("closing a WebSocket silent for {idle_timeout:?}");
+                break;
+            }
+        };
         let text = match message {
             Ok(Message::Text(text)) => text.to_string(),
             Ok(Message::Binary(_)) => {

@@ -73,6 +73,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config.test_faults,
         &config.data_dir,
         crate::api::auth::Auth::new(config.dev, config.rate_limit_per_token),
+        config.api_idle_timeout,
     )?);
     inbound.set(service.clone());
 

@@ -80,6 +80,8 @@ pub struct NodeService {
     pub plugins: PluginRuntime,
     pub api_metrics: crate::api::metrics::ApiMetrics,
     pub auth: crate::api::auth::Auth,
+    /// A silent WebSocket connection is closed after this long.
+    pub api_idle_timeout: Duration,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
 }
@@ -96,6 +98,7 @@ impl NodeService {
         test_faults: bool,
         data_dir: &Path,
         auth: crate::api::auth::Auth,
+        api_idle_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let stored = match std::fs::read_to_string(data_dir.join(TOKEN_HASH_FILE)) {
             Ok(text) => Some(text.trim().to_owned()),
@@ -115,6 +118,7 @@ impl NodeService {
             plugins: PluginRuntime::new(HostLimits::default())?,
             api_metrics: Default::default(),
             auth,
+            api_idle_timeout,
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
         })
