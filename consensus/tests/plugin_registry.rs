@@ -5,23 +5,15 @@
 use ed25519_dalek::SigningKey;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
-use zeromesh_consensus::{Entry, MemoryStateMachine};
+use zeromesh_consensus::Entry;
 use zeromesh_protocol::plugin::{
     Capability, CapabilitySet, Manifest, PackageError, PluginCommand, PluginLimits, PluginOutcome, PublisherKey,
     SignedManifest, ToolSpec,
 };
 use zeromesh_protocol::{Command, CommandReply, Request};
-use zeromesh_storage::Store;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
-}
-
-fn open_machine(dir: &tempfile::TempDir) -> (Store, MemoryStateMachine) {
-    let store = Store::open(dir.path()).expect("open a store");
-    let machine = MemoryStateMachine::open(store.clone()).expect("open the state machine");
-    (store, machine)
-}
+mod common;
+use common::{open_machine, runtime};
 
 fn entry(index: u64, stamped_at_ms: u64, command: PluginCommand) -> Entry {
     Entry {

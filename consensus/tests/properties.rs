@@ -5,23 +5,15 @@ use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zeromesh_consensus::{Entry, MemoryStateMachine};
+use zeromesh_consensus::Entry;
 use zeromesh_protocol::{
     Command, CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request,
 };
-use zeromesh_storage::Store;
 
 const MAX_RECORDS: usize = 1_000_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
-}
-
-fn open_machine(dir: &tempfile::TempDir) -> (Store, MemoryStateMachine) {
-    let store = Store::open(dir.path()).expect("open a store");
-    let machine = MemoryStateMachine::open(store.clone()).expect("open the state machine");
-    (store, machine)
-}
+mod common;
+use common::{open_machine, runtime};
 
 fn entry(index: u64, stamped_at_ms: u64, commands: Vec<MemoryCommand>) -> Entry {
     Entry {

@@ -198,28 +198,11 @@ fn install_echo_plugin(testnet: &Testnet, node: usize) {
     let key = dir.path().join("publisher.key");
     let package = dir.path().join("echo.zmp");
     let api = testnet.nodes[node].address.api.as_str();
-    let binary = zeromesh_testnet::zeromesh_binary().expect("the zeromesh binary");
     let public = format!("{}.pub", key.display());
-    let manifest = examples.join("echo.json");
-    for args in [
-        vec!["plugin", "keygen", "--out", key.to_str().unwrap()],
-        vec![
-            "plugin",
-            "sign",
-            module.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--out",
-            package.to_str().unwrap(),
-        ],
-        vec!["plugin", "trust", &public, "--node", api],
-        vec!["plugin", "install", package.to_str().unwrap(), "--node", api],
-    ] {
-        let output = std::process::Command::new(&binary).args(&args).output().expect("zeromesh runs");
-        assert!(output.status.success(), "zeromesh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
+    zeromesh_testnet::cli(&["plugin", "keygen", "--out", key.to_str().unwrap()]).expect("a publisher key");
+    zeromesh_testnet::sign_plugin(&module, &examples.join("echo.json"), &key, &package).expect("signs");
+    zeromesh_testnet::cli(&["plugin", "trust", &public, "--node", api]).expect("trusts the key");
+    zeromesh_testnet::cli(&["plugin", "install", package.to_str().unwrap(), "--node", api]).expect("installs");
 }
 
 fn rss_kib(pid: u32) -> u64 {

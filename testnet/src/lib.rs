@@ -96,6 +96,24 @@ pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// Runs the `zeromesh` command line with `args`; its stdout, or an error
+/// holding its stderr.
+pub fn cli(args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(zeromesh_binary()?).args(args).output()?;
+    if !output.status.success() {
+        bail!("zeromesh {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Signs a plugin module with a manifest and publisher key through the
+/// command line, as a publisher would, writing the package to `out`.
+pub fn sign_plugin(module: &Path, manifest: &Path, key: &Path, out: &Path) -> anyhow::Result<()> {
+    let path = |path: &Path| path.to_str().map(str::to_owned).context("a path that is not UTF-8");
+    let (module, manifest, key, out) = (path(module)?, path(manifest)?, path(key)?, path(out)?);
+    cli(&["plugin", "sign", &module, "--manifest", &manifest, "--key", &key, "--out", &out]).map(drop)
+}
+
 /// One HTTP/1.1 request to a node's API address (`ws://host:port` or
 /// `host:port`) over a fresh connection: the status code and the body.
 pub async fn http_request(

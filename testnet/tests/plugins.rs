@@ -48,18 +48,10 @@ fn publisher_key(dir: &Path) -> (PathBuf, String) {
 
 /// Signs `wasm` with `manifest` through the command line; returns the package path.
 fn sign(dir: &Path, name: &str, wasm: Vec<u8>, manifest: &Path, key: &Path) -> String {
-    let module = dir.join(format!("{name}.wasm"));
+    let (module, package) = (dir.join(format!("{name}.wasm")), dir.join(format!("{name}.zmp")));
     std::fs::write(&module, wasm).unwrap();
-    let printed = run_ok(&[
-        "plugin",
-        "sign",
-        module.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
-    printed.lines().next().unwrap().trim().to_owned()
+    zeromesh_testnet::sign_plugin(&module, manifest, key, &package).expect("signs");
+    package.to_str().unwrap().to_owned()
 }
 
 async fn tool_names(testnet: &Testnet, node: usize) -> Vec<String> {

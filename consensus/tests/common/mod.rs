@@ -148,3 +148,15 @@ impl TestCluster {
         }
     }
 }
+
+/// A single-threaded runtime for driving a state machine directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
+}
+
+/// A state machine on a fresh store in `dir`, and the store for reads.
+pub fn open_machine(dir: &tempfile::TempDir) -> (zeromesh_storage::Store, zeromesh_consensus::MemoryStateMachine) {
+    let store = zeromesh_storage::Store::open(dir.path()).expect("open a store");
+    let machine = zeromesh_consensus::MemoryStateMachine::open(store.clone()).expect("open the state machine");
+    (store, machine)
+}

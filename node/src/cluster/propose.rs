@@ -1,6 +1,6 @@
-//! Proposing commands other than memory writes (the plugin registry's):
-//! here if this node leads, else forwarded to the leader. Memory writes take
-//! the batched path in `service`.
+//! Getting a command to the leader: here if this node leads, else forwarded
+//! over the mesh, retried across leader changes (`through_leader`, shared by
+//! memory writes and the registry and token commands).
 
 use zeromesh_consensus::ConsensusError;
 use zeromesh_protocol::{Command, CommandReply};
@@ -13,17 +13,45 @@ impl NodeService {
     /// Proposes `command` and returns its log index and applied reply.
     pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ServiceError> {
         command.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        let command = &command;
+        self.through_leader(
+            "command",
+            move || self.consensus.propose(command.clone()),
+            move || MeshRequest::Propose(command.clone()),
+            |response| match response {
+                MeshResponse::Propose(result) => Ok(result),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Runs `here` while this node leads; otherwise sends `request()` to the
+    /// leader and takes its answer with `answer` (which hands back any other
+    /// response). Retries across leader changes until `REQUEST_TIMEOUT`. A
+    /// proposal that timed out here has an unknown outcome, and says so.
+    pub(super) async fn through_leader<T, Here, HereFuture>(
+        &self,
+        what: &str,
+        here: Here,
+        request: impl Fn() -> MeshRequest,
+        answer: impl Fn(MeshResponse) -> Result<Result<T, MeshError>, MeshResponse>,
+    ) -> Result<T, ServiceError>
+    where
+        Here: Fn() -> HereFuture,
+        HereFuture: std::future::Future<Output = Result<T, ConsensusError>>,
+    {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(ServiceError::Unavailable(format!(
-                    "no leader accepted the command within {} ms",
+                    "no leader accepted the {what} within {} ms",
                     REQUEST_TIMEOUT.as_millis()
                 )));
             }
-            match tokio::time::timeout(remaining, self.consensus.propose(command.clone())).await {
-                Ok(Ok(applied)) => return Ok(applied),
+            match tokio::time::timeout(remaining, here()).await {
+                Ok(Ok(done)) => return Ok(done),
                 Ok(Err(ConsensusError::NotLeader { .. })) => {}
                 Ok(Err(other)) => return Err(other.into()),
                 Err(_) => {
@@ -35,17 +63,18 @@ impl NodeService {
             }
             let (leader, info) = self.leader(remaining).await?;
             if leader == self.node_id() {
+                // Leadership is still being settled here; try again shortly.
                 tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 continue;
             }
-            match self.send(leader, &info, MeshRequest::Propose(command.clone()), remaining).await {
-                Ok(MeshResponse::Propose(Ok(applied))) => return Ok(applied),
-                Ok(MeshResponse::Propose(Err(MeshError::NotLeader { .. }))) => {
-                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
-                }
-                Ok(MeshResponse::Propose(Err(error))) => return Err(error.into()),
-                Ok(MeshResponse::Refused(MeshError::Unavailable(_))) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
-                Ok(other) => return Err(ServiceError::Unknown(format!("the leader answered {other:?}"))),
+            match self.send(leader, &info, request(), remaining).await.map(&answer) {
+                Ok(Ok(Ok(done))) => return Ok(done),
+                // The leader changed before it proposed: nothing was done; try the new one.
+                Ok(Ok(Err(MeshError::NotLeader { .. }))) => tokio::time::sleep(LEADER_RETRY_PAUSE).await,
+                Ok(Ok(Err(error))) => return Err(error.into()),
+                Ok(Err(MeshResponse::Refused(MeshError::Unavailable(_)))) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
+                Ok(Err(other)) => return Err(ServiceError::Unknown(format!("the leader answered {other:?}"))),
+                // Not delivered (the leader is down or cut off): wait for a new one.
                 Err(MeshSendError::Unreachable { .. }) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
                 Err(error) => return Err(ServiceError::Unknown(error.to_string())),
             }

@@ -194,48 +194,20 @@ impl NodeService {
     /// Proposes `batch`, here if this node leads, else through the leader.
     pub async fn write(&self, batch: MemoryBatch) -> Result<WriteAccepted, ServiceError> {
         batch.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(ServiceError::Unavailable(format!(
-                    "no leader accepted the write within {} ms",
-                    REQUEST_TIMEOUT.as_millis()
-                )));
-            }
-            match tokio::time::timeout(remaining, self.batcher.write(batch.clone())).await {
-                Ok(Ok(receipt)) => {
-                    return Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes })
-                }
-                Ok(Err(ConsensusError::NotLeader { .. })) => {}
-                Ok(Err(other)) => return Err(other.into()),
-                Err(_) => {
-                    return Err(ServiceError::Unknown(format!(
-                        "proposed here but not committed within {} ms (is this node cut off from a quorum?)",
-                        REQUEST_TIMEOUT.as_millis()
-                    )))
-                }
-            }
-            let (leader, info) = self.leader(remaining).await?;
-            if leader == self.node_id() {
-                // Leadership is still being settled here; try again shortly.
-                tokio::time::sleep(LEADER_RETRY_PAUSE).await;
-                continue;
-            }
-            match self.send(leader, &info, MeshRequest::Write(batch.clone()), remaining).await {
-                Ok(MeshResponse::Write(Ok(accepted))) => return Ok(accepted),
-                // The leader changed before it proposed: nothing was written; try the new one.
-                Ok(MeshResponse::Write(Err(MeshError::NotLeader { .. }))) => {
-                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
-                }
-                Ok(MeshResponse::Write(Err(error))) => return Err(error.into()),
-                Ok(MeshResponse::Refused(MeshError::Unavailable(_))) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
-                Ok(other) => return Err(ServiceError::Unknown(format!("the leader answered {other:?}"))),
-                // Not delivered (the leader is down or cut off): wait for a new one.
-                Err(MeshSendError::Unreachable { .. }) => tokio::time::sleep(BUSY_RETRY_PAUSE).await,
-                Err(error) => return Err(ServiceError::Unknown(error.to_string())),
-            }
-        }
+        let batch = &batch;
+        self.through_leader(
+            "write",
+            move || async move {
+                let receipt = self.batcher.write(batch.clone()).await?;
+                Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes })
+            },
+            move || MeshRequest::Write(batch.clone()),
+            |response| match response {
+                MeshResponse::Write(result) => Ok(result),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
     /// Handles a write forwarded by another node: proposed only if this node
