@@ -179,7 +179,7 @@ async fn route(
         (_, "/mcp") => {
             let mut refused = text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "this node answers MCP over Streamable HTTP with POST /mcp only (no server-sent event stream); use the WebSocket endpoint for notifications",
+                "this node answers MCP over Streamable HTTP with POST /mcp only (no server-sent event stream, and sessions need no ending); use the WebSocket endpoint for notifications",
             );
             refused.headers_mut().insert("allow", HeaderValue::from_static("POST"));
             refused
@@ -313,8 +313,24 @@ async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>, caller
         );
     };
     let session = Session::one_shot(caller);
+    let initializing = serde_json::from_str::<serde_json::Value>(message)
+        .is_ok_and(|value| value.get("method").and_then(serde_json::Value::as_str) == Some("initialize"));
     match server::answer(service, &session, message).await {
-        Some(answer) => respond(StatusCode::OK, "application/json", answer),
+        Some(answer) => {
+            let mut answered = respond(StatusCode::OK, "application/json", answer);
+            if initializing {
+                // The endpoint keeps no per-session state, so any session id a
+                // client sends back is accepted and none ever expires; the id
+                // lets clients that expect one correlate their requests.
+                let mut id = [0u8; 16];
+                if getrandom::fill(&mut id).is_ok() {
+                    if let Ok(value) = HeaderValue::from_str(&hex::encode(id)) {
+                        answered.headers_mut().insert("mcp-session-id", value);
+                    }
+                }
+            }
+            answered
+        }
         None => {
             let mut accepted = Response::new(Full::new(Bytes::new()));
             *accepted.status_mut() = StatusCode::ACCEPTED;
