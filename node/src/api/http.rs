@@ -312,10 +312,13 @@ async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>, caller
             super::jsonrpc::error(serde_json::Value::Null, &refusal),
         );
     };
+    let incoming = match super::jsonrpc::parse(message) {
+        Ok(incoming) => incoming,
+        Err((id, error)) => return respond(StatusCode::OK, "application/json", super::jsonrpc::error(id, &error)),
+    };
+    let initializing = incoming.method == "initialize";
     let session = Session::one_shot(caller);
-    let initializing = serde_json::from_str::<serde_json::Value>(message)
-        .is_ok_and(|value| value.get("method").and_then(serde_json::Value::as_str) == Some("initialize"));
-    match server::answer(service, &session, message).await {
+    match server::answer_incoming(service, &session, incoming, &server::Progress::none()).await {
         Some(answer) => {
             let mut answered = respond(StatusCode::OK, "application/json", answer);
             if initializing {

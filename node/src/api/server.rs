@@ -233,15 +233,8 @@ impl Progress {
     }
 }
 
-/// The answer to one message, or none for a notification.
-pub async fn answer(service: &Arc<NodeService>, session: &Session, text: &str) -> Option<String> {
-    match jsonrpc::parse(text) {
-        Ok(incoming) => answer_incoming(service, session, incoming, &Progress::none()).await,
-        Err((id, error)) => Some(jsonrpc::error(id, &error)),
-    }
-}
-
-async fn answer_incoming(
+/// The answer to one parsed message, or none for a notification.
+pub async fn answer_incoming(
     service: &Arc<NodeService>,
     session: &Session,
     incoming: jsonrpc::Incoming,

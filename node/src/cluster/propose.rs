@@ -9,6 +9,14 @@ use super::service::{NodeService, ServiceError, BUSY_RETRY_PAUSE, LEADER_RETRY_P
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::MeshSendError;
 
+/// What a proposal that timed out on this node reports: it may still commit.
+pub(super) fn timed_out_here() -> ServiceError {
+    ServiceError::Unknown(format!(
+        "proposed here but not committed within {} ms (is this node cut off from a quorum?)",
+        REQUEST_TIMEOUT.as_millis()
+    ))
+}
+
 impl NodeService {
     /// Proposes `command` and returns its log index and applied reply.
     pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ServiceError> {
@@ -22,20 +30,22 @@ impl NodeService {
                 MeshResponse::Propose(result) => Ok(result),
                 other => Err(other),
             },
+            timed_out_here,
         )
         .await
     }
 
     /// Runs `here` while this node leads; otherwise sends `request()` to the
     /// leader and takes its answer with `answer` (which hands back any other
-    /// response). Retries across leader changes until `REQUEST_TIMEOUT`. A
-    /// proposal that timed out here has an unknown outcome, and says so.
+    /// response). Retries across leader changes until `REQUEST_TIMEOUT`.
+    /// `here` running out of time is reported by `timed_out_here`.
     pub(super) async fn through_leader<T, Here, HereFuture>(
         &self,
         what: &str,
         here: Here,
         request: impl Fn() -> MeshRequest,
         answer: impl Fn(MeshResponse) -> Result<Result<T, MeshError>, MeshResponse>,
+        timed_out_here: impl FnOnce() -> ServiceError,
     ) -> Result<T, ServiceError>
     where
         Here: Fn() -> HereFuture,
@@ -54,12 +64,7 @@ impl NodeService {
                 Ok(Ok(done)) => return Ok(done),
                 Ok(Err(ConsensusError::NotLeader { .. })) => {}
                 Ok(Err(other)) => return Err(other.into()),
-                Err(_) => {
-                    return Err(ServiceError::Unknown(format!(
-                        "proposed here but not committed within {} ms (is this node cut off from a quorum?)",
-                        REQUEST_TIMEOUT.as_millis()
-                    )))
-                }
+                Err(_) => return Err(timed_out_here()),
             }
             let (leader, info) = self.leader(remaining).await?;
             if leader == self.node_id() {

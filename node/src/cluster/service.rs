@@ -67,6 +67,13 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// How a linearizable read was served: here (this node leads), or at the
+/// read index the leader confirmed.
+enum Served {
+    Here(ReadReply),
+    At(u64),
+}
+
 /// One node's cluster-facing operations.
 pub struct NodeService {
     pub consensus: Arc<ConsensusNode>,
@@ -206,6 +213,7 @@ impl NodeService {
                 MeshResponse::Write(result) => Ok(result),
                 other => Err(other),
             },
+            super::propose::timed_out_here,
         )
         .await
     }
@@ -249,41 +257,35 @@ impl NodeService {
         if consistency == Consistency::Stale {
             return Ok(self.consensus.read(Consistency::Stale, query).await?);
         }
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(ServiceError::Unavailable(format!(
-                    "no leader confirmed a read index within {} ms",
-                    REQUEST_TIMEOUT.as_millis()
-                )));
-            }
-            match tokio::time::timeout(remaining, self.consensus.read(Consistency::Linearizable, query.clone())).await {
-                Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(ConsensusError::NotLeader { .. })) => {}
-                Ok(Err(other)) => return Err(other.into()),
-                Err(_) => {
-                    return Err(ServiceError::Unavailable(format!(
+        let started = tokio::time::Instant::now();
+        let query = &query;
+        let served = self
+            .through_leader(
+                "read",
+                move || async move { self.consensus.read(Consistency::Linearizable, query.clone()).await.map(Served::Here) },
+                || MeshRequest::ReadIndex,
+                |response| match response {
+                    MeshResponse::ReadIndex(result) => Ok(result.map(Served::At)),
+                    other => Err(other),
+                },
+                || {
+                    ServiceError::Unavailable(format!(
                         "leadership not confirmed by a quorum within {} ms (is this node cut off?)",
                         REQUEST_TIMEOUT.as_millis()
-                    )))
-                }
-            }
-            let (leader, info) = self.leader(remaining).await?;
-            if leader == self.node_id() {
-                tokio::time::sleep(LEADER_RETRY_PAUSE).await;
-                continue;
-            }
-            match self.ask(leader, &info, MeshRequest::ReadIndex, remaining).await? {
-                MeshResponse::ReadIndex(Ok(index)) => {
-                    return Ok(self.consensus.read_at(index, query, remaining).await?)
-                }
-                MeshResponse::ReadIndex(Err(MeshError::NotLeader { .. }))
-                | MeshResponse::Refused(MeshError::Unavailable(_)) => {
-                    tokio::time::sleep(LEADER_RETRY_PAUSE).await;
-                }
-                MeshResponse::ReadIndex(Err(error)) => return Err(error.into()),
-                other => return Err(ServiceError::Unavailable(format!("the leader answered {other:?}"))),
+                    ))
+                },
+            )
+            .await
+            // A read changes nothing, so no outcome is ever unknown: it just failed.
+            .map_err(|error| match error {
+                ServiceError::Unknown(reason) => ServiceError::Unavailable(reason),
+                other => other,
+            })?;
+        match served {
+            Served::Here(reply) => Ok(reply),
+            Served::At(read_index) => {
+                let remaining = REQUEST_TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+                Ok(self.consensus.read_at(read_index, query.clone(), remaining).await?)
             }
         }
     }
