@@ -22,7 +22,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo nextest run --workspace --lib --bins --tests --locked --timings "$@" 2>&1 | tee "$log" || status=$?
 # Criterion runs each benchmark once under --test; the mesh benchmark does a short pass.
-cargo test --workspace --benches --locked 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --bench '*' --locked 2>&1 | tee -a "$log" || status=$?
 
 # scripts/testnet.sh builds only the node (`cargo build -p zeromesh`). Its
 # dependencies must resolve to the same features as this build's, or each
