@@ -15,6 +15,7 @@ mod network;
 mod node;
 mod read_batch;
 mod reads;
+mod registry;
 mod settings;
 mod state_machine;
 mod types;

@@ -96,7 +96,7 @@ impl ConsensusNode {
         &self.raft
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 

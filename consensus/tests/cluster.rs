@@ -254,3 +254,21 @@ async fn concurrent_compare_and_set_clients_never_lose_an_increment() {
     // Conflicts are allowed, not required: they show how much the clients interleaved.
     eprintln!("compare-and-set conflicts seen: {}", a + b + c + d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_its_own_plugin_modules_and_drops_all_but_the_named_ones() {
+    let cluster = TestCluster::start(1, test_settings()).await;
+    let node = cluster.node(1);
+    let (kept, dropped) = ([1u8; 32], [2u8; 32]);
+    node.keep_module(kept, b"kept module".to_vec()).await.expect("keep a module");
+    node.keep_module(dropped, b"dropped module".to_vec()).await.expect("keep a module");
+    assert_eq!(node.module(dropped).await.expect("read a module"), Some(b"dropped module".to_vec()));
+
+    node.drop_modules_except(BTreeSet::from([kept])).await.expect("drop modules");
+
+    assert_eq!(node.module(kept).await.expect("read a module"), Some(b"kept module".to_vec()));
+    assert_eq!(node.module(dropped).await.expect("read a module"), None);
+    assert!(node.installed_plugins().await.expect("read the registry").is_empty());
+    assert!(node.tokens().await.expect("read the tokens").is_empty());
+    assert_eq!(node.token("0123456789abcdef").expect("read a token"), None);
+}

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use zeromesh_consensus::ConsensusNode;
 use zeromesh_protocol::auth::{check_token_id, Role, TokenCommand, TOKEN_ID_HEX_DIGITS};
 use zeromesh_protocol::MemoryPath;
-use zeromesh_storage::Store;
 
 use super::jsonrpc::RpcError;
 
@@ -82,7 +82,7 @@ impl Auth {
 
     /// The caller an `Authorization` header names. In `--dev`, everyone is
     /// an admin.
-    pub fn authenticate(&self, store: &Store, authorization: Option<&str>) -> Result<Caller, String> {
+    pub fn authenticate(&self, consensus: &ConsensusNode, authorization: Option<&str>) -> Result<Caller, String> {
         if self.dev {
             return Ok(Caller::dev());
         }
@@ -94,10 +94,10 @@ impl Auth {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or("the Authorization header must be `Bearer <token>`")?
             .trim();
-        self.verify(store, token)
+        self.verify(consensus, token)
     }
 
-    fn verify(&self, store: &Store, token: &str) -> Result<Caller, String> {
+    fn verify(&self, consensus: &ConsensusNode, token: &str) -> Result<Caller, String> {
         let malformed = "the token is not a zeromesh token (zm_<id>_<secret>)";
         let rest = token.strip_prefix("zm_").ok_or(malformed)?;
         let (id, secret) = rest.split_once('_').ok_or(malformed)?;
@@ -105,7 +105,7 @@ impl Auth {
         if secret.len() != SECRET_BYTES * 2 {
             return Err(malformed.into());
         }
-        let record = store
+        let record = consensus
             .token(id)
             .map_err(|error| format!("tokens cannot be read: {error}"))?
             .ok_or_else(|| format!("token {id} is not known to this node (revoked, or not yet replicated here)"))?;
@@ -119,9 +119,9 @@ impl Auth {
 
     /// Checks, before each request, that the caller's token still exists and
     /// is within its rate limit.
-    pub fn admit(&self, store: &Store, caller: &Caller) -> Result<(), RpcError> {
+    pub fn admit(&self, consensus: &ConsensusNode, caller: &Caller) -> Result<(), RpcError> {
         let Some(id) = &caller.token_id else { return Ok(()) };
-        match store.token(id) {
+        match consensus.token(id) {
             Ok(Some(_)) => {}
             Ok(None) => return Err(RpcError::new(FORBIDDEN, format!("token {id} has been revoked"))),
             Err(error) => return Err(RpcError::new(FORBIDDEN, format!("tokens cannot be read: {error}"))),

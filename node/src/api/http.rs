@@ -160,7 +160,7 @@ async fn route(
         None
     } else {
         let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        match service.auth.authenticate(service.consensus.store(), authorization) {
+        match service.auth.authenticate(&service.consensus, authorization) {
             Ok(caller) => Some(caller),
             Err(reason) => {
                 let mut refused = text(StatusCode::UNAUTHORIZED, &reason);

@@ -256,7 +256,7 @@ pub async fn answer_incoming(
 /// The caller's token is still valid, within its rate limit, and allows
 /// this request.
 fn checked(service: &NodeService, session: &Session, method: &str, params: &Value) -> Result<(), RpcError> {
-    service.auth.admit(service.consensus.store(), &session.caller)?;
+    service.auth.admit(&service.consensus, &session.caller)?;
     auth::authorize(&session.caller, method, params)
 }
 

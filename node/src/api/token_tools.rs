@@ -96,14 +96,12 @@ pub async fn call(service: &NodeService, name: &str, args: &Value) -> Option<Res
             if let Err(error) = arguments::<NoArgs>(name, args) {
                 return Some(Err(error));
             }
-            let store = service.consensus.store().clone();
-            match tokio::task::spawn_blocking(move || store.tokens()).await {
-                Ok(Ok(tokens)) => Ok(json!({ "tokens": tokens.iter().map(|token| json!({
+            match service.consensus.tokens().await {
+                Ok(tokens) => Ok(json!({ "tokens": tokens.iter().map(|token| json!({
                     "id": token.id, "role": token.role.name(), "agent": token.agent,
                     "created_at_ms": token.created_at_ms, "log_index": token.log_index,
                 })).collect::<Vec<_>>() })),
-                Ok(Err(error)) => Err(ServiceError::Unavailable(error.to_string())),
-                Err(error) => Err(ServiceError::Unavailable(error.to_string())),
+                Err(error) => Err(ServiceError::from(error)),
             }
         }
         _ => return None,

@@ -15,12 +15,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The module with `hash`, stored locally once fetched; `None` when no
 /// peer that was asked holds it.
 pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, ServiceError> {
-    let store = service.consensus.store().clone();
-    let wanted = *hash;
-    let local = tokio::task::spawn_blocking(move || store.plugin_blob(&wanted))
-        .await
-        .map_err(|error| ServiceError::Unavailable(error.to_string()))?
-        .map_err(|error| ServiceError::Unavailable(error.to_string()))?;
+    let local = service.consensus.module(*hash).await?;
     if let Some(module) = local.filter(|module| sha256(module) == *hash) {
         return Ok(Some(module));
     }
@@ -49,12 +44,7 @@ pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec
             .await;
         match answer {
             Ok(MeshResponse::FetchPluginModule(Some(module))) if sha256(&module) == *hash => {
-                let store = service.consensus.store().clone();
-                let (hash, kept) = (*hash, module.clone());
-                tokio::task::spawn_blocking(move || store.put_plugin_blob(&hash, &kept))
-                    .await
-                    .map_err(|error| ServiceError::Unavailable(error.to_string()))?
-                    .map_err(|error| ServiceError::Unavailable(error.to_string()))?;
+                service.consensus.keep_module(*hash, module.clone()).await?;
                 tracing::info!(%peer, module = %hash_hex, bytes = module.len(), "fetched a plugin module");
                 return Ok(Some(module));
             }

@@ -81,14 +81,9 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-fn storage_error(error: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Unavailable(format!("plugin storage: {error}"))
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
-) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work).await.map_err(|error| ServiceError::Unavailable(error.to_string()))?
+/// The publisher keys the replicated registry trusts now.
+async fn trusted_keys(consensus: &ConsensusNode) -> Result<Vec<PublisherKey>, ServiceError> {
+    Ok(consensus.trusted_publishers().await?.into_iter().map(|trusted| trusted.publisher).collect())
 }
 
 impl PluginRuntime {
@@ -153,9 +148,7 @@ impl PluginRuntime {
 
     /// A module this node holds, for a peer that asked by hash.
     pub async fn module_for_peer(&self, consensus: &ConsensusNode, sha256: &[u8; 32]) -> Option<Vec<u8>> {
-        let store = consensus.store().clone();
-        let sha256 = *sha256;
-        tokio::task::spawn_blocking(move || store.plugin_blob(&sha256).ok().flatten()).await.ok().flatten()
+        consensus.module(*sha256).await.ok().flatten()
     }
 
     /// Keeps the loaded set equal to the registry, forever.
@@ -183,14 +176,8 @@ impl PluginRuntime {
     /// One pass: loads what the registry has and this node lacks, drops what
     /// it no longer has. Returns whether some module is still missing.
     async fn sync(&self, service: &NodeService) -> Result<bool, ServiceError> {
-        let store = service.consensus.store().clone();
-        let (registry, trusted) = blocking(move || {
-            let registry = store.installed_plugins().map_err(storage_error)?;
-            let trusted: Vec<PublisherKey> =
-                store.trusted_publishers().map_err(storage_error)?.into_iter().map(|t| t.publisher).collect();
-            Ok((registry, trusted))
-        })
-        .await?;
+        let registry = service.consensus.installed_plugins().await?;
+        let trusted = trusted_keys(&service.consensus).await?;
         let mut missing = false;
         let mut not_running = BTreeMap::new();
         let mut running = BTreeMap::new();
@@ -233,16 +220,7 @@ impl PluginRuntime {
         if tools_changed {
             let _ = self.tools_changed.send(());
         }
-        let store = service.consensus.store().clone();
-        blocking(move || {
-            for hash in store.plugin_blob_hashes().map_err(storage_error)? {
-                if !referenced.contains(&hash) && !pinned.contains(&hash) {
-                    store.delete_plugin_blob(&hash).map_err(storage_error)?;
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        service.consensus.drop_modules_except(referenced.union(&pinned).copied().collect()).await?;
         Ok(missing)
     }
 
@@ -274,11 +252,7 @@ impl PluginRuntime {
         progress: &(dyn Fn(u64, &str) + Sync),
     ) -> Result<Value, ServiceError> {
         let package = Package::decode(package_bytes).map_err(|error| ServiceError::Invalid(error.to_string()))?;
-        let store = service.consensus.store().clone();
-        let trusted: Vec<PublisherKey> = blocking(move || {
-            Ok(store.trusted_publishers().map_err(storage_error)?.into_iter().map(|t| t.publisher).collect())
-        })
-        .await?;
+        let trusted = trusted_keys(&service.consensus).await?;
         let verified = package.verify(&trusted, now_ms()).map_err(|error| ServiceError::Refused(error.to_string()))?;
         if let Some(extra) = granted.iter().find(|capability| !verified.manifest.capabilities.contains(capability)) {
             return Err(ServiceError::Invalid(format!(
@@ -295,10 +269,7 @@ impl PluginRuntime {
         })?;
         progress(1, "verified and linked");
         self.write().pinned.insert(sha256);
-        let stored = {
-            let store = service.consensus.store().clone();
-            blocking(move || store.put_plugin_blob(&sha256, &module).map_err(storage_error)).await
-        };
+        let stored = service.consensus.keep_module(sha256, module).await.map_err(ServiceError::from);
         let proposed = match stored {
             Ok(()) => {
                 progress(2, "module stored on this node");
@@ -370,11 +341,8 @@ impl PluginRuntime {
 
     /// The registry as this node sees it, with what runs here.
     pub async fn list(&self, service: &NodeService) -> Result<Value, ServiceError> {
-        let store = service.consensus.store().clone();
-        let (registry, trusted) = blocking(move || {
-            Ok((store.installed_plugins().map_err(storage_error)?, store.trusted_publishers().map_err(storage_error)?))
-        })
-        .await?;
+        let registry = service.consensus.installed_plugins().await?;
+        let trusted = service.consensus.trusted_publishers().await?;
         let loaded = self.read();
         let plugins: Vec<Value> = registry
             .iter()

@@ -1,0 +1,72 @@
+//! Typed reads of the replicated registry (access tokens, installed plugins,
+//! trusted publishers) and this node's own plugin module blobs, so that the
+//! node's runtime never reaches into RocksDB itself.
+
+use std::collections::BTreeSet;
+
+use zeromesh_protocol::auth::TokenRecord;
+use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
+use zeromesh_storage::{StorageError, Store};
+
+use crate::error::ConsensusError;
+use crate::node::ConsensusNode;
+
+impl ConsensusNode {
+    /// The access token `id` in this node's applied state. A point read,
+    /// cheap enough to run on every API request.
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, ConsensusError> {
+        Ok(self.store().token(id)?)
+    }
+
+    /// Every access token (hashed), in id order.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, ConsensusError> {
+        self.off_thread(|store| store.tokens()).await
+    }
+
+    /// Every installed plugin, in name order.
+    pub async fn installed_plugins(&self) -> Result<Vec<InstalledPlugin>, ConsensusError> {
+        self.off_thread(|store| store.installed_plugins()).await
+    }
+
+    /// Every trusted publisher key.
+    pub async fn trusted_publishers(&self) -> Result<Vec<TrustedPublisher>, ConsensusError> {
+        self.off_thread(|store| store.trusted_publishers()).await
+    }
+
+    /// The plugin module with SHA-256 `sha256`, if this node holds it. Blobs
+    /// are local, not replicated: the caller checks the hash before use.
+    pub async fn module(&self, sha256: [u8; 32]) -> Result<Option<Vec<u8>>, ConsensusError> {
+        self.off_thread(move |store| store.plugin_blob(&sha256)).await
+    }
+
+    /// Keeps `module` on this node under its SHA-256 (which the caller
+    /// computed), synced.
+    pub async fn keep_module(&self, sha256: [u8; 32], module: Vec<u8>) -> Result<(), ConsensusError> {
+        self.off_thread(move |store| store.put_plugin_blob(&sha256, &module)).await
+    }
+
+    /// Deletes every module this node holds whose hash is not in `kept`.
+    pub async fn drop_modules_except(&self, kept: BTreeSet<[u8; 32]>) -> Result<(), ConsensusError> {
+        self.off_thread(move |store| {
+            for hash in store.plugin_blob_hashes()? {
+                if !kept.contains(&hash) {
+                    store.delete_plugin_blob(&hash)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a blocking RocksDB `read` on tokio's blocking pool.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, ConsensusError> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|error| ConsensusError::Raft(format!("a storage task panicked: {error}")))?
+            .map_err(ConsensusError::from)
+    }
+}
