@@ -1,6 +1,7 @@
 //! The zeromesh node: configuration and identity, the libp2p mesh, Raft over
-//! the mesh (the cluster service), the WebSocket peer API, and the client
-//! the command line and the test harness use.
+//! the mesh (the cluster), the plugin runtime, the tools (called through the
+//! kernel), the peer API, the runtime that starts them, and the client the
+//! command line and the test harness use.
 
 pub mod api;
 pub mod cli;
@@ -10,5 +11,8 @@ pub mod config;
 pub mod identity;
 pub mod mesh;
 pub mod plugins;
+pub mod runtime;
 pub mod stdio_bridge;
 pub mod tls;
+pub mod tokens;
+pub mod tools;

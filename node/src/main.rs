@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Commands::Run(args) => zeromesh::cluster::run(NodeConfig::resolve(&args)?).await,
+        Commands::Run(args) => zeromesh::runtime::run(NodeConfig::resolve(&args)?).await,
         Commands::Keygen { data } => {
             let keypair = zeromesh::identity::generate(&zeromesh::identity::key_path(&data))?;
             let peer_id = keypair.public().to_peer_id();

@@ -26,9 +26,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES};
 
-use super::auth::Caller;
 use super::server::{self, Session, SUBPROTOCOL};
-use crate::cluster::NodeService;
+use super::ApiState;
+use zeromesh_kernel::Caller;
 
 /// A connection that has not sent its request head by then is dropped, so
 /// silent sockets cannot hold connection slots.
@@ -40,7 +40,7 @@ type Body = Full<Bytes>;
 
 /// Serves the peer API on `listener` until the process ends; over TLS
 /// only, when `tls` is given.
-pub async fn serve(listener: TcpListener, service: Arc<NodeService>, tls: Option<Arc<rustls::ServerConfig>>) {
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, tls: Option<Arc<rustls::ServerConfig>>) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
     loop {
@@ -53,15 +53,15 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>, tls: Option
             }
         };
         let slot = connections.clone().try_acquire_owned().ok().map(Arc::new);
-        let service = service.clone();
+        let state = state.clone();
         let loopback = stream.local_addr().is_ok_and(|local| local.ip().is_loopback());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            service.api_metrics.connections.fetch_add(1, Ordering::Relaxed);
+            state.metrics.connections.fetch_add(1, Ordering::Relaxed);
             let serving = {
-                let service = service.clone();
-                hyper::service::service_fn(move |request| route(request, service.clone(), slot.clone(), loopback))
+                let state = state.clone();
+                hyper::service::service_fn(move |request| route(request, state.clone(), slot.clone(), loopback))
             };
             let io: Box<dyn crate::client::Io> = match acceptor {
                 None => Box::new(stream),
@@ -69,12 +69,12 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>, tls: Option
                     Ok(Ok(tls)) => Box::new(tls),
                     Ok(Err(error)) => {
                         tracing::debug!(%remote, %error, "TLS handshake failed");
-                        service.api_metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                        state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(%remote, "no TLS handshake within the handshake timeout");
-                        service.api_metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                        state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
                         return;
                     }
                 },
@@ -88,7 +88,7 @@ pub async fn serve(listener: TcpListener, service: Arc<NodeService>, tls: Option
             if let Err(error) = connection.await {
                 tracing::debug!(%remote, %error, "API connection ended");
             }
-            service.api_metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -140,7 +140,7 @@ fn check_host_and_origin(request: &Request<Incoming>) -> Result<(), String> {
 
 async fn route(
     request: Request<Incoming>,
-    service: Arc<NodeService>,
+    state: Arc<ApiState>,
     slot: Option<Arc<OwnedSemaphorePermit>>,
     loopback: bool,
 ) -> Result<Response<Body>, Infallible> {
@@ -160,7 +160,7 @@ async fn route(
         None
     } else {
         let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        match service.auth.authenticate(&service.consensus, authorization) {
+        match state.auth.authenticate(&state.cluster.consensus, authorization) {
             Ok(caller) => Some(caller),
             Err(reason) => {
                 let mut refused = text(StatusCode::UNAUTHORIZED, &reason);
@@ -171,11 +171,11 @@ async fn route(
     };
     let caller = caller.unwrap_or_else(Caller::dev);
     Ok(match (request.method().clone(), path.as_str()) {
-        (Method::GET, "/" | "/ws") if is_websocket_upgrade(&request) => upgrade(request, service, slot, caller),
+        (Method::GET, "/" | "/ws") if is_websocket_upgrade(&request) => upgrade(request, state, slot, caller),
         (_, "/" | "/ws") => {
             text(StatusCode::BAD_REQUEST, "the WebSocket peer API at / and /ws needs a WebSocket upgrade")
         }
-        (Method::POST, "/mcp") => mcp_post(request, &service, caller).await,
+        (Method::POST, "/mcp") => mcp_post(request, &state, caller).await,
         (_, "/mcp") => {
             let mut refused = text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -185,9 +185,9 @@ async fn route(
             refused
         }
         (Method::GET, "/health") => json_response(StatusCode::OK, json!({ "status": "ok" })),
-        (Method::GET, "/ready") => ready(&service),
+        (Method::GET, "/ready") => ready(&state),
         (Method::GET, "/metrics") => {
-            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", super::metrics::render(&service))
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", super::metrics::render(&state))
         }
         _ => text(StatusCode::NOT_FOUND, "not found: the peer API serves /, /ws, /mcp, /health, /ready and /metrics"),
     })
@@ -211,8 +211,8 @@ mod tests {
 }
 
 /// Ready: a member of a cluster that knows its leader.
-fn ready(service: &NodeService) -> Response<Body> {
-    let view = service.consensus.cluster_view();
+fn ready(state: &ApiState) -> Response<Body> {
+    let view = state.cluster.consensus.cluster_view();
     let member = view.voters.contains(&view.node_id) || view.learners.contains(&view.node_id);
     let reason = match (member, view.leader) {
         (false, _) => Some("this node is not a member of a cluster yet"),
@@ -239,7 +239,7 @@ fn is_websocket_upgrade(request: &Request<Incoming>) -> bool {
 
 fn upgrade(
     mut request: Request<Incoming>,
-    service: Arc<NodeService>,
+    state: Arc<ApiState>,
     slot: Arc<OwnedSemaphorePermit>,
     caller: Caller,
 ) -> Response<Body> {
@@ -265,7 +265,7 @@ fn upgrade(
             .max_message_size(Some(MAX_API_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        if let Err(error) = server::websocket(socket, service, caller).await {
+        if let Err(error) = server::websocket(socket, state, caller).await {
             tracing::debug!(%error, "WebSocket session ended");
         }
         drop(slot);
@@ -286,7 +286,7 @@ fn upgrade(
 
 /// Streamable HTTP: one JSON-RPC message per POST, answered as JSON; a
 /// notification or a response from the client is accepted with 202.
-async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>, caller: Caller) -> Response<Body> {
+async fn mcp_post(request: Request<Incoming>, state: &Arc<ApiState>, caller: Caller) -> Response<Body> {
     let accepts_json = request
         .headers()
         .get(hyper::header::ACCEPT)
@@ -318,7 +318,7 @@ async fn mcp_post(request: Request<Incoming>, service: &Arc<NodeService>, caller
     };
     let initializing = incoming.method == "initialize";
     let session = Session::one_shot(caller);
-    match server::answer_incoming(service, &session, incoming, &server::Progress::none()).await {
+    match server::answer_incoming(state, &session, incoming, &server::Progress::none()).await {
         Some(answer) => {
             let mut answered = respond(StatusCode::OK, "application/json", answer);
             if initializing {

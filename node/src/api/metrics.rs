@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::cluster::NodeService;
+use super::ApiState;
 
 /// Methods counted under their own name; anything else is `other`, so a
 /// client cannot grow the label set.
@@ -100,10 +100,10 @@ fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display
 }
 
 /// The whole metrics page.
-pub fn render(service: &NodeService) -> String {
+pub fn render(state: &ApiState) -> String {
     let mut out = String::new();
-    service.api_metrics.write_api(&mut out);
-    let view = service.consensus.cluster_view();
+    state.metrics.write_api(&mut out);
+    let view = state.cluster.consensus.cluster_view();
     gauge(&mut out, "zeromesh_raft_term", "Raft's current term.", view.term);
     gauge(
         &mut out,
@@ -111,7 +111,7 @@ pub fn render(service: &NodeService) -> String {
         "Index of the last entry in this node's log.",
         view.last_log_index.unwrap_or(0),
     );
-    if let Some(committed) = service.consensus.committed_index() {
+    if let Some(committed) = state.cluster.consensus.committed_index() {
         gauge(&mut out, "zeromesh_raft_committed_index", "Commit index (exported by the leader only).", committed);
     }
     gauge(
@@ -124,7 +124,7 @@ pub fn render(service: &NodeService) -> String {
     gauge(&mut out, "zeromesh_raft_leader_known", "1 when this node knows a leader.", u8::from(view.leader.is_some()));
     gauge(&mut out, "zeromesh_raft_voters", "Voters in the cluster's membership.", view.voters.len());
     gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
-    gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", service.mesh.connected_peers().len());
-    gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", service.plugins.running_count());
+    gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
+    gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
     out
 }

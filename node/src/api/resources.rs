@@ -13,7 +13,7 @@ use zeromesh_protocol::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION;
 use zeromesh_protocol::{MemoryPath, PathPrefix};
 
 use super::jsonrpc::RpcError;
-use crate::cluster::NodeService;
+use crate::cluster::Cluster;
 
 pub const URI_SCHEME: &str = "mem://";
 /// MCP's error code for a resource that does not exist.
@@ -55,7 +55,7 @@ pub fn templates() -> Value {
 }
 
 /// One page of every live memory (under `prefix` when given), in path order.
-pub async fn list(service: &NodeService, params: &Value, prefix: Option<String>) -> Result<Value, RpcError> {
+pub async fn list(cluster: &Cluster, params: &Value, prefix: Option<String>) -> Result<Value, RpcError> {
     let after = match params.get("cursor") {
         None | Some(Value::Null) => None,
         Some(Value::String(cursor)) => Some(cursor.clone()),
@@ -66,7 +66,7 @@ pub async fn list(service: &NodeService, params: &Value, prefix: Option<String>)
         None => PathPrefix::default(),
     };
     let query = ReadQuery::List { prefix, after, limit: Some(LIST_PAGE) };
-    let page = match service.read(Consistency::Linearizable, query).await {
+    let page = match cluster.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::List(page)) => page,
         Ok(_) => return Err(unavailable("unexpected read reply")),
         Err(error) => return Err(unavailable(error)),
@@ -91,10 +91,10 @@ pub async fn list(service: &NodeService, params: &Value, prefix: Option<String>)
 }
 
 /// The live version of one memory.
-pub async fn read(service: &NodeService, params: &Value) -> Result<Value, RpcError> {
+pub async fn read(cluster: &Cluster, params: &Value) -> Result<Value, RpcError> {
     let path = uri_param(params)?;
     let query = ReadQuery::Get { path: path.clone(), version: None };
-    let record = match service.read(Consistency::Linearizable, query).await {
+    let record = match cluster.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::Record(Some(record))) => record,
         Ok(_) => return Err(RpcError::new(RESOURCE_NOT_FOUND, format!("no live memory at {}", uri_of(&path)))),
         Err(error) => return Err(unavailable(error)),

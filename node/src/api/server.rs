@@ -15,10 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use zeromesh_protocol::limits::MAX_API_REQUESTS_PER_CONNECTION;
 
-use super::auth::{self, Caller};
 use super::jsonrpc::{self, RpcError, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND};
-use super::{resources, tools};
-use crate::cluster::NodeService;
+use super::{resources, tools, ApiState};
+use zeromesh_kernel::Caller;
 
 /// MCP protocol versions this node speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -26,8 +25,6 @@ pub const SUBPROTOCOL: &str = "mcp";
 /// Where a `tools/call` names the agent it acts for (`params._meta`); plugin
 /// memory access is confined to that agent's memories.
 pub const AGENT_META_KEY: &str = "zeromesh/agent";
-/// The agent of calls that name none.
-pub const ANONYMOUS_AGENT: &str = "anonymous";
 
 /// What the server knows about one connection.
 pub struct Session {
@@ -53,13 +50,13 @@ impl Session {
 
 /// Runs one WebSocket session: reads JSON-RPC messages, runs each in its
 /// own bounded task, writes answers and notifications.
-pub async fn websocket<S>(socket: WebSocketStream<S>, service: Arc<NodeService>, caller: Caller) -> anyhow::Result<()>
+pub async fn websocket<S>(socket: WebSocketStream<S>, state: Arc<ApiState>, caller: Caller) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = socket.split();
     let (answers_tx, mut answers) = mpsc::channel::<String>(MAX_API_REQUESTS_PER_CONNECTION);
-    let idle_timeout = service.api_idle_timeout;
+    let idle_timeout = state.idle_timeout;
     let writer = tokio::spawn(async move {
         // Pings make live clients answer (every WebSocket client pongs), so
         // only a silent or dead peer reaches the idle timeout.
@@ -82,7 +79,7 @@ where
     let session = Arc::new(Session::new(caller));
     let notifier = {
         let (session, answers_tx) = (session.clone(), answers_tx.clone());
-        let mut changes = service.plugins.subscribe_tools_changed();
+        let mut changes = state.plugins.subscribe_tools_changed();
         tokio::spawn(async move {
             loop {
                 match changes.recv().await {
@@ -100,7 +97,7 @@ where
     };
     let updater = {
         let (session, answers_tx) = (session.clone(), answers_tx.clone());
-        let mut changes = service.consensus.memory_changes();
+        let mut changes = state.cluster.consensus.memory_changes();
         tokio::spawn(async move {
             loop {
                 let change = match changes.recv().await {
@@ -154,18 +151,18 @@ where
             }
         };
         if incoming.method == "notifications/cancelled" {
-            cancel(&service, &running, &incoming.params);
+            cancel(&state, &running, &incoming.params);
             continue;
         }
         let key = incoming.id.as_ref().map(Value::to_string);
-        let service = service.clone();
+        let state = state.clone();
         let answers_tx = answers_tx.clone();
         let session = session.clone();
         let progress = Progress::new(&incoming.params, answers_tx.clone());
         let task = {
             let (running, key) = (running.clone(), key.clone());
             tokio::spawn(async move {
-                if let Some(answer) = answer_incoming(&service, &session, incoming, &progress).await {
+                if let Some(answer) = answer_incoming(&state, &session, incoming, &progress).await {
                     let _ = answers_tx.send(answer).await;
                 }
                 if let Some(key) = key {
@@ -197,16 +194,17 @@ type Running = Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>;
 
 /// `notifications/cancelled`: stops the named request, which then gets no
 /// answer. Work already committed (a write that reached Raft) stays done.
-fn cancel(service: &NodeService, running: &Running, params: &Value) {
+fn cancel(state: &ApiState, running: &Running, params: &Value) {
     let Some(id) = params.get("requestId") else { return };
     if let Some(task) = running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id.to_string()) {
         task.abort();
-        service.api_metrics.record("cancelled-request", "cancelled", std::time::Duration::ZERO);
+        state.metrics.record("cancelled-request", "cancelled", std::time::Duration::ZERO);
     }
 }
 
 /// Progress notifications for one request that asked for them with
 /// `params._meta.progressToken` (WebSocket sessions only).
+#[derive(Clone)]
 pub struct Progress {
     token: Option<Value>,
     sink: Option<mpsc::Sender<String>>,
@@ -235,17 +233,17 @@ impl Progress {
 
 /// The answer to one parsed message, or none for a notification.
 pub async fn answer_incoming(
-    service: &Arc<NodeService>,
+    state: &Arc<ApiState>,
     session: &Session,
     incoming: jsonrpc::Incoming,
     progress: &Progress,
 ) -> Option<String> {
     let started = std::time::Instant::now();
-    let outcome = match checked(service, session, &incoming.method, &incoming.params) {
-        Ok(()) => dispatch(service, session, &incoming.method, incoming.params, progress).await,
+    let outcome = match checked(state, session, &incoming.method, &incoming.params) {
+        Ok(()) => dispatch(state, session, &incoming.method, incoming.params, progress).await,
         Err(refusal) => Err(refusal),
     };
-    service.api_metrics.record(&incoming.method, outcome_label(&outcome), started.elapsed());
+    state.metrics.record(&incoming.method, outcome_label(&outcome), started.elapsed());
     let id = incoming.id?;
     Some(match outcome {
         Ok(result) => jsonrpc::result(id, result),
@@ -255,9 +253,9 @@ pub async fn answer_incoming(
 
 /// The caller's token is still valid, within its rate limit, and allows
 /// this request.
-fn checked(service: &NodeService, session: &Session, method: &str, params: &Value) -> Result<(), RpcError> {
-    service.auth.admit(&service.consensus, &session.caller)?;
-    auth::authorize(&session.caller, method, params)
+fn checked(state: &ApiState, session: &Session, method: &str, params: &Value) -> Result<(), RpcError> {
+    state.auth.admit(&state.cluster.consensus, &session.caller)?;
+    super::auth::authorize(&session.caller, method, params)
 }
 
 fn outcome_label(outcome: &Result<Value, RpcError>) -> &'static str {
@@ -273,35 +271,8 @@ fn negotiate(params: &Value) -> &'static str {
     PROTOCOL_VERSIONS.iter().find(|version| **version == asked).copied().unwrap_or(PROTOCOL_VERSIONS[0])
 }
 
-/// The agent a `tools/call` acts for: an agent token's own agent; else
-/// `params._meta["zeromesh/agent"]`, a valid agent id, or the anonymous agent
-/// when absent.
-fn calling_agent(caller: &Caller, params: &Value) -> Result<String, RpcError> {
-    if let (zeromesh_protocol::auth::Role::Agent, Some(own)) = (caller.role, &caller.agent) {
-        let named = params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)).and_then(Value::as_str);
-        if named.is_some_and(|named| named != own) {
-            return Err(RpcError::new(
-                auth::FORBIDDEN,
-                format!("an agent token for {own} may not act for agent {:?}", named.unwrap_or_default()),
-            ));
-        }
-        return Ok(own.clone());
-    }
-    let Some(named) = params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)) else {
-        return Ok(ANONYMOUS_AGENT.to_owned());
-    };
-    let agent =
-        named.as_str().ok_or_else(|| RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} must be a string")))?;
-    // An agent id is what a memory path's first segment may be.
-    zeromesh_protocol::MemoryPath::parse(&format!("{agent}/x"))
-        .ok()
-        .filter(|_| !agent.contains('/'))
-        .ok_or_else(|| RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} {agent:?} is not a valid agent id")))?;
-    Ok(agent.to_owned())
-}
-
 async fn dispatch(
-    service: &Arc<NodeService>,
+    state: &Arc<ApiState>,
     session: &Session,
     method: &str,
     params: Value,
@@ -332,40 +303,18 @@ async fn dispatch(
         "resources/list" => {
             let own =
                 session.caller.agent.as_ref().filter(|_| session.caller.role == zeromesh_protocol::auth::Role::Agent);
-            resources::list(service, &params, own.map(|agent| format!("{agent}/"))).await
+            resources::list(&state.cluster, &params, own.map(|agent| format!("{agent}/"))).await
         }
         "resources/templates/list" => Ok(resources::templates()),
-        "resources/read" => resources::read(service, &params).await,
+        "resources/read" => resources::read(&state.cluster, &params).await,
         "resources/subscribe" if session.one_shot => Err(RpcError::new(
             METHOD_NOT_FOUND,
             "subscriptions need a connection that stays open: use the WebSocket endpoint (ws://<node>/)",
         )),
         "resources/subscribe" => session.subscriptions.subscribe(&params),
         "resources/unsubscribe" => session.subscriptions.unsubscribe(&params),
-        "tools/list" => tools::list_page(service, &params),
-        "tools/call" => {
-            let name = params
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| RpcError::invalid_params("tools/call needs `name`, a string"))?
-                .to_owned();
-            let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
-            if !arguments.is_object() {
-                return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
-            }
-            let agent = calling_agent(&session.caller, &params)?;
-            Ok(match tools::call(service, &name, arguments, &agent, progress).await? {
-                Ok(result) => json!({
-                    "content": [{ "type": "text", "text": result.to_string() }],
-                    "structuredContent": result,
-                    "isError": false,
-                }),
-                Err(failure) => json!({
-                    "content": [{ "type": "text", "text": failure.to_string() }],
-                    "isError": true,
-                }),
-            })
-        }
+        "tools/list" => tools::list_page(state, &params),
+        "tools/call" => tools::call(state, &session.caller, &params, progress).await,
         method if method.starts_with("notifications/") => Ok(Value::Null),
         "" => Err(RpcError::new(INTERNAL_ERROR, "empty method")),
         other => Err(RpcError::new(METHOD_NOT_FOUND, format!("method {other:?} is not offered by this node"))),

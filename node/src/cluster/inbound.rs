@@ -8,30 +8,30 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use libp2p::PeerId;
 
-use super::service::NodeService;
+use super::service::Cluster;
 use crate::identity::node_id_of;
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::InboundHandler;
 
-/// Answers inbound mesh requests once the node's service is up; before
+/// Answers inbound mesh requests once the node's cluster is up; before
 /// that, every request is refused as "starting".
 #[derive(Clone, Default)]
 pub struct Inbound {
-    service: Arc<OnceLock<Arc<NodeService>>>,
+    cluster: Arc<OnceLock<Arc<Cluster>>>,
 }
 
 impl Inbound {
-    pub fn set(&self, service: Arc<NodeService>) {
-        let _ = self.service.set(service);
+    pub fn set(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 }
 
-async fn sender_may_speak_raft(service: &NodeService, peer: &PeerId) -> bool {
-    let members = service.consensus.members();
+async fn sender_may_speak_raft(cluster: &Cluster, peer: &PeerId) -> bool {
+    let members = cluster.consensus.members();
     members.contains_key(&node_id_of(peer)) || members.is_empty()
 }
 
-async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -> MeshResponse {
+async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> MeshResponse {
     let members_only = matches!(
         request,
         MeshRequest::AppendEntries(_)
@@ -40,31 +40,31 @@ async fn answer(service: Arc<NodeService>, peer: PeerId, request: MeshRequest) -
             | MeshRequest::FetchPluginModule { .. }
             | MeshRequest::Propose(_)
     );
-    if members_only && !sender_may_speak_raft(&service, &peer).await {
+    if members_only && !sender_may_speak_raft(&cluster, &peer).await {
         return MeshResponse::Refused(MeshError::Refused(format!(
             "peer {peer} is not a member of this node's cluster"
         )));
     }
-    let raft = service.consensus.raft();
+    let raft = cluster.consensus.raft();
     match request {
         MeshRequest::AppendEntries(request) => MeshResponse::AppendEntries(raft.append_entries(request).await),
         MeshRequest::Vote(request) => MeshResponse::Vote(raft.vote(request).await),
         MeshRequest::InstallSnapshot(request) => MeshResponse::InstallSnapshot(raft.install_snapshot(request).await),
-        MeshRequest::Write(batch) => MeshResponse::Write(service.write_as_leader(batch).await),
-        MeshRequest::ReadIndex => MeshResponse::ReadIndex(service.read_index_as_leader().await),
-        MeshRequest::Join(request) => MeshResponse::Join(service.join(request).await),
-        MeshRequest::Status => MeshResponse::Status(service.own_status()),
-        MeshRequest::Propose(command) => MeshResponse::Propose(service.propose_as_leader(command).await),
+        MeshRequest::Write(batch) => MeshResponse::Write(cluster.write_as_leader(batch).await),
+        MeshRequest::ReadIndex => MeshResponse::ReadIndex(cluster.read_index_as_leader().await),
+        MeshRequest::Join(request) => MeshResponse::Join(cluster.join(request).await),
+        MeshRequest::Status => MeshResponse::Status(cluster.own_status()),
+        MeshRequest::Propose(command) => MeshResponse::Propose(cluster.propose_as_leader(command).await),
         MeshRequest::FetchPluginModule { sha256 } => {
-            MeshResponse::FetchPluginModule(service.plugins.module_for_peer(&service.consensus, &sha256).await)
+            MeshResponse::FetchPluginModule(cluster.consensus.module(sha256).await.ok().flatten())
         }
     }
 }
 
 impl InboundHandler for Inbound {
     fn handle(&self, peer: PeerId, request: MeshRequest) -> BoxFuture<'static, MeshResponse> {
-        match self.service.get() {
-            Some(service) => answer(service.clone(), peer, request).boxed(),
+        match self.cluster.get() {
+            Some(cluster) => answer(cluster.clone(), peer, request).boxed(),
             None => {
                 futures::future::ready(MeshResponse::Refused(MeshError::Unavailable("node is starting".into()))).boxed()
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use openraft::ServerState;
 
-use super::service::NodeService;
+use super::service::Cluster;
 use crate::mesh::messages::{JoinRequest, MeshError, MeshRequest, MeshResponse};
 use crate::mesh::peer_of;
 
@@ -46,15 +46,15 @@ pub fn next_voters(
 }
 
 /// Runs the leader's upkeep forever.
-pub async fn upkeep(service: Arc<NodeService>) {
+pub async fn upkeep(cluster: Arc<Cluster>) {
     let mut was_leader = false;
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let view = service.consensus.cluster_view();
+        let view = cluster.consensus.cluster_view();
         let leading = view.state == ServerState::Leader;
         if leading && !was_leader {
-            service.liveness.reset();
+            cluster.liveness.reset();
         }
         was_leader = leading;
         if !leading {
@@ -62,12 +62,12 @@ pub async fn upkeep(service: Arc<NodeService>) {
         }
         let last = view.last_log_index.unwrap_or(0);
         let caught_up = |id: &u64| view.matched.get(id).copied().flatten().unwrap_or(0) + CAUGHT_UP_LAG_ENTRIES >= last;
-        let alive = |id: &u64| service.liveness.silent_for(*id) < service.voter_timeout;
+        let alive = |id: &u64| cluster.liveness.silent_for(*id) < cluster.voter_timeout;
         let dead: BTreeSet<u64> = view.voters.iter().filter(|id| **id != view.node_id && !alive(id)).copied().collect();
         let candidates: Vec<u64> = view.learners.iter().filter(|id| caught_up(id) && alive(id)).copied().collect();
-        let Some(next) = next_voters(&view.voters, &candidates, &dead, service.voter_count) else { continue };
+        let Some(next) = next_voters(&view.voters, &candidates, &dead, cluster.voter_count) else { continue };
         tracing::info!(?dead, from = ?view.voters, to = ?next, "changing voters");
-        if let Err(error) = service.consensus.replace_voters(next, true).await {
+        if let Err(error) = cluster.consensus.replace_voters(next, true).await {
             tracing::warn!(%error, "voter change failed; will retry");
         }
     }
@@ -75,19 +75,19 @@ pub async fn upkeep(service: Arc<NodeService>) {
 
 /// Asks the bootstrap peers to admit this node until one does. Returns an
 /// error only when the cluster refuses (a wrong token, say).
-pub async fn join(service: &NodeService, bootstrap: &[Multiaddr], token: &str) -> anyhow::Result<()> {
-    let request = JoinRequest { token: token.to_owned(), node_id: service.node_id(), info: service.info.clone() };
+pub async fn join(cluster: &Cluster, bootstrap: &[Multiaddr], token: &str) -> anyhow::Result<()> {
+    let request = JoinRequest { token: token.to_owned(), node_id: cluster.node_id(), info: cluster.info.clone() };
     let mut backoff = JOIN_BACKOFF_MIN;
     loop {
         for address in bootstrap {
             let Some(peer) = peer_of(address) else { continue };
-            let answer = service
+            let answer = cluster
                 .mesh
                 .request(peer, vec![address.clone()], MeshRequest::Join(request.clone()), JOIN_REQUEST_TIMEOUT)
                 .await;
             match answer {
                 Ok(MeshResponse::Join(Ok(accepted))) => {
-                    service.remember_token(token)?;
+                    cluster.remember_token(token)?;
                     tracing::info!(leader = accepted.leader, "joined the cluster as a non-voter");
                     return Ok(());
                 }

@@ -5,7 +5,7 @@
 use zeromesh_consensus::ConsensusError;
 use zeromesh_protocol::{Command, CommandReply};
 
-use super::service::{NodeService, ServiceError, BUSY_RETRY_PAUSE, LEADER_RETRY_PAUSE, REQUEST_TIMEOUT};
+use super::service::{Cluster, ServiceError, BUSY_RETRY_PAUSE, LEADER_RETRY_PAUSE, REQUEST_TIMEOUT};
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::MeshSendError;
 
@@ -17,7 +17,7 @@ pub(super) fn timed_out_here() -> ServiceError {
     ))
 }
 
-impl NodeService {
+impl Cluster {
     /// Proposes `command` and returns its log index and applied reply.
     pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ServiceError> {
         command.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;

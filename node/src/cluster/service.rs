@@ -1,6 +1,6 @@
-//! The node's cluster service: writes and reads that any node accepts and
-//! forwards to the leader when needed, joins, and status. The peer API and
-//! the mesh's inbound side both call it.
+//! The node's cluster operations: writes and reads that any node accepts
+//! and forwards to the leader when needed, joins, and status. The tools, the
+//! plugins and the mesh's inbound side all call it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,6 @@ use crate::mesh::messages::{
     JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted,
 };
 use crate::mesh::{peer_of, MeshHandle, MeshSendError};
-use crate::plugins::PluginRuntime;
-use zeromesh_plugins::HostLimits;
 
 /// How long a write or read waits for a leader and for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,8 +72,8 @@ enum Served {
     At(u64),
 }
 
-/// One node's cluster-facing operations.
-pub struct NodeService {
+/// One node's cluster operations.
+pub struct Cluster {
     pub consensus: Arc<ConsensusNode>,
     batcher: WriteBatcher,
     pub mesh: MeshHandle,
@@ -83,18 +81,11 @@ pub struct NodeService {
     pub liveness: Liveness,
     pub voter_count: usize,
     pub voter_timeout: Duration,
-    pub test_faults: bool,
-    pub plugins: PluginRuntime,
-    pub api_metrics: crate::api::metrics::ApiMetrics,
-    pub auth: crate::api::auth::Auth,
-    /// A silent WebSocket connection is closed after this long.
-    pub api_idle_timeout: Duration,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
 }
 
-impl NodeService {
-    #[allow(clippy::too_many_arguments)]
+impl Cluster {
     pub fn new(
         consensus: ConsensusNode,
         mesh: MeshHandle,
@@ -102,10 +93,7 @@ impl NodeService {
         liveness: Liveness,
         voter_count: usize,
         voter_timeout: Duration,
-        test_faults: bool,
         data_dir: &Path,
-        auth: crate::api::auth::Auth,
-        api_idle_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let stored = match std::fs::read_to_string(data_dir.join(TOKEN_HASH_FILE)) {
             Ok(text) => Some(text.trim().to_owned()),
@@ -113,7 +101,7 @@ impl NodeService {
             Err(error) => return Err(error.into()),
         };
         let consensus = Arc::new(consensus);
-        Ok(NodeService {
+        Ok(Cluster {
             batcher: WriteBatcher::start(consensus.clone()),
             consensus,
             mesh,
@@ -121,11 +109,6 @@ impl NodeService {
             liveness,
             voter_count,
             voter_timeout,
-            test_faults,
-            plugins: PluginRuntime::new(HostLimits::default())?,
-            api_metrics: Default::default(),
-            auth,
-            api_idle_timeout,
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
         })

@@ -9,19 +9,19 @@ use zeromesh_consensus::{Consistency, ReadQuery, ReadReply};
 use zeromesh_plugins::PluginContext;
 use zeromesh_protocol::{MemoryBatch, MemoryCommand, MemoryPath, MemoryValue};
 
-use crate::cluster::NodeService;
+use crate::cluster::Cluster;
 
 pub struct NodeContext {
-    service: Arc<NodeService>,
+    cluster: Arc<Cluster>,
     runtime: Option<tokio::runtime::Handle>,
     agent: String,
     plugin: String,
 }
 
 impl NodeContext {
-    pub fn new(service: Arc<NodeService>, agent: &str, plugin: &str, needs_memory: bool) -> NodeContext {
+    pub fn new(cluster: Arc<Cluster>, agent: &str, plugin: &str, needs_memory: bool) -> NodeContext {
         let runtime = needs_memory.then(tokio::runtime::Handle::current);
-        NodeContext { service, runtime, agent: agent.to_owned(), plugin: plugin.to_owned() }
+        NodeContext { cluster, runtime, agent: agent.to_owned(), plugin: plugin.to_owned() }
     }
 
     fn runtime(&self) -> Result<&tokio::runtime::Handle, String> {
@@ -50,7 +50,7 @@ impl PluginContext for NodeContext {
             return Err(format!("{path} belongs to another agent"));
         }
         let query = ReadQuery::Get { path: path.clone(), version: None };
-        match self.runtime()?.block_on(self.service.read(Consistency::Linearizable, query)) {
+        match self.runtime()?.block_on(self.cluster.read(Consistency::Linearizable, query)) {
             Ok(ReadReply::Record(record)) => Ok(record.map(|record| record.value)),
             Ok(_) => Err("unexpected read reply".into()),
             Err(error) => Err(error.to_string()),
@@ -63,6 +63,6 @@ impl PluginContext for NodeContext {
         }
         let value = MemoryValue { value, content_type: "application/octet-stream".into(), tags: Vec::new() };
         let batch = MemoryBatch { commands: vec![MemoryCommand::Put { path: path.clone(), value }] };
-        self.runtime()?.block_on(self.service.write(batch)).map(drop).map_err(|error| error.to_string())
+        self.runtime()?.block_on(self.cluster.write(batch)).map(drop).map_err(|error| error.to_string())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use zeromesh_plugins::sha256;
 
-use crate::cluster::{member_address, NodeService, ServiceError};
+use crate::cluster::{member_address, Cluster, ServiceError};
 use crate::mesh::messages::{MeshRequest, MeshResponse};
 
 /// How long one peer may take to send a module.
@@ -14,15 +14,15 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The module with `hash`, stored locally once fetched; `None` when no
 /// peer that was asked holds it.
-pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, ServiceError> {
-    let local = service.consensus.module(*hash).await?;
+pub async fn module(cluster: &Cluster, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, ServiceError> {
+    let local = cluster.consensus.module(*hash).await?;
     if let Some(module) = local.filter(|module| sha256(module) == *hash) {
         return Ok(Some(module));
     }
     let hash_hex = hex::encode(hash);
-    let own_peer = service.mesh.peer_id();
+    let own_peer = cluster.mesh.peer_id();
     let mut candidates = Vec::new();
-    for known in service.mesh.adverts() {
+    for known in cluster.mesh.adverts() {
         if known.advert.plugin_hashes.contains(&hash_hex) {
             if let Ok(peer) = known.advert.peer_id.parse::<libp2p::PeerId>() {
                 let addresses = known.advert.listen_addrs.iter().filter_map(|address| address.parse().ok()).collect();
@@ -30,7 +30,7 @@ pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec
             }
         }
     }
-    for (node_id, info) in service.consensus.members() {
+    for (node_id, info) in cluster.consensus.members() {
         if let Ok((peer, address)) = member_address(node_id, &info) {
             if !candidates.iter().any(|(known, _)| *known == peer) {
                 candidates.push((peer, vec![address]));
@@ -38,13 +38,13 @@ pub async fn module(service: &NodeService, hash: &[u8; 32]) -> Result<Option<Vec
         }
     }
     for (peer, addresses) in candidates.into_iter().filter(|(peer, _)| *peer != own_peer) {
-        let answer = service
+        let answer = cluster
             .mesh
             .request(peer, addresses, MeshRequest::FetchPluginModule { sha256: *hash }, FETCH_TIMEOUT)
             .await;
         match answer {
             Ok(MeshResponse::FetchPluginModule(Some(module))) if sha256(&module) == *hash => {
-                service.consensus.keep_module(*hash, module.clone()).await?;
+                cluster.consensus.keep_module(*hash, module.clone()).await?;
                 tracing::info!(%peer, module = %hash_hex, bytes = module.len(), "fetched a plugin module");
                 return Ok(Some(module));
             }

@@ -18,7 +18,7 @@ use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
 use zeromesh_protocol::plugin::{Capability, CapabilitySet, InstalledPlugin, PluginCommand, PluginOutcome};
 use zeromesh_protocol::{Command, CommandReply};
 
-use crate::cluster::{NodeService, ServiceError};
+use crate::cluster::{Cluster, ServiceError};
 pub use naming::ExposedTool;
 
 /// How long an install waits for this node to load what it installed, and a
@@ -71,6 +71,8 @@ pub struct PluginRuntime {
     /// Counts changes of the loaded set; installs wait on it.
     loaded_changes: watch::Sender<u64>,
     calls: Semaphore,
+    /// The node's own tools' names, which plugin tools do not take.
+    reserved_names: Vec<&'static str>,
 }
 
 /// What a tool call of a plugin answered: a result, or a failure whose
@@ -87,13 +89,14 @@ async fn trusted_keys(consensus: &ConsensusNode) -> Result<Vec<PublisherKey>, Se
 }
 
 impl PluginRuntime {
-    pub fn new(limits: HostLimits) -> anyhow::Result<PluginRuntime> {
+    pub fn new(limits: HostLimits, reserved_names: Vec<&'static str>) -> anyhow::Result<PluginRuntime> {
         Ok(PluginRuntime {
             host: PluginHost::new(limits)?,
             loaded: RwLock::new(Loaded::default()),
             tools_changed: broadcast::channel(16).0,
             loaded_changes: watch::Sender::new(0),
             calls: Semaphore::new(MAX_PLUGIN_CALLS_IN_FLIGHT),
+            reserved_names,
         })
     }
 
@@ -146,16 +149,16 @@ impl PluginRuntime {
             .collect()
     }
 
-    /// A module this node holds, for a peer that asked by hash.
-    pub async fn module_for_peer(&self, consensus: &ConsensusNode, sha256: &[u8; 32]) -> Option<Vec<u8>> {
-        consensus.module(*sha256).await.ok().flatten()
+    /// Whether a plugin offers tool `exposed` here.
+    pub fn offers(&self, exposed: &str) -> bool {
+        self.read().tools.contains_key(exposed)
     }
 
     /// Keeps the loaded set equal to the registry, forever.
-    pub async fn run(service: Arc<NodeService>) {
-        let mut changes = service.consensus.registry_changes();
+    pub async fn run(self: Arc<Self>, cluster: Arc<Cluster>) {
+        let mut changes = cluster.consensus.registry_changes();
         loop {
-            let missing = match service.plugins.sync(&service).await {
+            let missing = match self.sync(&cluster).await {
                 Ok(missing) => missing,
                 Err(error) => {
                     tracing::warn!(%error, "plugin sync failed");
@@ -175,9 +178,9 @@ impl PluginRuntime {
 
     /// One pass: loads what the registry has and this node lacks, drops what
     /// it no longer has. Returns whether some module is still missing.
-    async fn sync(&self, service: &NodeService) -> Result<bool, ServiceError> {
-        let registry = service.consensus.installed_plugins().await?;
-        let trusted = trusted_keys(&service.consensus).await?;
+    async fn sync(&self, cluster: &Cluster) -> Result<bool, ServiceError> {
+        let registry = cluster.consensus.installed_plugins().await?;
+        let trusted = trusted_keys(&cluster.consensus).await?;
         let mut missing = false;
         let mut not_running = BTreeMap::new();
         let mut running = BTreeMap::new();
@@ -187,7 +190,7 @@ impl PluginRuntime {
                 running.insert(record.name.clone(), current);
                 continue;
             }
-            let Some(module) = fetch::module(service, &record.module_sha256).await? else {
+            let Some(module) = fetch::module(cluster, &record.module_sha256).await? else {
                 missing = true;
                 not_running.insert(record.name.clone(), NotRunning::Fetching);
                 continue;
@@ -202,7 +205,7 @@ impl PluginRuntime {
                 }
             }
         }
-        let tools = naming::expose(&registry, |name| running.contains_key(name));
+        let tools = naming::expose(&registry, &self.reserved_names, |name| running.contains_key(name));
         let (tools_changed, loaded_changed, referenced, pinned) = {
             let mut loaded = self.write();
             let tools_changed = loaded.tools != tools;
@@ -220,7 +223,7 @@ impl PluginRuntime {
         if tools_changed {
             let _ = self.tools_changed.send(());
         }
-        service.consensus.drop_modules_except(referenced.union(&pinned).copied().collect()).await?;
+        cluster.consensus.drop_modules_except(referenced.union(&pinned).copied().collect()).await?;
         Ok(missing)
     }
 
@@ -246,13 +249,13 @@ impl PluginRuntime {
     /// signed manifest is proposed. Waits until this node runs the plugin.
     pub async fn install(
         &self,
-        service: &NodeService,
+        cluster: &Cluster,
         package_bytes: &[u8],
         granted: CapabilitySet,
         progress: &(dyn Fn(u64, &str) + Sync),
     ) -> Result<Value, ServiceError> {
         let package = Package::decode(package_bytes).map_err(|error| ServiceError::Invalid(error.to_string()))?;
-        let trusted = trusted_keys(&service.consensus).await?;
+        let trusted = trusted_keys(&cluster.consensus).await?;
         let verified = package.verify(&trusted, now_ms()).map_err(|error| ServiceError::Refused(error.to_string()))?;
         if let Some(extra) = granted.iter().find(|capability| !verified.manifest.capabilities.contains(capability)) {
             return Err(ServiceError::Invalid(format!(
@@ -269,11 +272,11 @@ impl PluginRuntime {
         })?;
         progress(1, "verified and linked");
         self.write().pinned.insert(sha256);
-        let stored = service.consensus.keep_module(sha256, module).await.map_err(ServiceError::from);
+        let stored = cluster.consensus.keep_module(sha256, module).await.map_err(ServiceError::from);
         let proposed = match stored {
             Ok(()) => {
                 progress(2, "module stored on this node");
-                service.propose(Command::Plugin(PluginCommand::Install { manifest: signed, granted })).await
+                cluster.propose(Command::Plugin(PluginCommand::Install { manifest: signed, granted })).await
             }
             Err(error) => Err(error),
         };
@@ -340,9 +343,9 @@ impl PluginRuntime {
     }
 
     /// The registry as this node sees it, with what runs here.
-    pub async fn list(&self, service: &NodeService) -> Result<Value, ServiceError> {
-        let registry = service.consensus.installed_plugins().await?;
-        let trusted = service.consensus.trusted_publishers().await?;
+    pub async fn list(&self, cluster: &Cluster) -> Result<Value, ServiceError> {
+        let registry = cluster.consensus.installed_plugins().await?;
+        let trusted = cluster.consensus.trusted_publishers().await?;
         let loaded = self.read();
         let plugins: Vec<Value> = registry
             .iter()
@@ -372,7 +375,7 @@ impl PluginRuntime {
     /// Runs plugin tool `exposed`, or returns `None` when no plugin offers it.
     pub async fn call(
         &self,
-        service: &Arc<NodeService>,
+        cluster: &Arc<Cluster>,
         exposed: &str,
         arguments: Value,
         agent: &str,
@@ -388,7 +391,7 @@ impl PluginRuntime {
         let needs_memory = [Capability::MemoryRead, Capability::MemoryWrite]
             .iter()
             .any(|capability| running.record.granted.contains(capability));
-        let context = context::NodeContext::new(service.clone(), agent, &running.record.name, needs_memory);
+        let context = context::NodeContext::new(cluster.clone(), agent, &running.record.name, needs_memory);
         let outcome =
             tokio::task::block_in_place(|| self.host.call(&running.plugin, &tool, &arguments, Box::new(context)));
         Some(match outcome {

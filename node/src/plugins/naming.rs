@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zeromesh_protocol::plugin::{InstalledPlugin, SignedManifest};
 
-use crate::api::tools::BUILTIN_TOOL_NAMES;
-
 /// Which plugin tool an exposed name runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExposedTool {
@@ -16,8 +14,13 @@ pub struct ExposedTool {
     pub tool: String,
 }
 
-/// Exposed names for the tools of `registry`'s plugins that `is_running`.
-pub fn expose(registry: &[InstalledPlugin], is_running: impl Fn(&str) -> bool) -> BTreeMap<String, ExposedTool> {
+/// Exposed names for the tools of `registry`'s plugins that `is_running`;
+/// `reserved` are the node's own tools' names.
+pub fn expose(
+    registry: &[InstalledPlugin],
+    reserved: &[&str],
+    is_running: impl Fn(&str) -> bool,
+) -> BTreeMap<String, ExposedTool> {
     let tools_of: Vec<(String, Vec<String>)> = registry
         .iter()
         .map(|record| {
@@ -27,7 +30,7 @@ pub fn expose(registry: &[InstalledPlugin], is_running: impl Fn(&str) -> bool) -
             (record.name.clone(), names)
         })
         .collect();
-    let mut uses: BTreeMap<&str, usize> = BUILTIN_TOOL_NAMES.iter().map(|name| (*name, 1)).collect();
+    let mut uses: BTreeMap<&str, usize> = reserved.iter().map(|name| (*name, 1)).collect();
     for (_, tools) in &tools_of {
         for tool in tools.iter().collect::<BTreeSet<_>>() {
             *uses.entry(tool.as_str()).or_default() += 1;
@@ -84,7 +87,7 @@ mod tests {
     #[test]
     fn tools_keep_their_names_unless_another_plugin_or_a_builtin_uses_them() {
         let registry = [record("alpha", &["stats", "echo", "memory_put"]), record("beta", &["echo", "shout"])];
-        let exposed = expose(&registry, |_| true);
+        let exposed = expose(&registry, &["memory_put"], |_| true);
         let names: Vec<&str> = exposed.keys().map(String::as_str).collect();
         assert_eq!(names, ["alpha.echo", "alpha.memory_put", "beta.echo", "shout", "stats"]);
         assert_eq!(exposed["beta.echo"], ExposedTool { plugin: "beta".into(), tool: "echo".into() });
@@ -93,7 +96,7 @@ mod tests {
     #[test]
     fn a_plugin_that_does_not_run_here_still_counts_for_naming() {
         let registry = [record("alpha", &["echo"]), record("beta", &["echo"])];
-        let exposed = expose(&registry, |plugin| plugin == "alpha");
+        let exposed = expose(&registry, &[], |plugin| plugin == "alpha");
         assert_eq!(exposed.keys().collect::<Vec<_>>(), ["alpha.echo"]);
     }
 }

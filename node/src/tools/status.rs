@@ -1,17 +1,76 @@
-//! The answers of `cluster_status` and `mesh_peers`.
+//! The tools that describe the node: `cluster_status` and `mesh_peers`;
+//! and, with `--test-faults`, `mesh_isolate` and `mesh_heal`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use zeromesh_kernel::Access;
 
-use crate::cluster::NodeService;
+use super::{invalid, Invocation, NoArgs, ToolDecl, ToolEnv, ToolOutcome};
+use crate::cluster::Cluster;
+
+pub(super) fn tools() -> Vec<ToolDecl> {
+    vec![
+        ToolDecl::new(
+            "cluster_status",
+            "Leader, term, voters, non-voters and each member's log position.",
+            Access::Observe,
+            |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move { Ok(cluster_status(&env.cluster).await) },
+        ),
+        ToolDecl::new(
+            "mesh_peers",
+            "Connected peers and the resource adverts this node has received.",
+            Access::Observe,
+            |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move { Ok(mesh_peers(&env.cluster)) },
+        ),
+        ToolDecl::new(
+            "mesh_isolate",
+            "TEST ONLY: drop all mesh traffic to and from these peers.",
+            Access::Admin,
+            isolate,
+        )
+        .test_only(),
+        ToolDecl::new(
+            "mesh_heal",
+            "TEST ONLY: undo every mesh_isolate.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move {
+                env.cluster.mesh.heal();
+                Ok(json!({ "isolated": [] }))
+            },
+        )
+        .test_only(),
+    ]
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PeersArgs {
+    /// libp2p peer ids.
+    peers: Vec<String>,
+}
+
+async fn isolate(env: Arc<ToolEnv>, _: Invocation, args: PeersArgs) -> ToolOutcome {
+    let mut peers = Vec::new();
+    for text in &args.peers {
+        peers.push(
+            text.parse::<libp2p::PeerId>()
+                .map_err(|_| invalid("mesh_isolate", format!("{text:?} is not a peer id")))?,
+        );
+    }
+    env.cluster.mesh.isolate(peers);
+    Ok(json!({ "isolated": env.cluster.mesh.isolated().iter().map(ToString::to_string).collect::<Vec<_>>() }))
+}
 
 /// Leader, term, voters and non-voters as this node sees them, and each
 /// member's own log position (asked over the mesh; `error` when it did not
 /// answer).
-pub async fn cluster_status(service: &NodeService) -> Value {
-    let own = service.own_status();
-    let members: Vec<Value> = service
+async fn cluster_status(cluster: &Cluster) -> Value {
+    let own = cluster.own_status();
+    let members: Vec<Value> = cluster
         .member_statuses()
         .await
         .into_iter()
@@ -43,14 +102,14 @@ pub async fn cluster_status(service: &NodeService) -> Value {
         "voters": own.voters,
         "non_voters": own.non_voters,
         "members": members,
-        "mesh_peers": service.mesh.connected_peers().len(),
+        "mesh_peers": cluster.mesh.connected_peers().len(),
     })
 }
 
 /// Connected peers and the resource table.
-pub fn mesh_peers(service: &NodeService) -> Value {
+fn mesh_peers(cluster: &Cluster) -> Value {
     let now = Instant::now();
-    let connected: Vec<Value> = service
+    let connected: Vec<Value> = cluster
         .mesh
         .connected_peers()
         .into_iter()
@@ -62,7 +121,7 @@ pub fn mesh_peers(service: &NodeService) -> Value {
             })
         })
         .collect();
-    let adverts: Vec<Value> = service
+    let adverts: Vec<Value> = cluster
         .mesh
         .adverts()
         .into_iter()
@@ -83,9 +142,9 @@ pub fn mesh_peers(service: &NodeService) -> Value {
             })
         })
         .collect();
-    let counters = service.mesh.counters();
+    let counters = cluster.mesh.counters();
     json!({
-        "peer_id": service.mesh.peer_id().to_string(),
+        "peer_id": cluster.mesh.peer_id().to_string(),
         "connected": connected,
         "adverts": adverts,
         "adverts_received": counters.adverts_received,

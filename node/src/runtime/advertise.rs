@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 
-use super::service::NodeService;
+use crate::cluster::Cluster;
 use crate::mesh::advert::{Advert, SignedAdvert};
+use crate::plugins::PluginRuntime;
 
 /// Free memory and the one-minute load, read from /proc (zero elsewhere).
 fn machine_load() -> (u64, u64, u64) {
@@ -29,27 +30,27 @@ fn machine_load() -> (u64, u64, u64) {
     (free_cpu_millicores, free_memory_bytes, load_milli)
 }
 
-fn current_advert(service: &NodeService, sequence: u64) -> Advert {
+fn current_advert(cluster: &Cluster, plugins: &PluginRuntime, sequence: u64) -> Advert {
     let (free_cpu_millicores, free_memory_bytes, load_milli) = machine_load();
     Advert {
-        peer_id: service.mesh.peer_id().to_string(),
-        node_id: service.node_id(),
-        listen_addrs: service.mesh.listen_addrs().iter().map(ToString::to_string).collect(),
-        api_addr: service.info.api_addr.clone(),
+        peer_id: cluster.mesh.peer_id().to_string(),
+        node_id: cluster.node_id(),
+        listen_addrs: cluster.mesh.listen_addrs().iter().map(ToString::to_string).collect(),
+        api_addr: cluster.info.api_addr.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         free_cpu_millicores,
         free_memory_bytes,
         load_milli,
-        plugin_hashes: service.plugins.module_hashes(),
+        plugin_hashes: plugins.module_hashes(),
         sequence,
     }
 }
 
 /// Publishes the advert every `interval`, and whenever the plugins this node
 /// runs change, forever.
-pub async fn publish(service: Arc<NodeService>, keypair: Keypair, interval: Duration) {
+pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair: Keypair, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
-    let mut plugins_changed = service.plugins.subscribe_loaded();
+    let mut plugins_changed = plugins.subscribe_loaded();
     // Sequence numbers start from the clock so a restarted node's adverts
     // are never taken for older ones.
     let mut sequence = std::time::SystemTime::now()
@@ -61,8 +62,8 @@ pub async fn publish(service: Arc<NodeService>, keypair: Keypair, interval: Dura
             changed = plugins_changed.changed() => if changed.is_err() { return },
         }
         sequence += 1;
-        match SignedAdvert::sign(&current_advert(&service, sequence), &keypair) {
-            Ok(signed) => service.mesh.set_advert(signed).await,
+        match SignedAdvert::sign(&current_advert(&cluster, &plugins, sequence), &keypair) {
+            Ok(signed) => cluster.mesh.set_advert(signed).await,
             Err(error) => tracing::warn!(%error, "advert not signed"),
         }
     }

@@ -1,0 +1,164 @@
+//! The node's runtime: starts the mesh, Raft over it, the plugin runtime,
+//! the tools and the peer API, hands each part the narrow surface it needs,
+//! and runs them until the node is stopped.
+
+mod advertise;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use zeromesh_consensus::ConsensusNode;
+use zeromesh_plugins::HostLimits;
+use zeromesh_protocol::MemberInfo;
+
+use crate::api::auth::Auth;
+use crate::api::ApiState;
+use crate::cluster::{self, Cluster, Inbound, Liveness, MeshTransport};
+use crate::config::NodeConfig;
+use crate::identity;
+use crate::mesh::{MeshConfig, MeshHandle};
+use crate::plugins::PluginRuntime;
+use crate::tools::{self, ToolEnv, Tooling};
+
+/// Starts the node described by `config` and runs it until Ctrl-C or
+/// SIGTERM, or until the cluster refuses to admit it.
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let keypair = identity::load_or_generate(&config.data_dir)?;
+    let peer_id = keypair.public().to_peer_id();
+    let node_id = identity::node_id_of(&peer_id);
+
+    let api_listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("the peer API cannot listen on {} (setting `api`)", config.api))?;
+    let api_addr = api_listener.local_addr()?;
+
+    let inbound = Inbound::default();
+    let mesh = MeshHandle::start(
+        MeshConfig {
+            keypair: keypair.clone(),
+            private_mesh_key: config.private_mesh_key,
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            advert_ttl: config.advert_ttl,
+        },
+        Arc::new(inbound.clone()),
+    )
+    .await
+    .with_context(|| format!("the mesh cannot listen on {} (setting `listen`)", config.listen))?;
+    let p2p_addr = mesh.listen_addrs().first().cloned().context("the mesh has no listen address")?;
+    let api_scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("{api_scheme}://{api_addr}") };
+
+    let liveness = Liveness::default();
+    let consensus = ConsensusNode::open(
+        node_id,
+        &config.data_dir.join("raft"),
+        &config.raft,
+        MeshTransport::new(mesh.clone(), liveness.clone()),
+    )
+    .await
+    .with_context(|| format!("opening the Raft store in {}", config.data_dir.join("raft").display()))?;
+    let cluster = Arc::new(Cluster::new(
+        consensus,
+        mesh.clone(),
+        info.clone(),
+        liveness,
+        config.voter_count,
+        config.voter_timeout,
+        &config.data_dir,
+    )?);
+    inbound.set(cluster.clone());
+    let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names())?);
+    let tool_env =
+        Arc::new(ToolEnv { cluster: cluster.clone(), plugins: plugins.clone(), test_faults: config.test_faults });
+    let api = Arc::new(ApiState {
+        cluster: cluster.clone(),
+        plugins: plugins.clone(),
+        tools: Tooling::new(tool_env),
+        auth: Auth::new(config.dev, config.rate_limit_per_token),
+        metrics: Default::default(),
+        idle_timeout: config.api_idle_timeout,
+    });
+
+    let initialized = cluster.consensus.is_initialized().await?;
+    let mut join_token_line = None;
+    if !initialized && config.init {
+        let token = new_token()?;
+        cluster.remember_token(&token)?;
+        cluster.consensus.initialize(BTreeMap::from([(node_id, info.clone())])).await?;
+        join_token_line = Some(token);
+    } else if initialized && config.init {
+        tracing::warn!("this node already belongs to a cluster; --init is ignored");
+    }
+    if let Some(token) = &join_token_line {
+        // Shown once: nodes keep only its hash.
+        println!("join_token={token}");
+        println!("admin_token={}", first_admin_token(&cluster).await?);
+    }
+    println!("ready node_id={node_id} peer_id={peer_id} p2p={p2p_addr} api={}", info.api_addr);
+
+    tokio::spawn(crate::api::serve(api_listener, api, config.tls.clone()));
+    tokio::spawn(cluster::upkeep(cluster.clone()));
+    tokio::spawn(plugins.clone().run(cluster.clone()));
+    tokio::spawn(advertise::publish(cluster.clone(), plugins, keypair, config.advert_interval));
+
+    let joining = async {
+        if initialized || config.init {
+            return std::future::pending::<anyhow::Result<()>>().await;
+        }
+        let token = config.join_token.clone().context(
+            "this node has no cluster yet: give --join-token (or ZEROMESH_JOIN_TOKEN) with --bootstrap to join one, or --init to start one",
+        )?;
+        if config.bootstrap.is_empty() {
+            anyhow::bail!(
+                "this node has no cluster yet: give --bootstrap <multiaddr> to join one, or --init to start one"
+            );
+        }
+        cluster::join(&cluster, &config.bootstrap, &token).await?;
+        println!("joined node_id={node_id}");
+        std::future::pending::<anyhow::Result<()>>().await
+    };
+    let outcome = tokio::select! {
+        outcome = joining => outcome,
+        signal = shutdown_signal() => signal,
+    };
+    // Background tasks still hold the cluster: stop Raft through its handle.
+    // Why the node stops matters more than how the stop went: report both,
+    // return the first.
+    if let Err(error) = cluster.consensus.raft().shutdown().await {
+        tracing::warn!(%error, "Raft did not stop cleanly");
+    }
+    outcome
+}
+
+/// Creates the cluster's first admin token through Raft, once this new
+/// single-member cluster has elected itself. Shown once: nodes keep its hash.
+async fn first_admin_token(cluster: &Cluster) -> anyhow::Result<String> {
+    let (token, command) = crate::tokens::mint(zeromesh_protocol::auth::Role::Admin, None)?;
+    let (_, reply) = cluster
+        .propose(zeromesh_protocol::Command::Token(command))
+        .await
+        .map_err(|error| anyhow::anyhow!("the first admin token was not created: {error}"))?;
+    match reply {
+        zeromesh_protocol::CommandReply::Token(zeromesh_protocol::auth::TokenOutcome::Created { .. }) => Ok(token),
+        other => anyhow::bail!("the first admin token was not created: {other:?}"),
+    }
+}
+
+fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness for the join token: {error}"))?;
+    Ok(hex::encode(bytes))
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

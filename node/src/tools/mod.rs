@@ -1,0 +1,247 @@
+//! The node's tools: each is declared once ([`ToolDecl`]: name, description,
+//! the access it needs, and its input as a Rust type whose JSON Schema is
+//! derived), and every call goes through the kernel's one entry point,
+//! [`Tooling::call`]. Plugins' tools are looked up in the plugin runtime.
+
+mod memory;
+mod plugins;
+mod status;
+mod tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use zeromesh_kernel::{Access, Caller, Kernel, Refusal, ToolCall, Tools};
+
+use crate::cluster::{Cluster, ServiceError};
+use crate::plugins::PluginRuntime;
+
+/// What tools reach: the cluster and the plugin runtime.
+pub struct ToolEnv {
+    pub cluster: Arc<Cluster>,
+    pub plugins: Arc<PluginRuntime>,
+    /// Whether the test-only fault tools are offered (`--test-faults`).
+    pub test_faults: bool,
+}
+
+/// Reports a long tool's progress: `(step, steps, message)`.
+pub type Progress = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
+
+/// One call of a tool, after the kernel allowed it.
+pub struct Invocation {
+    /// The agent the call acts for.
+    pub agent: String,
+    pub progress: Progress,
+}
+
+/// Why a tool that was allowed did not answer a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments do not fit the tool: a protocol error; nothing ran.
+    #[error("invalid arguments for {tool}: {reason}")]
+    InvalidArguments { tool: String, reason: String },
+    /// The tool ran and failed.
+    #[error(transparent)]
+    Failed(#[from] ServiceError),
+}
+
+/// What a tool answers.
+pub type ToolOutcome = Result<Value, ToolError>;
+
+type Handler = Box<dyn Fn(Arc<ToolEnv>, Invocation, Value) -> BoxFuture<'static, ToolOutcome> + Send + Sync>;
+
+/// One of the node's own tools.
+pub struct ToolDecl {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub access: Access,
+    /// Offered only with `--test-faults`.
+    pub test_only: bool,
+    /// Derived from the handler's argument type.
+    pub input_schema: Value,
+    handler: Handler,
+}
+
+impl ToolDecl {
+    /// Declares tool `name` run by `handler`, whose arguments `A` are parsed
+    /// (unknown fields refused) before it runs.
+    fn new<A, F, Fut>(name: &'static str, description: &'static str, access: Access, handler: F) -> ToolDecl
+    where
+        A: JsonSchema + DeserializeOwned + 'static,
+        F: Fn(Arc<ToolEnv>, Invocation, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ToolOutcome> + Send + 'static,
+    {
+        let handler: Handler =
+            Box::new(move |env, invocation, arguments| match serde_json::from_value::<A>(arguments) {
+                Ok(parsed) => handler(env, invocation, parsed).boxed(),
+                Err(error) => futures::future::ready(Err(invalid(name, error))).boxed(),
+            });
+        ToolDecl { name, description, access, test_only: false, input_schema: input_schema::<A>(), handler }
+    }
+
+    fn test_only(self) -> ToolDecl {
+        ToolDecl { test_only: true, ..self }
+    }
+
+    /// The tool as `tools/list` shows it.
+    pub fn definition(&self) -> Value {
+        json!({ "name": self.name, "description": self.description, "inputSchema": self.input_schema })
+    }
+}
+
+/// `A`'s JSON Schema, as MCP wants a tool's `inputSchema`: an object schema,
+/// without the Rust type's name as its title.
+fn input_schema<A: JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.meta_schema = None)
+        .into_generator();
+    let mut schema = generator.into_root_schema_for::<A>().to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("title");
+    }
+    schema
+}
+
+/// Arguments that do not fit a tool.
+fn invalid(tool: &str, reason: impl std::fmt::Display) -> ToolError {
+    ToolError::InvalidArguments { tool: tool.to_owned(), reason: reason.to_string() }
+}
+
+/// Tools that take no arguments.
+#[derive(serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// Every tool the node declares, in `tools/list` order, test-only ones included.
+fn declarations() -> Vec<ToolDecl> {
+    let mut all = memory::tools();
+    all.extend(status::tools());
+    all.extend(plugins::tools());
+    all.extend(tokens::tools());
+    all
+}
+
+/// Names of all the node's own tools; a plugin tool with one of these names
+/// is namespaced (`plugin.tool`).
+pub fn builtin_names() -> Vec<&'static str> {
+    declarations().iter().map(|tool| tool.name).collect()
+}
+
+/// The node's tools and the kernel they are called through.
+pub struct Tooling {
+    env: Arc<ToolEnv>,
+    builtin: Vec<ToolDecl>,
+    kernel: Kernel,
+}
+
+impl Tooling {
+    pub fn new(env: Arc<ToolEnv>) -> Tooling {
+        let test_faults = env.test_faults;
+        let builtin = declarations().into_iter().filter(|tool| test_faults || !tool.test_only).collect();
+        Tooling { env, builtin, kernel: Kernel::default() }
+    }
+
+    fn builtin(&self, name: &str) -> Option<&ToolDecl> {
+        self.builtin.iter().find(|tool| tool.name == name)
+    }
+
+    /// Every tool this node offers, its own then its plugins', as
+    /// `tools/list` shows them.
+    pub fn definitions(&self) -> Vec<Value> {
+        let mut all: Vec<Value> = self.builtin.iter().map(ToolDecl::definition).collect();
+        all.extend(self.env.plugins.tool_definitions());
+        all
+    }
+
+    /// Calls tool `name` for `caller`: the kernel decides, then the tool runs.
+    pub async fn call(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Value,
+        named_agent: Option<&str>,
+        progress: Progress,
+    ) -> Result<ToolOutcome, Refusal> {
+        let site = Site { tooling: self, progress };
+        self.kernel.call(&site, ToolCall { caller, tool: name, arguments, named_agent }).await
+    }
+}
+
+/// The kernel's view of this node's tools for one call.
+struct Site<'a> {
+    tooling: &'a Tooling,
+    progress: Progress,
+}
+
+impl Tools for Site<'_> {
+    type Outcome = ToolOutcome;
+
+    fn access(&self, name: &str) -> Option<Access> {
+        match self.tooling.builtin(name) {
+            Some(tool) => Some(tool.access),
+            None => self.tooling.env.plugins.offers(name).then_some(Access::RunPlugin),
+        }
+    }
+
+    fn run(&self, name: &str, agent: &str, arguments: Value) -> impl Future<Output = ToolOutcome> + Send {
+        let env = self.tooling.env.clone();
+        let (name, agent) = (name.to_owned(), agent.to_owned());
+        let builtin = match self.tooling.builtin(&name) {
+            Some(tool) => {
+                let invocation = Invocation { agent: agent.clone(), progress: self.progress.clone() };
+                Ok((tool.handler)(env.clone(), invocation, arguments))
+            }
+            None => Err(arguments),
+        };
+        async move {
+            let arguments = match builtin {
+                Ok(running) => return running.await,
+                Err(arguments) => arguments,
+            };
+            match env.plugins.call(&env.cluster, &name, arguments, &agent).await {
+                Some(answer) => answer.map_err(|failure| ToolError::Failed(ServiceError::Refused(failure))),
+                None => Err(ToolError::Failed(ServiceError::Unavailable(format!(
+                    "plugin tool {name:?} is no longer offered by this node"
+                )))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_tool_is_declared_once_with_an_object_schema_that_refuses_unknown_arguments() {
+        let all = declarations();
+        let names: BTreeSet<&str> = all.iter().map(|tool| tool.name).collect();
+        assert_eq!(names.len(), all.len(), "a tool name is declared twice");
+        for tool in &all {
+            let schema = &tool.input_schema;
+            assert_eq!(schema["type"], "object", "{}: {schema}", tool.name);
+            assert_eq!(schema["additionalProperties"], false, "{}: {schema}", tool.name);
+            assert!(schema.get("title").is_none(), "{}: {schema}", tool.name);
+        }
+        let put = &all.iter().find(|tool| tool.name == "memory_put").unwrap().input_schema;
+        assert_eq!(put["required"], json!(["path"]));
+        assert!(put["properties"]["path"]["description"].as_str().unwrap().contains("agent-7/notes/today"));
+        let list = &all.iter().find(|tool| tool.name == "memory_list").unwrap().input_schema;
+        assert_eq!(list["properties"]["limit"]["maximum"], json!(zeromesh_protocol::limits::MAX_PAGE_ENTRIES));
+        let install = &all.iter().find(|tool| tool.name == "plugin_install").unwrap().input_schema;
+        assert_eq!(install["properties"]["grant"]["items"]["enum"][1], "memory.read");
+    }
+
+    #[test]
+    fn the_fault_switch_is_declared_test_only() {
+        let test_only: Vec<&str> = declarations().iter().filter(|tool| tool.test_only).map(|tool| tool.name).collect();
+        assert_eq!(test_only, ["mesh_isolate", "mesh_heal"]);
+    }
+}
