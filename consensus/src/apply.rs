@@ -17,6 +17,7 @@ pub(crate) struct Applier<'a> {
     overlay: BTreeMap<MemoryPath, StoredVersion>,
     pub(crate) registry: crate::apply_plugin::RegistryOverlay,
     pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
+    pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
 }
 
 impl Applier<'_> {
@@ -34,6 +35,7 @@ impl<'a> Applier<'a> {
             overlay: BTreeMap::new(),
             registry: crate::apply_plugin::RegistryOverlay::default(),
             tokens: BTreeMap::new(),
+            agents: BTreeMap::new(),
         }
     }
 
@@ -62,6 +64,9 @@ impl<'a> Applier<'a> {
             }
             Command::Token(command) => {
                 self.apply_token(log_index, request.stamped_at_ms, command).map(CommandReply::Token)
+            }
+            Command::Agent(command) => {
+                self.apply_agent(log_index, request.stamped_at_ms, command).map(CommandReply::Agent)
             }
         }
     }

@@ -7,6 +7,7 @@
 
 mod applied;
 mod apply;
+mod apply_agent;
 mod apply_plugin;
 mod apply_token;
 mod error;

@@ -1,9 +1,10 @@
-//! Typed reads of the replicated registry (access tokens, installed plugins,
-//! trusted publishers) and this node's own plugin module blobs, so that the
+//! Typed reads of the replicated registry (access tokens, agents, installed
+//! plugins, trusted publishers) and this node's own plugin module blobs, so that the
 //! node's runtime never reaches into RocksDB itself.
 
 use std::collections::BTreeSet;
 
+use zeromesh_protocol::agent::AgentRecord;
 use zeromesh_protocol::auth::TokenRecord;
 use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
 use zeromesh_storage::{StorageError, Store};
@@ -21,6 +22,17 @@ impl ConsensusNode {
     /// Every access token (hashed), in id order.
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, ConsensusError> {
         self.off_thread(|store| store.tokens()).await
+    }
+
+    /// Agent `id` in this node's applied state. A point read, cheap enough
+    /// to run on every tool call.
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>, ConsensusError> {
+        Ok(self.store().agent(id)?)
+    }
+
+    /// Every agent, terminated ones included, in id order.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, ConsensusError> {
+        self.off_thread(|store| store.agents()).await
     }
 
     /// Every installed plugin, in name order.

@@ -2,6 +2,7 @@
 //! `status` and `memory`, `demo` (a cluster inside one process) and `plugin`
 //! (publisher keys and signed plugin packages).
 
+mod agent_cli;
 mod demo;
 mod plugin_cli;
 
@@ -83,6 +84,14 @@ enum Commands {
     McpStdio {
         #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
         node: String,
+    },
+    /// The agent registry: spawn, pause, resume, terminate, show, list.
+    /// Changes need an admin token in ZEROMESH_TOKEN.
+    Agent {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: agent_cli::AgentCommand,
     },
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
@@ -201,5 +210,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::McpStdio { node } => zeromesh::stdio_bridge::run(&node).await,
         Commands::Plugin(command) => plugin_cli::run(command).await,
+        Commands::Agent { node, command } => agent_cli::run(&node, command).await,
     }
 }

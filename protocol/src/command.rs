@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{AgentCommand, AgentOutcome};
 use crate::auth::{TokenCommand, TokenOutcome};
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
@@ -27,6 +28,8 @@ pub enum Command {
     Plugin(PluginCommand),
     /// A change to the API's access tokens.
     Token(TokenCommand),
+    /// A change to the agent registry.
+    Agent(AgentCommand),
 }
 
 impl Command {
@@ -37,6 +40,7 @@ impl Command {
             Command::Memory(batch) => batch.validate(),
             Command::Plugin(command) => command.validate(),
             Command::Token(command) => command.validate(),
+            Command::Agent(command) => command.validate(),
         }
     }
 }
@@ -54,4 +58,6 @@ pub enum CommandReply {
     Token(TokenOutcome),
     /// The entry failed validation at apply time; nothing was changed.
     Rejected(String),
+    /// The outcome of an agent registry command.
+    Agent(AgentOutcome),
 }

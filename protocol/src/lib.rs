@@ -1,6 +1,7 @@
 //! The shared vocabulary of zeromesh: ids, the replicated command set, record
 //! types and every named limit. Pure data: no I/O, no clock, no randomness.
 
+pub mod agent;
 pub mod auth;
 pub mod command;
 pub mod ids;

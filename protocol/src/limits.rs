@@ -117,3 +117,12 @@ pub const MAX_CONFIG_FILE_BYTES: usize = 64 * 1024;
 pub const MAX_PENDING_WRITES: usize = 4096;
 /// Grouped writes a node has proposed to Raft and not yet seen answered.
 pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
+
+/// Agents a cluster's registry keeps, terminated ones included.
+pub const MAX_AGENTS: usize = 1000;
+/// Tool patterns an agent may be allowed.
+pub const MAX_AGENT_TOOL_PATTERNS: usize = 64;
+/// Longest tool pattern (`name`, `prefix*` or `*`), in bytes.
+pub const MAX_TOOL_PATTERN_BYTES: usize = 128;
+/// Longest agent owner, description or pause reason, in bytes.
+pub const MAX_AGENT_TEXT_BYTES: usize = 1024;

@@ -12,7 +12,7 @@ pub(crate) const CF_MEM_LATEST: &str = "mem_latest";
 pub(crate) const CF_MEM_HISTORY: &str = "mem_history";
 
 /// The registry: `p/{name}` installed plugins, `k/{key}` trusted publisher
-/// keys (32 bytes), `t/{id}` API access tokens.
+/// keys (32 bytes), `t/{id}` API access tokens, `a/{id}` agents.
 pub(crate) const CF_PLUGIN_REGISTRY: &str = "plugin_registry";
 /// Plugin modules held by this node, keyed by SHA-256. Not replicated and not
 /// in snapshots: each node fetches the modules its registry names.
@@ -26,6 +26,11 @@ pub(crate) const STATE_TABLES: [&str; 3] = [CF_MEM_LATEST, CF_MEM_HISTORY, CF_PL
 pub(crate) const PLUGIN_KEY_PREFIX: &[u8] = b"p/";
 pub(crate) const PUBLISHER_KEY_PREFIX: &[u8] = b"k/";
 pub(crate) const TOKEN_KEY_PREFIX: &[u8] = b"t/";
+pub(crate) const AGENT_KEY_PREFIX: &[u8] = b"a/";
+
+pub(crate) fn agent_key(id: &str) -> Vec<u8> {
+    [AGENT_KEY_PREFIX, id.as_bytes()].concat()
+}
 
 pub(crate) fn token_key(id: &str) -> Vec<u8> {
     [TOKEN_KEY_PREFIX, id.as_bytes()].concat()

@@ -3,8 +3,11 @@
 //! addressed by SHA-256).
 
 use rocksdb::{Direction, IteratorMode};
+use zeromesh_protocol::agent::AgentRecord;
 use zeromesh_protocol::auth::TokenRecord;
-use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TOKENS, MAX_TRUSTED_PUBLISHERS};
+use zeromesh_protocol::limits::{
+    MAX_AGENTS, MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TOKENS, MAX_TRUSTED_PUBLISHERS,
+};
 use zeromesh_protocol::plugin::{InstalledPlugin, PublisherKey, TrustedPublisher};
 
 use crate::error::{decode, encode, StorageError};
@@ -37,6 +40,13 @@ pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), Stri
         let token: TokenRecord = decode("access token", value).map_err(|e| e.to_string())?;
         if token.id.as_bytes() != id {
             return Err("an access token's key and record disagree".into());
+        }
+        return Ok(());
+    }
+    if let Some(id) = key.strip_prefix(AGENT_KEY_PREFIX) {
+        let agent: AgentRecord = decode("agent", value).map_err(|e| e.to_string())?;
+        if agent.id.as_bytes() != id {
+            return Err("an agent's key and record disagree".into());
         }
         return Ok(());
     }
@@ -94,6 +104,18 @@ impl Store {
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StorageError> {
         match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, token_key(id))? {
             Some(bytes) => Ok(Some(decode("access token", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every agent, terminated ones included, in id order.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StorageError> {
+        self.registry_scan(AGENT_KEY_PREFIX, "agent", MAX_AGENTS)
+    }
+
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, agent_key(id))? {
+            Some(bytes) => Ok(Some(decode("agent", &bytes)?)),
             None => Ok(None),
         }
     }
@@ -161,6 +183,12 @@ impl StateBatch<'_> {
 
     pub fn delete_token(&mut self, id: &str) -> Result<(), StorageError> {
         self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, token_key(id));
+        Ok(())
+    }
+
+    pub fn put_agent(&mut self, agent: &AgentRecord) -> Result<(), StorageError> {
+        let bytes = encode("agent", agent)?;
+        self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, agent_key(&agent.id), bytes);
         Ok(())
     }
 

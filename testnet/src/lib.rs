@@ -99,7 +99,16 @@ pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {
 /// Runs the `zeromesh` command line with `args`; its stdout, or an error
 /// holding its stderr.
 pub fn cli(args: &[&str]) -> anyhow::Result<String> {
-    let output = std::process::Command::new(zeromesh_binary()?).args(args).output()?;
+    cli_as(None, args)
+}
+
+/// [`cli`] with `token` in ZEROMESH_TOKEN, as an operator holding it runs it.
+pub fn cli_as(token: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    let mut command = std::process::Command::new(zeromesh_binary()?);
+    if let Some(token) = token {
+        command.env("ZEROMESH_TOKEN", token);
+    }
+    let output = command.args(args).output()?;
     if !output.status.success() {
         bail!("zeromesh {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     }
@@ -383,6 +392,19 @@ impl Testnet {
         let mut client =
             ApiClient::connect_with(&self.nodes[index].address.api, None, self.admin_token.clone()).await?;
         client.call_tool(tool, arguments).await
+    }
+
+    /// Spawns agent `id`, allowed `tools`, through node 0, and waits until
+    /// every running node knows it.
+    pub async fn spawn_agent(&self, id: &str, tools: &[&str]) -> anyhow::Result<()> {
+        self.call(0, "agent_spawn", json!({ "id": id, "owner": "testnet", "tools": tools })).await?;
+        for index in (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()) {
+            wait_until(&format!("node {index} to know agent {id}"), Duration::from_secs(30), || async move {
+                self.call(index, "agent_show", json!({ "id": id })).await.ok()
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Node `index`'s `cluster_status`.

@@ -49,6 +49,8 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
     assert_eq!(status, 200, "health needs no token");
 
     // Tokens made through node 0 work on node 1 once replicated.
+    let spawn = ["agent", "spawn", "alice", "--owner", "ops", "--tool", "*", "--node", &first];
+    zeromesh_testnet::cli_as(Some(&admin), &spawn).expect("alice is spawned");
     let alice_token = create_token(&first, &admin, &["--role", "agent", "--agent", "alice"]);
     let reader_token = create_token(&first, &admin, &["--role", "read"]);
     let mut alice = wait_until("the agent token to reach node 1", WAIT, || async {

@@ -124,6 +124,16 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
         .unwrap_or_else(|error| panic!("node {node}: {error}"));
     }
 
+    // Only registered agents allowed the tool may call it.
+    for agent in ["alice", "bob", "carol"] {
+        testnet.spawn_agent(agent, &["swap_note"]).await.expect("the agent is spawned");
+    }
+    testnet.spawn_agent("dave", &["memory_*"]).await.expect("the agent is spawned");
+    let refused = swap_note(&testnet, 1, "dave", json!({})).await.unwrap_err();
+    assert!(refused.contains("may not call swap_note"), "{refused}");
+    let refused = swap_note(&testnet, 2, "eve", json!({})).await.unwrap_err();
+    assert!(refused.contains("not in the agent registry"), "{refused}");
+
     // Installed through node 0, run on node 2; each agent sees only its own note.
     assert_eq!(swap_note(&testnet, 2, "alice", json!({ "text": "first" })).await.unwrap(), Value::Null);
     assert_eq!(swap_note(&testnet, 1, "alice", json!({ "text": "second" })).await.unwrap(), json!({ "text": "first" }));

@@ -3,6 +3,8 @@
 use std::future::Future;
 
 use serde_json::Value;
+use zeromesh_protocol::agent::{AgentRecord, AgentState};
+use zeromesh_protocol::auth::Role;
 
 use crate::access::{memory_target, permits, Access};
 use crate::caller::{acting_agent, Caller};
@@ -16,6 +18,16 @@ pub enum Refusal {
     InvalidAgent { reason: String },
     #[error("{caller} may not {what}")]
     Forbidden { caller: String, what: String },
+    #[error("agent {agent:?} is not in the agent registry; an admin spawns it with `zeromesh agent spawn`")]
+    UnknownAgent { agent: String },
+    #[error("agent {agent} is paused: {reason}")]
+    AgentPaused { agent: String, reason: String },
+    #[error("agent {agent} is terminated")]
+    AgentTerminated { agent: String },
+    #[error("agent {agent} may not call {tool}: its tools are {allowed}")]
+    ToolNotAllowed { agent: String, tool: String, allowed: String },
+    #[error("the agent registry cannot be read here: {reason}")]
+    Unavailable { reason: String },
 }
 
 /// One tool call as the kernel sees it.
@@ -41,24 +53,54 @@ pub trait Tools {
     fn run(&self, name: &str, agent: &str, arguments: Value) -> impl Future<Output = Self::Outcome> + Send;
 }
 
+/// The replicated state the kernel reads, as this node has applied it.
+pub trait Registry {
+    /// Agent `id`, or `None` when the registry has no such agent.
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String>;
+}
+
 /// The kernel of one node.
 #[derive(Debug, Default)]
 pub struct Kernel {}
 
 impl Kernel {
-    /// Decides `call` and, if allowed, runs it through `tools`: the tool
-    /// must exist, the agent it acts for must be valid and the caller's
-    /// own, and the caller's role must allow what the tool touches.
-    pub async fn call<T: Tools>(&self, tools: &T, call: ToolCall<'_>) -> Result<T::Outcome, Refusal> {
-        let access = tools.access(call.tool).ok_or_else(|| Refusal::UnknownTool { name: call.tool.to_owned() })?;
+    /// Decides `call` and, if allowed, runs it through `world`: the tool
+    /// must exist; the agent it acts for must be valid and the caller's own,
+    /// and, when the call names one (or comes with an agent token), be in
+    /// the registry, running, and allowed the tool; the caller's role must
+    /// allow what the tool touches. A call that names no agent acts for the
+    /// anonymous one, ungoverned, as before agents existed.
+    pub async fn call<W: Tools + Registry>(&self, world: &W, call: ToolCall<'_>) -> Result<W::Outcome, Refusal> {
+        let access = world.access(call.tool).ok_or_else(|| Refusal::UnknownTool { name: call.tool.to_owned() })?;
         let agent = acting_agent(call.caller, call.named_agent)?;
+        if call.caller.role == Role::Agent || call.named_agent.is_some() {
+            let record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+            admit_agent(record, &agent, call.tool)?;
+        }
         let target = match access {
             Access::MemoryRead | Access::MemoryWrite => memory_target(&call.arguments),
             Access::Observe | Access::RunPlugin | Access::Admin => String::new(),
         };
         permits(call.caller, &format!("call {}", call.tool), access, &target)?;
-        Ok(tools.run(call.tool, &agent, call.arguments).await)
+        Ok(world.run(call.tool, &agent, call.arguments).await)
     }
+}
+
+/// Whether agent `id`'s record lets it call `tool` now.
+fn admit_agent(record: Option<AgentRecord>, id: &str, tool: &str) -> Result<(), Refusal> {
+    let agent = record.ok_or_else(|| Refusal::UnknownAgent { agent: id.to_owned() })?;
+    match &agent.state {
+        AgentState::Running => {}
+        AgentState::Paused { reason } => {
+            return Err(Refusal::AgentPaused { agent: agent.id.clone(), reason: reason.clone() })
+        }
+        AgentState::Terminated => return Err(Refusal::AgentTerminated { agent: agent.id.clone() }),
+    }
+    if !agent.may_call(tool) {
+        let allowed = if agent.tools.is_empty() { "none".to_owned() } else { agent.tools.join(", ") };
+        return Err(Refusal::ToolNotAllowed { agent: agent.id.clone(), tool: tool.to_owned(), allowed });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -70,10 +112,34 @@ mod tests {
 
     use super::*;
 
-    /// Tools that record what ran.
+    /// Tools that record what ran, and a registry of agents.
     #[derive(Default)]
     struct Recorded {
         runs: Mutex<Vec<(String, String, Value)>>,
+        agents: Vec<AgentRecord>,
+    }
+
+    impl Registry for Recorded {
+        fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String> {
+            Ok(self.agents.iter().find(|agent| agent.id == id).cloned())
+        }
+    }
+
+    fn registered(id: &str, state: AgentState, tools: &[&str]) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            owner: "ops".into(),
+            description: String::new(),
+            tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            state,
+            spawned_at_ms: 0,
+            changed_at_ms: 0,
+            log_index: 1,
+        }
+    }
+
+    fn with_alice() -> Recorded {
+        Recorded { agents: vec![registered("alice", AgentState::Running, &["*"])], ..Recorded::default() }
     }
 
     impl Tools for Recorded {
@@ -104,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_allowed_call_runs_once_for_the_acting_agent() {
-        let tools = Recorded::default();
+        let tools = with_alice();
         call(&tools, &agent_token("alice"), "memory_put", json!({ "path": "alice/x" })).await.unwrap();
         call(&tools, &agent_token("alice"), "echo.say", json!({})).await.unwrap();
         let runs = tools.runs.lock().unwrap().clone();
@@ -119,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_call_runs_nothing() {
-        let tools = Recorded::default();
+        let tools = with_alice();
         let unknown = call(&tools, &Caller::dev(), "no_such_tool", json!({})).await.unwrap_err();
         assert_eq!(unknown, Refusal::UnknownTool { name: "no_such_tool".into() });
         let admin_only = call(&tools, &agent_token("alice"), "token_create", json!({})).await.unwrap_err();
@@ -139,5 +205,48 @@ mod tests {
             .await;
         assert!(matches!(named_other, Err(Refusal::Forbidden { .. })));
         assert!(tools.runs.lock().unwrap().is_empty());
+    }
+
+    async fn call_as(tools: &Recorded, agent: &str, tool: &str) -> Result<(), Refusal> {
+        let caller = Caller::dev();
+        Kernel::default()
+            .call(tools, ToolCall { caller: &caller, tool, arguments: json!({}), named_agent: Some(agent) })
+            .await
+    }
+
+    #[tokio::test]
+    async fn paused_terminated_and_unknown_agents_are_refused_and_run_nothing() {
+        let tools = Recorded {
+            agents: vec![
+                registered("paused", AgentState::Paused { reason: "over budget".into() }, &["*"]),
+                registered("gone", AgentState::Terminated, &["*"]),
+            ],
+            ..Recorded::default()
+        };
+        let paused = call_as(&tools, "paused", "echo.say").await.unwrap_err();
+        assert_eq!(paused, Refusal::AgentPaused { agent: "paused".into(), reason: "over budget".into() });
+        assert_eq!(call_as(&tools, "gone", "echo.say").await, Err(Refusal::AgentTerminated { agent: "gone".into() }));
+        assert_eq!(call_as(&tools, "nobody", "echo.say").await, Err(Refusal::UnknownAgent { agent: "nobody".into() }));
+        let token = agent_token("nobody");
+        let by_token = call(&tools, &token, "echo.say", json!({})).await;
+        assert_eq!(by_token, Err(Refusal::UnknownAgent { agent: "nobody".into() }));
+        assert!(tools.runs.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_calls_only_the_tools_its_list_allows() {
+        let tools =
+            Recorded { agents: vec![registered("bot", AgentState::Running, &["echo.*"])], ..Recorded::default() };
+        call_as(&tools, "bot", "echo.say").await.unwrap();
+        let refused = call_as(&tools, "bot", "memory_put").await.unwrap_err();
+        assert!(matches!(refused, Refusal::ToolNotAllowed { ref tool, .. } if tool == "memory_put"), "{refused}");
+        assert_eq!(tools.runs.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_names_no_agent_is_not_governed() {
+        let tools = Recorded::default();
+        call(&tools, &Caller::dev(), "echo.say", json!({})).await.unwrap();
+        assert_eq!(tools.runs.lock().unwrap()[0].1, crate::ANONYMOUS_AGENT);
     }
 }

@@ -9,5 +9,5 @@ mod call;
 mod caller;
 
 pub use access::{memory_target, permits, Access};
-pub use call::{Kernel, Refusal, ToolCall, Tools};
+pub use call::{Kernel, Refusal, Registry, ToolCall, Tools};
 pub use caller::{acting_agent, Caller, ANONYMOUS_AGENT};

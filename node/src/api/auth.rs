@@ -114,8 +114,13 @@ impl Auth {
 /// [`FORBIDDEN`], anything else is a request the caller must correct.
 pub fn refusal_error(refusal: &Refusal) -> RpcError {
     match refusal {
-        Refusal::Forbidden { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
+        Refusal::Forbidden { .. }
+        | Refusal::UnknownAgent { .. }
+        | Refusal::AgentPaused { .. }
+        | Refusal::AgentTerminated { .. }
+        | Refusal::ToolNotAllowed { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } => RpcError::invalid_params(refusal.to_string()),
+        Refusal::Unavailable { .. } => RpcError::new(super::jsonrpc::INTERNAL_ERROR, refusal.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! derived), and every call goes through the kernel's one entry point,
 //! [`Tooling::call`]. Plugins' tools are looked up in the plugin runtime.
 
+mod agents;
 mod memory;
 mod plugins;
 mod status;
@@ -16,7 +17,8 @@ use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use zeromesh_kernel::{Access, Caller, Kernel, Refusal, ToolCall, Tools};
+use zeromesh_kernel::{Access, Caller, Kernel, Refusal, Registry, ToolCall, Tools};
+use zeromesh_protocol::agent::AgentRecord;
 
 use crate::cluster::{Cluster, ServiceError};
 use crate::plugins::PluginRuntime;
@@ -123,6 +125,7 @@ fn declarations() -> Vec<ToolDecl> {
     all.extend(status::tools());
     all.extend(plugins::tools());
     all.extend(tokens::tools());
+    all.extend(agents::tools());
     all
 }
 
@@ -169,6 +172,12 @@ impl Tooling {
     ) -> Result<ToolOutcome, Refusal> {
         let site = Site { tooling: self, progress };
         self.kernel.call(&site, ToolCall { caller, tool: name, arguments, named_agent }).await
+    }
+}
+
+impl Registry for Site<'_> {
+    fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String> {
+        self.tooling.env.cluster.consensus.agent(id).map_err(|error| error.to_string())
     }
 }
 

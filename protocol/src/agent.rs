@@ -1,0 +1,184 @@
+//! Agents as the replicated registry keeps them: identities the mesh
+//! governs (not processes it hosts), each with an owner, the tools it may
+//! call and a lifecycle state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::check_agent_id;
+use crate::limits::{MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOL_PATTERNS, MAX_TOOL_PATTERN_BYTES};
+use crate::validate::{check_count, check_len, ValidationError};
+
+/// Where an agent is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    /// Its calls are served.
+    Running,
+    /// Its calls are refused with `reason` until it is resumed.
+    Paused { reason: String },
+    /// For good: its calls are refused, its tokens are gone, its memories
+    /// stay readable by an admin until deleted. Its id is not reused.
+    Terminated,
+}
+
+impl AgentState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentState::Running => "running",
+            AgentState::Paused { .. } => "paused",
+            AgentState::Terminated => "terminated",
+        }
+    }
+}
+
+/// An agent as the replicated registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    /// Who answers for the agent (an operator's name or key).
+    pub owner: String,
+    pub description: String,
+    /// The tools it may call: exact names, `prefix*`, or `*` for all.
+    pub tools: Vec<String>,
+    pub state: AgentState,
+    /// The leader's clock when it was spawned, and when its state last changed.
+    pub spawned_at_ms: u64,
+    pub changed_at_ms: u64,
+    /// The log entry of its last change.
+    pub log_index: u64,
+}
+
+impl AgentRecord {
+    /// Whether the agent's tool list allows tool `name`.
+    pub fn may_call(&self, name: &str) -> bool {
+        self.tools.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        })
+    }
+}
+
+/// A change to the agent registry, made by an admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentCommand {
+    Spawn { id: String, owner: String, description: String, tools: Vec<String> },
+    Pause { id: String, reason: String },
+    Resume { id: String },
+    Terminate { id: String },
+}
+
+/// What applying an [`AgentCommand`] answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentOutcome {
+    /// The agent is now in `state` (spawned, paused, resumed or terminated).
+    Changed {
+        id: String,
+        state: AgentState,
+        tokens_revoked: usize,
+    },
+    /// A spawn named an id the registry already has (terminated ids included).
+    Exists {
+        id: String,
+    },
+    NotFound {
+        id: String,
+    },
+    /// The command does not apply to a terminated agent.
+    IsTerminated {
+        id: String,
+    },
+    /// The registry already keeps its maximum of agents.
+    Full {
+        limit: usize,
+    },
+}
+
+impl AgentCommand {
+    pub fn id(&self) -> &str {
+        match self {
+            AgentCommand::Spawn { id, .. }
+            | AgentCommand::Pause { id, .. }
+            | AgentCommand::Resume { id }
+            | AgentCommand::Terminate { id } => id,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_agent_id(self.id())?;
+        match self {
+            AgentCommand::Spawn { owner, description, tools, .. } => {
+                check_len("agent owner", owner.len(), MAX_AGENT_TEXT_BYTES)?;
+                check_len("agent description", description.len(), MAX_AGENT_TEXT_BYTES)?;
+                check_count("agent tool patterns", tools.len(), MAX_AGENT_TOOL_PATTERNS)?;
+                for pattern in tools {
+                    check_tool_pattern(pattern)?;
+                }
+                Ok(())
+            }
+            AgentCommand::Pause { reason, .. } => check_len("pause reason", reason.len(), MAX_AGENT_TEXT_BYTES),
+            AgentCommand::Resume { .. } | AgentCommand::Terminate { .. } => Ok(()),
+        }
+    }
+}
+
+/// A tool pattern: a tool name, a name's prefix followed by `*`, or `*`.
+fn check_tool_pattern(pattern: &str) -> Result<(), ValidationError> {
+    check_len("tool pattern", pattern.len(), MAX_TOOL_PATTERN_BYTES)?;
+    let name = pattern.strip_suffix('*').unwrap_or(pattern);
+    let valid = (!name.is_empty() || pattern == "*")
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_.:/".contains(&byte));
+    if !valid {
+        return Err(ValidationError::BadField {
+            what: "tool pattern",
+            value: pattern.chars().take(80).collect(),
+            reason: "is a tool name, a prefix followed by *, or *",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(tools: &[&str]) -> AgentRecord {
+        AgentRecord {
+            id: "a".into(),
+            owner: String::new(),
+            description: String::new(),
+            tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            state: AgentState::Running,
+            spawned_at_ms: 0,
+            changed_at_ms: 0,
+            log_index: 1,
+        }
+    }
+
+    #[test]
+    fn a_tool_list_allows_exact_names_prefixes_and_everything() {
+        assert!(agent(&["memory_get"]).may_call("memory_get"));
+        assert!(!agent(&["memory_get"]).may_call("memory_get_all"));
+        assert!(agent(&["echo.*"]).may_call("echo.say"));
+        assert!(!agent(&["echo.*"]).may_call("echoes"));
+        assert!(agent(&["*"]).may_call("anything"));
+        assert!(!agent(&[]).may_call("memory_get"));
+    }
+
+    #[test]
+    fn spawn_refuses_bad_ids_patterns_and_oversized_text() {
+        let spawn = |id: &str, tools: &[&str], owner: usize| AgentCommand::Spawn {
+            id: id.into(),
+            owner: "o".repeat(owner),
+            description: String::new(),
+            tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+        };
+        assert!(spawn("agent-7", &["memory_*", "echo.say", "*"], 10).validate().is_ok());
+        assert!(spawn("a/b", &[], 1).validate().is_err());
+        assert!(spawn("ok", &["**"], 1).validate().is_err());
+        assert!(spawn("ok", &["a b"], 1).validate().is_err());
+        assert!(spawn("ok", &[""], 1).validate().is_err());
+        assert!(spawn("ok", &[], MAX_AGENT_TEXT_BYTES + 1).validate().is_err());
+        let many: Vec<String> = (0..=MAX_AGENT_TOOL_PATTERNS).map(|index| format!("t{index}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(spawn("ok", &refs, 1).validate().is_err());
+    }
+}

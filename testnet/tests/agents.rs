@@ -1,0 +1,78 @@
+//! The agent registry on real node processes with authentication: an agent
+//! spawned through one node is governed on every node; its token calls only
+//! the tools its list allows; pausing refuses its calls everywhere with the
+//! reason; terminating revokes its tokens while its memories stay readable
+//! by an admin; a terminated id is never reused.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromesh::client::{ApiClient, ClientError};
+use zeromesh_testnet::{cli_as, wait_until, Testnet, TestnetOptions};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until `client`'s `memory_get` of `path` is refused with a message
+/// containing `expected`; returns the message.
+async fn wait_refused(client: &mut ApiClient, path: &str, expected: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client.call_tool("memory_get", json!({ "path": path })).await {
+            Err(ClientError::Rpc { code: -32003, message }) if message.contains(expected) => return message,
+            other => {
+                assert!(tokio::time::Instant::now() < deadline, "still not refused with {expected:?}: {other:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
+    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let operator = |args: &[&str]| cli_as(Some(&admin), args);
+
+    let spawned = operator(&["agent", "spawn", "alice", "--owner", "ops", "--tool", "memory_*", "--node", &api[0]]);
+    assert!(spawned.expect("spawned").contains("agent alice running"));
+    let token = operator(&["token", "create", "--role", "agent", "--agent", "alice", "--node", &api[0]]).unwrap();
+    let mut alice = wait_until("alice's token to reach node 2", WAIT, || async {
+        ApiClient::connect_with(&api[2], None, Some(token.trim().to_owned())).await.ok()
+    })
+    .await
+    .unwrap();
+
+    // Allowed tools run; a tool outside the list is refused and runs nothing.
+    alice.call_tool("memory_put", json!({ "path": "alice/plan", "value": "v1" })).await.expect("allowed");
+    match alice.call_tool("cluster_status", json!({})).await {
+        Err(ClientError::Rpc { code: -32003, message }) => {
+            assert!(message.contains("may not call cluster_status") && message.contains("memory_*"), "{message}")
+        }
+        other => panic!("cluster_status should be refused: {other:?}"),
+    }
+
+    // Paused through node 1: node 2 refuses with the reason; resumed, it serves again.
+    operator(&["agent", "pause", "alice", "--reason", "budget review", "--node", &api[1]]).expect("paused");
+    let paused = wait_refused(&mut alice, "alice/plan", "paused").await;
+    assert!(paused.contains("budget review"), "{paused}");
+    operator(&["agent", "resume", "alice", "--node", &api[1]]).expect("resumed");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(error) = alice.call_tool("memory_get", json!({ "path": "alice/plan" })).await {
+        assert!(tokio::time::Instant::now() < deadline, "alice is still refused after resume: {error}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Terminated: its token stops working everywhere; an admin still reads its memories.
+    let terminated = operator(&["agent", "terminate", "alice", "--node", &api[0]]).expect("terminated");
+    assert!(terminated.contains("tokens revoked: 1"), "{terminated}");
+    wait_refused(&mut alice, "alice/plan", "revoked").await;
+    let kept: Value = testnet.call(2, "memory_get", json!({ "path": "alice/plan" })).await.unwrap();
+    assert_eq!(kept["record"]["value"], "v1");
+    let listed = operator(&["agent", "list", "--node", &api[2]]).unwrap();
+    assert!(listed.contains("alice terminated owner=ops tools=memory_*"), "{listed}");
+    let again = operator(&["agent", "spawn", "alice", "--owner", "ops", "--tool", "*", "--node", &api[0]]);
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+    let resumed = operator(&["agent", "resume", "alice", "--node", &api[0]]);
+    assert!(resumed.unwrap_err().to_string().contains("terminated"));
+}
