@@ -1,0 +1,116 @@
+//! The replicated agent registry: lifecycle changes apply alike on every
+//! machine, a termination revokes the agent's tokens in the same entry, a
+//! terminated id is never reused, and snapshots carry the registry.
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use zeromesh_consensus::Entry;
+use zeromesh_protocol::agent::{AgentCommand, AgentOutcome, AgentState};
+use zeromesh_protocol::auth::{Role, TokenCommand};
+use zeromesh_protocol::{Command, CommandReply, Request};
+
+mod common;
+use common::{open_machine, runtime};
+
+fn entry(index: u64, command: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Request { stamped_at_ms: 1000 + index, command }),
+    }
+}
+
+fn agent(command: AgentCommand) -> Command {
+    Command::Agent(command)
+}
+
+fn spawn(id: &str) -> Command {
+    agent(AgentCommand::Spawn {
+        id: id.into(),
+        owner: "ops".into(),
+        description: String::new(),
+        tools: vec!["*".into()],
+    })
+}
+
+fn token_for(id: &str, agent: &str) -> Command {
+    Command::Token(TokenCommand::Create {
+        id: id.into(),
+        secret_sha256: [1; 32],
+        role: Role::Agent,
+        agent: Some(agent.into()),
+    })
+}
+
+fn lifecycle() -> Vec<Entry> {
+    vec![
+        entry(1, spawn("alice")),
+        entry(2, spawn("bob")),
+        entry(3, token_for("00000000000000a1", "alice")),
+        entry(4, token_for("00000000000000b1", "bob")),
+        entry(5, agent(AgentCommand::Pause { id: "alice".into(), reason: "budget review".into() })),
+        entry(6, agent(AgentCommand::Terminate { id: "alice".into() })),
+        entry(7, spawn("alice")),
+        entry(8, agent(AgentCommand::Resume { id: "alice".into() })),
+        entry(9, agent(AgentCommand::Pause { id: "nobody".into(), reason: String::new() })),
+    ]
+}
+
+fn agent_outcomes(replies: Vec<CommandReply>) -> Vec<AgentOutcome> {
+    replies
+        .into_iter()
+        .filter_map(|reply| match reply {
+            CommandReply::Agent(outcome) => Some(outcome),
+            CommandReply::Token(_) => None,
+            other => panic!("unexpected reply {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_termination_revokes_the_agents_tokens_and_its_id_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let replies = runtime().block_on(machine.apply(lifecycle())).unwrap();
+    let changed =
+        |id: &str, state: AgentState, tokens_revoked| AgentOutcome::Changed { id: id.into(), state, tokens_revoked };
+    assert_eq!(
+        agent_outcomes(replies),
+        vec![
+            changed("alice", AgentState::Running, 0),
+            changed("bob", AgentState::Running, 0),
+            changed("alice", AgentState::Paused { reason: "budget review".into() }, 0),
+            changed("alice", AgentState::Terminated, 1),
+            AgentOutcome::Exists { id: "alice".into() },
+            AgentOutcome::IsTerminated { id: "alice".into() },
+            AgentOutcome::NotFound { id: "nobody".into() },
+        ]
+    );
+    let tokens: Vec<String> = store.tokens().unwrap().into_iter().map(|token| token.id).collect();
+    assert_eq!(tokens, ["00000000000000b1"], "only bob's token is left");
+    let alice = store.agent("alice").unwrap().expect("a terminated agent stays in the registry");
+    assert_eq!(
+        (alice.state, alice.log_index, alice.changed_at_ms, alice.spawned_at_ms),
+        (AgentState::Terminated, 6, 1006, 1001)
+    );
+}
+
+#[test]
+fn every_machine_applies_the_registry_alike_and_a_snapshot_carries_it() {
+    let (dir_a, dir_b, dir_c) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    let (store_c, mut machine_c) = open_machine(&dir_c);
+    runtime().block_on(async {
+        machine_a.apply(lifecycle()).await.unwrap();
+        machine_b.apply(lifecycle()).await.unwrap();
+        let mut snapshot = machine_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut received = machine_c.begin_receiving_snapshot().await.unwrap();
+        tokio::io::copy(&mut snapshot.snapshot, &mut received).await.unwrap();
+        machine_c.install_snapshot(&snapshot.meta, received).await.unwrap();
+    });
+    assert_eq!(store_a.agents().unwrap().len(), 2);
+    assert_eq!(store_b.agents().unwrap(), store_a.agents().unwrap());
+    assert_eq!(store_c.agents().unwrap(), store_a.agents().unwrap());
+    assert_eq!(store_c.tokens().unwrap(), store_a.tokens().unwrap());
+}
