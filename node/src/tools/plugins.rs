@@ -32,23 +32,13 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                 registry(&env, PluginCommand::Uninstall { name: args.name }).await
             },
         ),
-        ToolDecl::new(
-            "plugin_trust",
-            "Add a publisher key to the mesh's trusted set.",
-            Access::Admin,
-            |env: Arc<ToolEnv>, _: Invocation, args: PublisherArgs| async move {
-                let publisher = args.key("plugin_trust")?;
-                registry(&env, PluginCommand::TrustPublisher { publisher }).await
-            },
-        ),
-        ToolDecl::new(
+        by_publisher("plugin_trust", "Add a publisher key to the mesh's trusted set.", |publisher| {
+            PluginCommand::TrustPublisher { publisher }
+        }),
+        by_publisher(
             "plugin_distrust",
             "Remove a publisher key from the trusted set and uninstall every plugin it signed.",
-            Access::Admin,
-            |env: Arc<ToolEnv>, _: Invocation, args: PublisherArgs| async move {
-                let publisher = args.key("plugin_distrust")?;
-                registry(&env, PluginCommand::DistrustPublisher { publisher }).await
-            },
+            |publisher| PluginCommand::DistrustPublisher { publisher },
         ),
         ToolDecl::new(
             "plugin_list",
@@ -90,10 +80,17 @@ struct PublisherArgs {
     publisher: String,
 }
 
-impl PublisherArgs {
-    fn key(&self, tool: &str) -> Result<PublisherKey, super::ToolError> {
-        PublisherKey::parse(&self.publisher).map_err(|error| invalid(tool, error))
-    }
+/// An admin tool whose one argument is a publisher key.
+fn by_publisher(name: &'static str, description: &'static str, command: fn(PublisherKey) -> PluginCommand) -> ToolDecl {
+    ToolDecl::new(
+        name,
+        description,
+        Access::Admin,
+        move |env: Arc<ToolEnv>, _: Invocation, args: PublisherArgs| async move {
+            let publisher = PublisherKey::parse(&args.publisher).map_err(|error| invalid(name, error))?;
+            registry(&env, command(publisher)).await
+        },
+    )
 }
 
 async fn install(env: Arc<ToolEnv>, invocation: Invocation, args: InstallArgs) -> ToolOutcome {
