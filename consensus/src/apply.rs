@@ -18,6 +18,7 @@ pub(crate) struct Applier<'a> {
     pub(crate) registry: crate::apply_plugin::RegistryOverlay,
     pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
     pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
+    pub(crate) deals: crate::apply_agreement::AgreementOverlay,
 }
 
 impl Applier<'_> {
@@ -36,6 +37,7 @@ impl<'a> Applier<'a> {
             registry: crate::apply_plugin::RegistryOverlay::default(),
             tokens: BTreeMap::new(),
             agents: BTreeMap::new(),
+            deals: crate::apply_agreement::AgreementOverlay::default(),
         }
     }
 
@@ -55,6 +57,7 @@ impl<'a> Applier<'a> {
             // come from an old or faulty proposer. Every node rejects it alike.
             return Ok(CommandReply::Rejected(error.to_string()));
         }
+        let at = crate::apply_agreement::At { log_index, at_ms: request.stamped_at_ms };
         match &request.command {
             Command::Memory(batch) => {
                 self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory)
@@ -68,6 +71,8 @@ impl<'a> Applier<'a> {
             Command::Agent(command) => {
                 self.apply_agent(log_index, request.stamped_at_ms, command).map(CommandReply::Agent)
             }
+            Command::Agreement(command) => self.apply_agreement(at, command).map(CommandReply::Agreement),
+            Command::Usage(command) => self.apply_usage(at, command).map(CommandReply::Usage),
         }
     }
 

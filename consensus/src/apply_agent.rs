@@ -11,7 +11,7 @@ use zeromesh_storage::StorageError;
 use crate::apply::Applier;
 
 impl Applier<'_> {
-    fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StorageError> {
+    pub(crate) fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StorageError> {
         match self.agents.get(id) {
             Some(staged) => Ok(Some(staged.clone())),
             None => self.store.agent(id),
@@ -68,7 +68,7 @@ impl Applier<'_> {
     ) -> Result<AgentOutcome, StorageError> {
         let id = command.id().to_owned();
         let existing = self.agent(&id)?;
-        if let AgentCommand::Spawn { owner, description, tools, .. } = command {
+        if let AgentCommand::Spawn { owner, description, tools, key, .. } = command {
             if existing.is_some() {
                 return Ok(AgentOutcome::Exists { id });
             }
@@ -80,6 +80,7 @@ impl Applier<'_> {
                 owner: owner.clone(),
                 description: description.clone(),
                 tools: tools.clone(),
+                key: *key,
                 state: AgentState::Running,
                 spawned_at_ms: stamped_at_ms,
                 changed_at_ms: stamped_at_ms,

@@ -46,7 +46,7 @@ impl Applier<'_> {
         Ok(merged.into_values().collect())
     }
 
-    fn is_trusted(&self, publisher: &PublisherKey) -> Result<bool, StorageError> {
+    pub(crate) fn is_trusted(&self, publisher: &PublisherKey) -> Result<bool, StorageError> {
         match self.registry.publishers.get(publisher) {
             Some(staged) => Ok(staged.is_some()),
             None => Ok(self.store.trusted_publisher(publisher)?.is_some()),

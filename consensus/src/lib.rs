@@ -8,6 +8,7 @@
 mod applied;
 mod apply;
 mod apply_agent;
+mod apply_agreement;
 mod apply_plugin;
 mod apply_token;
 mod error;

@@ -1,10 +1,12 @@
-//! Typed reads of the replicated registry (access tokens, agents, installed
+//! Typed reads of the replicated registry (access tokens, agents, agreements and
+//! their usage, installed
 //! plugins, trusted publishers) and this node's own plugin module blobs, so that the
 //! node's runtime never reaches into RocksDB itself.
 
 use std::collections::BTreeSet;
 
 use zeromesh_protocol::agent::AgentRecord;
+use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Violation};
 use zeromesh_protocol::auth::TokenRecord;
 use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
 use zeromesh_storage::{StorageError, Store};
@@ -33,6 +35,32 @@ impl ConsensusNode {
     /// Every agent, terminated ones included, in id order.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, ConsensusError> {
         self.off_thread(|store| store.agents()).await
+    }
+
+    /// Agreement `id` in this node's applied state.
+    pub fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, ConsensusError> {
+        Ok(self.store().agreement(id)?)
+    }
+
+    /// Every agreement whose consumer is `agent`. Cheap enough to run on
+    /// every tool call of a governed agent (an index scan).
+    pub fn agreements_of(&self, agent: &str) -> Result<Vec<AgreementRecord>, ConsensusError> {
+        Ok(self.store().agreements_of(agent)?)
+    }
+
+    /// Every agreement, in id order.
+    pub async fn agreements(&self) -> Result<Vec<AgreementRecord>, ConsensusError> {
+        self.off_thread(|store| store.agreements()).await
+    }
+
+    /// Agreement `id`'s usage ledger.
+    pub fn ledger(&self, id: &str) -> Result<Ledger, ConsensusError> {
+        Ok(self.store().ledger(id)?)
+    }
+
+    /// Up to `limit` violations numbered `from` or later, oldest first.
+    pub async fn violations(&self, from: u64, limit: usize) -> Result<Vec<Violation>, ConsensusError> {
+        self.off_thread(move |store| store.violations(from, limit)).await
     }
 
     /// Every installed plugin, in name order.

@@ -29,6 +29,7 @@ fn spawn(id: &str) -> Command {
         owner: "ops".into(),
         description: String::new(),
         tools: vec!["*".into()],
+        key: None,
     })
 }
 

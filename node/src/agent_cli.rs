@@ -20,6 +20,10 @@ pub enum AgentCommand {
         tools: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// The public key it signs agreements with: 64 hex digits, or a file
+        /// holding them (`zeromesh plugin keygen` writes one as FILE.pub).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Pauses an agent: its calls are refused, with the reason, everywhere.
     Pause {
@@ -41,8 +45,9 @@ pub enum AgentCommand {
 pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let (tool, arguments) = match &command {
-        AgentCommand::Spawn { id, owner, tools, description } => {
-            ("agent_spawn", json!({ "id": id, "owner": owner, "tools": tools, "description": description }))
+        AgentCommand::Spawn { id, owner, tools, description, key } => {
+            let key = key.as_deref().map(public_key_text).transpose()?;
+            ("agent_spawn", json!({ "id": id, "owner": owner, "tools": tools, "description": description, "key": key }))
         }
         AgentCommand::Pause { id, reason } => ("agent_pause", json!({ "id": id, "reason": reason })),
         AgentCommand::Resume { id } => ("agent_resume", json!({ "id": id })),
@@ -82,4 +87,18 @@ fn line(agent: &Value) -> String {
         agent["owner"].as_str().unwrap_or_default(),
         tools.join(",")
     )
+}
+
+/// A public key given on the command line: 64 hex digits, or a file holding them.
+pub fn public_key_text(given: &str) -> anyhow::Result<String> {
+    if given.len() == 64 && given.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Ok(given.to_owned());
+    }
+    let text = crate::plugin_cli::read_limited(std::path::Path::new(given), 1024, "public key file")?;
+    let text = String::from_utf8(text).context("the public key file is not text")?;
+    let key = text.trim();
+    if key.len() != 64 || !key.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        anyhow::bail!("{given}: a public key is 64 hex digits");
+    }
+    Ok(key.to_owned())
 }

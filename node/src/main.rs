@@ -3,6 +3,7 @@
 //! (publisher keys and signed plugin packages).
 
 mod agent_cli;
+mod agreement_cli;
 mod demo;
 mod plugin_cli;
 
@@ -92,6 +93,14 @@ enum Commands {
         node: String,
         #[command(subcommand)]
         command: agent_cli::AgentCommand,
+    },
+    /// Agreements: create, sign, activate, suspend, terminate, show, usage,
+    /// list, violations. Changes need an admin token in ZEROMESH_TOKEN.
+    Agreement {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: agreement_cli::AgreementCommand,
     },
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
@@ -211,5 +220,6 @@ async fn main() -> anyhow::Result<()> {
         Commands::McpStdio { node } => zeromesh::stdio_bridge::run(&node).await,
         Commands::Plugin(command) => plugin_cli::run(command).await,
         Commands::Agent { node, command } => agent_cli::run(&node, command).await,
+        Commands::Agreement { node, command } => agreement_cli::run(&node, command).await,
     }
 }

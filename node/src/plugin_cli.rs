@@ -28,6 +28,7 @@ pub enum PluginCommand {
     },
     /// Signs MODULE with the manifest and key; writes one package file.
     Sign {
+        /// The module: WebAssembly (.wasm) or WebAssembly text (.wat).
         module: PathBuf,
         #[arg(long)]
         manifest: PathBuf,
@@ -131,7 +132,7 @@ fn show_list(answer: &Value) {
     }
 }
 
-fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
+pub fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
     let size = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?.len();
     if size > limit as u64 {
         bail!("{what} {} is {size} bytes, over the {limit}-byte limit", path.display());
@@ -139,7 +140,7 @@ fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = String::from_utf8(read_limited(path, 1024, "key file")?).context("the key file is not text")?;
     let bytes = hex::decode(text.trim()).context("the key file must hold 64 hex digits")?;
     let seed: [u8; 32] =
@@ -205,7 +206,12 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
             eprintln!("secret key in {}, public key in {}", out.display(), public_path.display());
         }
         PluginCommand::Sign { module, manifest, key, out } => {
-            let wasm = read_limited(&module, MAX_PLUGIN_PACKAGE_BYTES, "module")?;
+            let mut wasm = read_limited(&module, MAX_PLUGIN_PACKAGE_BYTES, "module")?;
+            if module.extension().is_some_and(|extension| extension == "wat") {
+                wasm = wat::parse_bytes(&wasm)
+                    .with_context(|| format!("{} is not valid WebAssembly text", module.display()))?
+                    .into_owned();
+            }
             let manifest_text = read_limited(&manifest, MAX_PLUGIN_MANIFEST_BYTES, "manifest")?;
             let manifest: Manifest = serde_json::from_slice(&manifest_text)
                 .with_context(|| format!("{} is not a valid manifest", manifest.display()))?;

@@ -101,6 +101,14 @@ pub enum CallError {
     Busy,
 }
 
+/// Limits on one call tighter than the plugin's own (an agreement's
+/// remaining allowance); `None` leaves the plugin's limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCaps {
+    pub fuel: Option<u64>,
+    pub wall_clock_ms: Option<u64>,
+}
+
 /// A successful call's JSON result. `is_error` is set when the plugin
 /// reported a tool-level failure (`{"error": ...}`).
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +253,15 @@ impl PluginHost {
         Ok(LoadedPlugin { package: Arc::new(package), granted: usable, pre })
     }
 
+    /// The most fuel and wall-clock time one call of `plugin` may take here.
+    pub fn ceiling(&self, plugin: &LoadedPlugin) -> CallCaps {
+        let limits = &plugin.package.manifest.limits;
+        CallCaps {
+            fuel: Some(limits.fuel_per_call.min(self.limits.max_fuel_per_call)),
+            wall_clock_ms: Some(limits.wall_clock_ms.min(self.limits.max_wall_clock_ms)),
+        }
+    }
+
     /// Calls `tool` with JSON `arguments` in a fresh instance.
     pub fn call(
         &self,
@@ -252,6 +269,34 @@ impl PluginHost {
         tool: &str,
         arguments: &serde_json::Value,
         context: Box<dyn PluginContext>,
+    ) -> Result<CallOutput, CallError> {
+        self.call_capped(plugin, tool, arguments, context, CallCaps::default()).0
+    }
+
+    /// Calls `tool` like [`PluginHost::call`], under `caps` too (tighter
+    /// than the plugin's own limits, never looser), and tells the fuel
+    /// burnt whether or not the call succeeded.
+    pub fn call_capped(
+        &self,
+        plugin: &LoadedPlugin,
+        tool: &str,
+        arguments: &serde_json::Value,
+        context: Box<dyn PluginContext>,
+        caps: CallCaps,
+    ) -> (Result<CallOutput, CallError>, u64) {
+        let mut fuel_used = 0;
+        let outcome = self.call_inner(plugin, tool, arguments, context, caps, &mut fuel_used);
+        (outcome, fuel_used)
+    }
+
+    fn call_inner(
+        &self,
+        plugin: &LoadedPlugin,
+        tool: &str,
+        arguments: &serde_json::Value,
+        context: Box<dyn PluginContext>,
+        caps: CallCaps,
+        fuel_used: &mut u64,
     ) -> Result<CallOutput, CallError> {
         let manifest = &plugin.package.manifest;
         if manifest.tool(tool).is_none() {
@@ -261,9 +306,13 @@ impl PluginHost {
         if arguments.len() > MAX_PLUGIN_ARGS_BYTES {
             return Err(CallError::ArgumentsTooLarge { actual: arguments.len(), limit: MAX_PLUGIN_ARGS_BYTES });
         }
-        let fuel = manifest.limits.fuel_per_call.min(self.limits.max_fuel_per_call);
+        let fuel = manifest.limits.fuel_per_call.min(self.limits.max_fuel_per_call).min(caps.fuel.unwrap_or(u64::MAX));
         let memory_limit = manifest.limits.memory_bytes.min(self.limits.max_memory_bytes);
-        let deadline_ms = manifest.limits.wall_clock_ms.min(self.limits.max_wall_clock_ms);
+        let deadline_ms = manifest
+            .limits
+            .wall_clock_ms
+            .min(self.limits.max_wall_clock_ms)
+            .min(caps.wall_clock_ms.unwrap_or(u64::MAX));
         let state = CallState {
             context,
             capabilities: plugin.granted.clone(),
@@ -275,13 +324,13 @@ impl PluginHost {
         store.set_epoch_deadline(deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1));
 
         let outcome = run(&mut store, &plugin.pre, tool.as_bytes(), &arguments);
-        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+        *fuel_used = fuel - store.get_fuel().unwrap_or(0);
         match outcome {
             Ok(bytes) => {
                 let result: serde_json::Value =
                     serde_json::from_slice(&bytes).map_err(|e| CallError::BadResult(format!("not JSON: {e}")))?;
                 let is_error = result.as_object().is_some_and(|object| object.contains_key("error"));
-                Ok(CallOutput { result, is_error, fuel_used })
+                Ok(CallOutput { result, is_error, fuel_used: *fuel_used })
             }
             Err(error) => Err(classify(error, &store, fuel, deadline_ms, memory_limit)),
         }

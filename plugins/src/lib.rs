@@ -8,7 +8,7 @@
 mod host;
 mod package;
 
-pub use host::{CallError, CallOutput, HostLimits, LoadError, LoadedPlugin, PluginContext, PluginHost};
+pub use host::{CallCaps, CallError, CallOutput, HostLimits, LoadError, LoadedPlugin, PluginContext, PluginHost};
 pub use package::{generate_signing_key, sha256, Package, VerifiedPackage};
 pub use zeromesh_protocol::plugin::{
     Capability, CapabilitySet, Manifest, PackageError, PluginLimits, PublisherKey, SignedManifest, ToolSpec,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::check_agent_id;
 use crate::limits::{MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOL_PATTERNS, MAX_TOOL_PATTERN_BYTES};
+use crate::plugin::PublisherKey;
 use crate::validate::{check_count, check_len, ValidationError};
 
 /// Where an agent is in its life.
@@ -39,6 +40,8 @@ pub struct AgentRecord {
     pub description: String,
     /// The tools it may call: exact names, `prefix*`, or `*` for all.
     pub tools: Vec<String>,
+    /// The ed25519 key the agent signs its agreements with.
+    pub key: Option<PublisherKey>,
     pub state: AgentState,
     /// The leader's clock when it was spawned, and when its state last changed.
     pub spawned_at_ms: u64,
@@ -60,7 +63,7 @@ impl AgentRecord {
 /// A change to the agent registry, made by an admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentCommand {
-    Spawn { id: String, owner: String, description: String, tools: Vec<String> },
+    Spawn { id: String, owner: String, description: String, tools: Vec<String>, key: Option<PublisherKey> },
     Pause { id: String, reason: String },
     Resume { id: String },
     Terminate { id: String },
@@ -121,7 +124,7 @@ impl AgentCommand {
 }
 
 /// A tool pattern: a tool name, a name's prefix followed by `*`, or `*`.
-fn check_tool_pattern(pattern: &str) -> Result<(), ValidationError> {
+pub(crate) fn check_tool_pattern(pattern: &str) -> Result<(), ValidationError> {
     check_len("tool pattern", pattern.len(), MAX_TOOL_PATTERN_BYTES)?;
     let name = pattern.strip_suffix('*').unwrap_or(pattern);
     let valid = (!name.is_empty() || pattern == "*")
@@ -146,6 +149,7 @@ mod tests {
             owner: String::new(),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            key: None,
             state: AgentState::Running,
             spawned_at_ms: 0,
             changed_at_ms: 0,
@@ -170,6 +174,7 @@ mod tests {
             owner: "o".repeat(owner),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            key: None,
         };
         assert!(spawn("agent-7", &["memory_*", "echo.say", "*"], 10).validate().is_ok());
         assert!(spawn("a/b", &[], 1).validate().is_err());

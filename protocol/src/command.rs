@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentCommand, AgentOutcome};
+use crate::agreement::{AgreementCommand, AgreementOutcome, UsageCommand, UsageOutcome};
 use crate::auth::{TokenCommand, TokenOutcome};
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
@@ -30,6 +31,10 @@ pub enum Command {
     Token(TokenCommand),
     /// A change to the agent registry.
     Agent(AgentCommand),
+    /// A change to an agreement.
+    Agreement(AgreementCommand),
+    /// Metering of an agreement's calls.
+    Usage(UsageCommand),
 }
 
 impl Command {
@@ -41,6 +46,8 @@ impl Command {
             Command::Plugin(command) => command.validate(),
             Command::Token(command) => command.validate(),
             Command::Agent(command) => command.validate(),
+            Command::Agreement(command) => command.validate(),
+            Command::Usage(command) => command.validate(),
         }
     }
 }
@@ -60,4 +67,6 @@ pub enum CommandReply {
     Rejected(String),
     /// The outcome of an agent registry command.
     Agent(AgentOutcome),
+    Agreement(AgreementOutcome),
+    Usage(UsageOutcome),
 }

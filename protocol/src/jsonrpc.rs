@@ -16,11 +16,17 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub struct RpcError {
     pub code: i64,
     pub message: String,
+    /// Details a client can act on (e.g. which limit refused a call).
+    pub data: Option<Value>,
 }
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into() }
+        RpcError { code, message: message.into(), data: None }
+    }
+
+    pub fn with_data(self, data: Value) -> Self {
+        RpcError { data: Some(data), ..self }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -76,7 +82,11 @@ pub fn result(id: Value, result: Value) -> String {
 }
 
 pub fn error(id: Value, error: &RpcError) -> String {
-    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": error.code, "message": error.message } }).to_string()
+    let mut body = json!({ "code": error.code, "message": error.message });
+    if let Some(data) = &error.data {
+        body["data"] = data.clone();
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": body }).to_string()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! types and every named limit. Pure data: no I/O, no clock, no randomness.
 
 pub mod agent;
+pub mod agreement;
 pub mod auth;
 pub mod command;
 pub mod ids;

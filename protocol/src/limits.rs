@@ -126,3 +126,20 @@ pub const MAX_AGENT_TOOL_PATTERNS: usize = 64;
 pub const MAX_TOOL_PATTERN_BYTES: usize = 128;
 /// Longest agent owner, description or pause reason, in bytes.
 pub const MAX_AGENT_TEXT_BYTES: usize = 1024;
+
+/// Agreements a cluster keeps, in every state.
+pub const MAX_AGREEMENTS: usize = 10_000;
+/// Limits one agreement may set.
+pub const MAX_AGREEMENT_LIMITS: usize = 16;
+/// State changes an agreement's record keeps; older ones are dropped and counted.
+pub const MAX_AGREEMENT_HISTORY: usize = 64;
+/// Longest idempotency key of a call, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
+/// Reservations an agreement remembers by idempotency key; the oldest are
+/// forgotten first (an unsettled one forgotten stays counted).
+pub const MAX_KEPT_RESERVATIONS: usize = 4096;
+/// Violations the cluster keeps; the oldest are dropped first.
+pub const MAX_VIOLATIONS: usize = 10_000;
+/// Largest amount a call may reserve of fuel, wall-clock milliseconds or
+/// bytes out at once.
+pub const MAX_RESERVATION_AMOUNT: u64 = 1 << 40;

@@ -6,6 +6,7 @@
 //! The replicated logic itself (what a command does) lives in
 //! `zeromesh-consensus`; this crate stores what it is told and reads it back.
 
+mod agreements;
 mod error;
 mod keys;
 mod log_store;

@@ -50,11 +50,11 @@ pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), Stri
         }
         return Ok(());
     }
-    Err("unknown key prefix".into())
+    crate::agreements::check_agreement_record(key, value).unwrap_or_else(|| Err("unknown key prefix".into()))
 }
 
 impl Store {
-    fn registry_scan<T: serde::de::DeserializeOwned>(
+    pub(crate) fn registry_scan<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &[u8],
         what: &'static str,

@@ -4,10 +4,12 @@ use std::future::Future;
 
 use serde_json::Value;
 use zeromesh_protocol::agent::{AgentRecord, AgentState};
+use zeromesh_protocol::agreement::{check_idempotency_key, AgreementRecord, OverLimit, Usage, UsageOutcome};
 use zeromesh_protocol::auth::Role;
 
 use crate::access::{memory_target, permits, Access};
 use crate::caller::{acting_agent, Caller};
+use crate::metering::{budget, governing, needs_settling, wanted, Budget, Meter, Metered};
 
 /// Why the kernel refused a call. A refused call ran nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +18,8 @@ pub enum Refusal {
     UnknownTool { name: String },
     #[error("the agent named in the call is not valid: {reason}")]
     InvalidAgent { reason: String },
+    #[error("the call's idempotency key is not valid: {reason}")]
+    InvalidKey { reason: String },
     #[error("{caller} may not {what}")]
     Forbidden { caller: String, what: String },
     #[error("agent {agent:?} is not in the agent registry; an admin spawns it with `zeromesh agent spawn`")]
@@ -26,8 +30,39 @@ pub enum Refusal {
     AgentTerminated { agent: String },
     #[error("agent {agent} may not call {tool}: its tools are {allowed}")]
     ToolNotAllowed { agent: String, tool: String, allowed: String },
+    #[error("agent {agent} has agreements, and none of them covers {tool}")]
+    NotCovered { agent: String, tool: String },
+    #[error("agreement {agreement} is {state}{}", reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default())]
+    AgreementInactive { agreement: String, state: String, reason: Option<String> },
+    #[error("agreement {agreement}: the limit of {} {} per {} is reached ({} used){}", over.limit, over.metric.name(), over.window.name(), over.used, over.resets_at_ms.map(|at| format!("; the window resets at {at} ms")).unwrap_or_default())]
+    OverLimit { agreement: String, over: OverLimit },
+    #[error(
+        "the call with idempotency key {key:?} already ran (reserved at log index {log_index}); it is not run twice"
+    )]
+    AlreadyRan { key: String, log_index: u64 },
     #[error("the agent registry cannot be read here: {reason}")]
     Unavailable { reason: String },
+}
+
+impl Refusal {
+    /// The refusal's kind, a fixed label for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::UnknownTool { .. } => "unknown_tool",
+            Refusal::InvalidAgent { .. } => "invalid_agent",
+            Refusal::InvalidKey { .. } => "invalid_key",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::UnknownAgent { .. } => "unknown_agent",
+            Refusal::AgentPaused { .. } => "agent_paused",
+            Refusal::AgentTerminated { .. } => "agent_terminated",
+            Refusal::ToolNotAllowed { .. } => "tool_not_allowed",
+            Refusal::NotCovered { .. } => "not_covered",
+            Refusal::AgreementInactive { .. } => "agreement_inactive",
+            Refusal::OverLimit { .. } => "over_limit",
+            Refusal::AlreadyRan { .. } => "already_ran",
+            Refusal::Unavailable { .. } => "unavailable",
+        }
+    }
 }
 
 /// One tool call as the kernel sees it.
@@ -38,6 +73,25 @@ pub struct ToolCall<'a> {
     pub arguments: Value,
     /// The agent the call names (MCP `params._meta["zeromesh/agent"]`).
     pub named_agent: Option<&'a str>,
+    /// The caller's key for this call (`params._meta["zeromesh/idempotency-key"]`):
+    /// a retry with the same key is counted once.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What a tool answered and what it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran<O> {
+    pub outcome: O,
+    /// Of the amounts known only afterwards: fuel, wall-clock ms, bytes out.
+    pub used: Usage,
+}
+
+/// What a served call answers: the tool's outcome, and how it was metered
+/// when an agreement governs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<O> {
+    pub outcome: O,
+    pub metered: Option<Metered>,
 }
 
 /// The tools a node offers: the kernel asks what a tool touches, then runs it.
@@ -49,14 +103,26 @@ pub trait Tools {
     /// no such tool.
     fn access(&self, name: &str) -> Option<Access>;
 
-    /// Runs tool `name` for `agent`.
-    fn run(&self, name: &str, agent: &str, arguments: Value) -> impl Future<Output = Self::Outcome> + Send;
+    /// The most one call of `name` may use of fuel, wall-clock ms and bytes out.
+    fn ceiling(&self, name: &str) -> Usage;
+
+    /// Runs tool `name` for `agent`, within `budget`.
+    fn run(
+        &self,
+        name: &str,
+        agent: &str,
+        arguments: Value,
+        budget: Budget,
+    ) -> impl Future<Output = Ran<Self::Outcome>> + Send;
 }
 
 /// The replicated state the kernel reads, as this node has applied it.
 pub trait Registry {
     /// Agent `id`, or `None` when the registry has no such agent.
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String>;
+
+    /// Every agreement whose consumer is agent `id`.
+    fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String>;
 }
 
 /// The kernel of one node.
@@ -68,12 +134,22 @@ impl Kernel {
     /// must exist; the agent it acts for must be valid and the caller's own,
     /// and, when the call names one (or comes with an agent token), be in
     /// the registry, running, and allowed the tool; the caller's role must
-    /// allow what the tool touches. A call that names no agent acts for the
+    /// allow what the tool touches. An agent with agreements calls only the
+    /// tools an active one covers, each call reserved through the log before
+    /// it runs and settled after. A call that names no agent acts for the
     /// anonymous one, ungoverned, as before agents existed.
-    pub async fn call<W: Tools + Registry>(&self, world: &W, call: ToolCall<'_>) -> Result<W::Outcome, Refusal> {
+    pub async fn call<W: Tools + Registry + Meter>(
+        &self,
+        world: &W,
+        call: ToolCall<'_>,
+    ) -> Result<Served<W::Outcome>, Refusal> {
         let access = world.access(call.tool).ok_or_else(|| Refusal::UnknownTool { name: call.tool.to_owned() })?;
         let agent = acting_agent(call.caller, call.named_agent)?;
-        if call.caller.role == Role::Agent || call.named_agent.is_some() {
+        if let Some(key) = call.idempotency_key {
+            check_idempotency_key(key).map_err(|error| Refusal::InvalidKey { reason: error.to_string() })?;
+        }
+        let governed = call.caller.role == Role::Agent || call.named_agent.is_some();
+        if governed {
             let record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
             admit_agent(record, &agent, call.tool)?;
         }
@@ -82,8 +158,76 @@ impl Kernel {
             Access::Observe | Access::RunPlugin | Access::Admin => String::new(),
         };
         permits(call.caller, &format!("call {}", call.tool), access, &target)?;
-        Ok(world.run(call.tool, &agent, call.arguments).await)
+        let agreements = if governed {
+            world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?
+        } else {
+            Vec::new()
+        };
+        if agreements.is_empty() {
+            let ran = world.run(call.tool, &agent, call.arguments, Budget::default()).await;
+            return Ok(Served { outcome: ran.outcome, metered: None });
+        }
+        let record = match governing(&agreements, call.tool) {
+            Ok(record) => record,
+            Err(inactive) => {
+                let refusal = match inactive {
+                    None => Refusal::NotCovered { agent: agent.clone(), tool: call.tool.to_owned() },
+                    Some(record) => inactive_refusal(record.terms.id.clone(), &record.state),
+                };
+                let agreement = inactive.map(|record| record.terms.id.as_str());
+                world.record_violation(&agent, agreement, call.tool, &refusal.to_string()).await;
+                return Err(refusal);
+            }
+        };
+        self.metered(world, record, &agent, call).await
     }
+
+    /// Runs a call governed by agreement `record`: reserve, run within what
+    /// was granted, settle.
+    async fn metered<W: Tools + Registry + Meter>(
+        &self,
+        world: &W,
+        record: &AgreementRecord,
+        agent: &str,
+        call: ToolCall<'_>,
+    ) -> Result<Served<W::Outcome>, Refusal> {
+        let id = record.terms.id.clone();
+        let bytes_in = serde_json::to_vec(&call.arguments).map_or(0, |bytes| bytes.len() as u64);
+        let want = wanted(record, bytes_in, &world.ceiling(call.tool));
+        let key = call.idempotency_key.map_or_else(|| world.fresh_key(), str::to_owned);
+        let reserved = world.reserve(&id, &key, want).await.map_err(|reason| Refusal::Unavailable { reason })?;
+        let (granted, log_index) = match reserved {
+            UsageOutcome::Reserved { granted, log_index, .. } => (granted, log_index),
+            UsageOutcome::OverLimit(over) => return Err(Refusal::OverLimit { agreement: id, over }),
+            UsageOutcome::NotActive { state } => return Err(inactive_refusal(id, &state)),
+            UsageOutcome::AlreadySettled { log_index } => return Err(Refusal::AlreadyRan { key, log_index }),
+            other => {
+                return Err(Refusal::Unavailable {
+                    reason: format!("agreement {id}: unexpected reservation outcome {other:?}"),
+                })
+            }
+        };
+        let ran = world.run(call.tool, agent, call.arguments, budget(record, &granted)).await;
+        let mut used = ran.used;
+        used.calls = granted.calls;
+        used.bytes_in = granted.bytes_in;
+        let settle_error = if needs_settling(record) {
+            let counted = used.capped_by(&granted);
+            match world.settle(&id, &key, counted).await {
+                Ok(UsageOutcome::Settled { .. }) => None,
+                Ok(other) => Some(format!("unexpected settlement outcome {other:?}")),
+                Err(error) => Some(error),
+            }
+        } else {
+            None
+        };
+        let metered = Metered { agreement: id, key, log_index, used, settle_error };
+        Ok(Served { outcome: ran.outcome, metered: Some(metered) })
+    }
+}
+
+fn inactive_refusal(agreement: String, state: &zeromesh_protocol::agreement::AgreementState) -> Refusal {
+    Refusal::AgreementInactive { agreement, state: state.name().to_owned(), reason: state.reason().map(str::to_owned) }
 }
 
 /// Whether agent `id`'s record lets it call `tool` now.
@@ -110,18 +254,85 @@ mod tests {
     use serde_json::json;
     use zeromesh_protocol::auth::Role;
 
+    use zeromesh_protocol::agreement::{AgreementState, Ledger, Limit, Terms};
+    use zeromesh_protocol::plugin::PublisherKey;
+
     use super::*;
 
-    /// Tools that record what ran, and a registry of agents.
+    /// Tools that record what ran, a registry of agents and agreements, and
+    /// a ledger kept in memory the way apply keeps it.
     #[derive(Default)]
     struct Recorded {
-        runs: Mutex<Vec<(String, String, Value)>>,
+        runs: Mutex<Vec<(String, String, Value, Budget)>>,
         agents: Vec<AgentRecord>,
+        agreements: Vec<AgreementRecord>,
+        ledger: Mutex<Ledger>,
+        reservations: Mutex<Vec<(String, Usage, Vec<u64>, bool)>>,
+        violations: Mutex<Vec<String>>,
+        fuel_burnt: u64,
     }
 
     impl Registry for Recorded {
         fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String> {
             Ok(self.agents.iter().find(|agent| agent.id == id).cloned())
+        }
+
+        fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String> {
+            Ok(self.agreements.iter().filter(|record| record.terms.consumer == id).cloned().collect())
+        }
+    }
+
+    impl Meter for Recorded {
+        fn reserve(
+            &self,
+            agreement: &str,
+            key: &str,
+            want: Usage,
+        ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
+            let record = self.agreements.iter().find(|record| record.terms.id == agreement).unwrap();
+            let mut reservations = self.reservations.lock().unwrap();
+            let outcome = if let Some(earlier) = reservations.iter().find(|(earlier, ..)| earlier == key) {
+                UsageOutcome::Reserved { granted: earlier.1, log_index: 7, duplicate: true }
+            } else {
+                match self.ledger.lock().unwrap().reserve(&record.terms.limits, 1_000, &want) {
+                    Ok((granted, starts)) => {
+                        reservations.push((key.to_owned(), granted, starts, false));
+                        UsageOutcome::Reserved { granted, log_index: 7, duplicate: false }
+                    }
+                    Err(over) => UsageOutcome::OverLimit(over),
+                }
+            };
+            std::future::ready(Ok(outcome))
+        }
+
+        fn settle(
+            &self,
+            agreement: &str,
+            key: &str,
+            used: Usage,
+        ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
+            let record = self.agreements.iter().find(|record| record.terms.id == agreement).unwrap();
+            let mut reservations = self.reservations.lock().unwrap();
+            let reservation = reservations.iter_mut().find(|(earlier, ..)| earlier == key).unwrap();
+            let returned = reservation.1.minus(&used);
+            self.ledger.lock().unwrap().release(&record.terms.limits, 1_000, &reservation.2, &returned);
+            reservation.3 = true;
+            std::future::ready(Ok(UsageOutcome::Settled { returned }))
+        }
+
+        fn record_violation(
+            &self,
+            agent: &str,
+            _: Option<&str>,
+            tool: &str,
+            reason: &str,
+        ) -> impl Future<Output = ()> + Send {
+            self.violations.lock().unwrap().push(format!("{agent} {tool}: {reason}"));
+            std::future::ready(())
+        }
+
+        fn fresh_key(&self) -> String {
+            format!("k{}", self.reservations.lock().unwrap().len())
         }
     }
 
@@ -131,6 +342,7 @@ mod tests {
             owner: "ops".into(),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            key: None,
             state,
             spawned_at_ms: 0,
             changed_at_ms: 0,
@@ -145,6 +357,10 @@ mod tests {
     impl Tools for Recorded {
         type Outcome = ();
 
+        fn ceiling(&self, _: &str) -> Usage {
+            Usage { fuel: 1_000, wall_ms: 100, bytes_out: 4096, ..Usage::default() }
+        }
+
         fn access(&self, name: &str) -> Option<Access> {
             match name {
                 "memory_put" => Some(Access::MemoryWrite),
@@ -154,9 +370,16 @@ mod tests {
             }
         }
 
-        fn run(&self, name: &str, agent: &str, arguments: Value) -> impl Future<Output = ()> + Send {
-            self.runs.lock().unwrap().push((name.to_owned(), agent.to_owned(), arguments));
-            std::future::ready(())
+        fn run(
+            &self,
+            name: &str,
+            agent: &str,
+            arguments: Value,
+            budget: Budget,
+        ) -> impl Future<Output = Ran<()>> + Send {
+            self.runs.lock().unwrap().push((name.to_owned(), agent.to_owned(), arguments, budget));
+            let used = Usage { fuel: self.fuel_burnt, bytes_out: 2, ..Usage::default() };
+            std::future::ready(Ran { outcome: (), used })
         }
     }
 
@@ -165,7 +388,18 @@ mod tests {
     }
 
     async fn call(tools: &Recorded, caller: &Caller, tool: &str, arguments: Value) -> Result<(), Refusal> {
-        Kernel::default().call(tools, ToolCall { caller, tool, arguments, named_agent: None }).await
+        let call = ToolCall { caller, tool, arguments, named_agent: None, idempotency_key: None };
+        Kernel::default().call(tools, call).await.map(|served| served.outcome)
+    }
+
+    fn runs(tools: &Recorded) -> Vec<(String, String, Value)> {
+        tools
+            .runs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, agent, arguments, _)| (name.clone(), agent.clone(), arguments.clone()))
+            .collect()
     }
 
     #[tokio::test]
@@ -173,9 +407,8 @@ mod tests {
         let tools = with_alice();
         call(&tools, &agent_token("alice"), "memory_put", json!({ "path": "alice/x" })).await.unwrap();
         call(&tools, &agent_token("alice"), "echo.say", json!({})).await.unwrap();
-        let runs = tools.runs.lock().unwrap().clone();
         assert_eq!(
-            runs,
+            runs(&tools),
             vec![
                 ("memory_put".into(), "alice".into(), json!({ "path": "alice/x" })),
                 ("echo.say".into(), "alice".into(), json!({})),
@@ -200,6 +433,7 @@ mod tests {
                     tool: "echo.say",
                     arguments: json!({}),
                     named_agent: Some("bob"),
+                    idempotency_key: None,
                 },
             )
             .await;
@@ -208,10 +442,19 @@ mod tests {
     }
 
     async fn call_as(tools: &Recorded, agent: &str, tool: &str) -> Result<(), Refusal> {
+        metered_call(tools, agent, tool, None).await.map(|_| ())
+    }
+
+    async fn metered_call(
+        tools: &Recorded,
+        agent: &str,
+        tool: &str,
+        key: Option<&str>,
+    ) -> Result<Option<Metered>, Refusal> {
         let caller = Caller::dev();
-        Kernel::default()
-            .call(tools, ToolCall { caller: &caller, tool, arguments: json!({}), named_agent: Some(agent) })
-            .await
+        let call =
+            ToolCall { caller: &caller, tool, arguments: json!({}), named_agent: Some(agent), idempotency_key: key };
+        Kernel::default().call(tools, call).await.map(|served| served.metered)
     }
 
     #[tokio::test]
@@ -248,5 +491,85 @@ mod tests {
         let tools = Recorded::default();
         call(&tools, &Caller::dev(), "echo.say", json!({})).await.unwrap();
         assert_eq!(tools.runs.lock().unwrap()[0].1, crate::ANONYMOUS_AGENT);
+    }
+
+    fn agreement(id: &str, tools: &[&str], limits: &[&str], state: AgreementState) -> AgreementRecord {
+        AgreementRecord {
+            terms: Terms {
+                id: id.into(),
+                consumer: "bot".into(),
+                provider: PublisherKey([1; 32]),
+                tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+                limits: limits.iter().map(|limit| Limit::parse(limit).unwrap()).collect(),
+                expires_at_ms: u64::MAX,
+                description: String::new(),
+            },
+            consumer_signature: None,
+            provider_signature: None,
+            state,
+            history: Vec::new(),
+            history_dropped: 0,
+        }
+    }
+
+    fn bot_under(agreements: Vec<AgreementRecord>) -> Recorded {
+        Recorded { agents: vec![registered("bot", AgentState::Running, &["*"])], agreements, ..Recorded::default() }
+    }
+
+    #[tokio::test]
+    async fn an_agreement_limit_refuses_the_call_past_it_and_runs_nothing() {
+        let tools = bot_under(vec![agreement("deal", &["echo.*"], &["calls=2/minute"], AgreementState::Active)]);
+        for _ in 0..2 {
+            let metered = metered_call(&tools, "bot", "echo.say", None).await.unwrap().unwrap();
+            assert_eq!((metered.agreement.as_str(), metered.used.calls, metered.log_index), ("deal", 1, 7));
+        }
+        let refused = metered_call(&tools, "bot", "echo.say", None).await.unwrap_err();
+        let Refusal::OverLimit { over, .. } = &refused else { panic!("{refused}") };
+        assert_eq!((over.used, over.limit, over.resets_at_ms), (2, 2, Some(60_000)));
+        assert!(refused.to_string().contains("the limit of 2 calls per minute is reached"), "{refused}");
+        assert_eq!(tools.runs.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_retried_key_counts_once() {
+        let tools = bot_under(vec![agreement("deal", &["*"], &["calls=1/minute"], AgreementState::Active)]);
+        metered_call(&tools, "bot", "echo.say", Some("try-1")).await.unwrap();
+        metered_call(&tools, "bot", "echo.say", Some("try-1")).await.unwrap();
+        assert!(metered_call(&tools, "bot", "echo.say", Some("try-2")).await.is_err());
+        assert_eq!(tools.ledger.lock().unwrap().windows[0].used, 1);
+        let bad = metered_call(&tools, "bot", "echo.say", Some("no spaces")).await.unwrap_err();
+        assert!(matches!(bad, Refusal::InvalidKey { .. }), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn fuel_is_reserved_up_to_the_ceiling_run_under_the_grant_and_settled() {
+        let mut tools = bot_under(vec![agreement("deal", &["*"], &["fuel=1500/day"], AgreementState::Active)]);
+        tools.fuel_burnt = 300;
+        let metered = metered_call(&tools, "bot", "echo.say", None).await.unwrap().unwrap();
+        assert_eq!(metered.used.fuel, 300);
+        assert_eq!(tools.ledger.lock().unwrap().windows[0].used, 300, "the unused 700 returned");
+        metered_call(&tools, "bot", "echo.say", None).await.unwrap();
+        metered_call(&tools, "bot", "echo.say", None).await.unwrap();
+        let budgets: Vec<Option<u64>> = tools.runs.lock().unwrap().iter().map(|run| run.3.fuel).collect();
+        assert_eq!(budgets, [Some(1_000), Some(1_000), Some(900)], "the third call gets only what is left");
+        assert!(
+            tools.runs.lock().unwrap().iter().all(|run| run.3.wall_ms.is_none()),
+            "unlimited metrics are not capped"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_outside_every_active_agreement_are_refused_and_recorded() {
+        let tools = bot_under(vec![
+            agreement("a-echo", &["echo.*"], &[], AgreementState::Active),
+            agreement("b-mem", &["memory_*"], &[], AgreementState::Suspended { reason: "audit".into() }),
+        ]);
+        let outside = call_as(&tools, "bot", "token_create").await.unwrap_err();
+        assert_eq!(outside, Refusal::NotCovered { agent: "bot".into(), tool: "token_create".into() });
+        let suspended = call_as(&tools, "bot", "memory_put").await.unwrap_err();
+        assert_eq!(suspended.to_string(), "agreement b-mem is suspended: audit");
+        assert_eq!(tools.violations.lock().unwrap().len(), 2);
+        assert!(tools.runs.lock().unwrap().is_empty());
+        call_as(&tools, "bot", "echo.say").await.unwrap();
     }
 }

@@ -7,7 +7,9 @@
 mod access;
 mod call;
 mod caller;
+mod metering;
 
 pub use access::{memory_target, permits, Access};
-pub use call::{Kernel, Refusal, Registry, ToolCall, Tools};
+pub use call::{Kernel, Ran, Refusal, Registry, Served, ToolCall, Tools};
 pub use caller::{acting_agent, Caller, ANONYMOUS_AGENT};
+pub use metering::{Budget, Meter, Metered};

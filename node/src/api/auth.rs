@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use zeromesh_consensus::ConsensusNode;
 use zeromesh_kernel::{permits, Access, Caller, Refusal};
 
@@ -20,6 +20,9 @@ use super::jsonrpc::RpcError;
 pub const FORBIDDEN: i64 = -32003;
 /// JSON-RPC error code for a request over the token's rate limit.
 pub const RATE_LIMITED: i64 = -32029;
+/// A tool call refused by an agreement's limit; `data` says which, how much
+/// is used and when the window resets.
+pub const OVER_LIMIT: i64 = -32004;
 /// Token buckets kept per node; the least recently used is dropped beyond.
 const MAX_BUCKETS: usize = 10_000;
 
@@ -111,17 +114,36 @@ impl Auth {
 }
 
 /// A kernel refusal as a JSON-RPC error: a forbidden request gets
-/// [`FORBIDDEN`], anything else is a request the caller must correct.
+/// [`FORBIDDEN`], a call over an agreement's limit [`OVER_LIMIT`] with the
+/// limit in `data`, anything else is a request the caller must correct.
+/// Every refusal's `data.reason` is its kind.
 pub fn refusal_error(refusal: &Refusal) -> RpcError {
-    match refusal {
+    let error = match refusal {
         Refusal::Forbidden { .. }
         | Refusal::UnknownAgent { .. }
         | Refusal::AgentPaused { .. }
         | Refusal::AgentTerminated { .. }
-        | Refusal::ToolNotAllowed { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
-        Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } => RpcError::invalid_params(refusal.to_string()),
+        | Refusal::ToolNotAllowed { .. }
+        | Refusal::NotCovered { .. }
+        | Refusal::AgreementInactive { .. }
+        | Refusal::AlreadyRan { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
+        Refusal::OverLimit { agreement, over } => {
+            return RpcError::new(OVER_LIMIT, refusal.to_string()).with_data(json!({
+                "reason": refusal.kind(),
+                "agreement": agreement,
+                "metric": over.metric.name(),
+                "window": over.window.name(),
+                "used": over.used,
+                "limit": over.limit,
+                "resetsAtMs": over.resets_at_ms,
+            }))
+        }
+        Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
+            RpcError::invalid_params(refusal.to_string())
+        }
         Refusal::Unavailable { .. } => RpcError::new(super::jsonrpc::INTERNAL_ERROR, refusal.to_string()),
-    }
+    };
+    error.with_data(json!({ "reason": refusal.kind() }))
 }
 
 /// Whether `caller` may make this request. Resource reads are memory

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use zeromesh_kernel::{Refusal, Served};
+
 use super::ApiState;
 
 /// Methods counted under their own name; anything else is `other`, so a
@@ -45,6 +47,9 @@ pub struct ApiMetrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     /// Open API connections (WebSocket sessions and HTTP connections).
     pub connections: AtomicI64,
+    /// Tool calls by the kernel's decision: `allowed`, `metered` (allowed
+    /// under an agreement), `settled`, or the refusal's kind.
+    kernel: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn method_label(method: &str) -> &'static str {
@@ -64,6 +69,29 @@ impl ApiMetrics {
         histogram.buckets[bucket] += 1;
         histogram.sum_s += seconds;
         histogram.count += 1;
+    }
+
+    /// Counts one tool call by the kernel's decision.
+    pub fn count_call<O>(&self, served: &Result<Served<O>, Refusal>) {
+        let mut kernel = self.kernel.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match served {
+            Ok(Served { metered: None, .. }) => *kernel.entry("allowed").or_default() += 1,
+            Ok(Served { metered: Some(metered), .. }) => {
+                *kernel.entry("metered").or_default() += 1;
+                if metered.settle_error.is_none() {
+                    *kernel.entry("settled").or_default() += 1;
+                }
+            }
+            Err(refusal) => *kernel.entry(refusal.kind()).or_default() += 1,
+        }
+    }
+
+    fn write_kernel(&self, out: &mut String) {
+        out.push_str("# HELP zeromesh_kernel_calls_total Tool calls by the kernel's decision: allowed, metered (allowed under an agreement), settled, or the refusal's reason.\n");
+        out.push_str("# TYPE zeromesh_kernel_calls_total counter\n");
+        for (decision, count) in self.kernel.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            let _ = writeln!(out, "zeromesh_kernel_calls_total{{decision=\"{decision}\"}} {count}");
+        }
     }
 
     fn write_api(&self, out: &mut String) {
@@ -103,6 +131,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display
 pub fn render(state: &ApiState) -> String {
     let mut out = String::new();
     state.metrics.write_api(&mut out);
+    state.metrics.write_kernel(&mut out);
     let view = state.cluster.consensus.cluster_view();
     gauge(&mut out, "zeromesh_raft_term", "Raft's current term.", view.term);
     gauge(

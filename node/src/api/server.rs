@@ -25,6 +25,11 @@ pub const SUBPROTOCOL: &str = "mcp";
 /// Where a `tools/call` names the agent it acts for (`params._meta`); plugin
 /// memory access is confined to that agent's memories.
 pub const AGENT_META_KEY: &str = "zeromesh/agent";
+/// A call's idempotency key in `tools/call` `params._meta`: a retry with the
+/// same key is counted once against its agreement.
+pub const IDEMPOTENCY_META_KEY: &str = "zeromesh/idempotency-key";
+/// Where a metered call's result says how it was counted (`result._meta`).
+pub const USAGE_META_KEY: &str = "zeromesh/usage";
 
 /// What the server knows about one connection.
 pub struct Session {

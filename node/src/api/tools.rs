@@ -7,10 +7,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::jsonrpc::RpcError;
-use super::server::{Progress, AGENT_META_KEY};
+use super::server::{Progress, AGENT_META_KEY, IDEMPOTENCY_META_KEY, USAGE_META_KEY};
 use super::ApiState;
-use crate::tools::ToolError;
-use zeromesh_kernel::Caller;
+use crate::tools::{CallMeta, ToolError};
+use zeromesh_kernel::{Caller, Metered};
+use zeromesh_protocol::agreement::{Metric, Usage};
 
 /// Tools per `tools/list` page.
 const TOOLS_PAGE: usize = 100;
@@ -53,25 +54,52 @@ pub async fn call(state: &ApiState, caller: &Caller, params: &Value, progress: &
         Some(Value::String(agent)) => Some(agent.as_str()),
         Some(_) => return Err(RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} must be a string"))),
     };
+    let idempotency_key = match params.get("_meta").and_then(|meta| meta.get(IDEMPOTENCY_META_KEY)) {
+        None => None,
+        Some(Value::String(key)) => Some(key.as_str()),
+        Some(_) => return Err(RpcError::invalid_params(format!("_meta.{IDEMPOTENCY_META_KEY} must be a string"))),
+    };
     let progress = progress.clone();
     let report = Arc::new(move |step: u64, steps: u64, message: &str| progress.report(step, steps, message));
-    let outcome = state
-        .tools
-        .call(caller, name, arguments, named_agent, report)
-        .await
-        .map_err(|refusal| super::auth::refusal_error(&refusal))?;
-    match outcome {
-        Ok(result) => Ok(json!({
+    let meta = CallMeta { agent: named_agent, idempotency_key };
+    let served = state.tools.call(caller, name, arguments, meta, report).await;
+    state.metrics.count_call(&served);
+    let served = served.map_err(|refusal| super::auth::refusal_error(&refusal))?;
+    let mut answer = match served.outcome {
+        Ok(result) => json!({
             "content": [{ "type": "text", "text": result.to_string() }],
             "structuredContent": result,
             "isError": false,
-        })),
-        Err(error @ ToolError::InvalidArguments { .. }) => Err(RpcError::invalid_params(error.to_string())),
-        Err(ToolError::Failed(failure)) => Ok(json!({
+        }),
+        Err(error @ ToolError::InvalidArguments { .. }) => return Err(RpcError::invalid_params(error.to_string())),
+        Err(ToolError::Failed(failure)) => json!({
             "content": [{ "type": "text", "text": failure.to_string() }],
             "isError": true,
-        })),
+        }),
+    };
+    if let Some(metered) = served.metered {
+        answer["_meta"] = json!({ USAGE_META_KEY: usage_meta(&metered) });
     }
+    Ok(answer)
+}
+
+/// How a metered call was counted, as its result's `_meta` shows it.
+fn usage_meta(metered: &Metered) -> Value {
+    let mut shown = json!({
+        "agreement": metered.agreement,
+        "idempotencyKey": metered.key,
+        "logIndex": metered.log_index,
+        "used": usage_json(&metered.used),
+    });
+    if let Some(error) = &metered.settle_error {
+        shown["settleError"] = json!(error);
+    }
+    shown
+}
+
+/// Every metric of `usage` by name.
+pub fn usage_json(usage: &Usage) -> Value {
+    Value::Object(Metric::ALL.iter().map(|metric| (metric.name().to_owned(), json!(usage.get(*metric)))).collect())
 }
 
 #[cfg(test)]

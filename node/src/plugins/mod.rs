@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Semaphore};
 use zeromesh_consensus::ConsensusNode;
-use zeromesh_plugins::{CallError, HostLimits, LoadedPlugin, Package, PluginHost, PublisherKey};
+use zeromesh_plugins::{CallCaps, CallError, HostLimits, LoadedPlugin, Package, PluginHost, PublisherKey};
 use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
 use zeromesh_protocol::plugin::{Capability, CapabilitySet, InstalledPlugin, PluginCommand, PluginOutcome};
 use zeromesh_protocol::{Command, CommandReply};
@@ -152,6 +152,14 @@ impl PluginRuntime {
     /// Whether a plugin offers tool `exposed` here.
     pub fn offers(&self, exposed: &str) -> bool {
         self.read().tools.contains_key(exposed)
+    }
+
+    /// The most fuel and wall-clock time a call of tool `exposed` may take
+    /// here, or `None` when no plugin offers it.
+    pub fn ceiling(&self, exposed: &str) -> Option<CallCaps> {
+        let loaded = self.read();
+        let tool = loaded.tools.get(exposed)?;
+        Some(self.host.ceiling(&loaded.running.get(&tool.plugin)?.plugin))
     }
 
     /// Keeps the loaded set equal to the registry, forever.
@@ -372,29 +380,32 @@ impl PluginRuntime {
         Ok(json!({ "plugins": plugins, "trusted_publishers": trusted }))
     }
 
-    /// Runs plugin tool `exposed`, or returns `None` when no plugin offers it.
+    /// Runs plugin tool `exposed` under `caps`, or returns `None` when no
+    /// plugin offers it. Tells the fuel burnt too.
     pub async fn call(
         &self,
         cluster: &Arc<Cluster>,
         exposed: &str,
         arguments: Value,
         agent: &str,
-    ) -> Option<PluginCallResult> {
+        caps: CallCaps,
+    ) -> Option<(PluginCallResult, u64)> {
         let (running, tool) = {
             let loaded = self.read();
             let tool = loaded.tools.get(exposed)?;
             (loaded.running.get(&tool.plugin)?.clone(), tool.tool.clone())
         };
         let Ok(_slot) = self.calls.acquire().await else {
-            return Some(Err("the plugin runtime is stopping".into()));
+            return Some((Err("the plugin runtime is stopping".into()), 0));
         };
         let needs_memory = [Capability::MemoryRead, Capability::MemoryWrite]
             .iter()
             .any(|capability| running.record.granted.contains(capability));
         let context = context::NodeContext::new(cluster.clone(), agent, &running.record.name, needs_memory);
-        let outcome =
-            tokio::task::block_in_place(|| self.host.call(&running.plugin, &tool, &arguments, Box::new(context)));
-        Some(match outcome {
+        let (outcome, fuel_used) = tokio::task::block_in_place(|| {
+            self.host.call_capped(&running.plugin, &tool, &arguments, Box::new(context), caps)
+        });
+        let answer = match outcome {
             Ok(output) if output.is_error => Err(output.result.get("error").map_or_else(
                 || output.result.to_string(),
                 |error| error.as_str().map_or_else(|| error.to_string(), str::to_owned),
@@ -402,7 +413,8 @@ impl PluginRuntime {
             Ok(output) => Ok(output.result),
             Err(error @ CallError::Busy) => Err(error.to_string()),
             Err(error) => Err(format!("plugin {} tool {tool}: {error}", running.record.name)),
-        })
+        };
+        Some((answer, fuel_used))
     }
 }
 

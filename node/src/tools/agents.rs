@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_kernel::Access;
 use zeromesh_protocol::agent::{AgentCommand, AgentOutcome, AgentRecord, AgentState};
+use zeromesh_protocol::plugin::PublisherKey;
 use zeromesh_protocol::{Command, CommandReply};
 
 use super::{invalid, Invocation, NoArgs, ToolDecl, ToolEnv, ToolOutcome};
@@ -20,11 +21,16 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             "Register an agent: an identity whose calls the mesh governs, with the tools it may call.",
             Access::Admin,
             |env: Arc<ToolEnv>, _: Invocation, args: SpawnArgs| async move {
+                let key = match &args.key {
+                    Some(text) => Some(PublisherKey::parse(text).map_err(|error| invalid("agent_spawn", error))?),
+                    None => None,
+                };
                 let command = AgentCommand::Spawn {
                     id: args.id,
                     owner: args.owner,
                     description: args.description,
                     tools: args.tools,
+                    key,
                 };
                 change(&env, "agent_spawn", command).await
             },
@@ -84,6 +90,9 @@ struct SpawnArgs {
     description: String,
     /// Tools it may call: exact names, `prefix*`, or `*` for all.
     tools: Vec<String>,
+    /// The ed25519 public key (64 hex digits) it signs agreements with.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -107,6 +116,7 @@ fn agent_json(agent: &AgentRecord) -> Value {
         "owner": agent.owner,
         "description": agent.description,
         "tools": agent.tools,
+        "key": agent.key.map(|key| key.to_string()),
         "state": agent.state.name(),
         "spawned_at_ms": agent.spawned_at_ms,
         "changed_at_ms": agent.changed_at_ms,

@@ -4,6 +4,7 @@
 //! [`Tooling::call`]. Plugins' tools are looked up in the plugin runtime.
 
 mod agents;
+pub mod agreements;
 mod memory;
 mod plugins;
 mod status;
@@ -17,8 +18,11 @@ use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use zeromesh_kernel::{Access, Caller, Kernel, Refusal, Registry, ToolCall, Tools};
+use zeromesh_kernel::{Access, Budget, Caller, Kernel, Meter, Ran, Refusal, Registry, Served, ToolCall, Tools};
+use zeromesh_plugins::CallCaps;
 use zeromesh_protocol::agent::AgentRecord;
+use zeromesh_protocol::agreement::{AgreementRecord, Usage, UsageCommand, UsageOutcome};
+use zeromesh_protocol::{Command, CommandReply};
 
 use crate::cluster::{Cluster, ServiceError};
 use crate::plugins::PluginRuntime;
@@ -126,6 +130,7 @@ fn declarations() -> Vec<ToolDecl> {
     all.extend(plugins::tools());
     all.extend(tokens::tools());
     all.extend(agents::tools());
+    all.extend(agreements::tools());
     all
 }
 
@@ -161,23 +166,109 @@ impl Tooling {
         all
     }
 
-    /// Calls tool `name` for `caller`: the kernel decides, then the tool runs.
+    /// Calls tool `name` for `caller`: the kernel decides (and meters, under
+    /// an agreement), then the tool runs.
     pub async fn call(
         &self,
         caller: &Caller,
         name: &str,
         arguments: Value,
-        named_agent: Option<&str>,
+        meta: CallMeta<'_>,
         progress: Progress,
-    ) -> Result<ToolOutcome, Refusal> {
+    ) -> Result<Served<ToolOutcome>, Refusal> {
         let site = Site { tooling: self, progress };
-        self.kernel.call(&site, ToolCall { caller, tool: name, arguments, named_agent }).await
+        let call =
+            ToolCall { caller, tool: name, arguments, named_agent: meta.agent, idempotency_key: meta.idempotency_key };
+        self.kernel.call(&site, call).await
     }
 }
+
+/// What a call's `_meta` says to the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallMeta<'a> {
+    /// The agent the call acts for (`zeromesh/agent`).
+    pub agent: Option<&'a str>,
+    /// The caller's key for the call (`zeromesh/idempotency-key`).
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// The largest result a metered call may return, in bytes (what it reserves
+/// of an agreement's `bytes_out`).
+const MAX_RESULT_BYTES: u64 = zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES as u64;
+
+/// The most a built-in tool may run for under an agreement that limits
+/// wall-clock time, in milliseconds.
+const BUILTIN_WALL_MS: u64 = 30_000;
 
 impl Registry for Site<'_> {
     fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String> {
         self.tooling.env.cluster.consensus.agent(id).map_err(|error| error.to_string())
+    }
+
+    fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String> {
+        self.tooling.env.cluster.consensus.agreements_of(id).map_err(|error| error.to_string())
+    }
+}
+
+impl Meter for Site<'_> {
+    fn reserve(
+        &self,
+        agreement: &str,
+        key: &str,
+        want: Usage,
+    ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
+        let command = UsageCommand::Reserve { agreement: agreement.to_owned(), key: key.to_owned(), want };
+        propose_usage(self.tooling.env.cluster.clone(), command)
+    }
+
+    fn settle(
+        &self,
+        agreement: &str,
+        key: &str,
+        used: Usage,
+    ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
+        let command = UsageCommand::Settle { agreement: agreement.to_owned(), key: key.to_owned(), used };
+        propose_usage(self.tooling.env.cluster.clone(), command)
+    }
+
+    fn record_violation(
+        &self,
+        agent: &str,
+        agreement: Option<&str>,
+        tool: &str,
+        reason: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let command = UsageCommand::Violation {
+            agent: agent.to_owned(),
+            agreement: agreement.map(str::to_owned),
+            tool: tool.to_owned(),
+            reason: reason.chars().take(zeromesh_protocol::limits::MAX_AGENT_TEXT_BYTES / 4).collect(),
+        };
+        let cluster = self.tooling.env.cluster.clone();
+        async move {
+            if let Err(error) = propose_usage(cluster, command).await {
+                tracing::warn!(%error, "a violation could not be recorded");
+            }
+        }
+    }
+
+    fn fresh_key(&self) -> String {
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut random = [0u8; 12];
+        if getrandom::fill(&mut random).is_err() {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            random.copy_from_slice(&nanos.as_nanos().to_be_bytes()[4..]);
+        }
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("n{:x}-{}-{call:x}", self.tooling.env.cluster.node_id(), hex::encode(random))
+    }
+}
+
+async fn propose_usage(cluster: Arc<Cluster>, command: UsageCommand) -> Result<UsageOutcome, String> {
+    match cluster.propose(Command::Usage(command)).await {
+        Ok((_, CommandReply::Usage(outcome))) => Ok(outcome),
+        Ok((_, other)) => Err(format!("unexpected reply {other:?}")),
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -197,7 +288,23 @@ impl Tools for Site<'_> {
         }
     }
 
-    fn run(&self, name: &str, agent: &str, arguments: Value) -> impl Future<Output = ToolOutcome> + Send {
+    fn ceiling(&self, name: &str) -> Usage {
+        let caps = self.tooling.env.plugins.ceiling(name).unwrap_or_default();
+        Usage {
+            fuel: caps.fuel.unwrap_or(0),
+            wall_ms: caps.wall_clock_ms.unwrap_or(BUILTIN_WALL_MS),
+            bytes_out: MAX_RESULT_BYTES,
+            ..Usage::default()
+        }
+    }
+
+    fn run(
+        &self,
+        name: &str,
+        agent: &str,
+        arguments: Value,
+        budget: Budget,
+    ) -> impl Future<Output = Ran<ToolOutcome>> + Send {
         let env = self.tooling.env.clone();
         let (name, agent) = (name.to_owned(), agent.to_owned());
         let builtin = match self.tooling.builtin(&name) {
@@ -208,18 +315,49 @@ impl Tools for Site<'_> {
             None => Err(arguments),
         };
         async move {
-            let arguments = match builtin {
-                Ok(running) => return running.await,
-                Err(arguments) => arguments,
+            let started = std::time::Instant::now();
+            let (outcome, fuel) = match builtin {
+                Ok(running) => match budget.wall_ms {
+                    None => (running.await, 0),
+                    Some(ms) => match tokio::time::timeout(std::time::Duration::from_millis(ms), running).await {
+                        Ok(outcome) => (outcome, 0),
+                        Err(_) => (Err(out_of("wall_ms", ms)), 0),
+                    },
+                },
+                Err(arguments) => {
+                    let caps = CallCaps { fuel: budget.fuel, wall_clock_ms: budget.wall_ms };
+                    match env.plugins.call(&env.cluster, &name, arguments, &agent, caps).await {
+                        Some((answer, fuel)) => {
+                            (answer.map_err(|failure| ToolError::Failed(ServiceError::Refused(failure))), fuel)
+                        }
+                        None => (
+                            Err(ToolError::Failed(ServiceError::Unavailable(format!(
+                                "plugin tool {name:?} is no longer offered by this node"
+                            )))),
+                            0,
+                        ),
+                    }
+                }
             };
-            match env.plugins.call(&env.cluster, &name, arguments, &agent).await {
-                Some(answer) => answer.map_err(|failure| ToolError::Failed(ServiceError::Refused(failure))),
-                None => Err(ToolError::Failed(ServiceError::Unavailable(format!(
-                    "plugin tool {name:?} is no longer offered by this node"
-                )))),
-            }
+            let wall_ms = started.elapsed().as_millis() as u64;
+            let bytes_out = match &outcome {
+                Ok(result) => serde_json::to_vec(result).map_or(0, |bytes| bytes.len() as u64),
+                Err(_) => 0,
+            };
+            let outcome = match budget.bytes_out {
+                Some(allowed) if bytes_out > allowed => Err(out_of("bytes_out", allowed)),
+                _ => outcome,
+            };
+            Ran { outcome, used: Usage { fuel, wall_ms, bytes_out, ..Usage::default() } }
         }
     }
+}
+
+/// A call stopped by what its agreement had left of `metric`.
+fn out_of(metric: &str, allowed: u64) -> ToolError {
+    ToolError::Failed(ServiceError::Refused(format!(
+        "the call needed more {metric} than its agreement had left ({allowed})"
+    )))
 }
 
 #[cfg(test)]

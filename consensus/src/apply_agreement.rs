@@ -1,0 +1,355 @@
+//! Deterministic apply of agreements and their metering. Signatures, trust
+//! and expiry are checked against the registry as the entry finds it and
+//! the leader's stamp; every reservation's check and increment happen here,
+//! so no two nodes can together overrun a limit.
+
+use std::collections::BTreeMap;
+
+use zeromesh_protocol::agreement::{
+    AgreementCheck, AgreementCommand, AgreementOutcome, AgreementRecord, AgreementState, Change, Ledger, Metric, Party,
+    Reservation, Terms, Usage, UsageCommand, UsageOutcome, Violation,
+};
+use zeromesh_protocol::limits::{MAX_AGREEMENTS, MAX_AGREEMENT_HISTORY, MAX_KEPT_RESERVATIONS, MAX_VIOLATIONS};
+use zeromesh_storage::StorageError;
+
+use crate::apply::Applier;
+
+/// Agreement state staged earlier in the same apply call (`None`: forgotten).
+#[derive(Default)]
+pub(crate) struct AgreementOverlay {
+    agreements: BTreeMap<String, AgreementRecord>,
+    ledgers: BTreeMap<String, Ledger>,
+    reservations: BTreeMap<(String, String), Option<Reservation>>,
+    arrivals: BTreeMap<(String, u64), Option<String>>,
+    next_violation: Option<u64>,
+}
+
+/// Where an entry is: its index and the leader's stamp.
+#[derive(Clone, Copy)]
+pub(crate) struct At {
+    pub log_index: u64,
+    pub at_ms: u64,
+}
+
+impl Applier<'_> {
+    fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
+        match self.deals.agreements.get(id) {
+            Some(staged) => Ok(Some(staged.clone())),
+            None => self.store.agreement(id),
+        }
+    }
+
+    fn ledger(&self, id: &str) -> Result<Ledger, StorageError> {
+        match self.deals.ledgers.get(id) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.ledger(id),
+        }
+    }
+
+    fn reservation(&self, id: &str, key: &str) -> Result<Option<Reservation>, StorageError> {
+        match self.deals.reservations.get(&(id.to_owned(), key.to_owned())) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.reservation(id, key),
+        }
+    }
+
+    fn reservation_at(&self, id: &str, seq: u64) -> Result<Option<String>, StorageError> {
+        match self.deals.arrivals.get(&(id.to_owned(), seq)) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.reservation_at(id, seq),
+        }
+    }
+
+    fn stage_agreement(&mut self, record: AgreementRecord) -> Result<(), StorageError> {
+        self.batch.put_agreement(&record)?;
+        self.deals.agreements.insert(record.terms.id.clone(), record);
+        Ok(())
+    }
+
+    fn stage_ledger(&mut self, id: &str, ledger: Ledger) -> Result<(), StorageError> {
+        self.batch.put_ledger(id, &ledger)?;
+        self.deals.ledgers.insert(id.to_owned(), ledger);
+        Ok(())
+    }
+
+    fn stage_reservation(&mut self, id: &str, reservation: Reservation) -> Result<(), StorageError> {
+        self.batch.put_reservation(id, &reservation)?;
+        self.deals.arrivals.insert((id.to_owned(), reservation.seq), Some(reservation.key.clone()));
+        self.deals.reservations.insert((id.to_owned(), reservation.key.clone()), Some(reservation));
+        Ok(())
+    }
+
+    /// Forgets agreement `id`'s reservation number `seq`, if still kept.
+    fn forget_reservation(&mut self, id: &str, seq: u64) -> Result<(), StorageError> {
+        let Some(key) = self.reservation_at(id, seq)? else { return Ok(()) };
+        self.batch.forget_reservation(id, &key, seq)?;
+        self.deals.arrivals.insert((id.to_owned(), seq), None);
+        self.deals.reservations.insert((id.to_owned(), key), None);
+        Ok(())
+    }
+
+    /// Records a violation; the oldest beyond [`MAX_VIOLATIONS`] is dropped.
+    pub(crate) fn record_violation(
+        &mut self,
+        at: At,
+        agent: &str,
+        agreement: Option<&str>,
+        tool: &str,
+        reason: String,
+    ) -> Result<u64, StorageError> {
+        let seq = match self.deals.next_violation {
+            Some(seq) => seq,
+            None => self.store.next_violation_seq()?,
+        };
+        let violation = Violation {
+            seq,
+            log_index: at.log_index,
+            at_ms: at.at_ms,
+            agent: agent.to_owned(),
+            agreement: agreement.map(str::to_owned),
+            tool: tool.to_owned(),
+            reason,
+        };
+        self.batch.put_violation(&violation)?;
+        if let Some(oldest) = seq.checked_sub(MAX_VIOLATIONS as u64) {
+            self.batch.forget_violation(oldest)?;
+        }
+        self.deals.next_violation = Some(seq + 1);
+        Ok(seq)
+    }
+
+    fn agreement_count(&self) -> Result<usize, StorageError> {
+        let mut ids: BTreeMap<String, ()> =
+            self.store.agreements()?.into_iter().map(|record| (record.terms.id, ())).collect();
+        ids.extend(self.deals.agreements.keys().map(|id| (id.clone(), ())));
+        Ok(ids.len())
+    }
+
+    /// The consumer's signing key, or the check that fails.
+    fn consumer_key(
+        &self,
+        terms: &Terms,
+    ) -> Result<Result<zeromesh_protocol::plugin::PublisherKey, AgreementCheck>, StorageError> {
+        let Some(agent) = self.agent(&terms.consumer)? else {
+            return Ok(Err(AgreementCheck::UnknownAgent { agent: terms.consumer.clone() }));
+        };
+        Ok(agent.key.ok_or(AgreementCheck::AgentHasNoKey { agent: terms.consumer.clone() }))
+    }
+
+    pub(crate) fn apply_agreement(
+        &mut self,
+        at: At,
+        command: &AgreementCommand,
+    ) -> Result<AgreementOutcome, StorageError> {
+        let id = command.id().to_owned();
+        let existing = self.agreement(&id)?;
+        let refuse = |check: AgreementCheck| Ok(AgreementOutcome::Refused(check));
+        if let AgreementCommand::Create { terms } = command {
+            if existing.is_some() {
+                return refuse(AgreementCheck::Exists { id });
+            }
+            if self.agreement_count()? >= MAX_AGREEMENTS {
+                return refuse(AgreementCheck::Full { limit: MAX_AGREEMENTS });
+            }
+            if let Err(check) = self.consumer_key(terms)? {
+                return refuse(check);
+            }
+            if !self.is_trusted(&terms.provider)? {
+                return refuse(AgreementCheck::ProviderUntrusted { key: terms.provider });
+            }
+            let record = AgreementRecord {
+                terms: terms.clone(),
+                consumer_signature: None,
+                provider_signature: None,
+                state: AgreementState::Draft,
+                history: Vec::new(),
+                history_dropped: 0,
+            };
+            return self.change(at, record, AgreementState::Draft, "created".to_owned());
+        }
+        let Some(mut record) = existing else { return refuse(AgreementCheck::NotFound { id }) };
+        let wrong_state = |record: &AgreementRecord, action: &str| {
+            Ok(AgreementOutcome::Refused(AgreementCheck::WrongState {
+                state: record.state.name().to_owned(),
+                action: action.to_owned(),
+            }))
+        };
+        if record.state.is_final() {
+            return wrong_state(&record, "changed");
+        }
+        match command {
+            AgreementCommand::Create { .. } => unreachable!("handled above"),
+            AgreementCommand::Sign { signer, signature, .. } => {
+                if record.state != AgreementState::Draft {
+                    return wrong_state(&record, "signed");
+                }
+                let consumer = match self.consumer_key(&record.terms)? {
+                    Ok(key) => key,
+                    Err(check) => return refuse(check),
+                };
+                let party = if *signer == consumer {
+                    Party::Consumer
+                } else if *signer == record.terms.provider {
+                    Party::Provider
+                } else {
+                    return refuse(AgreementCheck::NotAParty { key: *signer });
+                };
+                if !record.terms.verify(signer, signature) {
+                    return refuse(AgreementCheck::BadSignature { party });
+                }
+                match party {
+                    Party::Consumer => record.consumer_signature = Some(signature.clone()),
+                    Party::Provider => record.provider_signature = Some(signature.clone()),
+                }
+                self.change(at, record, AgreementState::Draft, format!("signed by the {}", party.name()))
+            }
+            AgreementCommand::Activate { .. } => {
+                if record.state == AgreementState::Active {
+                    return wrong_state(&record, "activated again");
+                }
+                if let Err(check) = self.check_signed(&record)? {
+                    return refuse(check);
+                }
+                if at.at_ms >= record.terms.expires_at_ms {
+                    return refuse(AgreementCheck::Expired {
+                        expires_at_ms: record.terms.expires_at_ms,
+                        now_ms: at.at_ms,
+                    });
+                }
+                let what = if record.state == AgreementState::Draft { "activated" } else { "resumed" };
+                self.change(at, record, AgreementState::Active, what.to_owned())
+            }
+            AgreementCommand::Suspend { reason, .. } => {
+                if record.state != AgreementState::Active {
+                    return wrong_state(&record, "suspended");
+                }
+                let state = AgreementState::Suspended { reason: reason.clone() };
+                self.change(at, record, state, format!("suspended: {reason}"))
+            }
+            AgreementCommand::Terminate { reason, .. } => {
+                let state = AgreementState::Terminated { reason: reason.clone() };
+                self.change(at, record, state, format!("terminated: {reason}"))
+            }
+        }
+    }
+
+    /// Both signatures present and verifying over the terms as stored.
+    fn check_signed(&self, record: &AgreementRecord) -> Result<Result<(), AgreementCheck>, StorageError> {
+        let consumer = match self.consumer_key(&record.terms)? {
+            Ok(key) => key,
+            Err(check) => return Ok(Err(check)),
+        };
+        let signatures = [
+            (Party::Consumer, consumer, &record.consumer_signature),
+            (Party::Provider, record.terms.provider, &record.provider_signature),
+        ];
+        for (party, key, signature) in signatures {
+            let Some(signature) = signature else { return Ok(Err(AgreementCheck::MissingSignature { party })) };
+            if !record.terms.verify(&key, signature) {
+                return Ok(Err(AgreementCheck::BadSignature { party }));
+            }
+        }
+        if !self.is_trusted(&record.terms.provider)? {
+            return Ok(Err(AgreementCheck::ProviderUntrusted { key: record.terms.provider }));
+        }
+        Ok(Ok(()))
+    }
+
+    fn change(
+        &mut self,
+        at: At,
+        mut record: AgreementRecord,
+        state: AgreementState,
+        what: String,
+    ) -> Result<AgreementOutcome, StorageError> {
+        record.state = state.clone();
+        record.history.push(Change { log_index: at.log_index, at_ms: at.at_ms, what: what.clone() });
+        if record.history.len() > MAX_AGREEMENT_HISTORY {
+            record.history.remove(0);
+            record.history_dropped += 1;
+        }
+        let id = record.terms.id.clone();
+        self.stage_agreement(record)?;
+        Ok(AgreementOutcome::Changed { id, state, what })
+    }
+
+    pub(crate) fn apply_usage(&mut self, at: At, command: &UsageCommand) -> Result<UsageOutcome, StorageError> {
+        match command {
+            UsageCommand::Reserve { agreement, key, want } => self.reserve(at, agreement, key, want),
+            UsageCommand::Settle { agreement, key, used } => self.settle(at, agreement, key, used),
+            UsageCommand::Violation { agent, agreement, tool, reason } => {
+                let seq = self.record_violation(at, agent, agreement.as_deref(), tool, reason.clone())?;
+                Ok(UsageOutcome::Recorded { seq })
+            }
+        }
+    }
+
+    fn reserve(&mut self, at: At, id: &str, key: &str, want: &Usage) -> Result<UsageOutcome, StorageError> {
+        let Some(mut record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
+        let consumer = record.terms.consumer.clone();
+        if record.state == AgreementState::Active && at.at_ms >= record.terms.expires_at_ms {
+            let what = format!("expired at {} ms", record.terms.expires_at_ms);
+            self.change(at, record.clone(), AgreementState::Expired, what)?;
+            record.state = AgreementState::Expired;
+        }
+        if record.state != AgreementState::Active {
+            let reason = format!("agreement {id} is {}", record.state.name());
+            self.record_violation(at, &consumer, Some(id), "*", reason)?;
+            return Ok(UsageOutcome::NotActive { state: record.state });
+        }
+        if let Some(earlier) = self.reservation(id, key)? {
+            return Ok(match earlier.settled {
+                Some(_) => UsageOutcome::AlreadySettled { log_index: earlier.log_index },
+                None => {
+                    UsageOutcome::Reserved { granted: earlier.granted, log_index: earlier.log_index, duplicate: true }
+                }
+            });
+        }
+        let mut ledger = self.ledger(id)?;
+        let seq = ledger.next_seq;
+        let reserved = ledger.reserve(&record.terms.limits, at.at_ms, want);
+        self.stage_ledger(id, ledger)?;
+        let (granted, window_starts) = match reserved {
+            Ok(reserved) => reserved,
+            Err(over) => {
+                let reason = format!(
+                    "over the limit {}={}/{}: {} used",
+                    over.metric.name(),
+                    over.limit,
+                    over.window.name(),
+                    over.used
+                );
+                self.record_violation(at, &consumer, Some(id), "*", reason)?;
+                return Ok(UsageOutcome::OverLimit(over));
+            }
+        };
+        let reservation =
+            Reservation { key: key.to_owned(), seq, granted, window_starts, log_index: at.log_index, settled: None };
+        self.stage_reservation(id, reservation)?;
+        if let Some(oldest) = seq.checked_sub(MAX_KEPT_RESERVATIONS as u64) {
+            self.forget_reservation(id, oldest)?;
+        }
+        Ok(UsageOutcome::Reserved { granted, log_index: at.log_index, duplicate: false })
+    }
+
+    fn settle(&mut self, at: At, id: &str, key: &str, used: &Usage) -> Result<UsageOutcome, StorageError> {
+        let Some(record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
+        let Some(mut reservation) = self.reservation(id, key)? else { return Ok(UsageOutcome::UnknownReservation) };
+        if reservation.settled.is_some() {
+            return Ok(UsageOutcome::AlreadySettled { log_index: reservation.log_index });
+        }
+        // Amounts known before the call (calls, bytes in) were spent when it
+        // ran; only the others can come back.
+        let mut used = used.capped_by(&reservation.granted);
+        for metric in Metric::ALL.into_iter().filter(|metric| metric.known_before()) {
+            used.set(metric, reservation.granted.get(metric));
+        }
+        let returned = reservation.granted.minus(&used);
+        let mut ledger = self.ledger(id)?;
+        ledger.release(&record.terms.limits, at.at_ms, &reservation.window_starts, &returned);
+        self.stage_ledger(id, ledger)?;
+        reservation.settled = Some(used);
+        self.stage_reservation(id, reservation)?;
+        Ok(UsageOutcome::Settled { returned })
+    }
+}

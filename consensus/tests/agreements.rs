@@ -1,0 +1,323 @@
+//! Agreements in apply: both signatures and the provider's trust are checked
+//! there, with the check that failed named; reservations never exceed a
+//! limit, a retried key counts once, a settlement returns what was not used;
+//! every machine applying the same entries holds the same usage, and a
+//! snapshot carries it.
+
+use ed25519_dalek::SigningKey;
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use proptest::prelude::*;
+use zeromesh_consensus::Entry;
+use zeromesh_protocol::agent::AgentCommand;
+use zeromesh_protocol::agreement::{
+    AgreementCheck, AgreementCommand, AgreementOutcome, AgreementState, Limit, Party, Terms, Usage, UsageCommand,
+    UsageOutcome,
+};
+use zeromesh_protocol::plugin::{PluginCommand, PublisherKey};
+use zeromesh_protocol::{Command, CommandReply, Request};
+use zeromesh_storage::Store;
+
+mod common;
+use common::{open_machine, runtime};
+
+const START_MS: u64 = 1_000_000;
+
+fn consumer_key() -> SigningKey {
+    SigningKey::from_bytes(&[3; 32])
+}
+
+fn provider_key() -> SigningKey {
+    SigningKey::from_bytes(&[4; 32])
+}
+
+fn terms(id: &str, limits: &[&str]) -> Terms {
+    Terms {
+        id: id.into(),
+        consumer: "bot".into(),
+        provider: PublisherKey::of(&provider_key()),
+        tools: vec!["echo".into()],
+        limits: limits.iter().map(|limit| Limit::parse(limit).unwrap()).collect(),
+        expires_at_ms: START_MS + 600_000,
+        description: String::new(),
+    }
+}
+
+/// Entries numbered from `first`, each stamped one millisecond after the last.
+fn entries(first: u64, commands: Vec<Command>) -> Vec<Entry> {
+    commands
+        .into_iter()
+        .zip(first..)
+        .map(|(command, index)| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request { stamped_at_ms: START_MS + index, command }),
+        })
+        .collect()
+}
+
+fn sign(terms: &Terms, key: &SigningKey) -> Command {
+    Command::Agreement(AgreementCommand::Sign {
+        id: terms.id.clone(),
+        signer: PublisherKey::of(key),
+        signature: terms.sign(key),
+    })
+}
+
+fn agreement(command: AgreementCommand) -> Command {
+    Command::Agreement(command)
+}
+
+fn activate(id: &str) -> Command {
+    agreement(AgreementCommand::Activate { id: id.into() })
+}
+
+/// A trusted provider, an agent with a key, and agreement `terms` signed by
+/// both and activated.
+fn active(terms: &Terms) -> Vec<Command> {
+    vec![
+        Command::Plugin(PluginCommand::TrustPublisher { publisher: PublisherKey::of(&provider_key()) }),
+        Command::Agent(AgentCommand::Spawn {
+            id: "bot".into(),
+            owner: "ops".into(),
+            description: String::new(),
+            tools: vec!["*".into()],
+            key: Some(PublisherKey::of(&consumer_key())),
+        }),
+        agreement(AgreementCommand::Create { terms: terms.clone() }),
+        sign(terms, &consumer_key()),
+        sign(terms, &provider_key()),
+        activate(&terms.id),
+    ]
+}
+
+fn reserve(id: &str, key: &str, want: Usage) -> Command {
+    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want })
+}
+
+fn settle(id: &str, key: &str, used: Usage) -> Command {
+    Command::Usage(UsageCommand::Settle { agreement: id.into(), key: key.into(), used })
+}
+
+fn one_call() -> Usage {
+    Usage { calls: 1, ..Usage::default() }
+}
+
+fn apply(machine: &mut zeromesh_consensus::MemoryStateMachine, batch: Vec<Entry>) -> Vec<CommandReply> {
+    runtime().block_on(machine.apply(batch)).unwrap()
+}
+
+fn refused(reply: &CommandReply) -> AgreementCheck {
+    match reply {
+        CommandReply::Agreement(AgreementOutcome::Refused(check)) => check.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn forged_half_signed_tampered_and_expired_agreements_are_refused_with_the_check_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=5/minute"]);
+    let setup = active(&deal);
+    let mut commands: Vec<Command> = setup[..3].to_vec();
+    let stranger = SigningKey::from_bytes(&[5; 32]);
+    let mut tampered = deal.clone();
+    tampered.limits[0].max = 5_000;
+    commands.extend([
+        sign(&deal, &stranger),
+        agreement(AgreementCommand::Sign {
+            id: deal.id.clone(),
+            signer: PublisherKey::of(&consumer_key()),
+            signature: deal.sign(&stranger),
+        }),
+        agreement(AgreementCommand::Sign {
+            id: deal.id.clone(),
+            signer: PublisherKey::of(&consumer_key()),
+            signature: tampered.sign(&consumer_key()),
+        }),
+        sign(&deal, &consumer_key()),
+        activate(&deal.id),
+        reserve(&deal.id, "early", one_call()),
+    ]);
+    let replies = apply(&mut machine, entries(1, commands));
+    assert_eq!(refused(&replies[3]), AgreementCheck::NotAParty { key: PublisherKey::of(&stranger) });
+    assert_eq!(refused(&replies[4]), AgreementCheck::BadSignature { party: Party::Consumer }, "forged");
+    assert_eq!(refused(&replies[5]), AgreementCheck::BadSignature { party: Party::Consumer }, "tampered");
+    assert_eq!(refused(&replies[7]), AgreementCheck::MissingSignature { party: Party::Provider }, "half-signed");
+    assert_eq!(
+        replies[8],
+        CommandReply::Usage(UsageOutcome::NotActive { state: AgreementState::Draft }),
+        "a draft serves no call"
+    );
+
+    let mut expired = terms("old", &[]);
+    expired.expires_at_ms = START_MS;
+    let later = vec![
+        agreement(AgreementCommand::Create { terms: expired.clone() }),
+        sign(&expired, &consumer_key()),
+        sign(&expired, &provider_key()),
+        activate(&expired.id),
+    ];
+    let replies = apply(&mut machine, entries(10, later));
+    assert!(matches!(refused(&replies[3]), AgreementCheck::Expired { expires_at_ms: START_MS, .. }));
+    assert_eq!(store.agreement("old").unwrap().unwrap().state, AgreementState::Draft, "a refusal changes nothing");
+
+    let mut untrusted = terms("untrusted", &[]);
+    untrusted.provider = PublisherKey::of(&stranger);
+    let replies = apply(&mut machine, entries(20, vec![agreement(AgreementCommand::Create { terms: untrusted })]));
+    assert_eq!(refused(&replies[0]), AgreementCheck::ProviderUntrusted { key: PublisherKey::of(&stranger) });
+}
+
+#[test]
+fn reservations_stop_at_the_limit_a_retried_key_counts_once_and_settlements_return_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=2/minute", "fuel=1000/lifetime"]);
+    let mut commands = active(&deal);
+    let want = Usage { calls: 1, fuel: 800, ..Usage::default() };
+    commands.extend([
+        reserve("deal", "a", want),
+        reserve("deal", "a", want),
+        reserve("deal", "b", want),
+        settle("deal", "a", Usage { fuel: 100, ..Usage::default() }),
+        settle("deal", "a", Usage::default()),
+        reserve("deal", "c", want),
+        reserve("deal", "a", want),
+        agreement(AgreementCommand::Suspend { id: "deal".into(), reason: "audit".into() }),
+        reserve("deal", "d", want),
+    ]);
+    let replies = apply(&mut machine, entries(1, commands));
+    let usage: Vec<&CommandReply> = replies[6..].iter().collect();
+    let first = Usage { calls: 1, fuel: 800, ..Usage::default() };
+    assert_eq!(
+        *usage[0],
+        CommandReply::Usage(UsageOutcome::Reserved { granted: first, log_index: 7, duplicate: false })
+    );
+    assert_eq!(
+        *usage[1],
+        CommandReply::Usage(UsageOutcome::Reserved { granted: first, log_index: 7, duplicate: true })
+    );
+    let second = Usage { calls: 1, fuel: 200, ..Usage::default() };
+    assert_eq!(
+        *usage[2],
+        CommandReply::Usage(UsageOutcome::Reserved { granted: second, log_index: 9, duplicate: false }),
+        "fuel is granted up to what is left"
+    );
+    let returned = Usage { fuel: 700, ..Usage::default() };
+    assert_eq!(*usage[3], CommandReply::Usage(UsageOutcome::Settled { returned }));
+    assert_eq!(*usage[4], CommandReply::Usage(UsageOutcome::AlreadySettled { log_index: 7 }));
+    let CommandReply::Usage(UsageOutcome::OverLimit(over)) = usage[5] else { panic!("{:?}", usage[5]) };
+    assert_eq!((over.metric.name(), over.used, over.limit), ("calls", 2, 2));
+    assert_eq!(*usage[6], CommandReply::Usage(UsageOutcome::AlreadySettled { log_index: 7 }));
+    assert!(matches!(
+        usage[8],
+        CommandReply::Usage(UsageOutcome::NotActive { state: AgreementState::Suspended { .. } })
+    ));
+
+    let ledger = store.ledger("deal").unwrap();
+    assert_eq!(ledger.windows[0].used, 2);
+    assert_eq!(ledger.windows[1].used, 300, "800 + 200 granted, 700 returned");
+    assert_eq!(ledger.refused, 1);
+    let violations = store.violations(0, 10).unwrap();
+    assert_eq!(violations.len(), 2, "the over-limit call and the call on a suspended agreement");
+    assert!(violations[0].reason.contains("calls=2/minute"), "{}", violations[0].reason);
+    assert!(violations[1].reason.contains("suspended"), "{}", violations[1].reason);
+    let history: Vec<String> = store.agreement("deal").unwrap().unwrap().history.into_iter().map(|c| c.what).collect();
+    assert_eq!(
+        history,
+        ["created", "signed by the consumer", "signed by the provider", "activated", "suspended: audit"]
+    );
+}
+
+/// The state a machine holds for agreement `id`: its record and ledger.
+fn held(store: &Store, id: &str) -> String {
+    format!("{:?} {:?}", store.agreement(id).unwrap(), store.ledger(id).unwrap())
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Reserve { key: u8, calls: u64, fuel: u64 },
+    Settle { key: u8, fuel: u64 },
+    Wait { ms: u64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..12, 0u64..3, 0u64..400).prop_map(|(key, calls, fuel)| Step::Reserve { key, calls, fuel }),
+        (0u8..12, 0u64..400).prop_map(|(key, fuel)| Step::Settle { key, fuel }),
+        (1u64..40_000).prop_map(|ms| Step::Wait { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The same reservations and settlements applied on two fresh machines
+    /// (one entry per apply on the first, all in one apply on the second)
+    /// give identical usage, and no window ever counts over its limit.
+    #[test]
+    fn two_machines_agree_on_usage_and_it_never_exceeds_a_limit(steps in prop::collection::vec(step(), 1..60)) {
+        let deal = terms("deal", &["calls=4/minute", "fuel=900/lifetime"]);
+        let mut commands = active(&deal);
+        let mut stamps = Vec::new();
+        let mut now = START_MS + 100;
+        for step in &steps {
+            match step {
+                Step::Reserve { key, calls, fuel } => {
+                    commands.push(reserve("deal", &format!("k{key}"), Usage { calls: *calls, fuel: *fuel, ..Usage::default() }));
+                }
+                Step::Settle { key, fuel } => {
+                    commands.push(settle("deal", &format!("k{key}"), Usage { fuel: *fuel, ..Usage::default() }));
+                }
+                Step::Wait { ms } => {
+                    now += ms;
+                    continue;
+                }
+            }
+            stamps.push(now);
+        }
+        let mut all = entries(1, commands);
+        let setup = all.len() - stamps.len();
+        for (entry, stamp) in all[setup..].iter_mut().zip(&stamps) {
+            if let EntryPayload::Normal(request) = &mut entry.payload {
+                request.stamped_at_ms = *stamp;
+            }
+        }
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store_a, mut machine_a) = open_machine(&dir_a);
+        let (store_b, mut machine_b) = open_machine(&dir_b);
+        for entry in &all {
+            apply(&mut machine_a, vec![entry.clone()]);
+            let ledger = store_a.ledger("deal").unwrap();
+            for (limit, window) in deal.limits.iter().zip(&ledger.windows) {
+                prop_assert!(window.used <= limit.max, "{limit} counts {}", window.used);
+            }
+        }
+        apply(&mut machine_b, all);
+        prop_assert_eq!(held(&store_a, "deal"), held(&store_b, "deal"));
+        prop_assert_eq!(store_a.violations(0, 1000).unwrap(), store_b.violations(0, 1000).unwrap());
+    }
+}
+
+#[test]
+fn a_snapshot_carries_agreements_usage_reservations_and_violations() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    let deal = terms("deal", &["calls=1/minute"]);
+    let mut commands = active(&deal);
+    commands.extend([reserve("deal", "a", one_call()), reserve("deal", "b", one_call())]);
+    apply(&mut machine_a, entries(1, commands));
+    runtime().block_on(async {
+        let mut snapshot = machine_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut received = machine_b.begin_receiving_snapshot().await.unwrap();
+        tokio::io::copy(&mut snapshot.snapshot, &mut received).await.unwrap();
+        machine_b.install_snapshot(&snapshot.meta, received).await.unwrap();
+    });
+    assert_eq!(held(&store_b, "deal"), held(&store_a, "deal"));
+    assert_eq!(store_b.reservation("deal", "a").unwrap(), store_a.reservation("deal", "a").unwrap());
+    assert_eq!(store_b.violations(0, 10).unwrap().len(), 1);
+    assert_eq!(store_b.agreements_of("bot").unwrap().len(), 1);
+    let replies = apply(&mut machine_b, entries(9, vec![reserve("deal", "a", one_call())]));
+    assert!(matches!(replies[0], CommandReply::Usage(UsageOutcome::Reserved { duplicate: true, .. })));
+}

@@ -1,0 +1,334 @@
+//! Agreements on real node processes with authentication, set up through
+//! the command line as an operator would: concurrent callers spread over
+//! three nodes against a limit, with the leader killed (`kill -9`) while
+//! they call, get exactly the limit's worth of calls and the rest refused;
+//! every node reads the same usage; a suspension stops calls on every node
+//! at once; calls outside the agreement are refused and recorded.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromesh::client::{ApiClient, ClientError};
+use zeromesh_testnet::{cli_as, wait_until, Testnet, TestnetOptions};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The agreement's lifetime limit of calls.
+const LIMIT: u64 = 24;
+const CALLERS: usize = 6;
+const ATTEMPTS_PER_CALLER: usize = 8;
+/// Successes after which the leader is killed.
+const KILL_AFTER: usize = 8;
+
+fn path(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// How one call ended, once it ended for sure.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    Served,
+    OverLimit,
+}
+
+/// Calls `echo` under idempotency key `key`, from node `*node` on, moving to
+/// the next node (and retrying with the same key) whenever the answer is not
+/// definitive: a connection lost, a node down, a proposal whose fate is unknown.
+async fn call_until_definitive(
+    api: &[String],
+    token: &str,
+    node: &mut usize,
+    client: &mut Option<ApiClient>,
+    key: &str,
+) -> Ended {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "call {key} got no definitive answer in time");
+        if client.is_none() {
+            match ApiClient::connect_with(&api[*node], None, Some(token.to_owned())).await {
+                Ok(connected) => *client = Some(connected),
+                Err(_) => {
+                    *node = (*node + 1) % api.len();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let params = json!({
+            "name": "echo",
+            "arguments": { "key": key },
+            "_meta": { "zeromesh/idempotency-key": key },
+        });
+        match client.as_mut().expect("connected").request("tools/call", params).await {
+            Ok(result) if result["isError"] == false => {
+                assert_eq!(result["structuredContent"]["key"], key);
+                assert_eq!(result["_meta"]["zeromesh/usage"]["agreement"], "cap");
+                assert_eq!(result["_meta"]["zeromesh/usage"]["used"]["calls"], 1);
+                return Ended::Served;
+            }
+            Err(ClientError::Rpc { code: -32004, message }) => {
+                assert!(message.contains(&format!("the limit of {LIMIT} calls per lifetime is reached")), "{message}");
+                return Ended::OverLimit;
+            }
+            other => {
+                // Not definitive: the call may or may not have been reserved.
+                // The same key through another node counts it once.
+                let _ = other;
+                *client = None;
+                *node = (*node + 1) % api.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The calls agreement `cap` has counted, as node `index` reads it.
+async fn used_on(testnet: &Testnet, index: usize) -> Option<u64> {
+    let usage = testnet.call(index, "agreement_usage", json!({ "id": "cap" })).await.ok()?;
+    usage["limits"][0]["used"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_killed() {
+    let mut testnet =
+        Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let operator = |args: &[&str]| cli_as(Some(&admin), args);
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let package = dir.path().join("echo.zmp");
+
+    // A provider publishes echo; the agent signs an agreement with it.
+    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
+    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
+    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
+    operator(&[
+        "plugin",
+        "sign",
+        &path(&examples.join("echo.wat")),
+        "--manifest",
+        &path(&examples.join("echo.json")),
+        "--key",
+        &path(&provider),
+        "--out",
+        &path(&package),
+    ])
+    .expect("the WebAssembly text is signed");
+    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
+    operator(&["plugin", "install", &path(&package), "--node", &api[1]]).unwrap();
+    let spawned = operator(&[
+        "agent",
+        "spawn",
+        "meter",
+        "--owner",
+        "ops",
+        "--tool",
+        "echo",
+        "--tool",
+        "memory_*",
+        "--key",
+        &consumer_pub,
+        "--node",
+        &api[2],
+    ]);
+    assert!(spawned.unwrap().contains("agent meter running"));
+    let limit = format!("calls={LIMIT}/lifetime");
+    let create = [
+        "agreement",
+        "create",
+        "cap",
+        "--consumer",
+        "meter",
+        "--provider",
+        &provider_pub,
+        "--tool",
+        "echo",
+        "--limit",
+        &limit,
+        "--expires-in",
+        "1d",
+        "--node",
+        &api[0],
+    ];
+    assert!(operator(&create).unwrap().contains("agreement cap draft: created"));
+    let half = operator(&["agreement", "activate", "cap", "--node", &api[1]]).unwrap_err().to_string();
+    assert!(half.contains("the consumer has not signed"), "{half}");
+    operator(&["agreement", "sign", "cap", "--key", &path(&consumer), "--node", &api[1]]).unwrap();
+    operator(&["agreement", "sign", "cap", "--key", &path(&provider), "--node", &api[2]]).unwrap();
+    let activated = operator(&["agreement", "activate", "cap", "--node", &api[0]]).unwrap();
+    assert!(activated.contains("agreement cap active: activated"), "{activated}");
+    let token = operator(&["token", "create", "--role", "agent", "--agent", "meter", "--node", &api[0]]).unwrap();
+    let token = token.trim().to_owned();
+    for index in 0..3 {
+        wait_until(&format!("node {index} to serve echo under the agreement"), WAIT, || async {
+            let shown = testnet.call(index, "agreement_show", json!({ "id": "cap" })).await.ok()?;
+            let offered = testnet.client(index).await.ok()?.request("tools/list", json!({})).await.ok()?;
+            let has_echo = offered["tools"].as_array()?.iter().any(|tool| tool["name"] == "echo");
+            (shown["state"] == "active" && has_echo).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    // A tool outside the agreement is refused, runs nothing, and is recorded.
+    let mut probe = ApiClient::connect_with(&api[1], None, Some(token.clone())).await.unwrap();
+    match probe.call_tool("memory_get", json!({ "path": "meter/x" })).await {
+        Err(ClientError::Rpc { code: -32003, message }) => {
+            assert!(message.contains("none of them covers memory_get"), "{message}")
+        }
+        other => panic!("memory_get is outside meter's agreement: {other:?}"),
+    }
+
+    let served = Arc::new(AtomicUsize::new(0));
+    let leader = testnet.leader(WAIT).await.unwrap();
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let (api, token, served) = (api.clone(), token.clone(), served.clone());
+        callers.push(tokio::spawn(async move {
+            let (mut node, mut client, mut ended) = (caller % 3, None, Vec::new());
+            for attempt in 0..ATTEMPTS_PER_CALLER {
+                let key = format!("caller{caller}-call{attempt}");
+                let outcome = call_until_definitive(&api, &token, &mut node, &mut client, &key).await;
+                if outcome == Ended::Served {
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                ended.push(outcome);
+            }
+            ended
+        }));
+    }
+    wait_until("some calls to be served before the kill", WAIT, || async {
+        (served.load(Ordering::SeqCst) >= KILL_AFTER).then_some(())
+    })
+    .await
+    .unwrap();
+    testnet.kill9(leader).await.unwrap();
+    let mut outcomes = Vec::new();
+    for caller in callers {
+        outcomes.extend(caller.await.expect("a caller finished"));
+    }
+    let attempts = CALLERS * ATTEMPTS_PER_CALLER;
+    let succeeded = outcomes.iter().filter(|outcome| **outcome == Ended::Served).count();
+    let refused = outcomes.iter().filter(|outcome| **outcome == Ended::OverLimit).count();
+    assert_eq!(succeeded as u64, LIMIT, "exactly the limit's worth of calls succeeded");
+    assert_eq!(refused, attempts - LIMIT as usize, "every other attempt was refused");
+
+    // Every node, the killed one restarted too, reads the same usage.
+    testnet.restart(leader).await.unwrap();
+    for index in 0..3 {
+        let used = wait_until(&format!("node {index} to read the usage"), WAIT, || async {
+            used_on(&testnet, index).await.filter(|used| *used == LIMIT)
+        })
+        .await;
+        assert!(used.is_ok(), "node {index} reads {:?} calls used", used_on(&testnet, index).await);
+    }
+    let violations = testnet.call(0, "agreement_violations", json!({})).await.unwrap();
+    let over_limit = violations["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|violation| violation["reason"].as_str().unwrap_or_default().contains("over the limit"))
+        .count();
+    assert!(over_limit >= refused, "{over_limit} over-limit violations recorded for {refused} refusals");
+    let outside = violations["violations"][0]["reason"].as_str().unwrap_or_default();
+    assert!(outside.contains("none of them covers memory_get"), "the first violation: {outside}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
+    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let operator = |args: &[&str]| cli_as(Some(&admin), args);
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
+    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
+    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
+    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
+    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
+    operator(&[
+        "agent",
+        "spawn",
+        "writer",
+        "--owner",
+        "ops",
+        "--tool",
+        "memory_*",
+        "--key",
+        &consumer_pub,
+        "--node",
+        &api[0],
+    ])
+    .unwrap();
+    let create = [
+        "agreement",
+        "create",
+        "notes",
+        "--consumer",
+        "writer",
+        "--provider",
+        &provider_pub,
+        "--tool",
+        "memory_*",
+        "--limit",
+        "calls=1000/hour",
+        "--limit",
+        "bytes_out=1000000/day",
+        "--expires-in",
+        "1h",
+        "--node",
+        &api[0],
+    ];
+    operator(&create).unwrap();
+    operator(&["agreement", "sign", "notes", "--key", &path(&consumer), "--node", &api[0]]).unwrap();
+    operator(&["agreement", "sign", "notes", "--key", &path(&provider), "--node", &api[0]]).unwrap();
+    operator(&["agreement", "activate", "notes", "--node", &api[0]]).unwrap();
+    let token = operator(&["token", "create", "--role", "agent", "--agent", "writer", "--node", &api[0]]).unwrap();
+    let mut clients = Vec::new();
+    for node in &api {
+        let client = wait_until("the agent's token to reach every node", WAIT, || async {
+            ApiClient::connect_with(node, None, Some(token.trim().to_owned())).await.ok()
+        })
+        .await
+        .unwrap();
+        clients.push(client);
+    }
+    for index in 0..3 {
+        wait_until(&format!("node {index} to know the agreement"), WAIT, || async {
+            let shown = testnet.call(index, "agreement_show", json!({ "id": "notes" })).await.ok()?;
+            (shown["state"] == "active").then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    for client in &mut clients {
+        let params = json!({ "name": "memory_put", "arguments": { "path": "writer/note", "value": "v" } });
+        let written = client.request("tools/call", params).await.unwrap();
+        let usage: &Value = &written["_meta"]["zeromesh/usage"];
+        assert_eq!(usage["agreement"], "notes");
+        assert!(usage["used"]["bytes_out"].as_u64().unwrap() > 0, "{usage}");
+        assert!(usage["logIndex"].as_u64().unwrap() > 0, "{usage}");
+    }
+    let shown = testnet.call(1, "agreement_usage", json!({ "id": "notes" })).await.unwrap();
+    assert_eq!(shown["limits"][0]["used"], 3);
+    let bytes_used = shown["limits"][1]["used"].as_u64().unwrap();
+    assert!(bytes_used > 0 && bytes_used < 1000, "only the bytes sent are counted, not the reservation: {shown}");
+
+    operator(&["agreement", "suspend", "notes", "--reason", "quarterly audit", "--node", &api[2]]).unwrap();
+    for (index, client) in clients.iter_mut().enumerate() {
+        match client.call_tool("memory_put", json!({ "path": "writer/note", "value": "after" })).await {
+            Err(ClientError::Rpc { code: -32003, message }) => {
+                assert!(message.contains("agreement notes is suspended: quarterly audit"), "node {index}: {message}")
+            }
+            other => panic!("node {index} served a call after the suspension: {other:?}"),
+        }
+    }
+    let note = testnet.call(0, "memory_get", json!({ "path": "writer/note" })).await.unwrap();
+    assert_eq!(note["record"]["value"], "v", "no refused call wrote");
+    let history = operator(&["agreement", "show", "notes", "--node", &api[1]]).unwrap();
+    assert!(history.contains("suspended: quarterly audit"), "{history}");
+}
