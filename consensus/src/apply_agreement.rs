@@ -275,7 +275,8 @@ impl Applier<'_> {
 
     pub(crate) fn apply_usage(&mut self, at: At, command: &UsageCommand) -> Result<UsageOutcome, StorageError> {
         match command {
-            UsageCommand::Reserve { agreement, key, want } => self.reserve(at, agreement, key, want),
+            UsageCommand::Reserve { agreement, key, want } => self.reserve(at, agreement, key, want, false),
+            UsageCommand::Lease { agreement, key, want } => self.reserve(at, agreement, key, want, true),
             UsageCommand::Settle { agreement, key, used } => self.settle(at, agreement, key, used),
             UsageCommand::Violation { agent, agreement, tool, reason } => {
                 let seq = self.record_violation(at, agent, agreement.as_deref(), tool, reason.clone())?;
@@ -284,7 +285,15 @@ impl Applier<'_> {
         }
     }
 
-    fn reserve(&mut self, at: At, id: &str, key: &str, want: &Usage) -> Result<UsageOutcome, StorageError> {
+    /// Reserves for one call, or (`lease`) a node's lease.
+    fn reserve(
+        &mut self,
+        at: At,
+        id: &str,
+        key: &str,
+        want: &Usage,
+        lease: bool,
+    ) -> Result<UsageOutcome, StorageError> {
         let Some(mut record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
         let consumer = record.terms.consumer.clone();
         if record.state == AgreementState::Active && at.at_ms >= record.terms.expires_at_ms {
@@ -307,7 +316,11 @@ impl Applier<'_> {
         }
         let mut ledger = self.ledger(id)?;
         let seq = ledger.next_seq;
-        let reserved = ledger.reserve(&record.terms.limits, at.at_ms, want);
+        let reserved = if lease {
+            ledger.lease(&record.terms.limits, at.at_ms, want)
+        } else {
+            ledger.reserve(&record.terms.limits, at.at_ms, want)
+        };
         self.stage_ledger(id, ledger)?;
         let (granted, window_starts) = match reserved {
             Ok(reserved) => reserved,
@@ -323,8 +336,15 @@ impl Applier<'_> {
                 return Ok(UsageOutcome::OverLimit(over));
             }
         };
-        let reservation =
-            Reservation { key: key.to_owned(), seq, granted, window_starts, log_index: at.log_index, settled: None };
+        let reservation = Reservation {
+            key: key.to_owned(),
+            seq,
+            granted,
+            window_starts,
+            log_index: at.log_index,
+            settled: None,
+            lease,
+        };
         self.stage_reservation(id, reservation)?;
         if let Some(oldest) = seq.checked_sub(MAX_KEPT_RESERVATIONS as u64) {
             self.forget_reservation(id, oldest)?;
@@ -338,11 +358,14 @@ impl Applier<'_> {
         if reservation.settled.is_some() {
             return Ok(UsageOutcome::AlreadySettled { log_index: reservation.log_index });
         }
-        // Amounts known before the call (calls, bytes in) were spent when it
-        // ran; only the others can come back.
+        // A call's amounts known before it ran (calls, bytes in) were spent
+        // when it ran; only the others can come back. A lease returns all it
+        // did not use.
         let mut used = used.capped_by(&reservation.granted);
-        for metric in Metric::ALL.into_iter().filter(|metric| metric.known_before()) {
-            used.set(metric, reservation.granted.get(metric));
+        if !reservation.lease {
+            for metric in Metric::ALL.into_iter().filter(|metric| metric.known_before()) {
+                used.set(metric, reservation.granted.get(metric));
+            }
         }
         let returned = reservation.granted.minus(&used);
         let mut ledger = self.ledger(id)?;

@@ -321,3 +321,38 @@ fn a_snapshot_carries_agreements_usage_reservations_and_violations() {
     let replies = apply(&mut machine_b, entries(9, vec![reserve("deal", "a", one_call())]));
     assert!(matches!(replies[0], CommandReply::Usage(UsageOutcome::Reserved { duplicate: true, .. })));
 }
+
+#[test]
+fn a_lease_is_granted_up_to_what_is_left_and_its_settlement_returns_every_unused_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=10/hour"]);
+    let mut commands = active(&deal);
+    let lease = |key: &str, calls| {
+        Command::Usage(UsageCommand::Lease {
+            agreement: "deal".into(),
+            key: key.into(),
+            want: Usage { calls, ..Usage::default() },
+        })
+    };
+    commands.extend([
+        lease("node-a", 8),
+        lease("node-b", 8),
+        lease("node-c", 8),
+        reserve("deal", "exact", one_call()),
+        settle("deal", "node-a", Usage { calls: 3, ..Usage::default() }),
+        reserve("deal", "exact-2", one_call()),
+    ]);
+    let replies = apply(&mut machine, entries(1, commands));
+    let granted = |reply: &CommandReply| match reply {
+        CommandReply::Usage(UsageOutcome::Reserved { granted, .. }) => granted.calls,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    assert_eq!((granted(&replies[6]), granted(&replies[7])), (8, 2), "the second lease gets what is left");
+    assert!(matches!(replies[8], CommandReply::Usage(UsageOutcome::OverLimit(_))), "nothing left for a third");
+    assert!(matches!(replies[9], CommandReply::Usage(UsageOutcome::OverLimit(_))), "nor for one exact call");
+    let returned = Usage { calls: 5, ..Usage::default() };
+    assert_eq!(replies[10], CommandReply::Usage(UsageOutcome::Settled { returned }), "a lease returns unused calls");
+    assert_eq!(granted(&replies[11]), 1);
+    assert_eq!(store.ledger("deal").unwrap().windows[0].used, 3 + 2 + 1);
+}

@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// Requests per second each API token may make on this node.
     #[arg(long, env = "ZEROMESH_RATE_LIMIT_PER_TOKEN")]
     pub rate_limit_per_token: Option<String>,
+    /// Calls a lease of an agreement's allowance holds: a node serves that
+    /// many governed calls from one log entry. 0 (the default): every
+    /// governed call reserves through the log.
+    #[arg(long, env = "ZEROMESH_LEASE_CALLS")]
+    pub lease_calls: Option<String>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -104,6 +109,7 @@ struct FileConfig {
     dev: Option<bool>,
     rate_limit_per_token: Option<u64>,
     api_idle_timeout_ms: Option<u64>,
+    lease_calls: Option<u64>,
 }
 
 /// A node's validated settings.
@@ -128,6 +134,8 @@ pub struct NodeConfig {
     pub dev: bool,
     pub rate_limit_per_token: u32,
     pub api_idle_timeout: Duration,
+    /// Calls per lease of an agreement's allowance; 0: no leases.
+    pub lease_calls: u64,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -162,6 +170,8 @@ pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
 pub const DEFAULT_RATE_LIMIT_PER_TOKEN: u64 = 1_000;
 pub const DEFAULT_API_IDLE_TIMEOUT_MS: u64 = 90_000;
+/// Most calls one lease may hold.
+pub const MAX_LEASE_CALLS: u64 = 10_000;
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let size = std::fs::metadata(path).with_context(|| format!("config: cannot read {}", path.display()))?.len();
@@ -309,6 +319,7 @@ impl NodeConfig {
                 DEFAULT_API_IDLE_TIMEOUT_MS,
                 300..=86_400_000,
             )?),
+            lease_calls: number("lease_calls", args.lease_calls.as_deref(), file.lease_calls, 0, 0..=MAX_LEASE_CALLS)?,
             rate_limit_per_token: number(
                 "rate_limit_per_token",
                 args.rate_limit_per_token.as_deref(),

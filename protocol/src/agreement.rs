@@ -512,12 +512,30 @@ impl Ledger {
     /// granted and the windows they count in, or the first limit the call
     /// would overrun (and then changes nothing but the refusal count).
     pub fn reserve(&mut self, limits: &[Limit], now_ms: u64, want: &Usage) -> Result<(Usage, Vec<u64>), OverLimit> {
+        self.grant(limits, now_ms, want, true)
+    }
+
+    /// Reserves a lease: every amount up to what every limit has left (a
+    /// node serves calls from it and returns what they did not use).
+    /// Refused only when a wanted amount has nothing left at all.
+    pub fn lease(&mut self, limits: &[Limit], now_ms: u64, want: &Usage) -> Result<(Usage, Vec<u64>), OverLimit> {
+        self.grant(limits, now_ms, want, false)
+    }
+
+    fn grant(
+        &mut self,
+        limits: &[Limit],
+        now_ms: u64,
+        want: &Usage,
+        exact_when_known: bool,
+    ) -> Result<(Usage, Vec<u64>), OverLimit> {
         self.roll(limits, now_ms);
         let mut granted = *want;
         for (limit, window) in limits.iter().zip(&self.windows) {
             let left = limit.max.saturating_sub(window.used);
             let wanted = want.get(limit.metric);
-            let short = if limit.metric.known_before() { wanted > left } else { wanted > 0 && left == 0 };
+            let exact = exact_when_known && limit.metric.known_before();
+            let short = if exact { wanted > left } else { wanted > 0 && left == 0 };
             if short {
                 self.refused += 1;
                 return Err(OverLimit {
@@ -562,6 +580,8 @@ pub struct Reservation {
     pub log_index: u64,
     /// What the call used, once settled.
     pub settled: Option<Usage>,
+    /// A node's lease: a settlement returns every amount it did not use.
+    pub lease: bool,
 }
 
 /// Metering of one agreement's calls.
@@ -569,6 +589,8 @@ pub struct Reservation {
 pub enum UsageCommand {
     /// Reserve `want` for call `key` (a retried key counts once).
     Reserve { agreement: String, key: String, want: Usage },
+    /// Lease up to `want` under key `key`, for a node to serve calls from.
+    Lease { agreement: String, key: String, want: Usage },
     /// The call `key` used `used` (at most what was granted); the rest returns.
     Settle { agreement: String, key: String, used: Usage },
     /// A call refused before it reached a limit, recorded for reading back.
@@ -578,7 +600,7 @@ pub enum UsageCommand {
 impl UsageCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
-            UsageCommand::Reserve { agreement, key, want } => {
+            UsageCommand::Reserve { agreement, key, want } | UsageCommand::Lease { agreement, key, want } => {
                 check_agreement_id(agreement)?;
                 check_idempotency_key(key)?;
                 want.validate("reservation")

@@ -2,8 +2,10 @@
 //! `tools/call` through the WebSocket API: durable writes of 256-byte values
 //! (`memory_put`) and linearizable reads (`memory_get`) at 1, 10 and 64
 //! concurrent clients (ops/s, p50, p99), an installed plugin's tool at 1, 10
-//! and 64 clients, the time an advert takes to reach every node of a 10-node
-//! testnet, and one idle node's RSS and CPU.
+//! and 64 clients, the same tool under an agreement (each call reserved
+//! through the log, or served from the node's lease), the time an advert
+//! takes to reach every node of a 10-node testnet, and one idle node's RSS
+//! and CPU.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
@@ -68,7 +70,15 @@ enum Operation {
     LinearizableRead,
     /// `tools/call` of the `echo` example plugin.
     PluginEcho,
+    /// The same, for agent `bench` under its agreement: with a key of the
+    /// caller's own (reserved through the log) or none (from a lease).
+    PluginEchoMetered {
+        own_key: bool,
+    },
 }
+
+/// Calls for agent `bench` that ran; keys are numbered from it too.
+static METERED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Target {
     async fn connect(&self) -> Connection {
@@ -94,6 +104,17 @@ impl Connection {
                         ("memory_get", json!({ "path": path, "consistency": "linearizable" }))
                     }
                     Operation::PluginEcho => ("echo", json!({ "path": path })),
+                    Operation::PluginEchoMetered { own_key } => {
+                        let call = METERED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let mut meta = json!({ "zeromesh/agent": "bench" });
+                        if own_key {
+                            meta["zeromesh/idempotency-key"] = json!(format!("bench-{call}"));
+                        }
+                        let params = json!({ "name": "echo", "arguments": { "path": path }, "_meta": meta });
+                        let result = client.request("tools/call", params).await.expect("the metered call succeeds");
+                        assert_eq!(result["_meta"]["zeromesh/usage"]["agreement"], "bench-deal", "{result}");
+                        return;
+                    }
                 };
                 client.call_tool(tool, arguments).await.expect("the call succeeds");
             }
@@ -102,7 +123,7 @@ impl Connection {
                 Operation::Write => drop(client.put(path, value, None).await.expect("etcd put succeeds")),
                 // etcd's default range read is linearizable.
                 Operation::LinearizableRead => drop(client.get(path, None).await.expect("etcd get succeeds")),
-                Operation::PluginEcho => unreachable!("etcd runs no plugins"),
+                Operation::PluginEcho | Operation::PluginEchoMetered { .. } => unreachable!("etcd runs no plugins"),
             },
         }
     }
@@ -189,8 +210,9 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
 }
 
 /// Builds, signs (with a new publisher key), trusts and installs the `echo`
-/// example plugin through the command line, as a user would.
-fn install_echo_plugin(testnet: &Testnet, node: usize) {
+/// example plugin through the command line, as a user would. Returns the
+/// folder holding the publisher key (`publisher.key`).
+fn install_echo_plugin(testnet: &Testnet, node: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
     let module = dir.path().join("echo.wasm");
@@ -203,7 +225,90 @@ fn install_echo_plugin(testnet: &Testnet, node: usize) {
     zeromesh_testnet::sign_plugin(&module, &examples.join("echo.json"), &key, &package).expect("signs");
     zeromesh_testnet::cli(&["plugin", "trust", &public, "--node", api]).expect("trusts the key");
     zeromesh_testnet::cli(&["plugin", "install", package.to_str().unwrap(), "--node", api]).expect("installs");
+    dir
 }
+
+/// `tools/call` of `echo` for an agent under an agreement against the same
+/// call for no agent, at 1, 10 and 64 clients, on a follower of a testnet
+/// whose nodes lease 256 calls at a time; then checks that the agreement
+/// counted exactly the calls that ran.
+async fn agreement_overhead(scale: &Scale) {
+    let options = TestnetOptions { args: vec!["--lease-calls".into(), "256".into()], ..Default::default() };
+    let testnet = Testnet::start(3, options).await.expect("the agreement testnet starts");
+    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    let keys = install_echo_plugin(&testnet, leader);
+    let api = testnet.nodes[leader].address.api.as_str();
+    let (provider, consumer) = (keys.path().join("publisher.key"), keys.path().join("bench.key"));
+    let (provider_pub, consumer_pub) = (format!("{}.pub", provider.display()), format!("{}.pub", consumer.display()));
+    let cli = |args: &[&str]| zeromesh_testnet::cli(args).expect("the agreement command succeeds");
+    cli(&["plugin", "keygen", "--out", consumer.to_str().unwrap()]);
+    cli(&["agent", "spawn", "bench", "--owner", "bench", "--tool", "echo", "--key", &consumer_pub, "--node", api]);
+    let limit = format!("calls={LIMIT}/lifetime");
+    cli(&[
+        "agreement",
+        "create",
+        "bench-deal",
+        "--consumer",
+        "bench",
+        "--provider",
+        &provider_pub,
+        "--tool",
+        "echo",
+        "--limit",
+        &limit,
+        "--expires-in",
+        "1d",
+        "--node",
+        api,
+    ]);
+    cli(&["agreement", "sign", "bench-deal", "--key", consumer.to_str().unwrap(), "--node", api]);
+    cli(&["agreement", "sign", "bench-deal", "--key", provider.to_str().unwrap(), "--node", api]);
+    cli(&["agreement", "activate", "bench-deal", "--node", api]);
+    let ready = || async {
+        let shown = testnet.call(follower, "agreement_show", json!({ "id": "bench-deal" })).await.ok()?;
+        let echo = testnet.call(follower, "echo", json!({})).await.ok();
+        (shown["state"] == "active" && echo.is_some()).then_some(())
+    };
+    wait_until("the follower to run echo under the agreement", Duration::from_secs(60), ready)
+        .await
+        .expect("the follower is ready");
+    println!("mesh/agreement: echo on node {follower}, for no agent / under an agreement, reserved per call / leased");
+    let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
+    for clients in [1, 10, 64] {
+        let free = report(
+            &format!("mesh/echo-unmetered/clients={clients}"),
+            "calls",
+            load(&on_follower, clients, scale, Operation::PluginEcho).await,
+        );
+        let per_call = report(
+            &format!("mesh/echo-agreement-per-call/clients={clients}"),
+            "calls",
+            load(&on_follower, clients, scale, Operation::PluginEchoMetered { own_key: true }).await,
+        );
+        let leased = report(
+            &format!("mesh/echo-agreement-leased/clients={clients}"),
+            "calls",
+            load(&on_follower, clients, scale, Operation::PluginEchoMetered { own_key: false }).await,
+        );
+        println!(
+            "mesh/agreement/clients={clients}: per call {:.2}x, leased {:.2}x the unmetered rate",
+            per_call / free,
+            leased / free
+        );
+    }
+    let ran = METERED_CALLS.load(std::sync::atomic::Ordering::Relaxed);
+    let counted = wait_until("every lease to return", Duration::from_secs(30), || async {
+        let usage = testnet.call(follower, "agreement_usage", json!({ "id": "bench-deal" })).await.ok()?;
+        usage["limits"][0]["used"].as_u64().filter(|used| *used == ran)
+    })
+    .await
+    .expect("the agreement counts exactly the calls that ran");
+    println!("mesh/agreement: {counted} calls counted for {ran} that ran, limit {LIMIT}");
+}
+
+/// The benchmark agreement's limit: never reached, always checked.
+const LIMIT: u64 = 1_000_000_000;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -305,6 +410,8 @@ async fn main() {
     }
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
     drop(testnet);
+
+    agreement_overhead(scale).await;
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("an idle 3-node testnet starts");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -332,3 +332,131 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
     let history = operator(&["agreement", "show", "notes", "--node", &api[1]]).unwrap();
     assert!(history.contains("suspended: quarterly audit"), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_served_from_leases_never_exceed_the_limit_and_usage_equals_the_calls_that_ran() {
+    const LEASED_LIMIT: u64 = 40;
+    let options = TestnetOptions { args: vec!["--lease-calls".into(), "4".into()], auth: true };
+    let testnet = Testnet::start(3, options).await.expect("a testnet starts");
+    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let operator = |args: &[&str]| cli_as(Some(&admin), args);
+    let dir = tempfile::tempdir().unwrap();
+    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
+    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
+    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
+    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
+    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
+    operator(&[
+        "agent",
+        "spawn",
+        "lessee",
+        "--owner",
+        "ops",
+        "--tool",
+        "memory_*",
+        "--key",
+        &consumer_pub,
+        "--node",
+        &api[0],
+    ])
+    .unwrap();
+    let limit = format!("calls={LEASED_LIMIT}/lifetime");
+    let create = [
+        "agreement",
+        "create",
+        "leased",
+        "--consumer",
+        "lessee",
+        "--provider",
+        &provider_pub,
+        "--tool",
+        "memory_*",
+        "--limit",
+        &limit,
+        "--expires-in",
+        "1h",
+        "--node",
+        &api[0],
+    ];
+    operator(&create).unwrap();
+    operator(&["agreement", "sign", "leased", "--key", &path(&consumer), "--node", &api[0]]).unwrap();
+    operator(&["agreement", "sign", "leased", "--key", &path(&provider), "--node", &api[0]]).unwrap();
+    operator(&["agreement", "activate", "leased", "--node", &api[0]]).unwrap();
+    let token = operator(&["token", "create", "--role", "agent", "--agent", "lessee", "--node", &api[0]]).unwrap();
+    let token = token.trim().to_owned();
+    for index in 0..3 {
+        wait_until(&format!("node {index} to know the agreement"), WAIT, || async {
+            let shown = testnet.call(index, "agreement_show", json!({ "id": "leased" })).await.ok()?;
+            (shown["state"] == "active").then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    // Two rounds: the first stays under the limit (10 calls per node from
+    // leases of 4 leave leases part-used), the second runs into it.
+    let (mut served, mut refused, mut entries) = (0, 0, Vec::new());
+    for round in 0..2 {
+        let (round_served, round_refused, round_entries) = call_leased(&api, &token, 5).await;
+        served += round_served;
+        refused += round_refused;
+        entries.extend(round_entries);
+        assert!(served <= LEASED_LIMIT, "{served} calls served over a limit of {LEASED_LIMIT}");
+        if round == 0 {
+            assert_eq!((served, refused), (30, 0), "the first round stays under the limit");
+        }
+        // Once every lease is back, usage on every node is the calls that ran.
+        for index in 0..3 {
+            wait_until(&format!("node {index} to count the {served} calls that ran"), WAIT, || async {
+                let usage = testnet.call(index, "agreement_usage", json!({ "id": "leased" })).await.ok()?;
+                (usage["limits"][0]["used"].as_u64()? == served).then_some(())
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert_eq!(served + refused, 60);
+    assert_eq!(served, LEASED_LIMIT, "with every lease returned, the whole allowance was served");
+    entries.sort_unstable();
+    entries.dedup();
+    assert!((entries.len() as u64) < served, "calls shared leases: {} reservations for {served} calls", entries.len());
+}
+
+/// Six callers, two per node, each making `attempts` calls with no key of
+/// their own (so they are served from leases); counts the served and the
+/// refused calls and the lease entries the served ones came from.
+async fn call_leased(api: &[String], token: &str, attempts: usize) -> (u64, u64, Vec<u64>) {
+    let mut callers = Vec::new();
+    for caller in 0..CALLERS {
+        let (node, token) = (api[caller % 3].clone(), token.to_owned());
+        callers.push(tokio::spawn(async move {
+            let mut client = wait_until("the agent's token to reach the node", WAIT, || async {
+                ApiClient::connect_with(&node, None, Some(token.clone())).await.ok()
+            })
+            .await
+            .unwrap();
+            let (mut served, mut refused, mut lease_entries) = (0u64, 0u64, Vec::new());
+            for _ in 0..attempts {
+                let params = json!({ "name": "memory_get", "arguments": { "path": "lessee/none" } });
+                match client.request("tools/call", params).await {
+                    Ok(result) => {
+                        served += 1;
+                        lease_entries.push(result["_meta"]["zeromesh/usage"]["logIndex"].as_u64().unwrap());
+                    }
+                    Err(ClientError::Rpc { code: -32004, .. }) => refused += 1,
+                    Err(other) => panic!("a call failed without a fault: {other}"),
+                }
+            }
+            (served, refused, lease_entries)
+        }));
+    }
+    let (mut served, mut refused, mut entries) = (0, 0, Vec::new());
+    for caller in callers {
+        let (caller_served, caller_refused, caller_entries) = caller.await.unwrap();
+        served += caller_served;
+        refused += caller_refused;
+        entries.extend(caller_entries);
+    }
+    (served, refused, entries)
+}

@@ -9,7 +9,7 @@ use zeromesh_protocol::auth::Role;
 
 use crate::access::{memory_target, permits, Access};
 use crate::caller::{acting_agent, Caller};
-use crate::metering::{budget, governing, needs_settling, wanted, Budget, Meter, Metered};
+use crate::metering::{budget, governing, wanted, Budget, Meter, Metered};
 
 /// Why the kernel refused a call. A refused call ran nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,7 +195,10 @@ impl Kernel {
         let bytes_in = serde_json::to_vec(&call.arguments).map_or(0, |bytes| bytes.len() as u64);
         let want = wanted(record, bytes_in, &world.ceiling(call.tool));
         let key = call.idempotency_key.map_or_else(|| world.fresh_key(), str::to_owned);
-        let reserved = world.reserve(&id, &key, want).await.map_err(|reason| Refusal::Unavailable { reason })?;
+        let reserved = world
+            .reserve(record, &key, call.idempotency_key.is_some(), want)
+            .await
+            .map_err(|reason| Refusal::Unavailable { reason })?;
         let (granted, log_index) = match reserved {
             UsageOutcome::Reserved { granted, log_index, .. } => (granted, log_index),
             UsageOutcome::OverLimit(over) => return Err(Refusal::OverLimit { agreement: id, over }),
@@ -211,16 +214,7 @@ impl Kernel {
         let mut used = ran.used;
         used.calls = granted.calls;
         used.bytes_in = granted.bytes_in;
-        let settle_error = if needs_settling(record) {
-            let counted = used.capped_by(&granted);
-            match world.settle(&id, &key, counted).await {
-                Ok(UsageOutcome::Settled { .. }) => None,
-                Ok(other) => Some(format!("unexpected settlement outcome {other:?}")),
-                Err(error) => Some(error),
-            }
-        } else {
-            None
-        };
+        let settle_error = world.settle(record, &key, used.capped_by(&granted)).await.err();
         let metered = Metered { agreement: id, key, log_index, used, settle_error };
         Ok(Served { outcome: ran.outcome, metered: Some(metered) })
     }
@@ -285,11 +279,11 @@ mod tests {
     impl Meter for Recorded {
         fn reserve(
             &self,
-            agreement: &str,
+            record: &AgreementRecord,
             key: &str,
+            _: bool,
             want: Usage,
         ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
-            let record = self.agreements.iter().find(|record| record.terms.id == agreement).unwrap();
             let mut reservations = self.reservations.lock().unwrap();
             let outcome = if let Some(earlier) = reservations.iter().find(|(earlier, ..)| earlier == key) {
                 UsageOutcome::Reserved { granted: earlier.1, log_index: 7, duplicate: true }
@@ -307,17 +301,17 @@ mod tests {
 
         fn settle(
             &self,
-            agreement: &str,
+            record: &AgreementRecord,
             key: &str,
             used: Usage,
-        ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
-            let record = self.agreements.iter().find(|record| record.terms.id == agreement).unwrap();
+        ) -> impl Future<Output = Result<(), String>> + Send {
             let mut reservations = self.reservations.lock().unwrap();
             let reservation = reservations.iter_mut().find(|(earlier, ..)| earlier == key).unwrap();
-            let returned = reservation.1.minus(&used);
+            let mut returned = reservation.1.minus(&used);
+            returned.calls = 0;
             self.ledger.lock().unwrap().release(&record.terms.limits, 1_000, &reservation.2, &returned);
             reservation.3 = true;
-            std::future::ready(Ok(UsageOutcome::Settled { returned }))
+            std::future::ready(Ok(()))
         }
 
         fn record_violation(

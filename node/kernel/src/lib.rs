@@ -7,9 +7,11 @@
 mod access;
 mod call;
 mod caller;
+mod leases;
 mod metering;
 
 pub use access::{memory_target, permits, Access};
 pub use call::{Kernel, Ran, Refusal, Registry, Served, ToolCall, Tools};
 pub use caller::{acting_agent, Caller, ANONYMOUS_AGENT};
-pub use metering::{Budget, Meter, Metered};
+pub use leases::{LeaseBook, Spent, Taken};
+pub use metering::{budget, needs_settling, Budget, Meter, Metered};

@@ -7,23 +7,27 @@ use zeromesh_protocol::agreement::{AgreementRecord, AgreementState, Metric, Usag
 
 /// Metering through the replicated log: the node proposes, apply decides.
 pub trait Meter {
-    /// Reserves `want` of agreement `agreement` for call `key`; answers
-    /// apply's outcome, or why the reservation could not be proposed (then
-    /// it may or may not have been applied; the key makes a retry count once).
+    /// Reserves `want` of `agreement` for call `key` (the caller's own key
+    /// when `client_key`, else a fresh one), through the log or from a lease
+    /// the log granted; answers apply's outcome, or why the reservation could
+    /// not be proposed (then it may or may not have been applied; the key
+    /// makes a retry count once).
     fn reserve(
         &self,
-        agreement: &str,
+        agreement: &AgreementRecord,
         key: &str,
+        client_key: bool,
         want: Usage,
     ) -> impl Future<Output = Result<UsageOutcome, String>> + Send;
 
-    /// Settles call `key`: it used `used`; the rest of its reservation returns.
+    /// Call `key`, granted by [`Meter::reserve`], is done and used `used`:
+    /// the rest of its grant returns (through the log, or to its lease).
     fn settle(
         &self,
-        agreement: &str,
+        agreement: &AgreementRecord,
         key: &str,
         used: Usage,
-    ) -> impl Future<Output = Result<UsageOutcome, String>> + Send;
+    ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Records a call refused before any reservation, for reading back.
     fn record_violation(

@@ -71,8 +71,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )?);
     inbound.set(cluster.clone());
     let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names())?);
-    let tool_env =
-        Arc::new(ToolEnv { cluster: cluster.clone(), plugins: plugins.clone(), test_faults: config.test_faults });
+    let tool_env = Arc::new(ToolEnv {
+        cluster: cluster.clone(),
+        plugins: plugins.clone(),
+        test_faults: config.test_faults,
+        leasing: Arc::new(tools::Leasing::new(config.lease_calls)),
+    });
+    tokio::spawn(tools::Leasing::return_idle(tool_env.clone()));
     let api = Arc::new(ApiState {
         cluster: cluster.clone(),
         plugins: plugins.clone(),

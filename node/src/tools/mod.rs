@@ -5,6 +5,7 @@
 
 mod agents;
 pub mod agreements;
+mod leasing;
 mod memory;
 mod plugins;
 mod status;
@@ -18,7 +19,9 @@ use futures::FutureExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use zeromesh_kernel::{Access, Budget, Caller, Kernel, Meter, Ran, Refusal, Registry, Served, ToolCall, Tools};
+use zeromesh_kernel::{
+    needs_settling, Access, Budget, Caller, Kernel, Meter, Ran, Refusal, Registry, Served, ToolCall, Tools,
+};
 use zeromesh_plugins::CallCaps;
 use zeromesh_protocol::agent::AgentRecord;
 use zeromesh_protocol::agreement::{AgreementRecord, Usage, UsageCommand, UsageOutcome};
@@ -33,7 +36,11 @@ pub struct ToolEnv {
     pub plugins: Arc<PluginRuntime>,
     /// Whether the test-only fault tools are offered (`--test-faults`).
     pub test_faults: bool,
+    /// This node's leases of agreements' allowances.
+    pub leasing: Arc<Leasing>,
 }
+
+pub use leasing::Leasing;
 
 /// Reports a long tool's progress: `(step, steps, message)`.
 pub type Progress = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
@@ -213,22 +220,42 @@ impl Registry for Site<'_> {
 impl Meter for Site<'_> {
     fn reserve(
         &self,
-        agreement: &str,
+        agreement: &AgreementRecord,
         key: &str,
+        client_key: bool,
         want: Usage,
     ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
-        let command = UsageCommand::Reserve { agreement: agreement.to_owned(), key: key.to_owned(), want };
-        propose_usage(self.tooling.env.cluster.clone(), command)
+        let env = self.tooling.env.clone();
+        let (record, key) = (agreement.clone(), key.to_owned());
+        async move {
+            // A caller's own key must count once through any node: only the log can tell.
+            if env.leasing.enabled() && !client_key {
+                if let Some(leased) = env.leasing.reserve(&env, &record, &key, &want).await {
+                    return leased;
+                }
+            }
+            let command = UsageCommand::Reserve { agreement: record.terms.id.clone(), key, want };
+            propose_usage(env.cluster.clone(), command).await
+        }
     }
 
     fn settle(
         &self,
-        agreement: &str,
+        agreement: &AgreementRecord,
         key: &str,
         used: Usage,
-    ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
-        let command = UsageCommand::Settle { agreement: agreement.to_owned(), key: key.to_owned(), used };
-        propose_usage(self.tooling.env.cluster.clone(), command)
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let env = self.tooling.env.clone();
+        let (id, key, through_log) = (agreement.terms.id.clone(), key.to_owned(), needs_settling(agreement));
+        async move {
+            if env.leasing.settle(&env, &key, &used) || !through_log {
+                return Ok(());
+            }
+            match propose_usage(env.cluster.clone(), UsageCommand::Settle { agreement: id, key, used }).await? {
+                UsageOutcome::Settled { .. } => Ok(()),
+                other => Err(format!("unexpected settlement outcome {other:?}")),
+            }
+        }
     }
 
     fn record_violation(
@@ -253,15 +280,20 @@ impl Meter for Site<'_> {
     }
 
     fn fresh_key(&self) -> String {
-        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut random = [0u8; 12];
-        if getrandom::fill(&mut random).is_err() {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            random.copy_from_slice(&nanos.as_nanos().to_be_bytes()[4..]);
-        }
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("n{:x}-{}-{call:x}", self.tooling.env.cluster.node_id(), hex::encode(random))
+        fresh_key(&self.tooling.env)
     }
+}
+
+/// A key no other call or lease has: this node's id, random bits and a counter.
+fn fresh_key(env: &ToolEnv) -> String {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut random = [0u8; 12];
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        random.copy_from_slice(&nanos.as_nanos().to_be_bytes()[4..]);
+    }
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("n{:x}-{}-{call:x}", env.cluster.node_id(), hex::encode(random))
 }
 
 async fn propose_usage(cluster: Arc<Cluster>, command: UsageCommand) -> Result<UsageOutcome, String> {
