@@ -32,6 +32,15 @@ pub(crate) struct At {
 }
 
 impl Applier<'_> {
+    /// The agreements whose record or usage changed so far, and whether a
+    /// violation was recorded.
+    pub fn changed_agreements(&self) -> (Vec<String>, bool) {
+        let mut ids: Vec<String> = self.deals.agreements.keys().chain(self.deals.ledgers.keys()).cloned().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        (ids, self.deals.next_violation.is_some())
+    }
+
     fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
         match self.deals.agreements.get(id) {
             Some(staged) => Ok(Some(staged.clone())),

@@ -28,6 +28,6 @@ pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork}
 pub use node::{ClusterView, ConsensusNode, WriteReceipt};
 pub use reads::{Consistency, ReadQuery, ReadReply};
 pub use settings::RaftSettings;
-pub use state_machine::{MemoryChange, MemoryStateMachine};
+pub use state_machine::{MemoryStateMachine, StateChange};
 pub use types::{Entry, Raft, TypeConfig};
 pub use zeromesh_storage::{HistoryPage, ListPage};

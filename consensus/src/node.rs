@@ -15,7 +15,7 @@ use crate::network::{RaftTransport, TransportNetwork};
 use crate::read_batch::ReadIndexBatcher;
 use crate::reads::{Consistency, ReadQuery, ReadReply};
 use crate::settings::RaftSettings;
-use crate::state_machine::{MemoryChange, MemoryStateMachine};
+use crate::state_machine::{MemoryStateMachine, StateChange};
 use crate::types::{Raft, TypeConfig};
 
 /// What a client learns when its write is committed and applied.
@@ -50,7 +50,7 @@ pub struct ConsensusNode {
     raft: Raft,
     store: Store,
     registry_changes: tokio::sync::watch::Receiver<u64>,
-    memory_changes: tokio::sync::broadcast::Sender<MemoryChange>,
+    state_changes: tokio::sync::broadcast::Sender<StateChange>,
     read_indexes: ReadIndexBatcher,
 }
 
@@ -78,13 +78,13 @@ impl ConsensusNode {
         let log_store = LogStore::<TypeConfig>::new(store.clone());
         let state_machine = MemoryStateMachine::open(store.clone())?;
         let registry_changes = state_machine.registry_changes();
-        let memory_changes = state_machine.memory_changes();
+        let state_changes = state_machine.state_changes();
         let network = TransportNetwork::new(Arc::new(transport));
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let read_indexes = ReadIndexBatcher::new(raft.clone());
-        Ok(ConsensusNode { id, raft, store, registry_changes, memory_changes, read_indexes })
+        Ok(ConsensusNode { id, raft, store, registry_changes, state_changes, read_indexes })
     }
 
     pub fn id(&self) -> NodeId {
@@ -145,9 +145,9 @@ impl ConsensusNode {
     }
 
     /// Every memory change applied on this node from now on (see
-    /// [`MemoryStateMachine::memory_changes`]).
-    pub fn memory_changes(&self) -> tokio::sync::broadcast::Receiver<MemoryChange> {
-        self.memory_changes.subscribe()
+    /// [`MemoryStateMachine::state_changes`]).
+    pub fn state_changes(&self) -> tokio::sync::broadcast::Receiver<StateChange> {
+        self.state_changes.subscribe()
     }
 
     /// Runs a read at the requested consistency.

@@ -58,6 +58,11 @@ impl ConsensusNode {
         Ok(self.store().ledger(id)?)
     }
 
+    /// The number the next violation gets.
+    pub fn next_violation_seq(&self) -> Result<u64, ConsensusError> {
+        Ok(self.store().next_violation_seq()?)
+    }
+
     /// Up to `limit` violations numbered `from` or later, oldest first.
     pub async fn violations(&self, from: u64, limit: usize) -> Result<Vec<Violation>, ConsensusError> {
         self.off_thread(move |store| store.violations(from, limit)).await

@@ -22,20 +22,23 @@ pub struct MemoryStateMachine {
     store: Store,
     applied: AppliedState,
     registry_changes: tokio::sync::watch::Sender<u64>,
-    memory_changes: tokio::sync::broadcast::Sender<MemoryChange>,
+    state_changes: tokio::sync::broadcast::Sender<StateChange>,
 }
 
-/// Memories that changed when entries were applied here.
+/// What changed when entries were applied here: memories, agreements.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MemoryChange {
+pub enum StateChange {
     /// These paths were written (put, compare-and-set or delete).
     Paths(Arc<[MemoryPath]>),
+    /// These agreements changed (state or usage); `violations` when a
+    /// violation was recorded.
+    Agreements { ids: Arc<[String]>, violations: bool },
     /// A snapshot replaced the whole state: any memory may have changed.
     Everything,
 }
 
 /// Changes a slow listener may fall behind by before it is told it lagged.
-const MEMORY_CHANGES_BUFFERED: usize = 1024;
+const STATE_CHANGES_BUFFERED: usize = 1024;
 
 impl MemoryStateMachine {
     /// Opens the state machine on `store`, recovering its applied state.
@@ -45,15 +48,15 @@ impl MemoryStateMachine {
             store,
             applied,
             registry_changes: tokio::sync::watch::Sender::new(0),
-            memory_changes: tokio::sync::broadcast::Sender::new(MEMORY_CHANGES_BUFFERED),
+            state_changes: tokio::sync::broadcast::Sender::new(STATE_CHANGES_BUFFERED),
         })
     }
 
     /// Announces every memory change applied here, after it is stored. A
     /// receiver that falls behind gets `Lagged` and should assume anything
     /// changed.
-    pub fn memory_changes(&self) -> tokio::sync::broadcast::Sender<MemoryChange> {
-        self.memory_changes.clone()
+    pub fn state_changes(&self) -> tokio::sync::broadcast::Sender<StateChange> {
+        self.state_changes.clone()
     }
 
     /// Counts changes of the plugin registry (applied commands and installed
@@ -93,7 +96,7 @@ fn apply_entries(
     store: &Store,
     mut applied: AppliedState,
     entries: Vec<Entry>,
-) -> Result<(AppliedState, Vec<CommandReply>, bool, Vec<MemoryPath>), zeromesh_storage::StorageError> {
+) -> Result<(AppliedState, Vec<CommandReply>, bool, Vec<StateChange>), zeromesh_storage::StorageError> {
     let mut applier = Applier::new(store);
     let mut replies = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -115,13 +118,21 @@ fn apply_entries(
         replies.push(reply);
     }
     let registry_changed = applier.registry_changed();
+    let mut changes = Vec::new();
     let written = applier.written_paths();
+    if !written.is_empty() {
+        changes.push(StateChange::Paths(written.into()));
+    }
+    let (agreements, violations) = applier.changed_agreements();
+    if !agreements.is_empty() || violations {
+        changes.push(StateChange::Agreements { ids: agreements.into(), violations });
+    }
     let mut batch = applier.into_batch();
     let encoded =
         applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
-    Ok((applied, replies, registry_changed, written))
+    Ok((applied, replies, registry_changed, changes))
 }
 
 fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
@@ -150,7 +161,7 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let applied = self.applied.clone();
-        let (applied, replies, registry_changed, written) =
+        let (applied, replies, registry_changed, changes) =
             tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
                 .await
                 .map_err(join_error)
@@ -160,9 +171,9 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         if registry_changed {
             self.registry_changed();
         }
-        if !written.is_empty() {
+        for change in changes {
             // No receiver is not an error: nobody is subscribed.
-            let _ = self.memory_changes.send(MemoryChange::Paths(written.into()));
+            let _ = self.state_changes.send(change);
         }
         Ok(replies)
     }
@@ -215,7 +226,7 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         let installed = snapshot_meta(&header).map_err(snapshot_error)?;
         self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
         self.registry_changed();
-        let _ = self.memory_changes.send(MemoryChange::Everything);
+        let _ = self.state_changes.send(StateChange::Everything);
         tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");
         Ok(())
     }

@@ -305,6 +305,9 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
         .await
         .unwrap();
     }
+    // A subscriber on another node hears each change of the usage.
+    let mut watcher = testnet.client(1).await.unwrap();
+    watcher.request("resources/subscribe", json!({ "uri": "agreement://notes/usage" })).await.unwrap();
     for client in &mut clients {
         let params = json!({ "name": "memory_put", "arguments": { "path": "writer/note", "value": "v" } });
         let written = client.request("tools/call", params).await.unwrap();
@@ -313,6 +316,11 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
         assert!(usage["used"]["bytes_out"].as_u64().unwrap() > 0, "{usage}");
         assert!(usage["logIndex"].as_u64().unwrap() > 0, "{usage}");
     }
+    let heard = watcher.next_notification(WAIT).await.expect("the subscriber is told the usage changed");
+    assert_eq!(heard["params"]["uri"], "agreement://notes/usage", "{heard}");
+    let read = watcher.request("resources/read", json!({ "uri": "agreement://notes/usage" })).await.unwrap();
+    let from_resource: Value = serde_json::from_str(read["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert!(from_resource["limits"][0]["used"].as_u64().unwrap() >= 1, "{from_resource}");
     let shown = testnet.call(1, "agreement_usage", json!({ "id": "notes" })).await.unwrap();
     assert_eq!(shown["limits"][0]["used"], 3);
     let bytes_used = shown["limits"][1]["used"].as_u64().unwrap();

@@ -147,15 +147,19 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
 }
 
 /// Whether `caller` may make this request. Resource reads are memory
-/// reads; `tools/call` is decided by the kernel; every other method is open
+/// reads (agreement resources: observations); `tools/call` is decided by the kernel; every other method is open
 /// to every authenticated caller.
 pub fn authorize(caller: &Caller, method: &str, params: &Value) -> Result<(), RpcError> {
     if !matches!(method, "resources/read" | "resources/subscribe" | "resources/unsubscribe") {
         return Ok(());
     }
     let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default();
-    let target = uri.strip_prefix(super::resources::URI_SCHEME).unwrap_or(uri);
-    permits(caller, &format!("call {method}"), Access::MemoryRead, target).map_err(|refusal| refusal_error(&refusal))
+    // Agreements, their usage and violations are observed, like agreement_show.
+    let (access, target) = match uri.strip_prefix(super::resources::AGREEMENT_SCHEME) {
+        Some(_) => (Access::Observe, ""),
+        None => (Access::MemoryRead, uri.strip_prefix(super::resources::URI_SCHEME).unwrap_or(uri)),
+    };
+    permits(caller, &format!("call {method}"), access, target).map_err(|refusal| refusal_error(&refusal))
 }
 
 #[cfg(test)]

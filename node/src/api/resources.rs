@@ -1,21 +1,79 @@
-//! Agent memories as MCP resources: `mem://{agent}/{path}`. Listing and
-//! reading go through the memory log (linearizable); a connection may
-//! subscribe to memories and is told when one changes anywhere in the mesh
-//! (`notifications/resources/updated`), as soon as this node applies it.
+//! Agent memories as MCP resources: `mem://{agent}/{path}`; and agreements:
+//! `agreement://{id}` (terms, state, history, usage), `agreement://{id}/usage`
+//! and `agreement://violations` (the latest). Listing and reading memories go
+//! through the memory log (linearizable); agreements are read as this node
+//! applied them. A connection may subscribe to any of them and is told when
+//! one changes anywhere in the mesh (`notifications/resources/updated`), as
+//! soon as this node applies the change.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use zeromesh_consensus::{Consistency, MemoryChange, ReadQuery, ReadReply};
+use zeromesh_consensus::{Consistency, ReadQuery, ReadReply, StateChange};
+use zeromesh_protocol::agreement::check_agreement_id;
 use zeromesh_protocol::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION;
 use zeromesh_protocol::{MemoryPath, PathPrefix};
 
 use super::jsonrpc::RpcError;
 use crate::cluster::Cluster;
+use crate::tools::agreements;
 
 pub const URI_SCHEME: &str = "mem://";
+pub const AGREEMENT_SCHEME: &str = "agreement://";
+const VIOLATIONS_URI: &str = "agreement://violations";
+/// Violations `agreement://violations` shows.
+const VIOLATIONS_SHOWN: usize = 100;
+
+/// What a resource URI names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    Memory(MemoryPath),
+    Agreement(String),
+    Usage(String),
+    Violations,
+}
+
+impl Resource {
+    pub fn parse(uri: &str) -> Result<Resource, RpcError> {
+        let Some(rest) = uri.strip_prefix(AGREEMENT_SCHEME) else { return parse_uri(uri).map(Resource::Memory) };
+        let bad = |reason: String| {
+            RpcError::invalid_params(format!(
+                "resource URI {uri:?}: {reason}; agreement resources are agreement://{{id}}, agreement://{{id}}/usage and {VIOLATIONS_URI}"
+            ))
+        };
+        if uri == VIOLATIONS_URI {
+            return Ok(Resource::Violations);
+        }
+        let (id, usage) = match rest.strip_suffix("/usage") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        check_agreement_id(id).map_err(|error| bad(error.to_string()))?;
+        Ok(if usage { Resource::Usage(id.to_owned()) } else { Resource::Agreement(id.to_owned()) })
+    }
+
+    pub fn uri(&self) -> String {
+        match self {
+            Resource::Memory(path) => uri_of(path),
+            Resource::Agreement(id) => format!("{AGREEMENT_SCHEME}{id}"),
+            Resource::Usage(id) => format!("{AGREEMENT_SCHEME}{id}/usage"),
+            Resource::Violations => VIOLATIONS_URI.to_owned(),
+        }
+    }
+
+    /// Whether `change` may have changed this resource.
+    fn changed_by(&self, change: &StateChange) -> bool {
+        match (self, change) {
+            (Resource::Memory(path), StateChange::Paths(paths)) => paths.contains(path),
+            (Resource::Agreement(id) | Resource::Usage(id), StateChange::Agreements { ids, .. }) => ids.contains(id),
+            (Resource::Violations, StateChange::Agreements { violations, .. }) => *violations,
+            (_, StateChange::Everything) => true,
+            _ => false,
+        }
+    }
+}
 /// MCP's error code for a resource that does not exist.
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// Resources per `resources/list` page.
@@ -33,12 +91,12 @@ pub fn uri_of(path: &MemoryPath) -> String {
     format!("{URI_SCHEME}{path}")
 }
 
-fn uri_param(params: &Value) -> Result<MemoryPath, RpcError> {
+fn uri_param(params: &Value) -> Result<Resource, RpcError> {
     let uri = params
         .get("uri")
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::invalid_params("`uri`, a string, is required"))?;
-    parse_uri(uri)
+    Resource::parse(uri)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> RpcError {
@@ -46,12 +104,28 @@ fn unavailable(error: impl std::fmt::Display) -> RpcError {
 }
 
 pub fn templates() -> Value {
-    json!({ "resourceTemplates": [{
-        "uriTemplate": "mem://{agent}/{path}",
-        "name": "agent-memory",
-        "title": "Agent memory",
-        "description": "The live version of an agent's memory at a path in the replicated memory log.",
-    }] })
+    json!({ "resourceTemplates": [
+        {
+            "uriTemplate": "mem://{agent}/{path}",
+            "name": "agent-memory",
+            "title": "Agent memory",
+            "description": "The live version of an agent's memory at a path in the replicated memory log.",
+        },
+        {
+            "uriTemplate": "agreement://{id}",
+            "name": "agreement",
+            "title": "Agreement",
+            "description": "An agreement: terms, state, history and usage against each limit.",
+            "mimeType": "application/json",
+        },
+        {
+            "uriTemplate": "agreement://{id}/usage",
+            "name": "agreement-usage",
+            "title": "Agreement usage",
+            "description": "An agreement's usage against each limit in its current window.",
+            "mimeType": "application/json",
+        },
+    ] })
 }
 
 /// One page of every live memory (under `prefix` when given), in path order.
@@ -90,9 +164,35 @@ pub async fn list(cluster: &Cluster, params: &Value, prefix: Option<String>) -> 
     Ok(answer)
 }
 
-/// The live version of one memory.
+/// One resource: the live version of a memory, or an agreement's state.
 pub async fn read(cluster: &Cluster, params: &Value) -> Result<Value, RpcError> {
-    let path = uri_param(params)?;
+    let resource = uri_param(params)?;
+    let shown = match &resource {
+        Resource::Memory(path) => return read_memory(cluster, path.clone()).await,
+        Resource::Agreement(id) | Resource::Usage(id) => {
+            let consensus = &cluster.consensus;
+            let record = consensus.agreement(id).map_err(unavailable)?.ok_or_else(|| {
+                RpcError::new(RESOURCE_NOT_FOUND, format!("no agreement {id:?}: agreement_list shows them"))
+            })?;
+            let ledger = consensus.ledger(id).map_err(unavailable)?;
+            match resource {
+                Resource::Usage(_) => agreements::usage_json(&record, &ledger),
+                _ => agreements::agreement_json(&record, &ledger),
+            }
+        }
+        Resource::Violations => {
+            let next = cluster.consensus.next_violation_seq().map_err(unavailable)?;
+            let from = next.saturating_sub(VIOLATIONS_SHOWN as u64);
+            let found = cluster.consensus.violations(from, VIOLATIONS_SHOWN).await.map_err(unavailable)?;
+            json!({ "violations": found.iter().map(agreements::violation_json).collect::<Vec<_>>() })
+        }
+    };
+    let content = json!({ "uri": resource.uri(), "mimeType": "application/json", "text": shown.to_string() });
+    Ok(json!({ "contents": [content] }))
+}
+
+/// The live version of one memory.
+async fn read_memory(cluster: &Cluster, path: MemoryPath) -> Result<Value, RpcError> {
     let query = ReadQuery::Get { path: path.clone(), version: None };
     let record = match cluster.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::Record(Some(record))) => record,
@@ -108,47 +208,44 @@ pub async fn read(cluster: &Cluster, params: &Value) -> Result<Value, RpcError> 
     Ok(json!({ "contents": [content] }))
 }
 
-/// The memories one connection is subscribed to.
+/// The resources one connection is subscribed to.
 #[derive(Default)]
-pub struct Subscriptions(Mutex<BTreeSet<MemoryPath>>);
+pub struct Subscriptions(Mutex<BTreeSet<Resource>>);
 
 impl Subscriptions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<MemoryPath>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Resource>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn subscribe(&self, params: &Value) -> Result<Value, RpcError> {
-        let path = uri_param(params)?;
+        let resource = uri_param(params)?;
         let mut subscribed = self.lock();
-        if !subscribed.contains(&path) && subscribed.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        if !subscribed.contains(&resource) && subscribed.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
             return Err(RpcError::invalid_params(format!(
                 "this connection already has {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions, the limit; unsubscribe first"
             )));
         }
-        subscribed.insert(path);
+        subscribed.insert(resource);
         Ok(json!({}))
     }
 
     pub fn unsubscribe(&self, params: &Value) -> Result<Value, RpcError> {
-        let path = uri_param(params)?;
-        self.lock().remove(&path);
+        let resource = uri_param(params)?;
+        self.lock().remove(&resource);
         Ok(json!({}))
     }
 
     /// The `notifications/resources/updated` messages a change calls for.
     /// `None` (a snapshot, or a listener that lagged) means anything may
     /// have changed.
-    pub fn updates(&self, change: Option<&MemoryChange>) -> Vec<String> {
+    pub fn updates(&self, change: Option<&StateChange>) -> Vec<String> {
         let subscribed = self.lock();
-        let updated: Vec<&MemoryPath> = match change {
-            Some(MemoryChange::Paths(paths)) => paths.iter().filter(|path| subscribed.contains(*path)).collect(),
-            Some(MemoryChange::Everything) | None => subscribed.iter().collect(),
-        };
-        updated
-            .into_iter()
-            .map(|path| {
-                json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": uri_of(path) } })
-                    .to_string()
+        subscribed
+            .iter()
+            .filter(|resource| change.is_none_or(|change| resource.changed_by(change)))
+            .map(|resource| {
+                let params = json!({ "uri": resource.uri() });
+                json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params }).to_string()
             })
             .collect()
     }
@@ -173,13 +270,37 @@ mod tests {
         subscriptions.subscribe(&json!({ "uri": "mem://a/x" })).unwrap();
         subscriptions.subscribe(&json!({ "uri": "mem://a/y" })).unwrap();
         let change =
-            MemoryChange::Paths(vec![MemoryPath::parse("a/x").unwrap(), MemoryPath::parse("b/z").unwrap()].into());
+            StateChange::Paths(vec![MemoryPath::parse("a/x").unwrap(), MemoryPath::parse("b/z").unwrap()].into());
         let updates = subscriptions.updates(Some(&change));
         assert_eq!(updates.len(), 1);
         assert!(updates[0].contains("mem://a/x"));
         assert_eq!(subscriptions.updates(None).len(), 2);
+        subscriptions.subscribe(&json!({ "uri": "agreement://deal/usage" })).unwrap();
+        subscriptions.subscribe(&json!({ "uri": "agreement://violations" })).unwrap();
+        let usage = StateChange::Agreements { ids: vec!["deal".to_owned()].into(), violations: false };
+        assert_eq!(subscriptions.updates(Some(&usage)), [updated("agreement://deal/usage")]);
+        let violation = StateChange::Agreements { ids: Vec::new().into(), violations: true };
+        assert_eq!(subscriptions.updates(Some(&violation)), [updated("agreement://violations")]);
         subscriptions.unsubscribe(&json!({ "uri": "mem://a/x" })).unwrap();
         assert!(subscriptions.updates(Some(&change)).is_empty());
+    }
+
+    fn updated(uri: &str) -> String {
+        json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": uri } }).to_string()
+    }
+
+    #[test]
+    fn agreement_uris_name_an_agreement_its_usage_or_the_violations() {
+        assert_eq!(Resource::parse("agreement://deal-1").unwrap(), Resource::Agreement("deal-1".into()));
+        assert_eq!(Resource::parse("agreement://deal-1/usage").unwrap(), Resource::Usage("deal-1".into()));
+        assert_eq!(Resource::parse("agreement://violations").unwrap(), Resource::Violations);
+        for bad in ["agreement://", "agreement://a/b", "agreement://a/usage/x", "agreement://no spaces"] {
+            let refused = Resource::parse(bad).unwrap_err();
+            assert!(refused.message.contains("agreement://{id}/usage"), "{bad}: {}", refused.message);
+        }
+        for uri in ["agreement://deal-1", "agreement://deal-1/usage", "agreement://violations", "mem://a/b"] {
+            assert_eq!(Resource::parse(uri).unwrap().uri(), uri);
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ where
     };
     let updater = {
         let (session, answers_tx) = (session.clone(), answers_tx.clone());
-        let mut changes = state.cluster.consensus.memory_changes();
+        let mut changes = state.cluster.consensus.state_changes();
         tokio::spawn(async move {
             loop {
                 let change = match changes.recv().await {

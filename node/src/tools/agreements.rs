@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_kernel::Access;
 use zeromesh_protocol::agreement::{
-    AgreementCommand, AgreementOutcome, AgreementRecord, Ledger, Limit, Metric, Terms, Usage,
+    AgreementCommand, AgreementOutcome, AgreementRecord, Ledger, Limit, Metric, Terms, Usage, Violation,
 };
 use zeromesh_protocol::limits::{MAX_AGREEMENT_LIMITS, MAX_PAGE_ENTRIES};
 use zeromesh_protocol::plugin::PublisherKey;
@@ -108,16 +108,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                 let limit = args.limit.unwrap_or(100).min(MAX_PAGE_ENTRIES);
                 let found = env.cluster.consensus.violations(args.from.unwrap_or(0), limit).await.map_err(ServiceError::from)?;
                 let next = found.last().map(|violation| violation.seq + 1);
-                let listed: Vec<Value> = found
-                    .iter()
-                    .map(|violation| {
-                        json!({
-                            "seq": violation.seq, "log_index": violation.log_index, "at_ms": violation.at_ms,
-                            "agent": violation.agent, "agreement": violation.agreement, "tool": violation.tool,
-                            "reason": violation.reason,
-                        })
-                    })
-                    .collect();
+                let listed: Vec<Value> = found.iter().map(violation_json).collect();
                 Ok(json!({ "violations": listed, "next_from": next }))
             },
         ),
@@ -244,12 +235,22 @@ pub fn terms_from_json(shown: &Value) -> Result<Terms, String> {
     Ok(terms)
 }
 
+/// One violation as the tools and resources show it.
+pub fn violation_json(violation: &Violation) -> Value {
+    json!({
+        "seq": violation.seq, "log_index": violation.log_index, "at_ms": violation.at_ms,
+        "agent": violation.agent, "agreement": violation.agreement, "tool": violation.tool,
+        "reason": violation.reason,
+    })
+}
+
 fn usage_totals(usage: &Usage) -> Value {
     Value::Object(Metric::ALL.iter().map(|metric| (metric.name().to_owned(), json!(usage.get(*metric)))).collect())
 }
 
-/// Usage against each limit in its current window.
-fn usage_json(record: &AgreementRecord, ledger: &Ledger) -> Value {
+/// Usage against each limit in its current window, as `agreement_usage`
+/// and `agreement://{id}/usage` show it.
+pub fn usage_json(record: &AgreementRecord, ledger: &Ledger) -> Value {
     let limits: Vec<Value> = record
         .terms
         .limits
@@ -274,7 +275,8 @@ fn usage_json(record: &AgreementRecord, ledger: &Ledger) -> Value {
     })
 }
 
-fn agreement_json(record: &AgreementRecord, ledger: &Ledger) -> Value {
+/// An agreement as `agreement_show` and `agreement://{id}` show it.
+pub fn agreement_json(record: &AgreementRecord, ledger: &Ledger) -> Value {
     let history: Vec<Value> = record
         .history
         .iter()
