@@ -19,6 +19,8 @@ pub(crate) struct Applier<'a> {
     pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
     pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
     pub(crate) deals: crate::apply_agreement::AgreementOverlay,
+    /// Agents' stored bytes as changed so far.
+    stored: BTreeMap<String, u64>,
 }
 
 impl Applier<'_> {
@@ -38,6 +40,7 @@ impl<'a> Applier<'a> {
             tokens: BTreeMap::new(),
             agents: BTreeMap::new(),
             deals: crate::apply_agreement::AgreementOverlay::default(),
+            stored: BTreeMap::new(),
         }
     }
 
@@ -89,17 +92,23 @@ impl<'a> Applier<'a> {
             let current_version = current.as_ref().map_or(0, |stored| stored.version);
             let live_version = current.as_ref().filter(|stored| !stored.deleted).map_or(0, |stored| stored.version);
             let next_version = current_version.checked_add(1).expect("a path's version cannot reach u64::MAX");
+            let live_bytes = current.as_ref().filter(|stored| !stored.deleted).map_or(0, stored_size);
             let outcome = match command {
-                MemoryCommand::Put { value, .. } => {
-                    self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
-                    CommandOutcome::Written { version: next_version }
-                }
-                MemoryCommand::CompareAndSet { expected_version, value, .. } => {
-                    if *expected_version == live_version {
+                MemoryCommand::Put { value, .. } => match self.over_quota(path, live_bytes, value)? {
+                    Some(refused) => refused,
+                    None => {
                         self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
                         CommandOutcome::Written { version: next_version }
-                    } else {
+                    }
+                },
+                MemoryCommand::CompareAndSet { expected_version, value, .. } => {
+                    if *expected_version != live_version {
                         CommandOutcome::VersionMismatch { current_version: live_version }
+                    } else if let Some(refused) = self.over_quota(path, live_bytes, value)? {
+                        refused
+                    } else {
+                        self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
+                        CommandOutcome::Written { version: next_version }
                     }
                 }
                 MemoryCommand::Delete { .. } => {
@@ -116,6 +125,7 @@ impl<'a> Applier<'a> {
                             tags: Vec::new(),
                         };
                         self.write(path, tombstone)?;
+                        self.count_stored(path.agent(), live_bytes, 0)?;
                         CommandOutcome::Deleted { version: next_version }
                     }
                 }
@@ -123,6 +133,45 @@ impl<'a> Applier<'a> {
             outcomes.push(outcome);
         }
         Ok(outcomes)
+    }
+
+    /// The bytes agent `agent`'s live memories hold, as changed so far.
+    fn stored(&self, agent: &str) -> Result<u64, StorageError> {
+        match self.stored.get(agent) {
+            Some(bytes) => Ok(*bytes),
+            None => self.store.stored_bytes(agent),
+        }
+    }
+
+    /// Counts a live value of `old` bytes replaced by one of `new` bytes.
+    fn count_stored(&mut self, agent: &str, old: u64, new: u64) -> Result<u64, StorageError> {
+        let bytes = (self.stored(agent)? + new).saturating_sub(old);
+        self.batch.put_stored_bytes(agent, bytes)?;
+        self.stored.insert(agent.to_owned(), bytes);
+        Ok(bytes)
+    }
+
+    /// Refuses writing `value` at `path` (whose live value holds
+    /// `live_bytes`) when it would take a registered agent with a quota over
+    /// it; otherwise counts the write. A write that does not grow the agent's
+    /// bytes is never refused.
+    fn over_quota(
+        &mut self,
+        path: &MemoryPath,
+        live_bytes: u64,
+        value: &MemoryValue,
+    ) -> Result<Option<CommandOutcome>, StorageError> {
+        let agent = path.agent();
+        let new_bytes = value_size(value);
+        if new_bytes > live_bytes {
+            let quota = self.agent(agent)?.and_then(|record| record.memory_quota_bytes);
+            let stored = self.stored(agent)?;
+            if let Some(quota) = quota.filter(|quota| stored + new_bytes - live_bytes > *quota) {
+                return Ok(Some(CommandOutcome::OverQuota { agent: agent.to_owned(), stored, quota }));
+            }
+        }
+        self.count_stored(agent, live_bytes, new_bytes)?;
+        Ok(None)
     }
 
     fn latest(&self, path: &MemoryPath) -> Result<Option<StoredVersion>, StorageError> {
@@ -140,6 +189,15 @@ impl<'a> Applier<'a> {
         self.overlay.insert(path.clone(), stored);
         Ok(())
     }
+}
+
+/// The bytes a memory's value holds: value, content type and tags.
+fn value_size(value: &MemoryValue) -> u64 {
+    (value.value.len() + value.content_type.len() + value.tags.iter().map(String::len).sum::<usize>()) as u64
+}
+
+fn stored_size(stored: &StoredVersion) -> u64 {
+    (stored.value.len() + stored.content_type.len() + stored.tags.iter().map(String::len).sum::<usize>()) as u64
 }
 
 fn written(version: u64, stamped_at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {

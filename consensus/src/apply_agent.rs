@@ -68,7 +68,7 @@ impl Applier<'_> {
     ) -> Result<AgentOutcome, StorageError> {
         let id = command.id().to_owned();
         let existing = self.agent(&id)?;
-        if let AgentCommand::Spawn { owner, description, tools, key, .. } = command {
+        if let AgentCommand::Spawn { owner, description, tools, key, memory_quota_bytes, .. } = command {
             if existing.is_some() {
                 return Ok(AgentOutcome::Exists { id });
             }
@@ -81,6 +81,7 @@ impl Applier<'_> {
                 description: description.clone(),
                 tools: tools.clone(),
                 key: *key,
+                memory_quota_bytes: *memory_quota_bytes,
                 state: AgentState::Running,
                 spawned_at_ms: stamped_at_ms,
                 changed_at_ms: stamped_at_ms,

@@ -68,6 +68,11 @@ impl ConsensusNode {
         self.off_thread(move |store| store.violations(from, limit)).await
     }
 
+    /// The bytes agent `id`'s live memories hold, counted in apply.
+    pub fn stored_bytes(&self, id: &str) -> Result<u64, ConsensusError> {
+        Ok(self.store().stored_bytes(id)?)
+    }
+
     /// Every installed plugin, in name order.
     pub async fn installed_plugins(&self) -> Result<Vec<InstalledPlugin>, ConsensusError> {
         self.off_thread(|store| store.installed_plugins()).await

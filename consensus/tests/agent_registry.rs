@@ -30,6 +30,7 @@ fn spawn(id: &str) -> Command {
         description: String::new(),
         tools: vec!["*".into()],
         key: None,
+        memory_quota_bytes: None,
     })
 }
 
@@ -114,4 +115,58 @@ fn every_machine_applies_the_registry_alike_and_a_snapshot_carries_it() {
     assert_eq!(store_b.agents().unwrap(), store_a.agents().unwrap());
     assert_eq!(store_c.agents().unwrap(), store_a.agents().unwrap());
     assert_eq!(store_c.tokens().unwrap(), store_a.tokens().unwrap());
+}
+
+fn put(index: u64, path: &str, bytes: usize) -> Entry {
+    let value = zeromesh_protocol::MemoryValue { value: vec![b'x'; bytes], content_type: String::new(), tags: vec![] };
+    let path = zeromesh_protocol::MemoryPath::parse(path).unwrap();
+    entry(
+        index,
+        Command::Memory(zeromesh_protocol::MemoryBatch {
+            commands: vec![zeromesh_protocol::MemoryCommand::Put { path, value }],
+        }),
+    )
+}
+
+#[test]
+fn an_agents_stored_bytes_are_counted_in_apply_and_its_quota_refuses_growth_past_it() {
+    use zeromesh_protocol::{CommandOutcome, MemoryCommand, MemoryPath};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let quota = agent(AgentCommand::Spawn {
+        id: "small".into(),
+        owner: "ops".into(),
+        description: String::new(),
+        tools: vec!["*".into()],
+        key: None,
+        memory_quota_bytes: Some(100),
+    });
+    let delete = |index, path: &str| {
+        let path = MemoryPath::parse(path).unwrap();
+        entry(index, Command::Memory(zeromesh_protocol::MemoryBatch { commands: vec![MemoryCommand::Delete { path }] }))
+    };
+    let entries = vec![
+        entry(1, quota),
+        put(2, "small/a", 60),
+        put(3, "small/b", 50),
+        put(4, "small/a", 40),
+        put(5, "small/b", 50),
+        put(6, "small/c", 11),
+        delete(7, "small/a"),
+        put(8, "small/c", 11),
+        put(9, "free/big", 5000),
+    ];
+    let replies = runtime().block_on(machine.apply(entries)).unwrap();
+    let outcome = |index: usize| match &replies[index] {
+        CommandReply::Memory(outcomes) => outcomes[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(outcome(2), CommandOutcome::OverQuota { agent: "small".into(), stored: 60, quota: 100 });
+    assert_eq!(outcome(3), CommandOutcome::Written { version: 2 }, "shrinking is never refused");
+    assert_eq!(outcome(4), CommandOutcome::Written { version: 1 }, "40 + 50 fits");
+    assert_eq!(outcome(5), CommandOutcome::OverQuota { agent: "small".into(), stored: 90, quota: 100 });
+    assert_eq!(outcome(7), CommandOutcome::Written { version: 1 }, "a delete frees its bytes");
+    assert_eq!(store.stored_bytes("small").unwrap(), 50 + 11);
+    assert_eq!(store.stored_bytes("free").unwrap(), 5000, "bytes are counted without a quota too");
+    assert!(store.latest(&MemoryPath::parse("small/a").unwrap()).unwrap().unwrap().deleted);
 }

@@ -82,6 +82,7 @@ fn active(terms: &Terms) -> Vec<Command> {
             description: String::new(),
             tools: vec!["*".into()],
             key: Some(PublisherKey::of(&consumer_key())),
+            memory_quota_bytes: None,
         }),
         agreement(AgreementCommand::Create { terms: terms.clone() }),
         sign(terms, &consumer_key()),

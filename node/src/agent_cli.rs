@@ -24,6 +24,9 @@ pub enum AgentCommand {
         /// holding them (`zeromesh plugin keygen` writes one as FILE.pub).
         #[arg(long)]
         key: Option<String>,
+        /// Most bytes its live memories may hold; writes past it are refused.
+        #[arg(long)]
+        memory_quota_bytes: Option<u64>,
     },
     /// Pauses an agent: its calls are refused, with the reason, everywhere.
     Pause {
@@ -45,9 +48,13 @@ pub enum AgentCommand {
 pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let (tool, arguments) = match &command {
-        AgentCommand::Spawn { id, owner, tools, description, key } => {
+        AgentCommand::Spawn { id, owner, tools, description, key, memory_quota_bytes } => {
             let key = key.as_deref().map(public_key_text).transpose()?;
-            ("agent_spawn", json!({ "id": id, "owner": owner, "tools": tools, "description": description, "key": key }))
+            let arguments = json!({
+                "id": id, "owner": owner, "tools": tools, "description": description, "key": key,
+                "memory_quota_bytes": memory_quota_bytes,
+            });
+            ("agent_spawn", arguments)
         }
         AgentCommand::Pause { id, reason } => ("agent_pause", json!({ "id": id, "reason": reason })),
         AgentCommand::Resume { id } => ("agent_resume", json!({ "id": id })),

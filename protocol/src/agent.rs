@@ -42,6 +42,9 @@ pub struct AgentRecord {
     pub tools: Vec<String>,
     /// The ed25519 key the agent signs its agreements with.
     pub key: Option<PublisherKey>,
+    /// Most bytes its live memories may hold (values, content types and
+    /// tags), enforced in apply; `None`: no quota.
+    pub memory_quota_bytes: Option<u64>,
     pub state: AgentState,
     /// The leader's clock when it was spawned, and when its state last changed.
     pub spawned_at_ms: u64,
@@ -63,10 +66,24 @@ impl AgentRecord {
 /// A change to the agent registry, made by an admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentCommand {
-    Spawn { id: String, owner: String, description: String, tools: Vec<String>, key: Option<PublisherKey> },
-    Pause { id: String, reason: String },
-    Resume { id: String },
-    Terminate { id: String },
+    Spawn {
+        id: String,
+        owner: String,
+        description: String,
+        tools: Vec<String>,
+        key: Option<PublisherKey>,
+        memory_quota_bytes: Option<u64>,
+    },
+    Pause {
+        id: String,
+        reason: String,
+    },
+    Resume {
+        id: String,
+    },
+    Terminate {
+        id: String,
+    },
 }
 
 /// What applying an [`AgentCommand`] answered.
@@ -150,6 +167,7 @@ mod tests {
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
+            memory_quota_bytes: None,
             state: AgentState::Running,
             spawned_at_ms: 0,
             changed_at_ms: 0,
@@ -175,6 +193,7 @@ mod tests {
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
+            memory_quota_bytes: None,
         };
         assert!(spawn("agent-7", &["memory_*", "echo.say", "*"], 10).validate().is_ok());
         assert!(spawn("a/b", &[], 1).validate().is_err());

@@ -244,6 +244,9 @@ pub enum CommandOutcome {
     /// A compare-and-set found another live version; nothing changed.
     /// `current_version` is 0 when the path holds no live value.
     VersionMismatch { current_version: u64 },
+    /// The write would take the agent's stored bytes over its quota;
+    /// nothing changed.
+    OverQuota { agent: String, stored: u64, quota: u64 },
 }
 
 /// One stored version of a path, as reads return it.

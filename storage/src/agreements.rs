@@ -1,4 +1,5 @@
-//! Agreements and their metering, in the replicated registry table:
+//! Agreements and their metering, and agents' stored bytes (`b/`), in the
+//! replicated registry table:
 //! agreement records (`g/`), usage ledgers (`l/`), reservations by
 //! idempotency key (`r/`) with their order of arrival (`q/`), and the
 //! violations log (`v/`, numbered by `n/violations`).
@@ -18,6 +19,13 @@ pub(crate) const RESERVATION_KEY_PREFIX: &[u8] = b"r/";
 pub(crate) const ARRIVAL_KEY_PREFIX: &[u8] = b"q/";
 pub(crate) const VIOLATION_KEY_PREFIX: &[u8] = b"v/";
 pub(crate) const VIOLATION_SEQ_KEY: &[u8] = b"n/violations";
+/// `b/{agent}`: the bytes an agent's live memories hold.
+pub(crate) const STORED_BYTES_KEY_PREFIX: &[u8] = b"b/";
+
+fn stored_bytes_key(agent: &str) -> Vec<u8> {
+    [STORED_BYTES_KEY_PREFIX, agent.as_bytes()].concat()
+}
+
 /// `c/{consumer} NUL {agreement}`: an agent's agreements, without a scan of all.
 pub(crate) const CONSUMER_KEY_PREFIX: &[u8] = b"c/";
 
@@ -75,6 +83,9 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
     if let Some(rest) = key.strip_prefix(CONSUMER_KEY_PREFIX) {
         let shaped = rest.contains(&0) && value.is_empty();
         return Some(if shaped { Ok(()) } else { Err("a consumer index record is malformed".into()) });
+    }
+    if key.starts_with(STORED_BYTES_KEY_PREFIX) {
+        return Some(check("stored bytes", decode::<u64>("stored bytes", value).map(|_| true)));
     }
     if key == VIOLATION_SEQ_KEY {
         return Some(check("violation count", decode::<u64>("violation count", value).map(|_| true)));
@@ -134,6 +145,11 @@ impl Store {
     /// The key of agreement `id`'s reservation number `seq`, while it is kept.
     pub fn reservation_at(&self, id: &str, seq: u64) -> Result<Option<String>, StorageError> {
         self.registry_get(&arrival_key(id, seq), "reservation order")
+    }
+
+    /// The bytes agent `agent`'s live memories hold (values, content types, tags).
+    pub fn stored_bytes(&self, agent: &str) -> Result<u64, StorageError> {
+        Ok(self.registry_get(&stored_bytes_key(agent), "stored bytes")?.unwrap_or(0))
     }
 
     /// The number the next violation gets.
@@ -201,6 +217,10 @@ impl StateBatch<'_> {
     pub fn put_violation(&mut self, violation: &Violation) -> Result<(), StorageError> {
         self.put_registry(&violation_key(violation.seq), "violation", violation)?;
         self.put_registry(VIOLATION_SEQ_KEY, "violation count", &(violation.seq + 1))
+    }
+
+    pub fn put_stored_bytes(&mut self, agent: &str, bytes: u64) -> Result<(), StorageError> {
+        self.put_registry(&stored_bytes_key(agent), "stored bytes", &bytes)
     }
 
     pub fn forget_violation(&mut self, seq: u64) -> Result<(), StorageError> {

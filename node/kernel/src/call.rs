@@ -337,6 +337,7 @@ mod tests {
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
+            memory_quota_bytes: None,
             state,
             spawned_at_ms: 0,
             changed_at_ms: 0,

@@ -31,6 +31,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                     description: args.description,
                     tools: args.tools,
                     key,
+                    memory_quota_bytes: args.memory_quota_bytes,
                 };
                 change(&env, "agent_spawn", command).await
             },
@@ -51,11 +52,16 @@ pub(super) fn tools() -> Vec<ToolDecl> {
         ),
         ToolDecl::new(
             "agent_show",
-            "One agent: owner, description, allowed tools, state.",
+            "One agent: owner, description, allowed tools, state, memory bytes stored and its quota.",
             Access::Observe,
             |env: Arc<ToolEnv>, _: Invocation, args: IdArgs| async move {
                 match env.cluster.consensus.agent(&args.id).map_err(ServiceError::from)? {
-                    Some(agent) => Ok(agent_json(&agent)),
+                    Some(agent) => {
+                        let mut shown = agent_json(&agent);
+                        shown["memory_bytes"] =
+                            json!(env.cluster.consensus.stored_bytes(&args.id).map_err(ServiceError::from)?);
+                        Ok(shown)
+                    }
                     None => Err(ServiceError::Invalid(format!("no agent {:?} is registered", args.id)).into()),
                 }
             },
@@ -93,6 +99,9 @@ struct SpawnArgs {
     /// The ed25519 public key (64 hex digits) it signs agreements with.
     #[serde(default)]
     key: Option<String>,
+    /// Most bytes its live memories may hold (values, content types, tags).
+    #[serde(default)]
+    memory_quota_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -117,6 +126,7 @@ fn agent_json(agent: &AgentRecord) -> Value {
         "description": agent.description,
         "tools": agent.tools,
         "key": agent.key.map(|key| key.to_string()),
+        "memory_quota_bytes": agent.memory_quota_bytes,
         "state": agent.state.name(),
         "spawned_at_ms": agent.spawned_at_ms,
         "changed_at_ms": agent.changed_at_ms,

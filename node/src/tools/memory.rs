@@ -205,6 +205,12 @@ fn outcome_json(outcome: &CommandOutcome) -> Value {
         CommandOutcome::VersionMismatch { current_version } => {
             json!({ "outcome": "version_mismatch", "current_version": current_version })
         }
+        CommandOutcome::OverQuota { agent, stored, quota } => json!({
+            "outcome": "over_quota",
+            "agent": agent,
+            "stored_bytes": stored,
+            "quota_bytes": quota,
+        }),
     }
 }
 
