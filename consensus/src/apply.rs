@@ -14,13 +14,15 @@ use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
 pub(crate) struct Applier<'a> {
     pub(crate) store: &'a Store,
     pub(crate) batch: StateBatch<'a>,
-    overlay: BTreeMap<MemoryPath, StoredVersion>,
+    pub(crate) overlay: BTreeMap<MemoryPath, StoredVersion>,
     pub(crate) registry: crate::apply_plugin::RegistryOverlay,
     pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
     pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
     pub(crate) deals: crate::apply_agreement::AgreementOverlay,
     /// Agents' stored bytes as changed so far.
     stored: BTreeMap<String, u64>,
+    /// Agent snapshots taken so far, with the count of kept ones after each.
+    pub(crate) snapshots: BTreeMap<String, (zeromesh_protocol::agent::AgentSnapshot, u64)>,
 }
 
 impl Applier<'_> {
@@ -41,6 +43,7 @@ impl<'a> Applier<'a> {
             agents: BTreeMap::new(),
             deals: crate::apply_agreement::AgreementOverlay::default(),
             stored: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
         }
     }
 
@@ -79,7 +82,7 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn apply_memory(
+    pub(crate) fn apply_memory(
         &mut self,
         log_index: u64,
         stamped_at_ms: u64,

@@ -18,7 +18,7 @@ impl Applier<'_> {
         }
     }
 
-    fn agent_count(&self) -> Result<usize, StorageError> {
+    pub(crate) fn agent_count(&self) -> Result<usize, StorageError> {
         let mut ids: BTreeMap<String, ()> = self.store.agents()?.into_iter().map(|agent| (agent.id, ())).collect();
         ids.extend(self.agents.keys().map(|id| (id.clone(), ())));
         Ok(ids.len())
@@ -41,6 +41,13 @@ impl Applier<'_> {
             self.tokens.insert(token_id.clone(), None);
         }
         Ok(of_agent.len())
+    }
+
+    /// Stages agent record `agent`.
+    pub(crate) fn put_agent_record(&mut self, agent: AgentRecord) -> Result<(), StorageError> {
+        self.batch.put_agent(&agent)?;
+        self.agents.insert(agent.id.clone(), agent);
+        Ok(())
     }
 
     fn change_state(
@@ -67,6 +74,13 @@ impl Applier<'_> {
         command: &AgentCommand,
     ) -> Result<AgentOutcome, StorageError> {
         let id = command.id().to_owned();
+        let at = crate::apply_agreement::At { log_index, at_ms: stamped_at_ms };
+        match command {
+            AgentCommand::Snapshot { snapshot, .. } => return self.take_snapshot(at, &id, snapshot),
+            AgentCommand::Recover { snapshot, .. } => return self.recover_snapshot(at, &id, snapshot),
+            AgentCommand::Import { snapshot, .. } => return self.restore(at, &id, snapshot),
+            _ => {}
+        }
         let existing = self.agent(&id)?;
         if let AgentCommand::Spawn { owner, description, tools, key, memory_quota_bytes, .. } = command {
             if existing.is_some() {
@@ -96,7 +110,7 @@ impl Applier<'_> {
         let state = match command {
             AgentCommand::Pause { reason, .. } => AgentState::Paused { reason: reason.clone() },
             AgentCommand::Resume { .. } => AgentState::Running,
-            AgentCommand::Terminate { .. } | AgentCommand::Spawn { .. } => AgentState::Terminated,
+            _ => AgentState::Terminated,
         };
         self.change_state(agent, state, log_index, stamped_at_ms)
     }

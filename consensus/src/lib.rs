@@ -10,6 +10,7 @@ mod apply;
 mod apply_agent;
 mod apply_agreement;
 mod apply_plugin;
+mod apply_snapshot;
 mod apply_token;
 mod error;
 mod in_process;

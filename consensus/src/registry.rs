@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use zeromesh_protocol::agent::AgentRecord;
+use zeromesh_protocol::agent::{AgentRecord, AgentSnapshot};
 use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Violation};
 use zeromesh_protocol::auth::TokenRecord;
 use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
@@ -71,6 +71,11 @@ impl ConsensusNode {
     /// The bytes agent `id`'s live memories hold, counted in apply.
     pub fn stored_bytes(&self, id: &str) -> Result<u64, ConsensusError> {
         Ok(self.store().stored_bytes(id)?)
+    }
+
+    /// Agent snapshot `id`.
+    pub async fn agent_snapshot(&self, id: String) -> Result<Option<AgentSnapshot>, ConsensusError> {
+        self.off_thread(move |store| store.agent_snapshot(&id)).await
     }
 
     /// Every installed plugin, in name order.

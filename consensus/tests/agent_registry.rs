@@ -170,3 +170,41 @@ fn an_agents_stored_bytes_are_counted_in_apply_and_its_quota_refuses_growth_past
     assert_eq!(store.stored_bytes("free").unwrap(), 5000, "bytes are counted without a quota too");
     assert!(store.latest(&MemoryPath::parse("small/a").unwrap()).unwrap().unwrap().deleted);
 }
+
+#[test]
+fn snapshots_and_recoveries_apply_alike_whether_entries_come_together_or_one_by_one() {
+    use zeromesh_protocol::MemoryPath;
+    let steps = || {
+        vec![
+            entry(1, spawn("alice")),
+            put(2, "alice/x", 10),
+            entry(3, agent(AgentCommand::Snapshot { id: "alice".into(), snapshot: "s1".into() })),
+            put(4, "alice/y", 20),
+            entry(5, agent(AgentCommand::Recover { id: "bob".into(), snapshot: "s1".into() })),
+            entry(6, agent(AgentCommand::Recover { id: "alice".into(), snapshot: "s1".into() })),
+            entry(7, agent(AgentCommand::Recover { id: "carol".into(), snapshot: "missing".into() })),
+        ]
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    let together = runtime().block_on(machine_a.apply(steps())).unwrap();
+    let mut one_by_one = Vec::new();
+    for step in steps() {
+        one_by_one.extend(runtime().block_on(machine_b.apply(vec![step])).unwrap());
+    }
+    assert_eq!(together, one_by_one);
+    let CommandReply::Agent(AgentOutcome::Snapshotted { memories: 1, bytes: 10, .. }) = &together[2] else {
+        panic!("{:?}", together[2])
+    };
+    assert_eq!(together[6], CommandReply::Agent(AgentOutcome::SnapshotNotFound { snapshot: "missing".into() }));
+    for store in [&store_a, &store_b] {
+        let live = |path: &str| store.latest(&MemoryPath::parse(path).unwrap()).unwrap().filter(|kept| !kept.deleted);
+        assert_eq!(live("bob/x").unwrap().value.len(), 10, "bob got alice's memory as it was at the snapshot");
+        assert!(live("bob/y").is_none(), "the later write is not in the snapshot");
+        assert!(live("alice/y").is_none(), "recovering alice drops what she wrote since");
+        assert_eq!(store.stored_bytes("bob").unwrap(), 10);
+        assert_eq!(store.stored_bytes("alice").unwrap(), 10);
+    }
+    assert_eq!(store_a.agent_snapshot("s1").unwrap(), store_b.agent_snapshot("s1").unwrap());
+}

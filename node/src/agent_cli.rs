@@ -5,6 +5,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use zeromesh::client::ApiClient;
+use zeromesh::tools::agents::{export_document, verify_export};
+use zeromesh_protocol::agent::AgentSnapshot;
+use zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES;
 
 #[derive(Subcommand)]
 pub enum AgentCommand {
@@ -38,6 +41,34 @@ pub enum AgentCommand {
     Resume { id: String },
     /// Terminates an agent for good and revokes its tokens; its memories stay.
     Terminate { id: String },
+    /// Keeps a snapshot of an agent: its manifest and live memories at one log index.
+    Snapshot { id: String, snapshot: String },
+    /// Restores a snapshot into an agent: a new id, or an existing agent.
+    Recover {
+        snapshot: String,
+        #[arg(long)]
+        into: String,
+    },
+    /// Writes a snapshot to a portable file signed with KEY (a key file
+    /// from `zeromesh plugin keygen`).
+    Export {
+        snapshot: String,
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Imports an exported agent into this mesh, after checking the file's
+    /// signature (by the key in --trust, when given) and hash.
+    Import {
+        file: std::path::PathBuf,
+        /// The agent to restore into (default: the exported agent's id).
+        #[arg(long)]
+        into: Option<String>,
+        /// The exporter's public key (64 hex digits or a .pub file).
+        #[arg(long)]
+        trust: Option<String>,
+    },
     /// Shows one agent.
     Show { id: String },
     /// Lists every agent.
@@ -60,6 +91,36 @@ pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Resume { id } => ("agent_resume", json!({ "id": id })),
         AgentCommand::Terminate { id } => ("agent_terminate", json!({ "id": id })),
         AgentCommand::Show { id } => ("agent_show", json!({ "id": id })),
+        AgentCommand::Snapshot { id, snapshot } => ("agent_snapshot", json!({ "id": id, "snapshot": snapshot })),
+        AgentCommand::Recover { snapshot, into } => ("agent_recover", json!({ "snapshot": snapshot, "into": into })),
+        AgentCommand::Export { snapshot, key, out } => {
+            let key = crate::plugin_cli::read_key(key)?;
+            let shown = client.call_tool("agent_snapshot_show", json!({ "snapshot": snapshot })).await?;
+            let snapshot: AgentSnapshot = serde_json::from_value(shown["snapshot"].clone()).context("the snapshot")?;
+            let document = export_document(&snapshot, &key);
+            std::fs::write(out, serde_json::to_vec_pretty(&document)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "exported agent {} ({} memories, sha256 {}) to {}",
+                snapshot.agent.id,
+                snapshot.memories.len(),
+                document["sha256"].as_str().unwrap_or_default(),
+                out.display()
+            );
+            return Ok(());
+        }
+        AgentCommand::Import { file, into, trust } => {
+            let text = crate::plugin_cli::read_limited(file, MAX_API_MESSAGE_BYTES - 64 * 1024, "export file")?;
+            let document: Value = serde_json::from_slice(&text).context("the export file is not JSON")?;
+            let (snapshot, signer) =
+                verify_export(&document).map_err(|reason| anyhow::anyhow!("{}: {reason}", file.display()))?;
+            if let Some(trusted) = trust {
+                let trusted = public_key_text(trusted)?;
+                anyhow::ensure!(signer.to_string() == trusted, "trust check failed: signed by {signer}, not {trusted}");
+            }
+            let into = into.clone().unwrap_or(snapshot.agent.id);
+            ("agent_import", json!({ "export": document, "into": into }))
+        }
         AgentCommand::List => ("agent_list", json!({})),
     };
     let answer = client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"))?;
@@ -70,6 +131,23 @@ pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
             }
         }
         AgentCommand::Show { .. } => println!("{}", serde_json::to_string_pretty(&answer)?),
+        AgentCommand::Snapshot { .. } => println!(
+            "snapshot {} of agent {}: {} memories, {} bytes, sha256 {} (log index {})",
+            answer["snapshot"].as_str().unwrap_or_default(),
+            answer["id"].as_str().unwrap_or_default(),
+            answer["memories"],
+            answer["bytes"],
+            answer["sha256"].as_str().unwrap_or_default(),
+            answer["log_index"]
+        ),
+        AgentCommand::Recover { .. } | AgentCommand::Import { .. } => println!(
+            "agent {} now holds snapshot {} ({} memories{}; log index {})",
+            answer["id"].as_str().unwrap_or_default(),
+            answer["snapshot"].as_str().unwrap_or_default(),
+            answer["memories"],
+            if answer["spawned"] == true { ", spawned" } else { "" },
+            answer["log_index"]
+        ),
         _ => println!(
             "agent {} {} (log index {}{})",
             answer["id"].as_str().unwrap_or_default(),

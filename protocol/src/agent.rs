@@ -5,7 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::check_agent_id;
-use crate::limits::{MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOL_PATTERNS, MAX_TOOL_PATTERN_BYTES};
+use crate::limits::{
+    MAX_AGENT_SNAPSHOT_BYTES, MAX_AGENT_SNAPSHOT_MEMORIES, MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOL_PATTERNS,
+    MAX_TOOL_PATTERN_BYTES,
+};
+use crate::memory::{MemoryPath, MemoryValue};
 use crate::plugin::PublisherKey;
 use crate::validate::{check_count, check_len, ValidationError};
 
@@ -84,6 +88,24 @@ pub enum AgentCommand {
     Terminate {
         id: String,
     },
+    /// Keeps a copy of agent `id`'s manifest and live memories, as apply
+    /// finds them at this entry, as snapshot `snapshot`.
+    Snapshot {
+        id: String,
+        snapshot: String,
+    },
+    /// Restores snapshot `snapshot` into agent `id`: a new agent (with the
+    /// snapshot's manifest) or an existing one, whose memories become the
+    /// snapshot's.
+    Recover {
+        id: String,
+        snapshot: String,
+    },
+    /// Restores an imported snapshot into agent `id`, as `Recover` does.
+    Import {
+        id: String,
+        snapshot: Box<AgentSnapshot>,
+    },
 }
 
 /// What applying an [`AgentCommand`] answered.
@@ -110,6 +132,122 @@ pub enum AgentOutcome {
     Full {
         limit: usize,
     },
+    /// Snapshot `snapshot` of agent `id` was taken.
+    Snapshotted {
+        id: String,
+        snapshot: String,
+        sha256: [u8; 32],
+        memories: usize,
+        bytes: u64,
+    },
+    /// Agent `id`'s memories are now the snapshot's.
+    Recovered {
+        id: String,
+        snapshot: String,
+        memories: usize,
+        spawned: bool,
+    },
+    SnapshotExists {
+        snapshot: String,
+    },
+    SnapshotNotFound {
+        snapshot: String,
+    },
+    /// The agent's memories do not fit a snapshot, or the snapshots kept are
+    /// at their maximum, or a memory's path is too long under the new id.
+    SnapshotRefused {
+        reason: String,
+    },
+}
+
+/// A consistent copy of an agent's manifest and live memories at one log
+/// index: what `agent snapshot` keeps and `agent export` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSnapshot {
+    pub snapshot: String,
+    pub agent: AgentRecord,
+    /// In path order; paths relative to the agent (without `{id}/`).
+    pub memories: Vec<SnapshotMemory>,
+    /// The entry that took it, and the leader's clock then.
+    pub log_index: u64,
+    pub taken_at_ms: u64,
+}
+
+/// One memory in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMemory {
+    /// The path under the agent (`notes/today` for `alice/notes/today`).
+    pub path: String,
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+    pub content_type: String,
+    pub tags: Vec<String>,
+}
+
+impl SnapshotMemory {
+    pub fn bytes(&self) -> u64 {
+        (self.value.len() + self.content_type.len() + self.tags.iter().map(String::len).sum::<usize>()) as u64
+    }
+
+    pub fn value(&self) -> MemoryValue {
+        MemoryValue { value: self.value.clone(), content_type: self.content_type.clone(), tags: self.tags.clone() }
+    }
+}
+
+impl AgentSnapshot {
+    /// SHA-256 of the snapshot as JSON (field order; values in hex): the same
+    /// on every node and in an export file.
+    pub fn sha256(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(serde_json::to_vec(self).expect("a snapshot serializes")).into()
+    }
+
+    /// The bytes its memories hold.
+    pub fn bytes(&self) -> u64 {
+        self.memories.iter().map(SnapshotMemory::bytes).sum()
+    }
+
+    /// Checks every limit of a snapshot from outside (an import).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_snapshot_id(&self.snapshot)?;
+        check_agent_id(&self.agent.id)?;
+        check_count("snapshot memories", self.memories.len(), MAX_AGENT_SNAPSHOT_MEMORIES)?;
+        check_len("snapshot", self.bytes() as usize, MAX_AGENT_SNAPSHOT_BYTES)?;
+        check_len("agent owner", self.agent.owner.len(), MAX_AGENT_TEXT_BYTES)?;
+        check_len("agent description", self.agent.description.len(), MAX_AGENT_TEXT_BYTES)?;
+        check_count("agent tool patterns", self.agent.tools.len(), MAX_AGENT_TOOL_PATTERNS)?;
+        for pattern in &self.agent.tools {
+            check_tool_pattern(pattern)?;
+        }
+        for memory in &self.memories {
+            memory.value().validate()?;
+            MemoryPath::parse(&format!("{}/{}", self.agent.id, memory.path))?;
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot id: the same alphabet as agent ids.
+pub fn check_snapshot_id(id: &str) -> Result<(), ValidationError> {
+    check_agent_id(id).map_err(|_| ValidationError::BadField {
+        what: "snapshot id",
+        value: id.chars().take(80).collect(),
+        reason: "is 1 to 64 ASCII letters, digits and -_.:@+~=,",
+    })
+}
+
+/// Byte strings as hex in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl AgentCommand {
@@ -118,7 +256,10 @@ impl AgentCommand {
             AgentCommand::Spawn { id, .. }
             | AgentCommand::Pause { id, .. }
             | AgentCommand::Resume { id }
-            | AgentCommand::Terminate { id } => id,
+            | AgentCommand::Terminate { id }
+            | AgentCommand::Snapshot { id, .. }
+            | AgentCommand::Recover { id, .. }
+            | AgentCommand::Import { id, .. } => id,
         }
     }
 
@@ -136,6 +277,10 @@ impl AgentCommand {
             }
             AgentCommand::Pause { reason, .. } => check_len("pause reason", reason.len(), MAX_AGENT_TEXT_BYTES),
             AgentCommand::Resume { .. } | AgentCommand::Terminate { .. } => Ok(()),
+            AgentCommand::Snapshot { snapshot, .. } | AgentCommand::Recover { snapshot, .. } => {
+                check_snapshot_id(snapshot)
+            }
+            AgentCommand::Import { snapshot, .. } => snapshot.validate(),
         }
     }
 }

@@ -127,6 +127,14 @@ pub const MAX_TOOL_PATTERN_BYTES: usize = 128;
 /// Longest agent owner, description or pause reason, in bytes.
 pub const MAX_AGENT_TEXT_BYTES: usize = 1024;
 
+/// Most bytes an agent snapshot may hold (memory values, content types and
+/// tags): an export must fit one API message in hex.
+pub const MAX_AGENT_SNAPSHOT_BYTES: usize = 2 * 1024 * 1024;
+/// Most memories one agent snapshot may hold.
+pub const MAX_AGENT_SNAPSHOT_MEMORIES: usize = 10_000;
+/// Agent snapshots a cluster keeps.
+pub const MAX_AGENT_SNAPSHOTS: usize = 256;
+
 /// Agreements a cluster keeps, in every state.
 pub const MAX_AGREEMENTS: usize = 10_000;
 /// Limits one agreement may set.

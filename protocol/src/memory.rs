@@ -138,7 +138,7 @@ pub struct MemoryValue {
 }
 
 impl MemoryValue {
-    fn validate(&self) -> Result<(), ValidationError> {
+    pub fn validate(&self) -> Result<(), ValidationError> {
         check_len("memory value", self.value.len(), MAX_VALUE_BYTES)?;
         check_len("content type", self.content_type.len(), MAX_CONTENT_TYPE_BYTES)?;
         if self.content_type.bytes().any(|byte| byte.is_ascii_control()) {

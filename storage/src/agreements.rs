@@ -5,6 +5,7 @@
 //! violations log (`v/`, numbered by `n/violations`).
 
 use rocksdb::{Direction, IteratorMode};
+use zeromesh_protocol::agent::AgentSnapshot;
 use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Reservation, Violation};
 use zeromesh_protocol::limits::MAX_AGREEMENTS;
 
@@ -24,6 +25,14 @@ pub(crate) const STORED_BYTES_KEY_PREFIX: &[u8] = b"b/";
 
 fn stored_bytes_key(agent: &str) -> Vec<u8> {
     [STORED_BYTES_KEY_PREFIX, agent.as_bytes()].concat()
+}
+
+/// `s/{snapshot}`: agent snapshots, counted by `n/snapshots`.
+pub(crate) const SNAPSHOT_KEY_PREFIX: &[u8] = b"s/";
+pub(crate) const SNAPSHOT_COUNT_KEY: &[u8] = b"n/snapshots";
+
+fn snapshot_key(id: &str) -> Vec<u8> {
+    [SNAPSHOT_KEY_PREFIX, id.as_bytes()].concat()
 }
 
 /// `c/{consumer} NUL {agreement}`: an agent's agreements, without a scan of all.
@@ -86,6 +95,13 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
     }
     if key.starts_with(STORED_BYTES_KEY_PREFIX) {
         return Some(check("stored bytes", decode::<u64>("stored bytes", value).map(|_| true)));
+    }
+    if let Some(id) = key.strip_prefix(SNAPSHOT_KEY_PREFIX) {
+        let snapshot = decode::<AgentSnapshot>("agent snapshot", value);
+        return Some(check("agent snapshot", snapshot.map(|snapshot| snapshot.snapshot.as_bytes() == id)));
+    }
+    if key == SNAPSHOT_COUNT_KEY {
+        return Some(check("snapshot count", decode::<u64>("snapshot count", value).map(|_| true)));
     }
     if key == VIOLATION_SEQ_KEY {
         return Some(check("violation count", decode::<u64>("violation count", value).map(|_| true)));
@@ -150,6 +166,15 @@ impl Store {
     /// The bytes agent `agent`'s live memories hold (values, content types, tags).
     pub fn stored_bytes(&self, agent: &str) -> Result<u64, StorageError> {
         Ok(self.registry_get(&stored_bytes_key(agent), "stored bytes")?.unwrap_or(0))
+    }
+
+    pub fn agent_snapshot(&self, id: &str) -> Result<Option<AgentSnapshot>, StorageError> {
+        self.registry_get(&snapshot_key(id), "agent snapshot")
+    }
+
+    /// Agent snapshots kept.
+    pub fn snapshot_count(&self) -> Result<u64, StorageError> {
+        Ok(self.registry_get(SNAPSHOT_COUNT_KEY, "snapshot count")?.unwrap_or(0))
     }
 
     /// The number the next violation gets.
@@ -217,6 +242,12 @@ impl StateBatch<'_> {
     pub fn put_violation(&mut self, violation: &Violation) -> Result<(), StorageError> {
         self.put_registry(&violation_key(violation.seq), "violation", violation)?;
         self.put_registry(VIOLATION_SEQ_KEY, "violation count", &(violation.seq + 1))
+    }
+
+    /// Stages snapshot `snapshot`, the `count`th kept.
+    pub fn put_agent_snapshot(&mut self, snapshot: &AgentSnapshot, count: u64) -> Result<(), StorageError> {
+        self.put_registry(SNAPSHOT_COUNT_KEY, "snapshot count", &count)?;
+        self.put_registry(&snapshot_key(&snapshot.snapshot), "agent snapshot", snapshot)
     }
 
     pub fn put_stored_bytes(&mut self, agent: &str, bytes: u64) -> Result<(), StorageError> {

@@ -131,6 +131,42 @@ impl Store {
         Ok(ListPage { records, next_cursor })
     }
 
+    /// Every live memory under `prefix`, in path order, with its path; `Err`
+    /// with the reason when there are more than `max_entries` paths (live or
+    /// deleted) under it or their values pass `max_bytes`.
+    #[allow(clippy::type_complexity)]
+    pub fn live_under(
+        &self,
+        prefix: &str,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Result<Vec<(String, StoredVersion)>, String>, StorageError> {
+        let cf = self.cf(CF_MEM_LATEST)?;
+        let (mut found, mut bytes) = (Vec::new(), 0usize);
+        for (scanned, item) in
+            self.db.iterator_cf(cf, IteratorMode::From(prefix.as_bytes(), Direction::Forward)).enumerate()
+        {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if scanned == max_entries {
+                return Ok(Err(format!("more than {max_entries} memories")));
+            }
+            let stored: StoredVersion = decode("memory record", &value)?;
+            if stored.deleted {
+                continue;
+            }
+            bytes +=
+                stored.value.len() + stored.content_type.len() + stored.tags.iter().map(String::len).sum::<usize>();
+            if bytes > max_bytes {
+                return Ok(Err(format!("more than {max_bytes} bytes")));
+            }
+            found.push((String::from_utf8_lossy(&key).into_owned(), stored));
+        }
+        Ok(Ok(found))
+    }
+
     /// Kept versions of `path`, newest first, strictly below `before` when
     /// given, at most `limit` of them. Tombstones are included.
     pub fn history(&self, path: &MemoryPath, before: Option<u64>, limit: usize) -> Result<HistoryPage, StorageError> {

@@ -1,5 +1,6 @@
 //! The agent registry's tools: spawn, pause, resume and terminate agents
-//! (admin only, through Raft), and show them.
+//! (admin only, through Raft), and show them; snapshot, recover, and import
+//! them from signed export files.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_kernel::Access;
-use zeromesh_protocol::agent::{AgentCommand, AgentOutcome, AgentRecord, AgentState};
+use zeromesh_protocol::agent::{AgentCommand, AgentOutcome, AgentRecord, AgentSnapshot, AgentState};
 use zeromesh_protocol::plugin::PublisherKey;
 use zeromesh_protocol::{Command, CommandReply};
 
@@ -67,6 +68,43 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             },
         ),
         ToolDecl::new(
+            "agent_snapshot",
+            "Keep a snapshot of an agent: its manifest and all its live memories at one log index, as an immutable record (its SHA-256 answered).",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, args: SnapshotArgs| async move {
+                change(&env, "agent_snapshot", AgentCommand::Snapshot { id: args.id, snapshot: args.snapshot }).await
+            },
+        ),
+        ToolDecl::new(
+            "agent_recover",
+            "Restore a snapshot into an agent: a new id (spawned with the snapshot's manifest) or an existing agent, whose memories become the snapshot's.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, args: RecoverArgs| async move {
+                change(&env, "agent_recover", AgentCommand::Recover { id: args.into, snapshot: args.snapshot }).await
+            },
+        ),
+        ToolDecl::new(
+            "agent_snapshot_show",
+            "A snapshot whole: manifest, memories (values in hex), log index, SHA-256; `zeromesh agent export` signs it into a file.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, args: SnapshotIdArgs| async move {
+                let found = env.cluster.consensus.agent_snapshot(args.snapshot.clone()).await.map_err(ServiceError::from)?;
+                let snapshot = found
+                    .ok_or_else(|| ServiceError::Invalid(format!("no snapshot {:?}", args.snapshot)))?;
+                Ok(json!({ "snapshot": snapshot, "sha256": hex::encode(snapshot.sha256()) }))
+            },
+        ),
+        ToolDecl::new(
+            "agent_import",
+            "Import an agent from an export file's contents (`zeromesh agent export`): its signature and SHA-256 are checked, then it is restored into an agent as agent_recover does.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, args: ImportArgs| async move {
+                let (snapshot, _) = verify_export(&args.export).map_err(|reason| invalid("agent_import", reason))?;
+                let into = args.into.unwrap_or_else(|| snapshot.agent.id.clone());
+                change(&env, "agent_import", AgentCommand::Import { id: into, snapshot: Box::new(snapshot) }).await
+            },
+        ),
+        ToolDecl::new(
             "agent_list",
             "Every registered agent, terminated ones included, in id order.",
             Access::Observe,
@@ -102,6 +140,92 @@ struct SpawnArgs {
     /// Most bytes its live memories may hold (values, content types, tags).
     #[serde(default)]
     memory_quota_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SnapshotArgs {
+    /// The agent to copy.
+    id: String,
+    /// The new snapshot's id.
+    snapshot: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RecoverArgs {
+    snapshot: String,
+    /// The agent to restore into: a new id, or an existing agent.
+    into: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SnapshotIdArgs {
+    snapshot: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ImportArgs {
+    /// An export file's contents, as `zeromesh agent export` wrote it.
+    export: Value,
+    /// The agent to restore into (default: the exported agent's id).
+    into: Option<String>,
+}
+
+/// What an export file says it is.
+pub const EXPORT_FORMAT: &str = "zeromesh-agent-export";
+/// The export format's version this node writes and reads.
+pub const EXPORT_VERSION: u64 = 1;
+/// Domain separation of an export's signature.
+const EXPORT_CONTEXT: &[u8] = b"zeromesh-agent-export-v1\0";
+
+/// An export file's contents: `snapshot` signed by `key` over its SHA-256.
+pub fn export_document(snapshot: &AgentSnapshot, key: &ed25519_dalek::SigningKey) -> Value {
+    use ed25519_dalek::Signer;
+    let sha256 = snapshot.sha256();
+    let signature = key.sign(&[EXPORT_CONTEXT, &sha256].concat());
+    json!({
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "snapshot": snapshot,
+        "sha256": hex::encode(sha256),
+        "signer": PublisherKey::of(key).to_string(),
+        "signature": hex::encode(signature.to_bytes()),
+    })
+}
+
+/// Checks an export file's contents: format and version, that the snapshot
+/// hashes to its SHA-256, that the signature over it is its signer's, and
+/// every limit of the snapshot. Names the check that failed.
+pub fn verify_export(document: &Value) -> Result<(AgentSnapshot, PublisherKey), String> {
+    if document["format"] != EXPORT_FORMAT {
+        return Err(format!("format check failed: not a {EXPORT_FORMAT} file"));
+    }
+    if document["version"] != EXPORT_VERSION {
+        return Err(format!(
+            "version check failed: version {} (this node reads {EXPORT_VERSION})",
+            document["version"]
+        ));
+    }
+    let snapshot: AgentSnapshot = serde_json::from_value(document["snapshot"].clone())
+        .map_err(|error| format!("format check failed: the snapshot does not parse: {error}"))?;
+    snapshot.validate().map_err(|error| format!("limit check failed: {error}"))?;
+    let sha256 = snapshot.sha256();
+    if document["sha256"].as_str() != Some(hex::encode(sha256).as_str()) {
+        return Err("hash check failed: the snapshot's SHA-256 is not the one the file states".to_owned());
+    }
+    let signer = PublisherKey::parse(document["signer"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let signature: [u8; 64] = hex::decode(document["signature"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or("signature check failed: the signature is not 64 bytes in hex")?;
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(&signer.0).map_err(|_| "signature check failed: a bad signer key")?;
+    key.verify_strict(&[EXPORT_CONTEXT, &sha256].concat(), &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| format!("signature check failed: not signed by {signer}, or changed after signing"))?;
+    Ok((snapshot, signer))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -155,6 +279,21 @@ async fn change(env: &ToolEnv, tool: &str, command: AgentCommand) -> ToolOutcome
         CommandReply::Agent(AgentOutcome::IsTerminated { id }) => {
             Err(ServiceError::Invalid(format!("agent {id} is terminated; nothing more can change it")).into())
         }
+        CommandReply::Agent(AgentOutcome::Snapshotted { id, snapshot, sha256, memories, bytes }) => Ok(json!({
+            "id": id, "snapshot": snapshot, "sha256": hex::encode(sha256), "memories": memories, "bytes": bytes,
+            "log_index": log_index,
+        })),
+        CommandReply::Agent(AgentOutcome::Recovered { id, snapshot, memories, spawned }) => Ok(json!({
+            "id": id, "snapshot": snapshot, "memories": memories, "spawned": spawned, "log_index": log_index,
+        })),
+        CommandReply::Agent(AgentOutcome::SnapshotExists { snapshot }) => {
+            Err(ServiceError::Invalid(format!("snapshot {snapshot} already exists")).into())
+        }
+        CommandReply::Agent(AgentOutcome::SnapshotNotFound { snapshot }) => {
+            Err(ServiceError::Invalid(format!("no snapshot {snapshot:?}")).into())
+        }
+        CommandReply::Agent(AgentOutcome::SnapshotRefused { reason }) => Err(ServiceError::Refused(reason).into()),
+        CommandReply::Rejected(reason) => Err(ServiceError::Invalid(reason).into()),
         CommandReply::Agent(AgentOutcome::Full { limit }) => {
             Err(ServiceError::Refused(format!("the registry already keeps its maximum of {limit} agents")).into())
         }

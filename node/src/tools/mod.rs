@@ -3,7 +3,7 @@
 //! derived), and every call goes through the kernel's one entry point,
 //! [`Tooling::call`]. Plugins' tools are looked up in the plugin runtime.
 
-mod agents;
+pub mod agents;
 pub mod agreements;
 mod leasing;
 mod memory;
