@@ -165,7 +165,7 @@ impl<'a> Applier<'a> {
         value: &MemoryValue,
     ) -> Result<Option<CommandOutcome>, StorageError> {
         let agent = path.agent();
-        let new_bytes = value_size(value);
+        let new_bytes = value.stored_bytes();
         if new_bytes > live_bytes {
             let quota = self.agent(agent)?.and_then(|record| record.memory_quota_bytes);
             let stored = self.stored(agent)?;
@@ -194,13 +194,8 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// The bytes a memory's value holds: value, content type and tags.
-fn value_size(value: &MemoryValue) -> u64 {
-    (value.value.len() + value.content_type.len() + value.tags.iter().map(String::len).sum::<usize>()) as u64
-}
-
 fn stored_size(stored: &StoredVersion) -> u64 {
-    (stored.value.len() + stored.content_type.len() + stored.tags.iter().map(String::len).sum::<usize>()) as u64
+    zeromesh_protocol::memory::stored_bytes(&stored.value, &stored.content_type, &stored.tags)
 }
 
 fn written(version: u64, stamped_at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {

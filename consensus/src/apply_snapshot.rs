@@ -8,6 +8,7 @@ use zeromesh_protocol::agent::{AgentOutcome, AgentRecord, AgentSnapshot, AgentSt
 use zeromesh_protocol::limits::{
     MAX_AGENTS, MAX_AGENT_SNAPSHOTS, MAX_AGENT_SNAPSHOT_BYTES, MAX_AGENT_SNAPSHOT_MEMORIES,
 };
+use zeromesh_protocol::memory::stored_bytes;
 use zeromesh_protocol::{CommandOutcome, MemoryBatch, MemoryCommand, MemoryPath};
 use zeromesh_storage::{StorageError, StoredVersion};
 
@@ -158,9 +159,7 @@ impl Applier<'_> {
             .map(|path| MemoryCommand::Delete { path })
             .collect();
         let old_size = |memory: &SnapshotMemory| {
-            current.get(&memory.path).map_or(0, |old| {
-                (old.value.len() + old.content_type.len() + old.tags.iter().map(String::len).sum::<usize>()) as u64
-            })
+            current.get(&memory.path).map_or(0, |old| stored_bytes(&old.value, &old.content_type, &old.tags))
         };
         targets.sort_by_key(|(_, memory)| memory.bytes() > old_size(memory));
         commands.extend(targets.into_iter().map(|(path, memory)| MemoryCommand::Put { path, value: memory.value() }));

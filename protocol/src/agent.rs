@@ -60,10 +60,7 @@ pub struct AgentRecord {
 impl AgentRecord {
     /// Whether the agent's tool list allows tool `name`.
     pub fn may_call(&self, name: &str) -> bool {
-        self.tools.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        })
+        patterns_allow(&self.tools, name)
     }
 }
 
@@ -186,7 +183,7 @@ pub struct SnapshotMemory {
 
 impl SnapshotMemory {
     pub fn bytes(&self) -> u64 {
-        (self.value.len() + self.content_type.len() + self.tags.iter().map(String::len).sum::<usize>()) as u64
+        crate::memory::stored_bytes(&self.value, &self.content_type, &self.tags)
     }
 
     pub fn value(&self) -> MemoryValue {
@@ -283,6 +280,14 @@ impl AgentCommand {
             AgentCommand::Import { snapshot, .. } => snapshot.validate(),
         }
     }
+}
+
+/// Whether tool `name` matches one of `patterns` (exact names, `prefix*`, `*`).
+pub fn patterns_allow(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    })
 }
 
 /// A tool pattern: a tool name, a name's prefix followed by `*`, or `*`.

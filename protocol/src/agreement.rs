@@ -245,10 +245,7 @@ impl Terms {
 
     /// Whether the agreement covers tool `name`.
     pub fn covers(&self, name: &str) -> bool {
-        self.tools.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        })
+        crate::agent::patterns_allow(&self.tools, name)
     }
 
     /// The bytes both parties sign: a context string, then the terms as JSON

@@ -166,8 +166,19 @@ impl MemoryValue {
     }
 
     fn encoded_bytes(&self) -> usize {
-        self.value.len() + self.content_type.len() + self.tags.iter().map(String::len).sum::<usize>()
+        stored_bytes(&self.value, &self.content_type, &self.tags) as usize
     }
+
+    /// The bytes it holds, as an agent's memory quota counts them.
+    pub fn stored_bytes(&self) -> u64 {
+        stored_bytes(&self.value, &self.content_type, &self.tags)
+    }
+}
+
+/// The bytes a memory holds, as an agent's memory quota counts them: its
+/// value, content type and tags.
+pub fn stored_bytes(value: &[u8], content_type: &str, tags: &[String]) -> u64 {
+    (value.len() + content_type.len() + tags.iter().map(String::len).sum::<usize>()) as u64
 }
 
 /// One memory-log command.

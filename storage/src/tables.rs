@@ -158,7 +158,7 @@ impl Store {
                 continue;
             }
             bytes +=
-                stored.value.len() + stored.content_type.len() + stored.tags.iter().map(String::len).sum::<usize>();
+                zeromesh_protocol::memory::stored_bytes(&stored.value, &stored.content_type, &stored.tags) as usize;
             if bytes > max_bytes {
                 return Ok(Err(format!("more than {max_bytes} bytes")));
             }

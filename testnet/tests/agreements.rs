@@ -26,6 +26,95 @@ fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
 }
 
+/// An operator of a testnet, through the command line with its admin token:
+/// a provider key the mesh trusts, and an agent spawned with a key of its own.
+struct Parties {
+    admin: String,
+    api: Vec<String>,
+    keys: tempfile::TempDir,
+}
+
+impl Parties {
+    /// Makes both keys, trusts the provider's, and spawns `agent` allowed `tools`.
+    fn new(testnet: &Testnet, agent: &str, tools: &[&str]) -> Parties {
+        let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+        let api = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+        let parties = Parties { admin, api, keys: tempfile::tempdir().unwrap() };
+        parties.run(&["plugin", "keygen", "--out", &parties.key("provider")]).unwrap();
+        parties.run(&["plugin", "keygen", "--out", &parties.key("consumer")]).unwrap();
+        parties.run(&["plugin", "trust", &parties.public("provider"), "--node", &parties.api[0]]).unwrap();
+        let mut spawn = vec!["agent", "spawn", agent, "--owner", "ops", "--node", &parties.api[2]];
+        for tool in tools {
+            spawn.extend(["--tool", tool]);
+        }
+        let consumer = parties.public("consumer");
+        spawn.extend(["--key", &consumer]);
+        assert!(parties.run(&spawn).unwrap().contains(&format!("agent {agent} running")));
+        parties
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        cli_as(Some(&self.admin), args)
+    }
+
+    /// The secret key file of `party` (`provider` or `consumer`).
+    fn key(&self, party: &str) -> String {
+        path(&self.keys.path().join(format!("{party}.key")))
+    }
+
+    fn public(&self, party: &str) -> String {
+        format!("{}.pub", self.key(party))
+    }
+
+    /// Creates draft agreement `id` for `agent`, covering `tool`, within `limits`.
+    fn create(&self, id: &str, agent: &str, tool: &str, limits: &[&str]) -> String {
+        let provider = self.public("provider");
+        let mut create = vec![
+            "agreement",
+            "create",
+            id,
+            "--consumer",
+            agent,
+            "--provider",
+            &provider,
+            "--tool",
+            tool,
+            "--expires-in",
+            "1h",
+        ];
+        for limit in limits {
+            create.extend(["--limit", limit]);
+        }
+        create.extend(["--node", &self.api[0]]);
+        self.run(&create).unwrap()
+    }
+
+    /// Both parties sign agreement `id` (through different nodes) and it is activated.
+    fn sign_and_activate(&self, id: &str) -> String {
+        self.run(&["agreement", "sign", id, "--key", &self.key("consumer"), "--node", &self.api[1]]).unwrap();
+        self.run(&["agreement", "sign", id, "--key", &self.key("provider"), "--node", &self.api[2]]).unwrap();
+        self.run(&["agreement", "activate", id, "--node", &self.api[0]]).unwrap()
+    }
+
+    /// A new token for `agent`.
+    fn agent_token(&self, agent: &str) -> String {
+        let token = self.run(&["token", "create", "--role", "agent", "--agent", agent, "--node", &self.api[0]]);
+        token.unwrap().trim().to_owned()
+    }
+}
+
+/// Waits until every node of `testnet` holds agreement `id` active.
+async fn wait_active(testnet: &Testnet, id: &str) {
+    for index in 0..testnet.nodes.len() {
+        wait_until(&format!("node {index} to know agreement {id} active"), WAIT, || async {
+            let shown = testnet.call(index, "agreement_show", json!({ "id": id })).await.ok()?;
+            (shown["state"] == "active").then_some(())
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// How one call ended, once it ended for sure.
 #[derive(Debug, PartialEq)]
 enum Ended {
@@ -94,75 +183,24 @@ async fn used_on(testnet: &Testnet, index: usize) -> Option<u64> {
 async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_killed() {
     let mut testnet =
         Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
-    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
-    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
-    let operator = |args: &[&str]| cli_as(Some(&admin), args);
-    let dir = tempfile::tempdir().unwrap();
-    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
-    let package = dir.path().join("echo.zmp");
-
     // A provider publishes echo; the agent signs an agreement with it.
-    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
-    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
-    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
-    operator(&[
-        "plugin",
-        "sign",
-        &path(&examples.join("echo.wat")),
-        "--manifest",
-        &path(&examples.join("echo.json")),
-        "--key",
-        &path(&provider),
-        "--out",
-        &path(&package),
-    ])
-    .expect("the WebAssembly text is signed");
-    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
-    operator(&["plugin", "install", &path(&package), "--node", &api[1]]).unwrap();
-    let spawned = operator(&[
-        "agent",
-        "spawn",
-        "meter",
-        "--owner",
-        "ops",
-        "--tool",
-        "echo",
-        "--tool",
-        "memory_*",
-        "--key",
-        &consumer_pub,
-        "--node",
-        &api[2],
-    ]);
-    assert!(spawned.unwrap().contains("agent meter running"));
+    let parties = Parties::new(&testnet, "meter", &["echo", "memory_*"]);
+    let api = parties.api.clone();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let package = path(&parties.keys.path().join("echo.zmp"));
+    let (wat, manifest) = (path(&examples.join("echo.wat")), path(&examples.join("echo.json")));
+    let provider = parties.key("provider");
+    parties
+        .run(&["plugin", "sign", &wat, "--manifest", &manifest, "--key", &provider, "--out", &package])
+        .expect("the WebAssembly text is signed");
+    parties.run(&["plugin", "install", &package, "--node", &api[1]]).unwrap();
     let limit = format!("calls={LIMIT}/lifetime");
-    let create = [
-        "agreement",
-        "create",
-        "cap",
-        "--consumer",
-        "meter",
-        "--provider",
-        &provider_pub,
-        "--tool",
-        "echo",
-        "--limit",
-        &limit,
-        "--expires-in",
-        "1d",
-        "--node",
-        &api[0],
-    ];
-    assert!(operator(&create).unwrap().contains("agreement cap draft: created"));
-    let half = operator(&["agreement", "activate", "cap", "--node", &api[1]]).unwrap_err().to_string();
+    assert!(parties.create("cap", "meter", "echo", &[&limit]).contains("agreement cap draft: created"));
+    let half = parties.run(&["agreement", "activate", "cap", "--node", &api[1]]).unwrap_err().to_string();
     assert!(half.contains("the consumer has not signed"), "{half}");
-    operator(&["agreement", "sign", "cap", "--key", &path(&consumer), "--node", &api[1]]).unwrap();
-    operator(&["agreement", "sign", "cap", "--key", &path(&provider), "--node", &api[2]]).unwrap();
-    let activated = operator(&["agreement", "activate", "cap", "--node", &api[0]]).unwrap();
+    let activated = parties.sign_and_activate("cap");
     assert!(activated.contains("agreement cap active: activated"), "{activated}");
-    let token = operator(&["token", "create", "--role", "agent", "--agent", "meter", "--node", &api[0]]).unwrap();
-    let token = token.trim().to_owned();
+    let token = parties.agent_token("meter");
     for index in 0..3 {
         wait_until(&format!("node {index} to serve echo under the agreement"), WAIT, || async {
             let shown = testnet.call(index, "agreement_show", json!({ "id": "cap" })).await.ok()?;
@@ -241,70 +279,21 @@ async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_kille
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
     let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
-    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
-    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
-    let operator = |args: &[&str]| cli_as(Some(&admin), args);
-    let dir = tempfile::tempdir().unwrap();
-    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
-    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
-    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
-    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
-    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
-    operator(&[
-        "agent",
-        "spawn",
-        "writer",
-        "--owner",
-        "ops",
-        "--tool",
-        "memory_*",
-        "--key",
-        &consumer_pub,
-        "--node",
-        &api[0],
-    ])
-    .unwrap();
-    let create = [
-        "agreement",
-        "create",
-        "notes",
-        "--consumer",
-        "writer",
-        "--provider",
-        &provider_pub,
-        "--tool",
-        "memory_*",
-        "--limit",
-        "calls=1000/hour",
-        "--limit",
-        "bytes_out=1000000/day",
-        "--expires-in",
-        "1h",
-        "--node",
-        &api[0],
-    ];
-    operator(&create).unwrap();
-    operator(&["agreement", "sign", "notes", "--key", &path(&consumer), "--node", &api[0]]).unwrap();
-    operator(&["agreement", "sign", "notes", "--key", &path(&provider), "--node", &api[0]]).unwrap();
-    operator(&["agreement", "activate", "notes", "--node", &api[0]]).unwrap();
-    let token = operator(&["token", "create", "--role", "agent", "--agent", "writer", "--node", &api[0]]).unwrap();
+    let parties = Parties::new(&testnet, "writer", &["memory_*"]);
+    let api = parties.api.clone();
+    parties.create("notes", "writer", "memory_*", &["calls=1000/hour", "bytes_out=1000000/day"]);
+    parties.sign_and_activate("notes");
+    let token = parties.agent_token("writer");
     let mut clients = Vec::new();
     for node in &api {
         let client = wait_until("the agent's token to reach every node", WAIT, || async {
-            ApiClient::connect_with(node, None, Some(token.trim().to_owned())).await.ok()
+            ApiClient::connect_with(node, None, Some(token.clone())).await.ok()
         })
         .await
         .unwrap();
         clients.push(client);
     }
-    for index in 0..3 {
-        wait_until(&format!("node {index} to know the agreement"), WAIT, || async {
-            let shown = testnet.call(index, "agreement_show", json!({ "id": "notes" })).await.ok()?;
-            (shown["state"] == "active").then_some(())
-        })
-        .await
-        .unwrap();
-    }
+    wait_active(&testnet, "notes").await;
     // A subscriber on another node hears each change of the usage.
     let mut watcher = testnet.client(1).await.unwrap();
     watcher.request("resources/subscribe", json!({ "uri": "agreement://notes/usage" })).await.unwrap();
@@ -326,7 +315,7 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
     let bytes_used = shown["limits"][1]["used"].as_u64().unwrap();
     assert!(bytes_used > 0 && bytes_used < 1000, "only the bytes sent are counted, not the reservation: {shown}");
 
-    operator(&["agreement", "suspend", "notes", "--reason", "quarterly audit", "--node", &api[2]]).unwrap();
+    parties.run(&["agreement", "suspend", "notes", "--reason", "quarterly audit", "--node", &api[2]]).unwrap();
     for (index, client) in clients.iter_mut().enumerate() {
         match client.call_tool("memory_put", json!({ "path": "writer/note", "value": "after" })).await {
             Err(ClientError::Rpc { code: -32003, message }) => {
@@ -337,7 +326,7 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
     }
     let note = testnet.call(0, "memory_get", json!({ "path": "writer/note" })).await.unwrap();
     assert_eq!(note["record"]["value"], "v", "no refused call wrote");
-    let history = operator(&["agreement", "show", "notes", "--node", &api[1]]).unwrap();
+    let history = parties.run(&["agreement", "show", "notes", "--node", &api[1]]).unwrap();
     assert!(history.contains("suspended: quarterly audit"), "{history}");
 }
 
@@ -346,61 +335,13 @@ async fn calls_served_from_leases_never_exceed_the_limit_and_usage_equals_the_ca
     const LEASED_LIMIT: u64 = 40;
     let options = TestnetOptions { args: vec!["--lease-calls".into(), "4".into()], auth: true };
     let testnet = Testnet::start(3, options).await.expect("a testnet starts");
-    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
-    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
-    let operator = |args: &[&str]| cli_as(Some(&admin), args);
-    let dir = tempfile::tempdir().unwrap();
-    let (provider, consumer) = (dir.path().join("provider.key"), dir.path().join("consumer.key"));
-    operator(&["plugin", "keygen", "--out", &path(&provider)]).unwrap();
-    operator(&["plugin", "keygen", "--out", &path(&consumer)]).unwrap();
-    let (provider_pub, consumer_pub) = (format!("{}.pub", path(&provider)), format!("{}.pub", path(&consumer)));
-    operator(&["plugin", "trust", &provider_pub, "--node", &api[0]]).unwrap();
-    operator(&[
-        "agent",
-        "spawn",
-        "lessee",
-        "--owner",
-        "ops",
-        "--tool",
-        "memory_*",
-        "--key",
-        &consumer_pub,
-        "--node",
-        &api[0],
-    ])
-    .unwrap();
+    let parties = Parties::new(&testnet, "lessee", &["memory_*"]);
     let limit = format!("calls={LEASED_LIMIT}/lifetime");
-    let create = [
-        "agreement",
-        "create",
-        "leased",
-        "--consumer",
-        "lessee",
-        "--provider",
-        &provider_pub,
-        "--tool",
-        "memory_*",
-        "--limit",
-        &limit,
-        "--expires-in",
-        "1h",
-        "--node",
-        &api[0],
-    ];
-    operator(&create).unwrap();
-    operator(&["agreement", "sign", "leased", "--key", &path(&consumer), "--node", &api[0]]).unwrap();
-    operator(&["agreement", "sign", "leased", "--key", &path(&provider), "--node", &api[0]]).unwrap();
-    operator(&["agreement", "activate", "leased", "--node", &api[0]]).unwrap();
-    let token = operator(&["token", "create", "--role", "agent", "--agent", "lessee", "--node", &api[0]]).unwrap();
-    let token = token.trim().to_owned();
-    for index in 0..3 {
-        wait_until(&format!("node {index} to know the agreement"), WAIT, || async {
-            let shown = testnet.call(index, "agreement_show", json!({ "id": "leased" })).await.ok()?;
-            (shown["state"] == "active").then_some(())
-        })
-        .await
-        .unwrap();
-    }
+    parties.create("leased", "lessee", "memory_*", &[&limit]);
+    parties.sign_and_activate("leased");
+    let token = parties.agent_token("lessee");
+    wait_active(&testnet, "leased").await;
+    let api = parties.api.clone();
 
     // Two rounds: the first stays under the limit (10 calls per node from
     // leases of 4 leave leases part-used), the second runs into it.
