@@ -253,6 +253,9 @@ mod tests {
 
     use super::*;
 
+    /// A reservation the in-memory ledger holds: key, grant, windows, settled.
+    type Held = (String, Usage, Vec<u64>, bool);
+
     /// Tools that record what ran, a registry of agents and agreements, and
     /// a ledger kept in memory the way apply keeps it.
     #[derive(Default)]
@@ -261,7 +264,7 @@ mod tests {
         agents: Vec<AgentRecord>,
         agreements: Vec<AgreementRecord>,
         ledger: Mutex<Ledger>,
-        reservations: Mutex<Vec<(String, Usage, Vec<u64>, bool)>>,
+        reservations: Mutex<Vec<Held>>,
         violations: Mutex<Vec<String>>,
         fuel_burnt: u64,
     }
