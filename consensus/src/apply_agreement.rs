@@ -89,8 +89,19 @@ impl Applier<'_> {
     }
 
     /// Forgets agreement `id`'s reservation number `seq`, if still kept.
+    /// A reservation still waiting to give back what it did not use (a lease,
+    /// or a call metered afterwards) is kept until it is settled, so that its
+    /// settlement is never lost; it is forgotten then.
     fn forget_reservation(&mut self, id: &str, seq: u64) -> Result<(), StorageError> {
         let Some(key) = self.reservation_at(id, seq)? else { return Ok(()) };
+        let awaits_settlement = self.reservation(id, &key)?.is_some_and(|reservation| {
+            reservation.settled.is_none()
+                && (reservation.lease
+                    || Metric::ALL.iter().any(|metric| !metric.known_before() && reservation.granted.get(*metric) > 0))
+        });
+        if awaits_settlement {
+            return Ok(());
+        }
         self.batch.forget_reservation(id, &key, seq)?;
         self.deals.arrivals.insert((id.to_owned(), seq), None);
         self.deals.reservations.insert((id.to_owned(), key), None);
@@ -379,9 +390,15 @@ impl Applier<'_> {
         let returned = reservation.granted.minus(&used);
         let mut ledger = self.ledger(id)?;
         ledger.release(&record.terms.limits, at.at_ms, &reservation.window_starts, &returned);
+        let ledger_next_seq = ledger.next_seq;
         self.stage_ledger(id, ledger)?;
+        let (seq, past_keeping) = (reservation.seq, reservation.seq + MAX_KEPT_RESERVATIONS as u64 <= ledger_next_seq);
         reservation.settled = Some(used);
         self.stage_reservation(id, reservation)?;
+        if past_keeping {
+            // Kept past its turn only to be settled: forgotten now.
+            self.forget_reservation(id, seq)?;
+        }
         Ok(UsageOutcome::Settled { returned })
     }
 }

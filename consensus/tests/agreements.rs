@@ -357,3 +357,23 @@ fn a_lease_is_granted_up_to_what_is_left_and_its_settlement_returns_every_unused
     assert_eq!(granted(&replies[11]), 1);
     assert_eq!(store.ledger("deal").unwrap().windows[0].used, 3 + 2 + 1);
 }
+
+#[test]
+fn a_lease_outlives_the_keys_an_agreement_remembers_until_it_is_settled() {
+    use zeromesh_protocol::limits::MAX_KEPT_RESERVATIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=100000/lifetime"]);
+    let mut commands = active(&deal);
+    let want = Usage { calls: 50, ..Usage::default() };
+    commands.push(Command::Usage(UsageCommand::Lease { agreement: "deal".into(), key: "lease".into(), want }));
+    commands.extend((0..=MAX_KEPT_RESERVATIONS).map(|call| reserve("deal", &format!("call-{call}"), one_call())));
+    commands.push(settle("deal", "lease", Usage { calls: 20, ..Usage::default() }));
+    let replies = apply(&mut machine, entries(1, commands));
+    let returned = Usage { calls: 30, ..Usage::default() };
+    assert_eq!(replies.last().unwrap(), &CommandReply::Usage(UsageOutcome::Settled { returned }));
+    assert_eq!(store.ledger("deal").unwrap().windows[0].used, 20 + MAX_KEPT_RESERVATIONS as u64 + 1);
+    assert_eq!(store.reservation("deal", "lease").unwrap(), None, "settled past its turn, it is forgotten");
+    assert_eq!(store.reservation("deal", "call-0").unwrap(), None, "the oldest call keys are forgotten");
+    assert!(store.reservation("deal", &format!("call-{MAX_KEPT_RESERVATIONS}")).unwrap().is_some());
+}

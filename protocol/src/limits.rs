@@ -144,7 +144,8 @@ pub const MAX_AGREEMENT_HISTORY: usize = 64;
 /// Longest idempotency key of a call, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 64;
 /// Reservations an agreement remembers by idempotency key; the oldest are
-/// forgotten first (an unsettled one forgotten stays counted).
+/// forgotten first, except one still to be settled (a lease, or a call
+/// metered afterwards), which is kept until its settlement.
 pub const MAX_KEPT_RESERVATIONS: usize = 4096;
 /// Violations the cluster keeps; the oldest are dropped first.
 pub const MAX_VIOLATIONS: usize = 10_000;
