@@ -123,6 +123,10 @@ pub trait Registry {
 
     /// Every agreement whose consumer is agent `id`.
     fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String>;
+
+    /// Waits until this node has applied every entry committed when it was
+    /// called (a read index), so a just-spawned agent is known here.
+    fn catch_up(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// The kernel of one node.
@@ -150,7 +154,12 @@ impl Kernel {
         }
         let governed = call.caller.role == Role::Agent || call.named_agent.is_some();
         if governed {
-            let record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+            let mut record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+            if record.is_none() {
+                // This node may not have applied the spawn yet.
+                world.catch_up().await;
+                record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+            }
             admit_agent(record, &agent, call.tool)?;
         }
         let target = match access {
@@ -267,15 +276,24 @@ mod tests {
         reservations: Mutex<Vec<Held>>,
         violations: Mutex<Vec<String>>,
         fuel_burnt: u64,
+        /// Agents this node learns of only once it catches up.
+        late: Vec<AgentRecord>,
+        caught_up: Mutex<bool>,
     }
 
     impl Registry for Recorded {
         fn agent(&self, id: &str) -> Result<Option<AgentRecord>, String> {
-            Ok(self.agents.iter().find(|agent| agent.id == id).cloned())
+            let late = if *self.caught_up.lock().unwrap() { self.late.as_slice() } else { &[] };
+            Ok(self.agents.iter().chain(late).find(|agent| agent.id == id).cloned())
         }
 
         fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String> {
             Ok(self.agreements.iter().filter(|record| record.terms.consumer == id).cloned().collect())
+        }
+
+        fn catch_up(&self) -> impl Future<Output = ()> + Send {
+            *self.caught_up.lock().unwrap() = true;
+            std::future::ready(())
         }
     }
 
@@ -472,6 +490,13 @@ mod tests {
         let by_token = call(&tools, &token, "echo.say", json!({})).await;
         assert_eq!(by_token, Err(Refusal::UnknownAgent { agent: "nobody".into() }));
         assert!(tools.runs.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_this_node_has_not_applied_yet_is_found_after_catching_up() {
+        let tools = Recorded { late: vec![registered("fresh", AgentState::Running, &["*"])], ..Recorded::default() };
+        call_as(&tools, "fresh", "echo.say").await.unwrap();
+        assert!(*tools.caught_up.lock().unwrap());
     }
 
     #[tokio::test]

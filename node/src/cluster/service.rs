@@ -273,6 +273,14 @@ impl Cluster {
         }
     }
 
+    /// Waits until this node has applied every entry committed when it was
+    /// called: a linearizable read through the leader's read index, whose
+    /// answer is not used.
+    pub async fn catch_up(&self) -> Result<(), ServiceError> {
+        let path = zeromesh_protocol::MemoryPath::parse("zeromesh/catch-up").expect("a valid path");
+        self.read(Consistency::Linearizable, ReadQuery::Get { path, version: None }).await.map(drop)
+    }
+
     /// Admits a joiner (on the leader) or passes the request to the leader.
     pub async fn join(&self, request: JoinRequest) -> Result<JoinAccepted, MeshError> {
         let view = self.consensus.cluster_view();

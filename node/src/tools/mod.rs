@@ -215,6 +215,15 @@ impl Registry for Site<'_> {
     fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String> {
         self.tooling.env.cluster.consensus.agreements_of(id).map_err(|error| error.to_string())
     }
+
+    fn catch_up(&self) -> impl Future<Output = ()> + Send {
+        let cluster = self.tooling.env.cluster.clone();
+        async move {
+            if let Err(error) = cluster.catch_up().await {
+                tracing::debug!(%error, "could not catch up with the leader");
+            }
+        }
+    }
 }
 
 impl Meter for Site<'_> {
