@@ -70,8 +70,16 @@ pub async fn open_websocket_as(url: &str, ca_pem: Option<Vec<u8>>, token: Option
         let _ = tcp.set_nodelay(true);
         Box::new(tcp)
     };
-    let (socket, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| error.to_string())?;
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| {
+        match error {
+            // The node says why it refused the connection (e.g. a revoked token) in the body.
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                format!("{}: {}", response.status(), body.trim())
+            }
+            other => other.to_string(),
+        }
+    })?;
     Ok(socket)
 }
 

@@ -40,6 +40,7 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
     // No token, or a wrong one: refused at the handshake, with the reason.
     let anonymous = ApiClient::connect_with(&second, None, None).await.err().expect("refused");
     assert!(anonymous.to_string().contains("401"), "{anonymous}");
+    assert!(anonymous.to_string().contains("bearer token"), "the client shows the node's reason: {anonymous}");
     let (status, body) =
         http_request(&second, "POST", "/mcp", &[("content-type", "application/json")], b"{}").await.unwrap();
     assert!(status == 401 && body.contains("bearer token"), "{status} {body}");
