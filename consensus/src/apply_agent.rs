@@ -82,7 +82,10 @@ impl Applier<'_> {
             _ => {}
         }
         let existing = self.agent(&id)?;
-        if let AgentCommand::Spawn { owner, description, tools, key, memory_quota_bytes, .. } = command {
+        if let AgentCommand::Spawn {
+            owner, description, tools, key, memory_quota_bytes, max_concurrent_calls, ..
+        } = command
+        {
             if existing.is_some() {
                 return Ok(AgentOutcome::Exists { id });
             }
@@ -96,6 +99,7 @@ impl Applier<'_> {
                 tools: tools.clone(),
                 key: *key,
                 memory_quota_bytes: *memory_quota_bytes,
+                max_concurrent_calls: *max_concurrent_calls,
                 state: AgentState::Running,
                 spawned_at_ms: stamped_at_ms,
                 changed_at_ms: stamped_at_ms,

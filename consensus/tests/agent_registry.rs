@@ -31,6 +31,7 @@ fn spawn(id: &str) -> Command {
         tools: vec!["*".into()],
         key: None,
         memory_quota_bytes: None,
+        max_concurrent_calls: None,
     })
 }
 
@@ -140,6 +141,7 @@ fn an_agents_stored_bytes_are_counted_in_apply_and_its_quota_refuses_growth_past
         tools: vec!["*".into()],
         key: None,
         memory_quota_bytes: Some(100),
+        max_concurrent_calls: None,
     });
     let delete = |index, path: &str| {
         let path = MemoryPath::parse(path).unwrap();

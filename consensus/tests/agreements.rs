@@ -83,6 +83,7 @@ fn active(terms: &Terms) -> Vec<Command> {
             tools: vec!["*".into()],
             key: Some(PublisherKey::of(&consumer_key())),
             memory_quota_bytes: None,
+            max_concurrent_calls: None,
         }),
         agreement(AgreementCommand::Create { terms: terms.clone() }),
         sign(terms, &consumer_key()),

@@ -30,6 +30,9 @@ pub enum AgentCommand {
         /// Most bytes its live memories may hold; writes past it are refused.
         #[arg(long)]
         memory_quota_bytes: Option<u64>,
+        /// Most of its calls one node serves at once; more are refused.
+        #[arg(long)]
+        max_concurrent_calls: Option<u32>,
     },
     /// Pauses an agent: its calls are refused, with the reason, everywhere.
     Pause {
@@ -79,11 +82,11 @@ pub enum AgentCommand {
 pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let (tool, arguments) = match &command {
-        AgentCommand::Spawn { id, owner, tools, description, key, memory_quota_bytes } => {
+        AgentCommand::Spawn { id, owner, tools, description, key, memory_quota_bytes, max_concurrent_calls } => {
             let key = key.as_deref().map(public_key_text).transpose()?;
             let arguments = json!({
                 "id": id, "owner": owner, "tools": tools, "description": description, "key": key,
-                "memory_quota_bytes": memory_quota_bytes,
+                "memory_quota_bytes": memory_quota_bytes, "max_concurrent_calls": max_concurrent_calls,
             });
             ("agent_spawn", arguments)
         }

@@ -49,6 +49,8 @@ pub struct AgentRecord {
     /// Most bytes its live memories may hold (values, content types and
     /// tags), enforced in apply; `None`: no quota.
     pub memory_quota_bytes: Option<u64>,
+    /// Most of its calls one node serves at once; `None`: no quota.
+    pub max_concurrent_calls: Option<u32>,
     pub state: AgentState,
     /// The leader's clock when it was spawned, and when its state last changed.
     pub spawned_at_ms: u64,
@@ -74,6 +76,7 @@ pub enum AgentCommand {
         tools: Vec<String>,
         key: Option<PublisherKey>,
         memory_quota_bytes: Option<u64>,
+        max_concurrent_calls: Option<u32>,
     },
     Pause {
         id: String,
@@ -263,7 +266,14 @@ impl AgentCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_agent_id(self.id())?;
         match self {
-            AgentCommand::Spawn { owner, description, tools, .. } => {
+            AgentCommand::Spawn { owner, description, tools, max_concurrent_calls, .. } => {
+                if *max_concurrent_calls == Some(0) {
+                    return Err(ValidationError::BadField {
+                        what: "max concurrent calls",
+                        value: "0".into(),
+                        reason: "is at least 1 (leave it out for no quota)",
+                    });
+                }
                 check_len("agent owner", owner.len(), MAX_AGENT_TEXT_BYTES)?;
                 check_len("agent description", description.len(), MAX_AGENT_TEXT_BYTES)?;
                 check_count("agent tool patterns", tools.len(), MAX_AGENT_TOOL_PATTERNS)?;
@@ -318,6 +328,7 @@ mod tests {
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
             memory_quota_bytes: None,
+            max_concurrent_calls: None,
             state: AgentState::Running,
             spawned_at_ms: 0,
             changed_at_ms: 0,
@@ -344,6 +355,7 @@ mod tests {
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
             memory_quota_bytes: None,
+            max_concurrent_calls: None,
         };
         assert!(spawn("agent-7", &["memory_*", "echo.say", "*"], 10).validate().is_ok());
         assert!(spawn("a/b", &[], 1).validate().is_err());

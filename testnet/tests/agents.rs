@@ -77,8 +77,21 @@ async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
     assert!(resumed.unwrap_err().to_string().contains("terminated"));
 
     // A memory quota is enforced in apply, whichever node the write enters.
-    let quota =
-        ["agent", "spawn", "tiny", "--owner", "ops", "--tool", "*", "--memory-quota-bytes", "32", "--node", &api[1]];
+    let quota = [
+        "agent",
+        "spawn",
+        "tiny",
+        "--owner",
+        "ops",
+        "--tool",
+        "*",
+        "--memory-quota-bytes",
+        "32",
+        "--max-concurrent-calls",
+        "2",
+        "--node",
+        &api[1],
+    ];
     operator(&quota).expect("spawned with a quota");
     let fits = testnet.call(2, "memory_put", json!({ "path": "tiny/a", "value": "0123456789" })).await.unwrap();
     assert_eq!(fits["outcome"], "written", "{fits}");
@@ -87,7 +100,8 @@ async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
     assert_eq!((over["stored_bytes"].as_u64(), over["quota_bytes"].as_u64()), (Some(20), Some(32)), "{over}");
     wait_until("node 2 to count tiny's bytes", WAIT, || async {
         let shown = testnet.call(2, "agent_show", json!({ "id": "tiny" })).await.ok()?;
-        (shown["memory_bytes"].as_u64() == Some(20) && shown["memory_quota_bytes"].as_u64() == Some(32)).then_some(())
+        let quotas = (shown["memory_quota_bytes"].as_u64(), shown["max_concurrent_calls"].as_u64());
+        (shown["memory_bytes"].as_u64() == Some(20) && quotas == (Some(32), Some(2))).then_some(())
     })
     .await
     .unwrap();

@@ -1,6 +1,8 @@
 //! The kernel's one entry point for tool calls, and what it refuses.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 
 use serde_json::Value;
 use zeromesh_protocol::agent::{AgentRecord, AgentState};
@@ -28,6 +30,8 @@ pub enum Refusal {
     AgentPaused { agent: String, reason: String },
     #[error("agent {agent} is terminated")]
     AgentTerminated { agent: String },
+    #[error("agent {agent} already has {limit} calls running on this node, its quota; retry when one ends")]
+    TooManyCalls { agent: String, limit: u32 },
     #[error("agent {agent} may not call {tool}: its tools are {allowed}")]
     ToolNotAllowed { agent: String, tool: String, allowed: String },
     #[error("agent {agent} has agreements, and none of them covers {tool}")]
@@ -56,6 +60,7 @@ impl Refusal {
             Refusal::AgentPaused { .. } => "agent_paused",
             Refusal::AgentTerminated { .. } => "agent_terminated",
             Refusal::ToolNotAllowed { .. } => "tool_not_allowed",
+            Refusal::TooManyCalls { .. } => "too_many_calls",
             Refusal::NotCovered { .. } => "not_covered",
             Refusal::AgreementInactive { .. } => "agreement_inactive",
             Refusal::OverLimit { .. } => "over_limit",
@@ -131,7 +136,28 @@ pub trait Registry {
 
 /// The kernel of one node.
 #[derive(Debug, Default)]
-pub struct Kernel {}
+pub struct Kernel {
+    /// Calls running here per agent with a concurrency quota.
+    running: Mutex<HashMap<String, u32>>,
+}
+
+/// One running call of an agent with a concurrency quota; counted out on drop.
+struct Running<'a> {
+    kernel: &'a Kernel,
+    agent: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self.kernel.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = running.get_mut(&self.agent) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.agent);
+            }
+        }
+    }
+}
 
 impl Kernel {
     /// Decides `call` and, if allowed, runs it through `world`: the tool
@@ -153,15 +179,19 @@ impl Kernel {
             check_idempotency_key(key).map_err(|error| Refusal::InvalidKey { reason: error.to_string() })?;
         }
         let governed = call.caller.role == Role::Agent || call.named_agent.is_some();
-        if governed {
+        // Held until the call ends: it counts against the agent's concurrency quota.
+        let _running = if governed {
             let mut record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
             if record.is_none() {
                 // This node may not have applied the spawn yet.
                 world.catch_up().await;
                 record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
             }
-            admit_agent(record, &agent, call.tool)?;
-        }
+            let admitted = admit_agent(record, &agent, call.tool)?;
+            self.enter(&admitted)?
+        } else {
+            None
+        };
         let target = match access {
             Access::MemoryRead | Access::MemoryWrite => memory_target(&call.arguments),
             Access::Observe | Access::RunPlugin | Access::Admin => String::new(),
@@ -189,6 +219,19 @@ impl Kernel {
             }
         };
         self.metered(world, record, &agent, call).await
+    }
+
+    /// Counts a call of `agent` in, refusing it when the agent's concurrency
+    /// quota is reached on this node.
+    fn enter(&self, agent: &AgentRecord) -> Result<Option<Running<'_>>, Refusal> {
+        let Some(limit) = agent.max_concurrent_calls else { return Ok(None) };
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = running.entry(agent.id.clone()).or_default();
+        if *count >= limit {
+            return Err(Refusal::TooManyCalls { agent: agent.id.clone(), limit });
+        }
+        *count += 1;
+        Ok(Some(Running { kernel: self, agent: agent.id.clone() }))
     }
 
     /// Runs a call governed by agreement `record`: reserve, run within what
@@ -233,8 +276,8 @@ fn inactive_refusal(agreement: String, state: &zeromesh_protocol::agreement::Agr
     Refusal::AgreementInactive { agreement, state: state.name().to_owned(), reason: state.reason().map(str::to_owned) }
 }
 
-/// Whether agent `id`'s record lets it call `tool` now.
-fn admit_agent(record: Option<AgentRecord>, id: &str, tool: &str) -> Result<(), Refusal> {
+/// Whether agent `id`'s record lets it call `tool` now; its record if so.
+fn admit_agent(record: Option<AgentRecord>, id: &str, tool: &str) -> Result<AgentRecord, Refusal> {
     let agent = record.ok_or_else(|| Refusal::UnknownAgent { agent: id.to_owned() })?;
     match &agent.state {
         AgentState::Running => {}
@@ -247,7 +290,7 @@ fn admit_agent(record: Option<AgentRecord>, id: &str, tool: &str) -> Result<(), 
         let allowed = if agent.tools.is_empty() { "none".to_owned() } else { agent.tools.join(", ") };
         return Err(Refusal::ToolNotAllowed { agent: agent.id.clone(), tool: tool.to_owned(), allowed });
     }
-    Ok(())
+    Ok(agent)
 }
 
 #[cfg(test)]
@@ -279,6 +322,8 @@ mod tests {
         /// Agents this node learns of only once it catches up.
         late: Vec<AgentRecord>,
         caught_up: Mutex<bool>,
+        /// When set, each run waits for a permit: a call that keeps running.
+        gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     }
 
     impl Registry for Recorded {
@@ -359,6 +404,7 @@ mod tests {
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             key: None,
             memory_quota_bytes: None,
+            max_concurrent_calls: None,
             state,
             spawned_at_ms: 0,
             changed_at_ms: 0,
@@ -395,7 +441,13 @@ mod tests {
         ) -> impl Future<Output = Ran<()>> + Send {
             self.runs.lock().unwrap().push((name.to_owned(), agent.to_owned(), arguments, budget));
             let used = Usage { fuel: self.fuel_burnt, bytes_out: 2, ..Usage::default() };
-            std::future::ready(Ran { outcome: (), used })
+            let gate = self.gate.clone();
+            async move {
+                if let Some(gate) = gate {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ran { outcome: (), used }
+            }
         }
     }
 
@@ -497,6 +549,37 @@ mod tests {
         let tools = Recorded { late: vec![registered("fresh", AgentState::Running, &["*"])], ..Recorded::default() };
         call_as(&tools, "fresh", "echo.say").await.unwrap();
         assert!(*tools.caught_up.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_agent_at_its_concurrency_quota_is_refused_until_one_of_its_calls_ends() {
+        use std::sync::Arc;
+        let mut bot = registered("bot", AgentState::Running, &["*"]);
+        bot.max_concurrent_calls = Some(1);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let tools = Arc::new(Recorded { agents: vec![bot], gate: Some(gate.clone()), ..Recorded::default() });
+        let kernel = Arc::new(Kernel::default());
+        let call = |kernel: Arc<Kernel>, tools: Arc<Recorded>| async move {
+            let caller = Caller::dev();
+            let call = ToolCall {
+                caller: &caller,
+                tool: "echo.say",
+                arguments: json!({}),
+                named_agent: Some("bot"),
+                idempotency_key: None,
+            };
+            kernel.call(&*tools, call).await.map(drop)
+        };
+        let first = tokio::spawn(call(kernel.clone(), tools.clone()));
+        while tools.runs.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let refused = call(kernel.clone(), tools.clone()).await.unwrap_err();
+        assert_eq!(refused, Refusal::TooManyCalls { agent: "bot".into(), limit: 1 });
+        gate.add_permits(2);
+        first.await.unwrap().unwrap();
+        call(kernel.clone(), tools.clone()).await.expect("the quota is free again once the first call ended");
+        assert!(kernel.running.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -138,6 +138,7 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
                 "resetsAtMs": over.resets_at_ms,
             }))
         }
+        Refusal::TooManyCalls { .. } => RpcError::new(RATE_LIMITED, refusal.to_string()),
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
             RpcError::invalid_params(refusal.to_string())
         }

@@ -33,6 +33,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                     tools: args.tools,
                     key,
                     memory_quota_bytes: args.memory_quota_bytes,
+                    max_concurrent_calls: args.max_concurrent_calls,
                 };
                 change(&env, "agent_spawn", command).await
             },
@@ -140,6 +141,10 @@ struct SpawnArgs {
     /// Most bytes its live memories may hold (values, content types, tags).
     #[serde(default)]
     memory_quota_bytes: Option<u64>,
+    /// Most of its calls one node serves at once.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    max_concurrent_calls: Option<u32>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -251,6 +256,7 @@ fn agent_json(agent: &AgentRecord) -> Value {
         "tools": agent.tools,
         "key": agent.key.map(|key| key.to_string()),
         "memory_quota_bytes": agent.memory_quota_bytes,
+        "max_concurrent_calls": agent.max_concurrent_calls,
         "state": agent.state.name(),
         "spawned_at_ms": agent.spawned_at_ms,
         "changed_at_ms": agent.changed_at_ms,
