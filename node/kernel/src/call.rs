@@ -262,13 +262,33 @@ impl Kernel {
                 })
             }
         };
+        let mut unsettled = Unsettled { world, record, key: &key, armed: true };
         let ran = world.run(call.tool, agent, call.arguments, budget(record, &granted)).await;
         let mut used = ran.used;
         used.calls = granted.calls;
         used.bytes_in = granted.bytes_in;
         let settle_error = world.settle(record, &key, used.capped_by(&granted)).await.err();
+        unsettled.armed = false;
+        drop(unsettled);
         let metered = Metered { agreement: id, key, log_index, used, settle_error };
         Ok(Served { outcome: ran.outcome, metered: Some(metered) })
+    }
+}
+
+/// A granted call not settled yet: dropped armed (the call's future was
+/// dropped: cancelled, or its connection closed), it is abandoned.
+struct Unsettled<'a, W: Meter> {
+    world: &'a W,
+    record: &'a AgreementRecord,
+    key: &'a str,
+    armed: bool,
+}
+
+impl<W: Meter> Drop for Unsettled<'_, W> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.world.abandon(self.record, self.key);
+        }
     }
 }
 
@@ -324,6 +344,7 @@ mod tests {
         caught_up: Mutex<bool>,
         /// When set, each run waits for a permit: a call that keeps running.
         gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+        abandoned: Mutex<Vec<String>>,
     }
 
     impl Registry for Recorded {
@@ -378,6 +399,10 @@ mod tests {
             self.ledger.lock().unwrap().release(&record.terms.limits, 1_000, &reservation.2, &returned);
             reservation.3 = true;
             std::future::ready(Ok(()))
+        }
+
+        fn abandon(&self, _: &AgreementRecord, key: &str) {
+            self.abandoned.lock().unwrap().push(key.to_owned());
         }
 
         fn record_violation(
@@ -580,6 +605,28 @@ mod tests {
         first.await.unwrap().unwrap();
         call(kernel.clone(), tools.clone()).await.expect("the quota is free again once the first call ended");
         assert!(kernel.running.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_metered_call_dropped_before_it_ends_is_abandoned_and_one_that_ends_is_not() {
+        use std::sync::Arc;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut tools = bot_under(vec![agreement("deal", &["*"], &["calls=5/minute"], AgreementState::Active)]);
+        tools.gate = Some(gate.clone());
+        let tools = Arc::new(tools);
+        let running = {
+            let tools = tools.clone();
+            tokio::spawn(async move { metered_call(&tools, "bot", "echo.say", Some("cut-off")).await })
+        };
+        while tools.runs.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        assert_eq!(*tools.abandoned.lock().unwrap(), ["cut-off"]);
+        gate.add_permits(1);
+        metered_call(&tools, "bot", "echo.say", Some("finished")).await.unwrap();
+        assert_eq!(tools.abandoned.lock().unwrap().len(), 1, "a settled call is not abandoned");
     }
 
     #[tokio::test]

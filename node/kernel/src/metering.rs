@@ -29,6 +29,11 @@ pub trait Meter {
         used: Usage,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Call `key` was granted but will not be settled: its caller went away
+    /// (the call was cancelled or its connection closed) before it ended.
+    /// All it was granted counts as used: never under-counted.
+    fn abandon(&self, agreement: &AgreementRecord, key: &str);
+
     /// Records a call refused before any reservation, for reading back.
     fn record_violation(
         &self,

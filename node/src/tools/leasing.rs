@@ -117,6 +117,19 @@ impl Leasing {
         true
     }
 
+    /// Call `call_key` will not give back: all it took from its lease counts
+    /// as used, and the lease no longer waits for it.
+    pub fn abandon(&self, env: &Arc<ToolEnv>, call_key: &str) {
+        let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(call_key);
+        let Some((agreement, lease_key, _)) = running else { return };
+        if let Some(spent) = self.book().give_back(&agreement, &lease_key, &Usage::default(), self.now_ms()) {
+            // Called while a dropped call unwinds: settle from a task of the runtime, if there is one.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(settle(env.clone(), spent));
+            }
+        }
+    }
+
     /// Returns idle leases to the mesh, forever.
     pub async fn return_idle(env: Arc<ToolEnv>) {
         if !env.leasing.enabled() {

@@ -272,6 +272,10 @@ impl Meter for Site<'_> {
         }
     }
 
+    fn abandon(&self, _: &AgreementRecord, key: &str) {
+        self.tooling.env.leasing.abandon(&self.tooling.env, key);
+    }
+
     fn record_violation(
         &self,
         agent: &str,
