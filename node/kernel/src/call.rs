@@ -325,8 +325,8 @@ mod tests {
 
     use super::*;
 
-    /// A reservation the in-memory ledger holds: key, grant, windows, settled.
-    type Held = (String, Usage, Vec<u64>, bool);
+    /// A reservation the in-memory ledger holds: key, grant, windows.
+    type Held = (String, Usage, Vec<u64>);
 
     /// Tools that record what ran, a registry of agents and agreements, and
     /// a ledger kept in memory the way apply keeps it.
@@ -377,7 +377,7 @@ mod tests {
             } else {
                 match self.ledger.lock().unwrap().reserve(&record.terms.limits, 1_000, &want) {
                     Ok((granted, starts)) => {
-                        reservations.push((key.to_owned(), granted, starts, false));
+                        reservations.push((key.to_owned(), granted, starts));
                         UsageOutcome::Reserved { granted, log_index: 7, duplicate: false }
                     }
                     Err(over) => UsageOutcome::OverLimit(over),
@@ -392,12 +392,11 @@ mod tests {
             key: &str,
             used: Usage,
         ) -> impl Future<Output = Result<(), String>> + Send {
-            let mut reservations = self.reservations.lock().unwrap();
-            let reservation = reservations.iter_mut().find(|(earlier, ..)| earlier == key).unwrap();
+            let reservations = self.reservations.lock().unwrap();
+            let reservation = reservations.iter().find(|(earlier, ..)| earlier == key).unwrap();
             let mut returned = reservation.1.minus(&used);
             returned.calls = 0;
             self.ledger.lock().unwrap().release(&record.terms.limits, 1_000, &reservation.2, &returned);
-            reservation.3 = true;
             std::future::ready(Ok(()))
         }
 
