@@ -79,6 +79,7 @@ impl<'a> Applier<'a> {
             }
             Command::Agreement(command) => self.apply_agreement(at, command).map(CommandReply::Agreement),
             Command::Usage(command) => self.apply_usage(at, command).map(CommandReply::Usage),
+            Command::Policy(command) => self.apply_policy(at, command).map(CommandReply::Policy),
         }
     }
 

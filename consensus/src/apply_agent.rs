@@ -83,7 +83,14 @@ impl Applier<'_> {
         }
         let existing = self.agent(&id)?;
         if let AgentCommand::Spawn {
-            owner, description, tools, key, memory_quota_bytes, max_concurrent_calls, ..
+            owner,
+            description,
+            tools,
+            tags,
+            key,
+            memory_quota_bytes,
+            max_concurrent_calls,
+            ..
         } = command
         {
             if existing.is_some() {
@@ -97,6 +104,7 @@ impl Applier<'_> {
                 owner: owner.clone(),
                 description: description.clone(),
                 tools: tools.clone(),
+                tags: tags.clone(),
                 key: *key,
                 memory_quota_bytes: *memory_quota_bytes,
                 max_concurrent_calls: *max_concurrent_calls,

@@ -10,6 +10,7 @@ use zeromesh_protocol::agreement::{
     Reservation, Terms, Usage, UsageCommand, UsageOutcome, Violation,
 };
 use zeromesh_protocol::limits::{MAX_AGREEMENTS, MAX_AGREEMENT_HISTORY, MAX_KEPT_RESERVATIONS, MAX_VIOLATIONS};
+use zeromesh_protocol::policy::{PolicyCommand, PolicyOutcome, PolicyRecord};
 use zeromesh_storage::StorageError;
 
 use crate::apply::Applier;
@@ -22,6 +23,8 @@ pub(crate) struct AgreementOverlay {
     reservations: BTreeMap<(String, String), Option<Reservation>>,
     arrivals: BTreeMap<(String, u64), Option<String>>,
     next_violation: Option<u64>,
+    /// The policy set's version, once set in this apply call.
+    policy: Option<u64>,
 }
 
 /// Where an entry is: its index and the leader's stamp.
@@ -39,6 +42,39 @@ impl Applier<'_> {
         ids.sort_unstable();
         ids.dedup();
         (ids, self.deals.next_violation.is_some())
+    }
+
+    /// The policy set's new version, when one was set so far.
+    pub fn changed_policy(&self) -> Option<u64> {
+        self.deals.policy
+    }
+
+    fn policy_version(&self) -> Result<u64, StorageError> {
+        match self.deals.policy {
+            Some(version) => Ok(version),
+            None => self.store.policy_version(),
+        }
+    }
+
+    /// Sets a new version of the policy set. Its text was validated by the
+    /// node that proposed it; apply only orders and keeps it.
+    pub(crate) fn apply_policy(&mut self, at: At, command: &PolicyCommand) -> Result<PolicyOutcome, StorageError> {
+        let PolicyCommand::Set { text, description, expect_version } = command;
+        let current = self.policy_version()?;
+        if expect_version.is_some_and(|expected| expected != current) {
+            return Ok(PolicyOutcome::VersionMismatch { current });
+        }
+        let version = current + 1;
+        let record = PolicyRecord {
+            version,
+            text: text.clone(),
+            description: description.clone(),
+            log_index: at.log_index,
+            at_ms: at.at_ms,
+        };
+        self.batch.put_policy(&record)?;
+        self.deals.policy = Some(version);
+        Ok(PolicyOutcome::Set { version })
     }
 
     fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
@@ -295,8 +331,12 @@ impl Applier<'_> {
 
     pub(crate) fn apply_usage(&mut self, at: At, command: &UsageCommand) -> Result<UsageOutcome, StorageError> {
         match command {
-            UsageCommand::Reserve { agreement, key, want } => self.reserve(at, agreement, key, want, false),
-            UsageCommand::Lease { agreement, key, want } => self.reserve(at, agreement, key, want, true),
+            UsageCommand::Reserve { agreement, key, want, policy } => {
+                self.reserve(at, agreement, key, want, *policy, false)
+            }
+            UsageCommand::Lease { agreement, key, want, policy } => {
+                self.reserve(at, agreement, key, want, *policy, true)
+            }
             UsageCommand::Settle { agreement, key, used } => self.settle(at, agreement, key, used),
             UsageCommand::Violation { agent, agreement, tool, reason } => {
                 let seq = self.record_violation(at, agent, agreement.as_deref(), tool, reason.clone())?;
@@ -305,13 +345,15 @@ impl Applier<'_> {
         }
     }
 
-    /// Reserves for one call, or (`lease`) a node's lease.
+    /// Reserves for one call, or (`lease`) a node's lease, decided under
+    /// policy set version `policy`.
     fn reserve(
         &mut self,
         at: At,
         id: &str,
         key: &str,
         want: &Usage,
+        policy: u64,
         lease: bool,
     ) -> Result<UsageOutcome, StorageError> {
         let Some(mut record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
@@ -333,6 +375,11 @@ impl Applier<'_> {
                     UsageOutcome::Reserved { granted: earlier.granted, log_index: earlier.log_index, duplicate: true }
                 }
             });
+        }
+        // Decided under an older policy set: the node decides again.
+        let current = self.policy_version()?;
+        if policy != current {
+            return Ok(UsageOutcome::StalePolicy { decided: policy, current });
         }
         let mut ledger = self.ledger(id)?;
         let seq = ledger.next_seq;

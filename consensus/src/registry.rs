@@ -1,5 +1,5 @@
 //! Typed reads of the replicated registry (access tokens, agents, agreements and
-//! their usage, installed
+//! their usage, policy sets, installed
 //! plugins, trusted publishers) and this node's own plugin module blobs, so that the
 //! node's runtime never reaches into RocksDB itself.
 
@@ -9,6 +9,7 @@ use zeromesh_protocol::agent::{AgentRecord, AgentSnapshot};
 use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Violation};
 use zeromesh_protocol::auth::TokenRecord;
 use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
+use zeromesh_protocol::policy::PolicyRecord;
 use zeromesh_storage::{StorageError, Store};
 
 use crate::error::ConsensusError;
@@ -59,6 +60,26 @@ impl ConsensusNode {
     }
 
     /// The number the next violation gets.
+    /// The policy set as this node has applied it (version 0 before any is set).
+    pub fn current_policy(&self) -> Result<PolicyRecord, ConsensusError> {
+        Ok(self.store().current_policy()?)
+    }
+
+    /// The current policy set's version as this node has applied it: a point read.
+    pub fn policy_version(&self) -> Result<u64, ConsensusError> {
+        Ok(self.store().policy_version()?)
+    }
+
+    /// Policy set version `version`, while it is kept.
+    pub fn policy(&self, version: u64) -> Result<Option<PolicyRecord>, ConsensusError> {
+        Ok(self.store().policy(version)?)
+    }
+
+    /// The newest `limit` versions of the policy set kept, newest first.
+    pub async fn policies(&self, limit: usize) -> Result<Vec<PolicyRecord>, ConsensusError> {
+        self.off_thread(move |store| store.policies(limit)).await
+    }
+
     pub fn next_violation_seq(&self) -> Result<u64, ConsensusError> {
         Ok(self.store().next_violation_seq()?)
     }

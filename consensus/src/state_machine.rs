@@ -33,6 +33,8 @@ pub enum StateChange {
     /// These agreements changed (state or usage); `violations` when a
     /// violation was recorded.
     Agreements { ids: Arc<[String]>, violations: bool },
+    /// The policy set changed to `version`.
+    Policy { version: u64 },
     /// A snapshot replaced the whole state: any memory may have changed.
     Everything,
 }
@@ -126,6 +128,9 @@ fn apply_entries(
     let (agreements, violations) = applier.changed_agreements();
     if !agreements.is_empty() || violations {
         changes.push(StateChange::Agreements { ids: agreements.into(), violations });
+    }
+    if let Some(version) = applier.changed_policy() {
+        changes.push(StateChange::Policy { version });
     }
     let mut batch = applier.into_batch();
     let encoded =

@@ -2,7 +2,8 @@
 //! there, with the check that failed named; reservations never exceed a
 //! limit, a retried key counts once, a settlement returns what was not used;
 //! every machine applying the same entries holds the same usage, and a
-//! snapshot carries it.
+//! snapshot carries it; policy sets are versioned, and a reservation decided
+//! under a replaced one is refused.
 
 use ed25519_dalek::SigningKey;
 use openraft::storage::RaftStateMachine;
@@ -15,6 +16,7 @@ use zeromesh_protocol::agreement::{
     UsageOutcome,
 };
 use zeromesh_protocol::plugin::{PluginCommand, PublisherKey};
+use zeromesh_protocol::policy::{PolicyCommand, PolicyOutcome};
 use zeromesh_protocol::{Command, CommandReply, Request};
 use zeromesh_storage::Store;
 
@@ -81,6 +83,7 @@ fn active(terms: &Terms) -> Vec<Command> {
             owner: "ops".into(),
             description: String::new(),
             tools: vec!["*".into()],
+            tags: Vec::new(),
             key: Some(PublisherKey::of(&consumer_key())),
             memory_quota_bytes: None,
             max_concurrent_calls: None,
@@ -93,7 +96,7 @@ fn active(terms: &Terms) -> Vec<Command> {
 }
 
 fn reserve(id: &str, key: &str, want: Usage) -> Command {
-    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want })
+    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want, policy: 0 })
 }
 
 fn settle(id: &str, key: &str, used: Usage) -> Command {
@@ -335,6 +338,7 @@ fn a_lease_is_granted_up_to_what_is_left_and_its_settlement_returns_every_unused
             agreement: "deal".into(),
             key: key.into(),
             want: Usage { calls, ..Usage::default() },
+            policy: 0,
         })
     };
     commands.extend([
@@ -367,7 +371,12 @@ fn a_lease_outlives_the_keys_an_agreement_remembers_until_it_is_settled() {
     let deal = terms("deal", &["calls=100000/lifetime"]);
     let mut commands = active(&deal);
     let want = Usage { calls: 50, ..Usage::default() };
-    commands.push(Command::Usage(UsageCommand::Lease { agreement: "deal".into(), key: "lease".into(), want }));
+    commands.push(Command::Usage(UsageCommand::Lease {
+        agreement: "deal".into(),
+        key: "lease".into(),
+        want,
+        policy: 0,
+    }));
     commands.extend((0..=MAX_KEPT_RESERVATIONS).map(|call| reserve("deal", &format!("call-{call}"), one_call())));
     commands.push(settle("deal", "lease", Usage { calls: 20, ..Usage::default() }));
     let replies = apply(&mut machine, entries(1, commands));
@@ -377,4 +386,70 @@ fn a_lease_outlives_the_keys_an_agreement_remembers_until_it_is_settled() {
     assert_eq!(store.reservation("deal", "lease").unwrap(), None, "settled past its turn, it is forgotten");
     assert_eq!(store.reservation("deal", "call-0").unwrap(), None, "the oldest call keys are forgotten");
     assert!(store.reservation("deal", &format!("call-{MAX_KEPT_RESERVATIONS}")).unwrap().is_some());
+}
+
+fn set_policy(text: &str, expect_version: Option<u64>) -> Command {
+    Command::Policy(PolicyCommand::Set { text: text.into(), description: "test".into(), expect_version })
+}
+
+#[test]
+fn policy_sets_are_versioned_and_a_reservation_decided_under_a_replaced_one_is_refused() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    assert_eq!(store_a.policy_version().unwrap(), 0, "a mesh starts with no policy set");
+    let deal = terms("deal", &["calls=10/minute"]);
+    let mut commands = active(&deal);
+    commands.extend([
+        set_policy("permit(principal, action, resource);", None),
+        set_policy("forbid(principal, action, resource);", Some(0)),
+        reserve("deal", "decided-under-nothing", one_call()),
+        Command::Usage(UsageCommand::Reserve {
+            agreement: "deal".into(),
+            key: "ok".into(),
+            want: one_call(),
+            policy: 1,
+        }),
+        set_policy("permit(principal, action, resource);", Some(1)),
+        Command::Usage(UsageCommand::Lease {
+            agreement: "deal".into(),
+            key: "lease".into(),
+            want: one_call(),
+            policy: 1,
+        }),
+    ]);
+    let first = active(&deal).len();
+    let replies = apply(&mut machine_a, entries(1, commands.clone()));
+    assert_eq!(replies[first], CommandReply::Policy(PolicyOutcome::Set { version: 1 }));
+    assert_eq!(replies[first + 1], CommandReply::Policy(PolicyOutcome::VersionMismatch { current: 1 }));
+    assert_eq!(replies[first + 2], CommandReply::Usage(UsageOutcome::StalePolicy { decided: 0, current: 1 }));
+    assert!(matches!(replies[first + 3], CommandReply::Usage(UsageOutcome::Reserved { duplicate: false, .. })));
+    assert_eq!(replies[first + 4], CommandReply::Policy(PolicyOutcome::Set { version: 2 }));
+    assert_eq!(replies[first + 5], CommandReply::Usage(UsageOutcome::StalePolicy { decided: 1, current: 2 }));
+    assert_eq!(
+        store_a.ledger("deal").unwrap().windows[0].used,
+        1,
+        "only the reservation under the current set counted"
+    );
+    assert_eq!(store_a.policy_version().unwrap(), 2);
+    let kept: Vec<u64> = store_a.policies(10).unwrap().iter().map(|policy| policy.version).collect();
+    assert_eq!(kept, [2, 1], "newest first");
+    assert_eq!(store_a.current_policy().unwrap().log_index, (first + 5) as u64);
+    // Another machine applying the same entries holds the same versions.
+    apply(&mut machine_b, entries(1, commands));
+    assert_eq!(store_b.policies(10).unwrap(), store_a.policies(10).unwrap());
+}
+
+#[test]
+fn only_the_newest_policy_sets_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let kept = zeromesh_protocol::limits::MAX_POLICY_HISTORY as u64 + 1;
+    let sets =
+        (0..kept + 3).map(|n| set_policy(&format!("// version {}\npermit(principal, action, resource);", n + 1), None));
+    apply(&mut machine, entries(1, sets.collect()));
+    assert_eq!(store.policy_version().unwrap(), kept + 3);
+    assert_eq!(store.policies(usize::MAX).unwrap().len() as u64, kept);
+    assert!(store.policy(3).unwrap().is_none(), "the oldest are forgotten");
+    assert!(store.current_policy().unwrap().text.starts_with(&format!("// version {}", kept + 3)));
 }

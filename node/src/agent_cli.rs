@@ -23,6 +23,9 @@ pub enum AgentCommand {
         tools: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// A label policies can match on (`principal.tags.contains("...")`); repeatable.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
         /// The public key it signs agreements with: 64 hex digits, or a file
         /// holding them (`zeromesh plugin keygen` writes one as FILE.pub).
         #[arg(long)]
@@ -82,10 +85,10 @@ pub enum AgentCommand {
 pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let (tool, arguments) = match &command {
-        AgentCommand::Spawn { id, owner, tools, description, key, memory_quota_bytes, max_concurrent_calls } => {
+        AgentCommand::Spawn { id, owner, tools, description, tags, key, memory_quota_bytes, max_concurrent_calls } => {
             let key = key.as_deref().map(public_key_text).transpose()?;
             let arguments = json!({
-                "id": id, "owner": owner, "tools": tools, "description": description, "key": key,
+                "id": id, "owner": owner, "tools": tools, "description": description, "tags": tags, "key": key,
                 "memory_quota_bytes": memory_quota_bytes, "max_concurrent_calls": max_concurrent_calls,
             });
             ("agent_spawn", arguments)

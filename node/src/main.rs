@@ -6,6 +6,7 @@ mod agent_cli;
 mod agreement_cli;
 mod demo;
 mod plugin_cli;
+mod policy_cli;
 
 use zeromesh::cli::{self as client_cli, DEFAULT_NODE};
 use zeromesh::config::{NodeConfig, RunArgs};
@@ -101,6 +102,14 @@ enum Commands {
         node: String,
         #[command(subcommand)]
         command: agreement_cli::AgreementCommand,
+    },
+    /// The mesh's Cedar policy set: set, show, history, validate, schema.
+    /// Setting one needs an admin token in ZEROMESH_TOKEN.
+    Policy {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: policy_cli::PolicyCommand,
     },
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
@@ -221,5 +230,6 @@ async fn main() -> anyhow::Result<()> {
         Commands::Plugin(command) => plugin_cli::run(command).await,
         Commands::Agent { node, command } => agent_cli::run(&node, command).await,
         Commands::Agreement { node, command } => agreement_cli::run(&node, command).await,
+        Commands::Policy { node, command } => policy_cli::run(&node, command).await,
     }
 }

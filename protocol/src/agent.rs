@@ -44,6 +44,10 @@ pub struct AgentRecord {
     pub description: String,
     /// The tools it may call: exact names, `prefix*`, or `*` for all.
     pub tools: Vec<String>,
+    /// Labels policies can match on (`principal.tags.contains("...")`);
+    /// absent from exports written before agents had tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The ed25519 key the agent signs its agreements with.
     pub key: Option<PublisherKey>,
     /// Most bytes its live memories may hold (values, content types and
@@ -74,6 +78,7 @@ pub enum AgentCommand {
         owner: String,
         description: String,
         tools: Vec<String>,
+        tags: Vec<String>,
         key: Option<PublisherKey>,
         memory_quota_bytes: Option<u64>,
         max_concurrent_calls: Option<u32>,
@@ -219,6 +224,7 @@ impl AgentSnapshot {
         for pattern in &self.agent.tools {
             check_tool_pattern(pattern)?;
         }
+        crate::memory::check_tags(&self.agent.tags)?;
         for memory in &self.memories {
             memory.value().validate()?;
             MemoryPath::parse(&format!("{}/{}", self.agent.id, memory.path))?;
@@ -266,7 +272,7 @@ impl AgentCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_agent_id(self.id())?;
         match self {
-            AgentCommand::Spawn { owner, description, tools, max_concurrent_calls, .. } => {
+            AgentCommand::Spawn { owner, description, tools, tags, max_concurrent_calls, .. } => {
                 if *max_concurrent_calls == Some(0) {
                     return Err(ValidationError::BadField {
                         what: "max concurrent calls",
@@ -280,7 +286,7 @@ impl AgentCommand {
                 for pattern in tools {
                     check_tool_pattern(pattern)?;
                 }
-                Ok(())
+                crate::memory::check_tags(tags)
             }
             AgentCommand::Pause { reason, .. } => check_len("pause reason", reason.len(), MAX_AGENT_TEXT_BYTES),
             AgentCommand::Resume { .. } | AgentCommand::Terminate { .. } => Ok(()),
@@ -326,6 +332,7 @@ mod tests {
             owner: String::new(),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            tags: Vec::new(),
             key: None,
             memory_quota_bytes: None,
             max_concurrent_calls: None,
@@ -353,6 +360,7 @@ mod tests {
             owner: "o".repeat(owner),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            tags: Vec::new(),
             key: None,
             memory_quota_bytes: None,
             max_concurrent_calls: None,

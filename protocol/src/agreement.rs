@@ -584,10 +584,13 @@ pub struct Reservation {
 /// Metering of one agreement's calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UsageCommand {
-    /// Reserve `want` for call `key` (a retried key counts once).
-    Reserve { agreement: String, key: String, want: Usage },
-    /// Lease up to `want` under key `key`, for a node to serve calls from.
-    Lease { agreement: String, key: String, want: Usage },
+    /// Reserve `want` for call `key` (a retried key counts once), decided
+    /// under policy set version `policy`: apply refuses it when that is no
+    /// longer the current version.
+    Reserve { agreement: String, key: String, want: Usage, policy: u64 },
+    /// Lease up to `want` under key `key`, for a node to serve calls from
+    /// while policy set version `policy` is current.
+    Lease { agreement: String, key: String, want: Usage, policy: u64 },
     /// The call `key` used `used` (at most what was granted); the rest returns.
     Settle { agreement: String, key: String, used: Usage },
     /// A call refused before it reached a limit, recorded for reading back.
@@ -597,7 +600,7 @@ pub enum UsageCommand {
 impl UsageCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
-            UsageCommand::Reserve { agreement, key, want } | UsageCommand::Lease { agreement, key, want } => {
+            UsageCommand::Reserve { agreement, key, want, .. } | UsageCommand::Lease { agreement, key, want, .. } => {
                 check_agreement_id(agreement)?;
                 check_idempotency_key(key)?;
                 want.validate("reservation")
@@ -636,6 +639,12 @@ pub enum UsageOutcome {
         state: AgreementState,
     },
     NotFound,
+    /// The call was decided under policy set version `decided`, and
+    /// `current` has replaced it since; nothing was reserved.
+    StalePolicy {
+        decided: u64,
+        current: u64,
+    },
     /// The key's call already ran and was settled at `log_index`.
     AlreadySettled {
         log_index: u64,

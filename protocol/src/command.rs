@@ -8,6 +8,7 @@ use crate::agreement::{AgreementCommand, AgreementOutcome, UsageCommand, UsageOu
 use crate::auth::{TokenCommand, TokenOutcome};
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
+use crate::policy::{PolicyCommand, PolicyOutcome};
 use crate::validate::ValidationError;
 
 /// The application data of one Raft entry. The leader stamps the wall-clock
@@ -35,6 +36,8 @@ pub enum Command {
     Agreement(AgreementCommand),
     /// Metering of an agreement's calls.
     Usage(UsageCommand),
+    /// A new version of the policy set.
+    Policy(PolicyCommand),
 }
 
 impl Command {
@@ -48,6 +51,7 @@ impl Command {
             Command::Agent(command) => command.validate(),
             Command::Agreement(command) => command.validate(),
             Command::Usage(command) => command.validate(),
+            Command::Policy(command) => command.validate(),
         }
     }
 }
@@ -69,4 +73,5 @@ pub enum CommandReply {
     Agent(AgentOutcome),
     Agreement(AgreementOutcome),
     Usage(UsageOutcome),
+    Policy(PolicyOutcome),
 }

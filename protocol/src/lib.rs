@@ -10,6 +10,7 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod memory;
 pub mod plugin;
+pub mod policy;
 pub mod validate;
 
 pub use command::{Command, CommandReply, Request};

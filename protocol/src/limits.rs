@@ -152,3 +152,10 @@ pub const MAX_VIOLATIONS: usize = 10_000;
 /// Largest amount a call may reserve of fuel, wall-clock milliseconds or
 /// bytes out at once.
 pub const MAX_RESERVATION_AMOUNT: u64 = 1 << 40;
+
+/// Largest policy set (Cedar text), in bytes.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+/// Policies one set may hold.
+pub const MAX_POLICIES: usize = 256;
+/// Earlier policy sets the cluster keeps readable; older ones are dropped.
+pub const MAX_POLICY_HISTORY: usize = 32;

@@ -148,21 +148,7 @@ impl MemoryValue {
                 reason: "contains a control character",
             });
         }
-        check_count("tags", self.tags.len(), MAX_TAGS_PER_RECORD)?;
-        for tag in &self.tags {
-            if tag.is_empty() {
-                return Err(ValidationError::Empty { what: "tag" });
-            }
-            check_len("tag", tag.len(), MAX_TAG_BYTES)?;
-            if tag.chars().any(char::is_control) {
-                return Err(ValidationError::BadField {
-                    what: "tag",
-                    value: truncate_for_message(tag),
-                    reason: "contains a control character",
-                });
-            }
-        }
-        Ok(())
+        check_tags(&self.tags)
     }
 
     fn encoded_bytes(&self) -> usize {
@@ -276,6 +262,26 @@ pub struct MemoryRecord {
     pub value: Vec<u8>,
     pub content_type: String,
     pub tags: Vec<String>,
+}
+
+/// Checks a list of tags (a memory's, or an agent's): at most
+/// [`MAX_TAGS_PER_RECORD`], each non-empty, short and without control characters.
+pub fn check_tags(tags: &[String]) -> Result<(), ValidationError> {
+    check_count("tags", tags.len(), MAX_TAGS_PER_RECORD)?;
+    for tag in tags {
+        if tag.is_empty() {
+            return Err(ValidationError::Empty { what: "tag" });
+        }
+        check_len("tag", tag.len(), MAX_TAG_BYTES)?;
+        if tag.chars().any(char::is_control) {
+            return Err(ValidationError::BadField {
+                what: "tag",
+                value: truncate_for_message(tag),
+                reason: "contains a control character",
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,12 +2,14 @@
 //! replicated registry table:
 //! agreement records (`g/`), usage ledgers (`l/`), reservations by
 //! idempotency key (`r/`) with their order of arrival (`q/`), and the
-//! violations log (`v/`, numbered by `n/violations`).
+//! violations log (`v/`, numbered by `n/violations`), and the versions of the
+//! policy set (`y/`).
 
 use rocksdb::{Direction, IteratorMode};
 use zeromesh_protocol::agent::AgentSnapshot;
 use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Reservation, Violation};
-use zeromesh_protocol::limits::MAX_AGREEMENTS;
+use zeromesh_protocol::limits::{MAX_AGREEMENTS, MAX_POLICY_HISTORY};
+use zeromesh_protocol::policy::PolicyRecord;
 
 use crate::error::{decode, encode, StorageError};
 use crate::keys::CF_PLUGIN_REGISTRY;
@@ -33,6 +35,16 @@ pub(crate) const SNAPSHOT_COUNT_KEY: &[u8] = b"n/snapshots";
 
 fn snapshot_key(id: &str) -> Vec<u8> {
     [SNAPSHOT_KEY_PREFIX, id.as_bytes()].concat()
+}
+
+/// `y/{version}`: the policy set's versions, the current one last.
+pub(crate) const POLICY_KEY_PREFIX: &[u8] = b"y/";
+
+/// `n/policy`: the current policy set's version, a point read for every call.
+pub(crate) const POLICY_VERSION_KEY: &[u8] = b"n/policy";
+
+fn policy_key(version: u64) -> Vec<u8> {
+    [POLICY_KEY_PREFIX, &version.to_be_bytes()].concat()
 }
 
 /// `c/{consumer} NUL {agreement}`: an agent's agreements, without a scan of all.
@@ -100,8 +112,15 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
         let snapshot = decode::<AgentSnapshot>("agent snapshot", value);
         return Some(check("agent snapshot", snapshot.map(|snapshot| snapshot.snapshot.as_bytes() == id)));
     }
+    if let Some(version) = key.strip_prefix(POLICY_KEY_PREFIX) {
+        let policy = decode::<PolicyRecord>("policy set", value);
+        return Some(check("policy set", policy.map(|policy| version == policy.version.to_be_bytes())));
+    }
     if key == SNAPSHOT_COUNT_KEY {
         return Some(check("snapshot count", decode::<u64>("snapshot count", value).map(|_| true)));
+    }
+    if key == POLICY_VERSION_KEY {
+        return Some(check("policy version", decode::<u64>("policy version", value).map(|_| true)));
     }
     if key == VIOLATION_SEQ_KEY {
         return Some(check("violation count", decode::<u64>("violation count", value).map(|_| true)));
@@ -119,6 +138,37 @@ impl Store {
             Some(bytes) => Ok(Some(decode(what, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The current policy set's version (0 before any is set).
+    pub fn policy_version(&self) -> Result<u64, StorageError> {
+        Ok(self.registry_get(POLICY_VERSION_KEY, "policy version")?.unwrap_or(0))
+    }
+
+    /// The current policy set, or the empty one.
+    pub fn current_policy(&self) -> Result<PolicyRecord, StorageError> {
+        let version = self.policy_version()?;
+        Ok(self.policy(version)?.unwrap_or_else(PolicyRecord::initial))
+    }
+
+    /// Policy set version `version`, while it is kept.
+    pub fn policy(&self, version: u64) -> Result<Option<PolicyRecord>, StorageError> {
+        self.registry_get(&policy_key(version), "policy set")
+    }
+
+    /// The newest `limit` versions of the policy set kept, newest first.
+    pub fn policies(&self, limit: usize) -> Result<Vec<PolicyRecord>, StorageError> {
+        let cf = self.cf(CF_PLUGIN_REGISTRY)?;
+        let end = policy_key(u64::MAX);
+        let mut found = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse)) {
+            let (key, value) = item?;
+            if !key.starts_with(POLICY_KEY_PREFIX) || found.len() >= limit.min(MAX_POLICY_HISTORY + 1) {
+                break;
+            }
+            found.push(decode("policy set", &value)?);
+        }
+        Ok(found)
     }
 
     pub fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
@@ -252,6 +302,16 @@ impl StateBatch<'_> {
 
     pub fn put_stored_bytes(&mut self, agent: &str, bytes: u64) -> Result<(), StorageError> {
         self.put_registry(&stored_bytes_key(agent), "stored bytes", &bytes)
+    }
+
+    /// Stages a new version of the policy set, forgetting the one that falls
+    /// out of the kept history.
+    pub fn put_policy(&mut self, policy: &PolicyRecord) -> Result<(), StorageError> {
+        if let Some(oldest) = policy.version.checked_sub(MAX_POLICY_HISTORY as u64 + 1) {
+            self.delete_registry(&policy_key(oldest))?;
+        }
+        self.put_registry(POLICY_VERSION_KEY, "policy version", &policy.version)?;
+        self.put_registry(&policy_key(policy.version), "policy set", policy)
     }
 
     pub fn forget_violation(&mut self, seq: u64) -> Result<(), StorageError> {

@@ -265,10 +265,14 @@ async fn agreement_overhead(scale: &Scale) {
     cli(&["agreement", "sign", "bench-deal", "--key", consumer.to_str().unwrap(), "--node", api]);
     cli(&["agreement", "sign", "bench-deal", "--key", provider.to_str().unwrap(), "--node", api]);
     cli(&["agreement", "activate", "bench-deal", "--node", api]);
+    // An agent with agreements calls only what a policy permits.
+    let permit = json!({ "text": "permit(principal, action, resource);", "description": "bench" });
+    testnet.call(leader, "policy_set", permit).await.expect("the policy set is set");
     let ready = || async {
         let shown = testnet.call(follower, "agreement_show", json!({ "id": "bench-deal" })).await.ok()?;
+        let policies = testnet.call(follower, "policy_show", json!({})).await.ok()?;
         let echo = testnet.call(follower, "echo", json!({})).await.ok();
-        (shown["state"] == "active" && echo.is_some()).then_some(())
+        (shown["state"] == "active" && policies["version"] == 1 && echo.is_some()).then_some(())
     };
     wait_until("the follower to run echo under the agreement", Duration::from_secs(60), ready)
         .await

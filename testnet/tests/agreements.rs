@@ -48,9 +48,22 @@ impl Parties {
             spawn.extend(["--tool", tool]);
         }
         let consumer = parties.public("consumer");
-        spawn.extend(["--key", &consumer]);
+        spawn.extend(["--key", &consumer, "--tag", "tested"]);
         assert!(parties.run(&spawn).unwrap().contains(&format!("agent {agent} running")));
+        // An agent with agreements calls only what a policy permits.
+        parties.set_policies(r#"@id("agents-may-call") permit(principal, action, resource);"#, &[]);
         parties
+    }
+
+    /// Sets the mesh's policy set to `text` through node 1 (with `extra`
+    /// arguments); what the command line printed, or why it failed.
+    fn set_policies(&self, text: &str, extra: &[&str]) -> String {
+        let file = self.keys.path().join("policies.cedar");
+        std::fs::write(&file, text).unwrap();
+        let file = path(&file);
+        let mut set = vec!["policy", "set", &file, "--node", &self.api[1]];
+        set.extend(extra);
+        self.run(&set).unwrap_or_else(|error| format!("{error:#}"))
     }
 
     fn run(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -420,4 +433,80 @@ async fn call_leased(api: &[String], token: &str, attempts: usize) -> (u64, u64,
         entries.extend(caller_entries);
     }
     (served, refused, entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cedar_policy_that_forbids_a_tool_for_a_tag_stops_the_call_on_every_node_and_is_recorded() {
+    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let parties = Parties::new(&testnet, "scribe", &["memory_*"]);
+    let api = parties.api.clone();
+    parties.create("scribing", "scribe", "memory_*", &["calls=1000/hour"]);
+    parties.sign_and_activate("scribing");
+    wait_active(&testnet, "scribing").await;
+    let token = parties.agent_token("scribe");
+    let mut clients = Vec::new();
+    for node in &api {
+        let client = wait_until("the agent's token to reach every node", WAIT, || async {
+            ApiClient::connect_with(node, None, Some(token.clone())).await.ok()
+        })
+        .await
+        .unwrap();
+        clients.push(client);
+    }
+    let put = |value: &str| json!({ "path": "scribe/note", "value": value });
+    clients[0].call_tool("memory_put", put("before")).await.expect("the permit lets the agent write");
+
+    // A set that does not fit the schema, or edits a version that is gone, changes nothing.
+    let typo =
+        parties.set_policies(r#"@id("typo") forbid(principal, action, resource) when { principal.tag == "x" };"#, &[]);
+    assert!(typo.contains("the policy set is not valid: typo: "), "{typo}");
+    let stale = parties.set_policies("permit(principal, action, resource);", &["--expect-version", "0"]);
+    assert!(stale.contains("the policy set is at version 1"), "{stale}");
+    let mut watcher = testnet.client(2).await.unwrap();
+    watcher.request("resources/subscribe", json!({ "uri": "policy://current" })).await.unwrap();
+
+    let read_only = r#"
+        @id("agents-may-call")
+        permit(principal, action, resource);
+
+        @id("tested-agents-read-only")
+        forbid(principal, action == Action::"call", resource)
+        when { principal.tags.contains("tested") && resource.name == "memory_put" };
+    "#;
+    let set = parties.set_policies(read_only, &["--expect-version", "1", "--description", "read-only agents"]);
+    assert!(set.contains("policy set version 2: agents-may-call (permit), tested-agents-read-only (forbid)"), "{set}");
+    // Every node refuses at once: a node that has not applied version 2 yet
+    // decides under version 1, and apply refuses that reservation.
+    for (index, client) in clients.iter_mut().enumerate() {
+        match client.call_tool("memory_put", put("after")).await {
+            Err(ClientError::Rpc { code: -32003, message }) => assert!(
+                message.contains("denied by policy tested-agents-read-only (policy set version 2)"),
+                "node {index}: {message}"
+            ),
+            other => panic!("node {index} let a forbidden call through: {other:?}"),
+        }
+        let read = client.call_tool("memory_get", json!({ "path": "scribe/note" })).await.unwrap();
+        assert_eq!(read["record"]["value"], "before", "node {index}: the refused call wrote nothing");
+    }
+    let heard = watcher.next_notification(WAIT).await.expect("the subscriber hears the policy set change");
+    assert_eq!(heard["params"]["uri"], "policy://current", "{heard}");
+
+    let recorded = wait_until("node 0 to apply the three policy violations", WAIT, || async {
+        let violations = testnet.call(0, "agreement_violations", json!({})).await.ok()?;
+        let denied: Vec<Value> = violations["violations"]
+            .as_array()?
+            .iter()
+            .filter(|violation| violation["reason"].as_str().unwrap_or_default().contains("tested-agents-read-only"))
+            .cloned()
+            .collect();
+        (denied.len() >= 3).then_some(denied)
+    })
+    .await
+    .unwrap();
+    assert!(recorded.iter().all(|violation| violation["tool"] == "memory_put" && violation["agent"] == "scribe"));
+    let shown = parties.run(&["policy", "show", "--node", &api[0]]).unwrap();
+    assert!(shown.starts_with("// policy set version 2: agents-may-call (permit)"), "{shown}");
+    assert!(shown.contains("// read-only agents") && shown.contains("principal.tags.contains(\"tested\")"), "{shown}");
+    let history = parties.run(&["policy", "history", "--node", &api[2]]).unwrap();
+    assert!(history.starts_with("version 2 at log index") && history.contains("version 1 at"), "{history}");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use zeromesh_protocol::agent::{AgentRecord, AgentState};
@@ -12,6 +12,11 @@ use zeromesh_protocol::auth::Role;
 use crate::access::{memory_target, permits, Access};
 use crate::caller::{acting_agent, Caller};
 use crate::metering::{budget, governing, wanted, Budget, Meter, Metered};
+use crate::policy::{Policies, PolicyCall, Verdict};
+
+/// Times a call is decided again when the policy set changed between its
+/// decision and its reservation.
+const POLICY_RETRIES: usize = 3;
 
 /// Why the kernel refused a call. A refused call ran nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +41,10 @@ pub enum Refusal {
     ToolNotAllowed { agent: String, tool: String, allowed: String },
     #[error("agent {agent} has agreements, and none of them covers {tool}")]
     NotCovered { agent: String, tool: String },
+    #[error("agent {agent} may not call {tool}: denied by policy {} (policy set version {version})", policies.join(", "))]
+    PolicyDenied { agent: String, tool: String, version: u64, policies: Vec<String> },
+    #[error("agent {agent} may not call {tool}: it has agreements, and no policy permits the call (policy set version {version}; `zeromesh policy set` adds a permit)")]
+    NotPermitted { agent: String, tool: String, version: u64 },
     #[error("agreement {agreement} is {state}{}", reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default())]
     AgreementInactive { agreement: String, state: String, reason: Option<String> },
     #[error("agreement {agreement}: the limit of {} {} per {} is reached ({} used){}", over.limit, over.metric.name(), over.window.name(), over.used, over.resets_at_ms.map(|at| format!("; the window resets at {at} ms")).unwrap_or_default())]
@@ -62,6 +71,8 @@ impl Refusal {
             Refusal::ToolNotAllowed { .. } => "tool_not_allowed",
             Refusal::TooManyCalls { .. } => "too_many_calls",
             Refusal::NotCovered { .. } => "not_covered",
+            Refusal::PolicyDenied { .. } => "policy_denied",
+            Refusal::NotPermitted { .. } => "not_permitted",
             Refusal::AgreementInactive { .. } => "agreement_inactive",
             Refusal::OverLimit { .. } => "over_limit",
             Refusal::AlreadyRan { .. } => "already_ran",
@@ -132,6 +143,9 @@ pub trait Registry {
     /// Waits until this node has applied every entry committed when it was
     /// called (a read index), so a just-spawned agent is known here.
     fn catch_up(&self) -> impl Future<Output = ()> + Send;
+
+    /// The policy set this node has applied, compiled.
+    fn policies(&self) -> Result<Arc<Policies>, String>;
 }
 
 /// The kernel of one node.
@@ -166,8 +180,10 @@ impl Kernel {
     /// the registry, running, and allowed the tool; the caller's role must
     /// allow what the tool touches. An agent with agreements calls only the
     /// tools an active one covers, each call reserved through the log before
-    /// it runs and settled after. A call that names no agent acts for the
-    /// anonymous one, ungoverned, as before agents existed.
+    /// it runs and settled after. A call for an agent is then put to the
+    /// policy set: a forbid refuses it, and an agent with agreements needs a
+    /// permit. A call that names no agent acts for the anonymous one,
+    /// ungoverned, as before agents existed.
     pub async fn call<W: Tools + Registry + Meter>(
         &self,
         world: &W,
@@ -179,46 +195,78 @@ impl Kernel {
             check_idempotency_key(key).map_err(|error| Refusal::InvalidKey { reason: error.to_string() })?;
         }
         let governed = call.caller.role == Role::Agent || call.named_agent.is_some();
-        // Held until the call ends: it counts against the agent's concurrency quota.
-        let _running = if governed {
+        let admitted = if governed {
             let mut record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
             if record.is_none() {
                 // This node may not have applied the spawn yet.
                 world.catch_up().await;
                 record = world.agent(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
             }
-            let admitted = admit_agent(record, &agent, call.tool)?;
-            self.enter(&admitted)?
+            Some(admit_agent(record, &agent, call.tool)?)
         } else {
             None
+        };
+        // Held until the call ends: it counts against the agent's concurrency quota.
+        let _running = match &admitted {
+            Some(record) => self.enter(record)?,
+            None => None,
         };
         let target = match access {
             Access::MemoryRead | Access::MemoryWrite => memory_target(&call.arguments),
             Access::Observe | Access::RunPlugin | Access::Admin => String::new(),
         };
         permits(call.caller, &format!("call {}", call.tool), access, &target)?;
-        let agreements = if governed {
-            world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?
-        } else {
-            Vec::new()
-        };
-        if agreements.is_empty() {
+        let Some(admitted) = admitted else {
             let ran = world.run(call.tool, &agent, call.arguments, Budget::default()).await;
             return Ok(Served { outcome: ran.outcome, metered: None });
-        }
-        let record = match governing(&agreements, call.tool) {
-            Ok(record) => record,
-            Err(inactive) => {
-                let refusal = match inactive {
-                    None => Refusal::NotCovered { agent: agent.clone(), tool: call.tool.to_owned() },
-                    Some(record) => inactive_refusal(record.terms.id.clone(), &record.state),
-                };
-                let agreement = inactive.map(|record| record.terms.id.as_str());
+        };
+        let agreements = world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+        let record = if agreements.is_empty() {
+            None
+        } else {
+            match governing(&agreements, call.tool) {
+                Ok(record) => Some(record),
+                Err(inactive) => {
+                    let refusal = match inactive {
+                        None => Refusal::NotCovered { agent: agent.clone(), tool: call.tool.to_owned() },
+                        Some(record) => inactive_refusal(record.terms.id.clone(), &record.state),
+                    };
+                    let agreement = inactive.map(|record| record.terms.id.as_str());
+                    world.record_violation(&agent, agreement, call.tool, &refusal.to_string()).await;
+                    return Err(refusal);
+                }
+            }
+        };
+        let agreement_id = record.map_or("", |record| record.terms.id.as_str());
+        let policy_call = PolicyCall {
+            agent: &admitted,
+            tool: call.tool,
+            agreement: agreement_id,
+            target: &target,
+            arguments: &call.arguments,
+        };
+        for attempt in 1..=POLICY_RETRIES {
+            let policies = world.policies().map_err(|reason| Refusal::Unavailable { reason })?;
+            if let Err(refusal) = check_policies(&policies, policy_call, record.is_some()) {
+                let agreement = record.map(|record| record.terms.id.as_str());
                 world.record_violation(&agent, agreement, call.tool, &refusal.to_string()).await;
                 return Err(refusal);
             }
-        };
-        self.metered(world, record, &agent, call).await
+            let Some(record) = record else {
+                let ran = world.run(call.tool, &agent, call.arguments, Budget::default()).await;
+                return Ok(Served { outcome: ran.outcome, metered: None });
+            };
+            match self.reserve(world, record, &call, policies.version()).await? {
+                Some(reserved) => return self.metered(world, record, &agent, call, reserved).await,
+                // The policy set changed since this node decided: decide again
+                // under the version the log now holds.
+                None if attempt < POLICY_RETRIES => world.catch_up().await,
+                None => break,
+            }
+        }
+        Err(Refusal::Unavailable {
+            reason: format!("the policy set kept changing while the call was decided ({POLICY_RETRIES} tries); retry"),
+        })
     }
 
     /// Counts a call of `agent` in, refusing it when the agent's concurrency
@@ -234,34 +282,47 @@ impl Kernel {
         Ok(Some(Running { kernel: self, agent: agent.id.clone() }))
     }
 
-    /// Runs a call governed by agreement `record`: reserve, run within what
-    /// was granted, settle.
+    /// Reserves for a call governed by agreement `record`, decided under
+    /// policy set version `policy`: the grant, its key and its entry, or
+    /// `None` when that version is no longer the current one.
+    async fn reserve<W: Tools + Meter>(
+        &self,
+        world: &W,
+        record: &AgreementRecord,
+        call: &ToolCall<'_>,
+        policy: u64,
+    ) -> Result<Option<Reserved>, Refusal> {
+        let id = record.terms.id.clone();
+        let bytes_in = serde_json::to_vec(&call.arguments).map_or(0, |bytes| bytes.len() as u64);
+        let want = wanted(record, bytes_in, &world.ceiling(call.tool));
+        let key = call.idempotency_key.map_or_else(|| world.fresh_key(), str::to_owned);
+        let reserved = world
+            .reserve(record, &key, call.idempotency_key.is_some(), want, policy)
+            .await
+            .map_err(|reason| Refusal::Unavailable { reason })?;
+        match reserved {
+            UsageOutcome::Reserved { granted, log_index, .. } => Ok(Some(Reserved { key, granted, log_index })),
+            UsageOutcome::StalePolicy { .. } => Ok(None),
+            UsageOutcome::OverLimit(over) => Err(Refusal::OverLimit { agreement: id, over }),
+            UsageOutcome::NotActive { state } => Err(inactive_refusal(id, &state)),
+            UsageOutcome::AlreadySettled { log_index } => Err(Refusal::AlreadyRan { key, log_index }),
+            other => Err(Refusal::Unavailable {
+                reason: format!("agreement {id}: unexpected reservation outcome {other:?}"),
+            }),
+        }
+    }
+
+    /// Runs a call governed by agreement `record` within what was
+    /// `reserved`, then settles.
     async fn metered<W: Tools + Registry + Meter>(
         &self,
         world: &W,
         record: &AgreementRecord,
         agent: &str,
         call: ToolCall<'_>,
+        reserved: Reserved,
     ) -> Result<Served<W::Outcome>, Refusal> {
-        let id = record.terms.id.clone();
-        let bytes_in = serde_json::to_vec(&call.arguments).map_or(0, |bytes| bytes.len() as u64);
-        let want = wanted(record, bytes_in, &world.ceiling(call.tool));
-        let key = call.idempotency_key.map_or_else(|| world.fresh_key(), str::to_owned);
-        let reserved = world
-            .reserve(record, &key, call.idempotency_key.is_some(), want)
-            .await
-            .map_err(|reason| Refusal::Unavailable { reason })?;
-        let (granted, log_index) = match reserved {
-            UsageOutcome::Reserved { granted, log_index, .. } => (granted, log_index),
-            UsageOutcome::OverLimit(over) => return Err(Refusal::OverLimit { agreement: id, over }),
-            UsageOutcome::NotActive { state } => return Err(inactive_refusal(id, &state)),
-            UsageOutcome::AlreadySettled { log_index } => return Err(Refusal::AlreadyRan { key, log_index }),
-            other => {
-                return Err(Refusal::Unavailable {
-                    reason: format!("agreement {id}: unexpected reservation outcome {other:?}"),
-                })
-            }
-        };
+        let Reserved { key, granted, log_index } = reserved;
         let mut unsettled = Unsettled { world, record, key: &key, armed: true };
         let ran = world.run(call.tool, agent, call.arguments, budget(record, &granted)).await;
         let mut used = ran.used;
@@ -270,8 +331,27 @@ impl Kernel {
         let settle_error = world.settle(record, &key, used.capped_by(&granted)).await.err();
         unsettled.armed = false;
         drop(unsettled);
-        let metered = Metered { agreement: id, key, log_index, used, settle_error };
+        let metered = Metered { agreement: record.terms.id.clone(), key, log_index, used, settle_error };
         Ok(Served { outcome: ran.outcome, metered: Some(metered) })
+    }
+}
+
+/// What a reservation granted a call, under which key, at which entry.
+struct Reserved {
+    key: String,
+    granted: Usage,
+    log_index: u64,
+}
+
+/// Whether the policies let a governed call through: never when a forbid
+/// matches; for an agent with agreements (`governed_by_agreement`), only
+/// when a permit matches (deny by default).
+fn check_policies(policies: &Policies, call: PolicyCall<'_>, governed_by_agreement: bool) -> Result<(), Refusal> {
+    let (agent, tool, version) = (call.agent.id.clone(), call.tool.to_owned(), policies.version());
+    match policies.decide(call) {
+        Verdict::Forbidden { by } => Err(Refusal::PolicyDenied { agent, tool, version, policies: by }),
+        Verdict::NoPermit if governed_by_agreement => Err(Refusal::NotPermitted { agent, tool, version }),
+        Verdict::NoPermit | Verdict::Permitted { .. } => Ok(()),
     }
 }
 
@@ -345,6 +425,14 @@ mod tests {
         /// When set, each run waits for a permit: a call that keeps running.
         gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
         abandoned: Mutex<Vec<String>>,
+        /// The policy set; `None`: one that permits everything.
+        policies: Option<Arc<Policies>>,
+        /// Reservations to refuse as decided under a replaced policy set:
+        /// each refusal makes the permit-all set one version newer.
+        stale_reservations: Mutex<usize>,
+        /// The policy set version each reservation was decided under.
+        policy_versions_seen: Mutex<Vec<u64>>,
+        policy_version: Mutex<u64>,
     }
 
     impl Registry for Recorded {
@@ -361,6 +449,13 @@ mod tests {
             *self.caught_up.lock().unwrap() = true;
             std::future::ready(())
         }
+
+        fn policies(&self) -> Result<Arc<Policies>, String> {
+            let version = *self.policy_version.lock().unwrap();
+            Ok(self.policies.clone().unwrap_or_else(|| {
+                Arc::new(Policies::compile(version, "permit(principal, action, resource);").unwrap())
+            }))
+        }
     }
 
     impl Meter for Recorded {
@@ -370,7 +465,15 @@ mod tests {
             key: &str,
             _: bool,
             want: Usage,
+            policy: u64,
         ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
+            self.policy_versions_seen.lock().unwrap().push(policy);
+            let mut stale = self.stale_reservations.lock().unwrap();
+            if *stale > 0 {
+                *stale -= 1;
+                *self.policy_version.lock().unwrap() += 1;
+                return std::future::ready(Ok(UsageOutcome::StalePolicy { decided: policy, current: policy + 1 }));
+            }
             let mut reservations = self.reservations.lock().unwrap();
             let outcome = if let Some(earlier) = reservations.iter().find(|(earlier, ..)| earlier == key) {
                 UsageOutcome::Reserved { granted: earlier.1, log_index: 7, duplicate: true }
@@ -426,6 +529,7 @@ mod tests {
             owner: "ops".into(),
             description: String::new(),
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
+            tags: Vec::new(),
             key: None,
             memory_quota_bytes: None,
             max_concurrent_calls: None,
@@ -723,5 +827,75 @@ mod tests {
         assert_eq!(tools.violations.lock().unwrap().len(), 2);
         assert!(tools.runs.lock().unwrap().is_empty());
         call_as(&tools, "bot", "echo.say").await.unwrap();
+    }
+
+    fn tagged(agent: &str, tags: &[&str]) -> AgentRecord {
+        let mut record = registered(agent, AgentState::Running, &["*"]);
+        record.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+        record
+    }
+
+    fn policies(version: u64, text: &str) -> Option<Arc<Policies>> {
+        Some(Arc::new(Policies::compile(version, text).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_forbid_stops_any_agents_call_names_the_policy_and_is_recorded() {
+        let text = r#"
+            @id("all") permit(principal, action, resource);
+            @id("no-writes-for-untrusted") forbid(principal, action, resource)
+            when { principal.tags.contains("untrusted") && resource.name == "memory_put" };
+        "#;
+        let mut tools = bot_under(vec![agreement("deal", &["*"], &[], AgreementState::Active)]);
+        tools.agents = vec![tagged("bot", &["untrusted"]), tagged("free", &["untrusted"]), tagged("ok", &[])];
+        tools.policies = policies(4, text);
+        let refused = call_as(&tools, "bot", "memory_put").await.unwrap_err();
+        let expected = Refusal::PolicyDenied {
+            agent: "bot".into(),
+            tool: "memory_put".into(),
+            version: 4,
+            policies: vec!["no-writes-for-untrusted".into()],
+        };
+        assert_eq!(refused, expected);
+        assert!(refused.to_string().contains("denied by policy no-writes-for-untrusted (policy set version 4)"));
+        // An agent without agreements is stopped by a forbid too.
+        assert!(matches!(call_as(&tools, "free", "memory_put").await, Err(Refusal::PolicyDenied { .. })));
+        call_as(&tools, "ok", "memory_put").await.unwrap();
+        call_as(&tools, "bot", "echo.say").await.unwrap();
+        let violations = tools.violations.lock().unwrap().clone();
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(violations[0].starts_with("bot memory_put: agent bot may not call memory_put: denied by policy"));
+        assert_eq!(tools.runs.lock().unwrap().len(), 2, "the refused calls ran nothing");
+    }
+
+    #[tokio::test]
+    async fn an_agent_with_agreements_calls_only_what_a_permit_allows() {
+        let mut tools = bot_under(vec![agreement("deal", &["*"], &[], AgreementState::Active)]);
+        tools.agents.push(tagged("free", &[]));
+        tools.policies = Some(Arc::new(Policies::empty()));
+        let refused = call_as(&tools, "bot", "echo.say").await.unwrap_err();
+        assert_eq!(refused, Refusal::NotPermitted { agent: "bot".into(), tool: "echo.say".into(), version: 0 });
+        call_as(&tools, "free", "echo.say").await.expect("an agent without agreements is not denied by default");
+        tools.policies = policies(
+            1,
+            r#"permit(principal, action, resource == Tool::"echo.say") when { context.agreement == "deal" };"#,
+        );
+        call_as(&tools, "bot", "echo.say").await.unwrap();
+        assert!(matches!(call_as(&tools, "bot", "memory_put").await, Err(Refusal::NotPermitted { .. })));
+        assert!(tools.reservations.lock().unwrap().len() == 1, "refused calls reserve nothing");
+    }
+
+    #[tokio::test]
+    async fn a_call_decided_under_a_replaced_policy_set_is_decided_again_under_the_new_one() {
+        let tools = bot_under(vec![agreement("deal", &["*"], &["calls=5/minute"], AgreementState::Active)]);
+        *tools.policy_version.lock().unwrap() = 1;
+        *tools.stale_reservations.lock().unwrap() = 2;
+        metered_call(&tools, "bot", "echo.say", None).await.unwrap();
+        assert_eq!(*tools.policy_versions_seen.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(tools.runs.lock().unwrap().len(), 1, "it ran once, under the version apply holds");
+        *tools.stale_reservations.lock().unwrap() = POLICY_RETRIES;
+        let refused = metered_call(&tools, "bot", "echo.say", None).await.unwrap_err();
+        assert!(refused.to_string().contains("the policy set kept changing"), "{refused}");
+        assert_eq!(tools.runs.lock().unwrap().len(), 1);
     }
 }

@@ -32,6 +32,9 @@ struct Lease {
     log_index: u64,
     granted: Usage,
     left: Usage,
+    /// The policy set version it was granted under: it serves only calls
+    /// decided under that version.
+    policy: u64,
     /// Calls running on it.
     in_flight: u32,
     last_used_ms: u64,
@@ -54,9 +57,10 @@ pub struct LeaseBook {
 impl LeaseBook {
     /// Takes `want` from agreement `agreement`'s current lease: amounts known
     /// before the call exactly, the others up to what the lease has left.
-    /// `None` when there is no lease or it cannot cover the call.
-    pub fn take(&mut self, agreement: &str, want: &Usage, now_ms: u64) -> Option<Taken> {
-        let lease = self.current.get_mut(agreement)?;
+    /// `None` when there is no lease, it was granted under another policy
+    /// set version than `policy`, or it cannot cover the call.
+    pub fn take(&mut self, agreement: &str, want: &Usage, policy: u64, now_ms: u64) -> Option<Taken> {
+        let lease = self.current.get_mut(agreement).filter(|lease| lease.policy == policy)?;
         let mut grant = *want;
         for metric in Metric::ALL {
             let (wanted, left) = (want.get(metric), lease.left.get(metric));
@@ -83,9 +87,10 @@ impl LeaseBook {
         key: String,
         log_index: u64,
         granted: Usage,
+        policy: u64,
         now_ms: u64,
     ) -> Option<Spent> {
-        let lease = Lease { key, log_index, granted, left: granted, in_flight: 0, last_used_ms: now_ms };
+        let lease = Lease { key, log_index, granted, left: granted, policy, in_flight: 0, last_used_ms: now_ms };
         let replaced = self.current.insert(agreement.to_owned(), lease)?;
         if replaced.in_flight == 0 {
             return Some(replaced.spent(agreement));
@@ -146,35 +151,45 @@ mod tests {
     #[test]
     fn calls_are_served_from_a_lease_until_it_runs_out() {
         let mut book = LeaseBook::default();
-        assert_eq!(book.take("deal", &calls(1), 0), None, "no lease yet");
-        assert_eq!(book.install("deal", "lease-1".into(), 40, calls(2), 0), None);
-        let first = book.take("deal", &calls(1), 1).unwrap();
+        assert_eq!(book.take("deal", &calls(1), 0, 0), None, "no lease yet");
+        assert_eq!(book.install("deal", "lease-1".into(), 40, calls(2), 0, 0), None);
+        let first = book.take("deal", &calls(1), 0, 1).unwrap();
         assert_eq!(first, Taken { lease_key: "lease-1".into(), log_index: 40, grant: calls(1) });
-        book.take("deal", &calls(1), 2).unwrap();
-        assert_eq!(book.take("deal", &calls(1), 3), None, "two calls leased, two taken");
+        book.take("deal", &calls(1), 0, 2).unwrap();
+        assert_eq!(book.take("deal", &calls(1), 0, 3), None, "two calls leased, two taken");
+    }
+
+    #[test]
+    fn a_lease_serves_only_calls_decided_under_the_policy_set_it_was_granted_under() {
+        let mut book = LeaseBook::default();
+        book.install("deal", "lease-1".into(), 40, calls(5), 3, 0);
+        assert_eq!(book.take("deal", &calls(1), 4, 1), None, "decided under a newer set");
+        let spent = book.install("deal", "lease-2".into(), 41, calls(5), 4, 2).unwrap();
+        assert_eq!(spent.used, Usage::default(), "the old lease goes back whole");
+        assert_eq!(book.take("deal", &calls(1), 4, 3).unwrap().lease_key, "lease-2");
     }
 
     #[test]
     fn amounts_known_afterwards_are_granted_up_to_what_is_left_and_come_back() {
         let mut book = LeaseBook::default();
         let granted = Usage { calls: 10, fuel: 1_500, ..Usage::default() };
-        book.install("deal", "lease-1".into(), 40, granted, 0);
+        book.install("deal", "lease-1".into(), 40, granted, 0, 0);
         let want = Usage { calls: 1, fuel: 1_000, ..Usage::default() };
-        let first = book.take("deal", &want, 1).unwrap();
-        let second = book.take("deal", &want, 1).unwrap();
+        let first = book.take("deal", &want, 0, 1).unwrap();
+        let second = book.take("deal", &want, 0, 1).unwrap();
         assert_eq!((first.grant.fuel, second.grant.fuel), (1_000, 500));
-        assert_eq!(book.take("deal", &want, 1), None, "no fuel left");
+        assert_eq!(book.take("deal", &want, 0, 1), None, "no fuel left");
         book.give_back("deal", "lease-1", &Usage { fuel: 900, ..Usage::default() }, 2);
-        assert_eq!(book.take("deal", &want, 3).unwrap().grant.fuel, 900);
+        assert_eq!(book.take("deal", &want, 0, 3).unwrap().grant.fuel, 900);
     }
 
     #[test]
     fn a_replaced_lease_is_settled_after_its_last_call_with_what_it_spent() {
         let mut book = LeaseBook::default();
-        book.install("deal", "old".into(), 40, calls(3), 0);
-        let running = book.take("deal", &calls(1), 1).unwrap();
-        assert_eq!(book.install("deal", "new".into(), 41, calls(3), 2), None, "a call still runs on the old one");
-        assert_eq!(book.take("deal", &calls(1), 3).unwrap().lease_key, "new");
+        book.install("deal", "old".into(), 40, calls(3), 0, 0);
+        let running = book.take("deal", &calls(1), 0, 1).unwrap();
+        assert_eq!(book.install("deal", "new".into(), 41, calls(3), 0, 2), None, "a call still runs on the old one");
+        assert_eq!(book.take("deal", &calls(1), 0, 3).unwrap().lease_key, "new");
         let spent = book.give_back("deal", &running.lease_key, &Usage::default(), 4).unwrap();
         assert_eq!(spent, Spent { agreement: "deal".into(), lease_key: "old".into(), used: calls(1) });
         assert_eq!(book.held(), 1);
@@ -183,8 +198,8 @@ mod tests {
     #[test]
     fn an_idle_lease_returns_but_not_while_a_call_runs_on_it() {
         let mut book = LeaseBook::default();
-        book.install("deal", "lease-1".into(), 40, calls(5), 0);
-        let running = book.take("deal", &calls(1), 10).unwrap();
+        book.install("deal", "lease-1".into(), 40, calls(5), 0, 0);
+        let running = book.take("deal", &calls(1), 0, 10).unwrap();
         assert!(book.idle(10_000, 500).is_empty(), "a call runs on it");
         book.give_back("deal", &running.lease_key, &Usage::default(), 20);
         assert!(book.idle(400, 500).is_empty(), "not idle long enough");

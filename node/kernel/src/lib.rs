@@ -9,9 +9,11 @@ mod call;
 mod caller;
 mod leases;
 mod metering;
+mod policy;
 
 pub use access::{memory_target, permits, Access};
 pub use call::{Kernel, Ran, Refusal, Registry, Served, ToolCall, Tools};
 pub use caller::{acting_agent, Caller, ANONYMOUS_AGENT};
 pub use leases::{LeaseBook, Spent, Taken};
 pub use metering::{budget, needs_settling, Budget, Meter, Metered};
+pub use policy::{Policies, PolicyCall, PolicyErrors, Verdict, SCHEMA};

@@ -8,16 +8,18 @@ use zeromesh_protocol::agreement::{AgreementRecord, AgreementState, Metric, Usag
 /// Metering through the replicated log: the node proposes, apply decides.
 pub trait Meter {
     /// Reserves `want` of `agreement` for call `key` (the caller's own key
-    /// when `client_key`, else a fresh one), through the log or from a lease
-    /// the log granted; answers apply's outcome, or why the reservation could
-    /// not be proposed (then it may or may not have been applied; the key
-    /// makes a retry count once).
+    /// when `client_key`, else a fresh one), decided under policy set version
+    /// `policy`, through the log or from a lease the log granted under that
+    /// version; answers apply's outcome, or why the reservation could not be
+    /// proposed (then it may or may not have been applied; the key makes a
+    /// retry count once).
     fn reserve(
         &self,
         agreement: &AgreementRecord,
         key: &str,
         client_key: bool,
         want: Usage,
+        policy: u64,
     ) -> impl Future<Output = Result<UsageOutcome, String>> + Send;
 
     /// Call `key`, granted by [`Meter::reserve`], is done and used `used`:

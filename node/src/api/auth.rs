@@ -125,6 +125,7 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         | Refusal::AgentTerminated { .. }
         | Refusal::ToolNotAllowed { .. }
         | Refusal::NotCovered { .. }
+        | Refusal::NotPermitted { .. }
         | Refusal::AgreementInactive { .. }
         | Refusal::AlreadyRan { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
         Refusal::OverLimit { agreement, over } => {
@@ -138,6 +139,13 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
                 "resetsAtMs": over.resets_at_ms,
             }))
         }
+        Refusal::PolicyDenied { version, policies, .. } => {
+            return RpcError::new(FORBIDDEN, refusal.to_string()).with_data(json!({
+                "reason": refusal.kind(),
+                "policies": policies,
+                "policyVersion": version,
+            }))
+        }
         Refusal::TooManyCalls { .. } => RpcError::new(RATE_LIMITED, refusal.to_string()),
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
             RpcError::invalid_params(refusal.to_string())
@@ -148,17 +156,19 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
 }
 
 /// Whether `caller` may make this request. Resource reads are memory
-/// reads (agreement resources: observations); `tools/call` is decided by the kernel; every other method is open
+/// reads (agreement and policy resources: observations); `tools/call` is decided by the kernel; every other method is open
 /// to every authenticated caller.
 pub fn authorize(caller: &Caller, method: &str, params: &Value) -> Result<(), RpcError> {
     if !matches!(method, "resources/read" | "resources/subscribe" | "resources/unsubscribe") {
         return Ok(());
     }
     let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default();
-    // Agreements, their usage and violations are observed, like agreement_show.
-    let (access, target) = match uri.strip_prefix(super::resources::AGREEMENT_SCHEME) {
-        Some(_) => (Access::Observe, ""),
-        None => (Access::MemoryRead, uri.strip_prefix(super::resources::URI_SCHEME).unwrap_or(uri)),
+    // Agreements, their usage and violations, and the policy set are
+    // observed, like agreement_show and policy_show.
+    let observed = uri.starts_with(super::resources::AGREEMENT_SCHEME) || uri == super::resources::POLICY_URI;
+    let (access, target) = match observed {
+        true => (Access::Observe, ""),
+        false => (Access::MemoryRead, uri.strip_prefix(super::resources::URI_SCHEME).unwrap_or(uri)),
     };
     permits(caller, &format!("call {method}"), access, target).map_err(|refusal| refusal_error(&refusal))
 }

@@ -1,7 +1,8 @@
 //! Agent memories as MCP resources: `mem://{agent}/{path}`; and agreements:
 //! `agreement://{id}` (terms, state, history, usage), `agreement://{id}/usage`
-//! and `agreement://violations` (the latest). Listing and reading memories go
-//! through the memory log (linearizable); agreements are read as this node
+//! and `agreement://violations` (the latest); and the policy set:
+//! `policy://current`. Listing and reading memories go
+//! through the memory log (linearizable); agreements and policies are read as this node
 //! applied them. A connection may subscribe to any of them and is told when
 //! one changes anywhere in the mesh (`notifications/resources/updated`), as
 //! soon as this node applies the change.
@@ -23,6 +24,7 @@ use crate::tools::agreements;
 pub const URI_SCHEME: &str = "mem://";
 pub const AGREEMENT_SCHEME: &str = "agreement://";
 const VIOLATIONS_URI: &str = "agreement://violations";
+pub const POLICY_URI: &str = "policy://current";
 /// Violations `agreement://violations` shows.
 const VIOLATIONS_SHOWN: usize = 100;
 
@@ -33,10 +35,14 @@ pub enum Resource {
     Agreement(String),
     Usage(String),
     Violations,
+    Policy,
 }
 
 impl Resource {
     pub fn parse(uri: &str) -> Result<Resource, RpcError> {
+        if uri == POLICY_URI {
+            return Ok(Resource::Policy);
+        }
         let Some(rest) = uri.strip_prefix(AGREEMENT_SCHEME) else { return parse_uri(uri).map(Resource::Memory) };
         let bad = |reason: String| {
             RpcError::invalid_params(format!(
@@ -60,6 +66,7 @@ impl Resource {
             Resource::Agreement(id) => format!("{AGREEMENT_SCHEME}{id}"),
             Resource::Usage(id) => format!("{AGREEMENT_SCHEME}{id}/usage"),
             Resource::Violations => VIOLATIONS_URI.to_owned(),
+            Resource::Policy => POLICY_URI.to_owned(),
         }
     }
 
@@ -69,6 +76,7 @@ impl Resource {
             (Resource::Memory(path), StateChange::Paths(paths)) => paths.contains(path),
             (Resource::Agreement(id) | Resource::Usage(id), StateChange::Agreements { ids, .. }) => ids.contains(id),
             (Resource::Violations, StateChange::Agreements { violations, .. }) => *violations,
+            (Resource::Policy, StateChange::Policy { .. }) => true,
             (_, StateChange::Everything) => true,
             _ => false,
         }
@@ -186,6 +194,16 @@ pub async fn read(cluster: &Cluster, params: &Value) -> Result<Value, RpcError> 
             let found = cluster.consensus.violations(from, VIOLATIONS_SHOWN).await.map_err(unavailable)?;
             json!({ "violations": found.iter().map(agreements::violation_json).collect::<Vec<_>>() })
         }
+        Resource::Policy => {
+            let policy = cluster.consensus.current_policy().map_err(unavailable)?;
+            json!({
+                "version": policy.version,
+                "description": policy.description,
+                "log_index": policy.log_index,
+                "at_ms": policy.at_ms,
+                "text": policy.text,
+            })
+        }
     };
     let content = json!({ "uri": resource.uri(), "mimeType": "application/json", "text": shown.to_string() });
     Ok(json!({ "contents": [content] }))
@@ -298,9 +316,13 @@ mod tests {
             let refused = Resource::parse(bad).unwrap_err();
             assert!(refused.message.contains("agreement://{id}/usage"), "{bad}: {}", refused.message);
         }
-        for uri in ["agreement://deal-1", "agreement://deal-1/usage", "agreement://violations", "mem://a/b"] {
+        for uri in ["agreement://deal-1", "agreement://deal-1/usage", "agreement://violations", "mem://a/b", POLICY_URI]
+        {
             assert_eq!(Resource::parse(uri).unwrap().uri(), uri);
         }
+        assert!(Resource::parse("policy://old").is_err());
+        assert!(Resource::Policy.changed_by(&StateChange::Policy { version: 2 }));
+        assert!(!Resource::Violations.changed_by(&StateChange::Policy { version: 2 }));
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         plugins: plugins.clone(),
         test_faults: config.test_faults,
         leasing: Arc::new(tools::Leasing::new(config.lease_calls)),
+        policies: tools::PolicyCache::default(),
     });
     tokio::spawn(tools::Leasing::return_idle(tool_env.clone()));
     let api = Arc::new(ApiState {

@@ -31,6 +31,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                     owner: args.owner,
                     description: args.description,
                     tools: args.tools,
+                    tags: args.tags,
                     key,
                     memory_quota_bytes: args.memory_quota_bytes,
                     max_concurrent_calls: args.max_concurrent_calls,
@@ -135,6 +136,10 @@ struct SpawnArgs {
     description: String,
     /// Tools it may call: exact names, `prefix*`, or `*` for all.
     tools: Vec<String>,
+    /// Labels policies can match on (`principal.tags.contains("...")`).
+    #[serde(default)]
+    #[schemars(length(max = zeromesh_protocol::limits::MAX_TAGS_PER_RECORD))]
+    tags: Vec<String>,
     /// The ed25519 public key (64 hex digits) it signs agreements with.
     #[serde(default)]
     key: Option<String>,
@@ -254,6 +259,7 @@ fn agent_json(agent: &AgentRecord) -> Value {
         "owner": agent.owner,
         "description": agent.description,
         "tools": agent.tools,
+        "tags": agent.tags,
         "key": agent.key.map(|key| key.to_string()),
         "memory_quota_bytes": agent.memory_quota_bytes,
         "max_concurrent_calls": agent.max_concurrent_calls,

@@ -56,15 +56,16 @@ impl Leasing {
         self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take(&self, agreement: &str, call_key: &str, want: &Usage) -> Option<UsageOutcome> {
-        let Taken { lease_key, log_index, grant } = self.book().take(agreement, want, self.now_ms())?;
+    fn take(&self, agreement: &str, call_key: &str, want: &Usage, policy: u64) -> Option<UsageOutcome> {
+        let Taken { lease_key, log_index, grant } = self.book().take(agreement, want, policy, self.now_ms())?;
         let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         running.insert(call_key.to_owned(), (agreement.to_owned(), lease_key, grant));
         Some(UsageOutcome::Reserved { granted: grant, log_index, duplicate: false })
     }
 
-    /// Serves call `call_key` of `record` from this node's lease, asking the
-    /// log for a new lease when there is none or it cannot cover the call.
+    /// Serves call `call_key` of `record`, decided under policy set version
+    /// `policy`, from this node's lease granted under that version, asking
+    /// the log for a new lease when there is none or it cannot cover the call.
     /// `None` when a lease cannot serve it: the call then reserves through
     /// the log alone, which gives it the exact answer.
     pub async fn reserve(
@@ -73,13 +74,14 @@ impl Leasing {
         record: &AgreementRecord,
         call_key: &str,
         want: &Usage,
+        policy: u64,
     ) -> Option<Result<UsageOutcome, String>> {
         let id = &record.terms.id;
-        if let Some(taken) = self.take(id, call_key, want) {
+        if let Some(taken) = self.take(id, call_key, want, policy) {
             return Some(Ok(taken));
         }
         let _renewing = self.renewing.lock().await;
-        if let Some(taken) = self.take(id, call_key, want) {
+        if let Some(taken) = self.take(id, call_key, want, policy) {
             return Some(Ok(taken));
         }
         let mut lease_want = Usage::default();
@@ -87,14 +89,14 @@ impl Leasing {
             lease_want.set(metric, want.get(metric).saturating_mul(self.calls_per_lease).min(MAX_RESERVATION_AMOUNT));
         }
         let lease_key = super::fresh_key(env);
-        let command = UsageCommand::Lease { agreement: id.clone(), key: lease_key.clone(), want: lease_want };
+        let command = UsageCommand::Lease { agreement: id.clone(), key: lease_key.clone(), want: lease_want, policy };
         match super::propose_usage(env.cluster.clone(), command).await {
             Ok(UsageOutcome::Reserved { granted, log_index, .. }) => {
-                let replaced = self.book().install(id, lease_key, log_index, granted, self.now_ms());
+                let replaced = self.book().install(id, lease_key, log_index, granted, policy, self.now_ms());
                 if let Some(spent) = replaced {
                     tokio::spawn(settle(env.clone(), spent));
                 }
-                self.take(id, call_key, want).map(Ok)
+                self.take(id, call_key, want, policy).map(Ok)
             }
             Ok(UsageOutcome::OverLimit(_)) => None,
             other => Some(other),

@@ -8,6 +8,7 @@ pub mod agreements;
 mod leasing;
 mod memory;
 mod plugins;
+mod policies;
 mod status;
 mod tokens;
 
@@ -38,9 +39,12 @@ pub struct ToolEnv {
     pub test_faults: bool,
     /// This node's leases of agreements' allowances.
     pub leasing: Arc<Leasing>,
+    /// The policy set this node has applied, compiled.
+    pub policies: PolicyCache,
 }
 
 pub use leasing::Leasing;
+pub use policies::PolicyCache;
 
 /// Reports a long tool's progress: `(step, steps, message)`.
 pub type Progress = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
@@ -138,6 +142,7 @@ fn declarations() -> Vec<ToolDecl> {
     all.extend(tokens::tools());
     all.extend(agents::tools());
     all.extend(agreements::tools());
+    all.extend(policies::tools());
     all
 }
 
@@ -224,6 +229,10 @@ impl Registry for Site<'_> {
             }
         }
     }
+
+    fn policies(&self) -> Result<Arc<zeromesh_kernel::Policies>, String> {
+        self.tooling.env.policies.current(&self.tooling.env.cluster.consensus)
+    }
 }
 
 impl Meter for Site<'_> {
@@ -233,6 +242,7 @@ impl Meter for Site<'_> {
         key: &str,
         client_key: bool,
         want: Usage,
+        policy: u64,
     ) -> impl Future<Output = Result<UsageOutcome, String>> + Send {
         let env = self.tooling.env.clone();
         let (record, key) = (agreement.clone(), key.to_owned());
@@ -244,11 +254,11 @@ impl Meter for Site<'_> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(u64::MAX, |since| since.as_millis() as u64);
             if env.leasing.enabled() && !client_key && now_ms < record.terms.expires_at_ms {
-                if let Some(leased) = env.leasing.reserve(&env, &record, &key, &want).await {
+                if let Some(leased) = env.leasing.reserve(&env, &record, &key, &want, policy).await {
                     return leased;
                 }
             }
-            let command = UsageCommand::Reserve { agreement: record.terms.id.clone(), key, want };
+            let command = UsageCommand::Reserve { agreement: record.terms.id.clone(), key, want, policy };
             propose_usage(env.cluster.clone(), command).await
         }
     }
