@@ -109,6 +109,20 @@ impl Parties {
         self.run(&["agreement", "activate", id, "--node", &self.api[0]]).unwrap()
     }
 
+    /// A connection with `token` to every node, once each node knows it.
+    async fn clients(&self, token: &str) -> Vec<ApiClient> {
+        let mut clients = Vec::new();
+        for node in &self.api {
+            let client = wait_until("the agent's token to reach every node", WAIT, || async {
+                ApiClient::connect_with(node, None, Some(token.to_owned())).await.ok()
+            })
+            .await
+            .unwrap();
+            clients.push(client);
+        }
+        clients
+    }
+
     /// A new token for `agent`.
     fn agent_token(&self, agent: &str) -> String {
         let token = self.run(&["token", "create", "--role", "agent", "--agent", agent, "--node", &self.api[0]]);
@@ -303,15 +317,7 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
     parties.create("notes", "writer", "memory_*", &["calls=1000/hour", "bytes_out=1000000/day"]);
     parties.sign_and_activate("notes");
     let token = parties.agent_token("writer");
-    let mut clients = Vec::new();
-    for node in &api {
-        let client = wait_until("the agent's token to reach every node", WAIT, || async {
-            ApiClient::connect_with(node, None, Some(token.clone())).await.ok()
-        })
-        .await
-        .unwrap();
-        clients.push(client);
-    }
+    let mut clients = parties.clients(&token).await;
     wait_active(&testnet, "notes").await;
     // A subscriber on another node hears each change of the usage.
     let mut watcher = testnet.client(1).await.unwrap();
@@ -444,15 +450,7 @@ async fn a_cedar_policy_that_forbids_a_tool_for_a_tag_stops_the_call_on_every_no
     parties.sign_and_activate("scribing");
     wait_active(&testnet, "scribing").await;
     let token = parties.agent_token("scribe");
-    let mut clients = Vec::new();
-    for node in &api {
-        let client = wait_until("the agent's token to reach every node", WAIT, || async {
-            ApiClient::connect_with(node, None, Some(token.clone())).await.ok()
-        })
-        .await
-        .unwrap();
-        clients.push(client);
-    }
+    let mut clients = parties.clients(&token).await;
     let put = |value: &str| json!({ "path": "scribe/note", "value": value });
     clients[0].call_tool("memory_put", put("before")).await.expect("the permit lets the agent write");
 

@@ -10,6 +10,8 @@ mod caller;
 mod leases;
 mod metering;
 mod policy;
+#[cfg(test)]
+mod testing;
 
 pub use access::{memory_target, permits, Access};
 pub use call::{Kernel, Ran, Refusal, Registry, Served, ToolCall, Tools};

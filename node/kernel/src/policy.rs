@@ -255,25 +255,12 @@ fn name_of(set: &PolicySet, id: &PolicyId) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use zeromesh_protocol::agent::AgentState;
 
     use super::*;
+    use crate::testing::tagged;
 
     fn agent(tags: &[&str]) -> AgentRecord {
-        AgentRecord {
-            id: "bot".into(),
-            owner: "ops".into(),
-            description: String::new(),
-            tools: vec!["*".into()],
-            tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
-            key: None,
-            memory_quota_bytes: None,
-            max_concurrent_calls: None,
-            state: AgentState::Running,
-            spawned_at_ms: 0,
-            changed_at_ms: 0,
-            log_index: 1,
-        }
+        tagged("bot", tags)
     }
 
     fn decide(policies: &Policies, agent: &AgentRecord, tool: &str, target: &str) -> Verdict {
