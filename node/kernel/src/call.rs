@@ -220,7 +220,15 @@ impl Kernel {
             let ran = world.run(call.tool, &agent, call.arguments, Budget::default()).await;
             return Ok(Served { outcome: ran.outcome, metered: None });
         };
-        let agreements = world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+        let mut agreements = world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+        let covered = |agreements: &[AgreementRecord]| governing(agreements, call.tool).is_ok();
+        // Only an agent with a key can sign agreements. This node may not have
+        // applied the one just activated for it: catch up rather than run the
+        // call unmetered, or refuse it as not covered.
+        if admitted.key.is_some() && !covered(&agreements) {
+            world.catch_up().await;
+            agreements = world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
+        }
         let record = if agreements.is_empty() {
             None
         } else {
@@ -404,6 +412,7 @@ mod tests {
     use zeromesh_protocol::plugin::PublisherKey;
 
     use super::*;
+    use crate::testing::{registered, tagged};
 
     /// A reservation the in-memory ledger holds: key, grant, windows.
     type Held = (String, Usage, Vec<u64>);
@@ -419,8 +428,9 @@ mod tests {
         reservations: Mutex<Vec<Held>>,
         violations: Mutex<Vec<String>>,
         fuel_burnt: u64,
-        /// Agents this node learns of only once it catches up.
+        /// Agents and agreements this node learns of only once it catches up.
         late: Vec<AgentRecord>,
+        late_agreements: Vec<AgreementRecord>,
         caught_up: Mutex<bool>,
         /// When set, each run waits for a permit: a call that keeps running.
         gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
@@ -442,7 +452,8 @@ mod tests {
         }
 
         fn agreements_of(&self, id: &str) -> Result<Vec<AgreementRecord>, String> {
-            Ok(self.agreements.iter().filter(|record| record.terms.consumer == id).cloned().collect())
+            let late = if *self.caught_up.lock().unwrap() { self.late_agreements.as_slice() } else { &[] };
+            Ok(self.agreements.iter().chain(late).filter(|record| record.terms.consumer == id).cloned().collect())
         }
 
         fn catch_up(&self) -> impl Future<Output = ()> + Send {
@@ -520,23 +531,6 @@ mod tests {
 
         fn fresh_key(&self) -> String {
             format!("k{}", self.reservations.lock().unwrap().len())
-        }
-    }
-
-    fn registered(id: &str, state: AgentState, tools: &[&str]) -> AgentRecord {
-        AgentRecord {
-            id: id.into(),
-            owner: "ops".into(),
-            description: String::new(),
-            tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
-            tags: Vec::new(),
-            key: None,
-            memory_quota_bytes: None,
-            max_concurrent_calls: None,
-            state,
-            spawned_at_ms: 0,
-            changed_at_ms: 0,
-            log_index: 1,
         }
     }
 
@@ -829,12 +823,6 @@ mod tests {
         call_as(&tools, "bot", "echo.say").await.unwrap();
     }
 
-    fn tagged(agent: &str, tags: &[&str]) -> AgentRecord {
-        let mut record = registered(agent, AgentState::Running, &["*"]);
-        record.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
-        record
-    }
-
     fn policies(version: u64, text: &str) -> Option<Arc<Policies>> {
         Some(Arc::new(Policies::compile(version, text).unwrap()))
     }
@@ -897,5 +885,19 @@ mod tests {
         let refused = metered_call(&tools, "bot", "echo.say", None).await.unwrap_err();
         assert!(refused.to_string().contains("the policy set kept changing"), "{refused}");
         assert_eq!(tools.runs.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_agreement_this_node_has_not_applied_yet_governs_its_agents_call_after_catching_up() {
+        let mut tools = bot_under(Vec::new());
+        tools.agents[0].key = Some(PublisherKey([2; 32]));
+        tools.late_agreements = vec![agreement("deal", &["echo.*"], &["calls=1/minute"], AgreementState::Active)];
+        let metered = metered_call(&tools, "bot", "echo.say", None).await.unwrap();
+        assert_eq!(metered.map(|metered| metered.agreement), Some("deal".into()), "metered, not run unmetered");
+        assert!(matches!(call_as(&tools, "bot", "echo.say").await, Err(Refusal::OverLimit { .. })));
+        // An agent without a key can sign no agreement: nothing to catch up on.
+        let keyless = with_alice();
+        call_as(&keyless, "alice", "echo.say").await.unwrap();
+        assert!(!*keyless.caught_up.lock().unwrap());
     }
 }
