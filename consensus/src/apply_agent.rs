@@ -90,6 +90,7 @@ impl Applier<'_> {
             key,
             memory_quota_bytes,
             max_concurrent_calls,
+            limits,
             ..
         } = command
         {
@@ -108,6 +109,7 @@ impl Applier<'_> {
                 key: *key,
                 memory_quota_bytes: *memory_quota_bytes,
                 max_concurrent_calls: *max_concurrent_calls,
+                limits: limits.clone(),
                 state: AgentState::Running,
                 spawned_at_ms: stamped_at_ms,
                 changed_at_ms: stamped_at_ms,

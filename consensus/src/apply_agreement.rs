@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use zeromesh_protocol::agreement::{
-    AgreementCheck, AgreementCommand, AgreementOutcome, AgreementRecord, AgreementState, Change, Ledger, Metric, Party,
-    Reservation, Terms, Usage, UsageCommand, UsageOutcome, Violation,
+    account_agent, agent_account, AgreementCheck, AgreementCommand, AgreementOutcome, AgreementRecord, AgreementState,
+    Change, Ledger, Metric, OverLimit, Party, Reservation, Terms, Usage, UsageCommand, UsageOutcome, Violation,
 };
 use zeromesh_protocol::limits::{MAX_AGREEMENTS, MAX_AGREEMENT_HISTORY, MAX_KEPT_RESERVATIONS, MAX_VIOLATIONS};
 use zeromesh_protocol::policy::{PolicyCommand, PolicyOutcome, PolicyRecord};
@@ -75,6 +75,15 @@ impl Applier<'_> {
         self.batch.put_policy(&record)?;
         self.deals.policy = Some(version);
         Ok(PolicyOutcome::Set { version })
+    }
+
+    /// The account `id` meters in: an agreement, or an agent's own
+    /// account (its quotas, as an agreement with itself).
+    fn account(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
+        match account_agent(id) {
+            Some(agent) => Ok(self.agent(agent)?.map(|agent| AgreementRecord::for_agent(&agent))),
+            None => self.agreement(id),
+        }
     }
 
     fn agreement(&self, id: &str) -> Result<Option<AgreementRecord>, StorageError> {
@@ -356,7 +365,7 @@ impl Applier<'_> {
         policy: u64,
         lease: bool,
     ) -> Result<UsageOutcome, StorageError> {
-        let Some(mut record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
+        let Some(mut record) = self.account(id)? else { return Ok(UsageOutcome::NotFound) };
         let consumer = record.terms.consumer.clone();
         if record.state == AgreementState::Active && at.at_ms >= record.terms.expires_at_ms {
             let what = format!("expired at {} ms", record.terms.expires_at_ms);
@@ -381,28 +390,61 @@ impl Applier<'_> {
         if policy != current {
             return Ok(UsageOutcome::StalePolicy { decided: policy, current });
         }
+        // The consumer's own quotas count its agreements' calls too: first
+        // what they grant, then the agreement grants within that.
+        let quota = match account_agent(id) {
+            Some(_) => None,
+            None => self.agent(&consumer)?.filter(|agent| !agent.limits.is_empty()),
+        };
+        let mut want = *want;
+        let mut held = None;
+        if let Some(agent) = quota {
+            let account = agent_account(&consumer);
+            let mut quota_ledger = self.ledger(&account)?;
+            let next_seq = quota_ledger.next_seq;
+            let granted = if lease {
+                quota_ledger.lease(&agent.limits, at.at_ms, &want)
+            } else {
+                quota_ledger.reserve(&agent.limits, at.at_ms, &want)
+            };
+            // The account numbers only its own reservations.
+            quota_ledger.next_seq = next_seq;
+            match granted {
+                Ok((granted, starts)) => {
+                    want = granted;
+                    held = Some((account, quota_ledger, agent.limits, starts));
+                }
+                Err(over) => {
+                    self.stage_ledger(&account, quota_ledger)?;
+                    let reason = format!("over agent {consumer}'s own quota {}", over_text(&over));
+                    self.record_violation(at, &consumer, Some(id), "*", reason)?;
+                    return Ok(UsageOutcome::AgentOverLimit(over));
+                }
+            }
+        }
         let mut ledger = self.ledger(id)?;
         let seq = ledger.next_seq;
         let reserved = if lease {
-            ledger.lease(&record.terms.limits, at.at_ms, want)
+            ledger.lease(&record.terms.limits, at.at_ms, &want)
         } else {
-            ledger.reserve(&record.terms.limits, at.at_ms, want)
+            ledger.reserve(&record.terms.limits, at.at_ms, &want)
         };
         self.stage_ledger(id, ledger)?;
         let (granted, window_starts) = match reserved {
             Ok(reserved) => reserved,
             Err(over) => {
-                let reason = format!(
-                    "over the limit {}={}/{}: {} used",
-                    over.metric.name(),
-                    over.limit,
-                    over.window.name(),
-                    over.used
-                );
+                let reason = format!("over the limit {}", over_text(&over));
                 self.record_violation(at, &consumer, Some(id), "*", reason)?;
                 return Ok(UsageOutcome::OverLimit(over));
             }
         };
+        let mut agent_window_starts = Vec::new();
+        if let Some((account, mut quota_ledger, limits, starts)) = held {
+            // The agreement may grant less than the quota did: the rest goes back.
+            quota_ledger.release(&limits, at.at_ms, &starts, &want.minus(&granted));
+            self.stage_ledger(&account, quota_ledger)?;
+            agent_window_starts = starts;
+        }
         let reservation = Reservation {
             key: key.to_owned(),
             seq,
@@ -411,6 +453,7 @@ impl Applier<'_> {
             log_index: at.log_index,
             settled: None,
             lease,
+            agent_window_starts,
         };
         self.stage_reservation(id, reservation)?;
         if let Some(oldest) = seq.checked_sub(MAX_KEPT_RESERVATIONS as u64) {
@@ -420,7 +463,7 @@ impl Applier<'_> {
     }
 
     fn settle(&mut self, at: At, id: &str, key: &str, used: &Usage) -> Result<UsageOutcome, StorageError> {
-        let Some(record) = self.agreement(id)? else { return Ok(UsageOutcome::NotFound) };
+        let Some(record) = self.account(id)? else { return Ok(UsageOutcome::NotFound) };
         let Some(mut reservation) = self.reservation(id, key)? else { return Ok(UsageOutcome::UnknownReservation) };
         if reservation.settled.is_some() {
             return Ok(UsageOutcome::AlreadySettled { log_index: reservation.log_index });
@@ -439,6 +482,13 @@ impl Applier<'_> {
         ledger.release(&record.terms.limits, at.at_ms, &reservation.window_starts, &returned);
         let ledger_next_seq = ledger.next_seq;
         self.stage_ledger(id, ledger)?;
+        let consumer = &record.terms.consumer;
+        if let Some(agent) = self.agent(consumer)?.filter(|_| !reservation.agent_window_starts.is_empty()) {
+            let account = agent_account(consumer);
+            let mut quota_ledger = self.ledger(&account)?;
+            quota_ledger.release(&agent.limits, at.at_ms, &reservation.agent_window_starts, &returned);
+            self.stage_ledger(&account, quota_ledger)?;
+        }
         let (seq, past_keeping) = (reservation.seq, reservation.seq + MAX_KEPT_RESERVATIONS as u64 <= ledger_next_seq);
         reservation.settled = Some(used);
         self.stage_reservation(id, reservation)?;
@@ -448,4 +498,9 @@ impl Applier<'_> {
         }
         Ok(UsageOutcome::Settled { returned })
     }
+}
+
+/// A limit a call would overrun, for a violation's reason: `calls=2/minute: 2 used`.
+fn over_text(over: &OverLimit) -> String {
+    format!("{}={}/{}: {} used", over.metric.name(), over.limit, over.window.name(), over.used)
 }

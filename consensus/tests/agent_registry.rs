@@ -33,6 +33,7 @@ fn spawn(id: &str) -> Command {
         key: None,
         memory_quota_bytes: None,
         max_concurrent_calls: None,
+        limits: Vec::new(),
     })
 }
 
@@ -144,6 +145,7 @@ fn an_agents_stored_bytes_are_counted_in_apply_and_its_quota_refuses_growth_past
         key: None,
         memory_quota_bytes: Some(100),
         max_concurrent_calls: None,
+        limits: Vec::new(),
     });
     let delete = |index, path: &str| {
         let path = MemoryPath::parse(path).unwrap();

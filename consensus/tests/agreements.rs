@@ -12,8 +12,8 @@ use proptest::prelude::*;
 use zeromesh_consensus::Entry;
 use zeromesh_protocol::agent::AgentCommand;
 use zeromesh_protocol::agreement::{
-    AgreementCheck, AgreementCommand, AgreementOutcome, AgreementState, Limit, Party, Terms, Usage, UsageCommand,
-    UsageOutcome,
+    agent_account, AgreementCheck, AgreementCommand, AgreementOutcome, AgreementState, Limit, Party, Terms, Usage,
+    UsageCommand, UsageOutcome,
 };
 use zeromesh_protocol::plugin::{PluginCommand, PublisherKey};
 use zeromesh_protocol::policy::{PolicyCommand, PolicyOutcome};
@@ -76,6 +76,11 @@ fn activate(id: &str) -> Command {
 /// A trusted provider, an agent with a key, and agreement `terms` signed by
 /// both and activated.
 fn active(terms: &Terms) -> Vec<Command> {
+    active_with_quotas(terms, &[])
+}
+
+/// The same, the agent spawned with quotas `limits` of its own.
+fn active_with_quotas(terms: &Terms, limits: &[&str]) -> Vec<Command> {
     vec![
         Command::Plugin(PluginCommand::TrustPublisher { publisher: PublisherKey::of(&provider_key()) }),
         Command::Agent(AgentCommand::Spawn {
@@ -87,6 +92,7 @@ fn active(terms: &Terms) -> Vec<Command> {
             key: Some(PublisherKey::of(&consumer_key())),
             memory_quota_bytes: None,
             max_concurrent_calls: None,
+            limits: limits.iter().map(|limit| Limit::parse(limit).unwrap()).collect(),
         }),
         agreement(AgreementCommand::Create { terms: terms.clone() }),
         sign(terms, &consumer_key()),
@@ -452,4 +458,45 @@ fn only_the_newest_policy_sets_are_kept() {
     assert_eq!(store.policies(usize::MAX).unwrap().len() as u64, kept);
     assert!(store.policy(3).unwrap().is_none(), "the oldest are forgotten");
     assert!(store.current_policy().unwrap().text.starts_with(&format!("// version {}", kept + 3)));
+}
+
+#[test]
+fn an_agents_own_quotas_count_its_calls_under_every_agreement_and_outside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=10/minute", "fuel=1000/lifetime"]);
+    let mut commands = active_with_quotas(&deal, &["calls=3/minute", "fuel=600/day"]);
+    let own = agent_account("bot");
+    let want = Usage { calls: 1, fuel: 400, ..Usage::default() };
+    commands.extend([
+        reserve("deal", "a", want),
+        reserve("deal", "b", want),
+        settle("deal", "a", Usage { fuel: 100, ..Usage::default() }),
+        reserve(&own, "c", want),
+        reserve(&own, "d", want),
+        reserve("deal", "e", want),
+    ]);
+    let first = active(&deal).len();
+    let replies = apply(&mut machine, entries(1, commands));
+    let granted = |reply: &CommandReply| match reply {
+        CommandReply::Usage(UsageOutcome::Reserved { granted, .. }) => granted.fuel,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(granted(&replies[first]), 400);
+    assert_eq!(granted(&replies[first + 1]), 200, "the agent's fuel quota grants less than the agreement would");
+    assert_eq!(granted(&replies[first + 3]), 300, "a, settled, gave back to both");
+    let CommandReply::Usage(UsageOutcome::OverLimit(over)) = &replies[first + 4] else {
+        panic!("{:?}", replies[first + 4])
+    };
+    assert_eq!((over.metric.name(), over.used, over.limit), ("calls", 3, 3), "the own account refuses the fourth call");
+    let CommandReply::Usage(UsageOutcome::AgentOverLimit(over)) = &replies[first + 5] else {
+        panic!("{:?}", replies[first + 5])
+    };
+    assert_eq!((over.metric.name(), over.used), ("calls", 3), "the agreement has room, the agent's quota has not");
+    let quota = store.ledger(&own).unwrap();
+    assert_eq!((quota.windows[0].used, quota.windows[1].used), (3, 600));
+    let ledger = store.ledger("deal").unwrap();
+    assert_eq!((ledger.windows[0].used, ledger.windows[1].used), (2, 300), "the refused call changed nothing here");
+    let violations = store.violations(0, 10).unwrap();
+    assert!(violations.last().unwrap().reason.contains("over agent bot's own quota calls=3/minute"));
 }

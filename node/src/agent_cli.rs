@@ -36,6 +36,11 @@ pub enum AgentCommand {
         /// Most of its calls one node serves at once; more are refused.
         #[arg(long)]
         max_concurrent_calls: Option<u32>,
+        /// Its own quota, `metric=max/window` (calls, fuel, wall_ms, bytes_in,
+        /// bytes_out per minute, hour, day or lifetime), counting every call
+        /// it makes, under an agreement or not; repeatable.
+        #[arg(long = "limit")]
+        limits: Vec<String>,
     },
     /// Pauses an agent: its calls are refused, with the reason, everywhere.
     Pause {
@@ -85,11 +90,22 @@ pub enum AgentCommand {
 pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let (tool, arguments) = match &command {
-        AgentCommand::Spawn { id, owner, tools, description, tags, key, memory_quota_bytes, max_concurrent_calls } => {
+        AgentCommand::Spawn {
+            id,
+            owner,
+            tools,
+            description,
+            tags,
+            key,
+            memory_quota_bytes,
+            max_concurrent_calls,
+            limits,
+        } => {
             let key = key.as_deref().map(public_key_text).transpose()?;
             let arguments = json!({
                 "id": id, "owner": owner, "tools": tools, "description": description, "tags": tags, "key": key,
                 "memory_quota_bytes": memory_quota_bytes, "max_concurrent_calls": max_concurrent_calls,
+                "limits": limits,
             });
             ("agent_spawn", arguments)
         }

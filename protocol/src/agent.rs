@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agreement::Limit;
 use crate::auth::check_agent_id;
 use crate::limits::{
     MAX_AGENT_SNAPSHOT_BYTES, MAX_AGENT_SNAPSHOT_MEMORIES, MAX_AGENT_TEXT_BYTES, MAX_AGENT_TOOL_PATTERNS,
-    MAX_TOOL_PATTERN_BYTES,
+    MAX_AGREEMENT_LIMITS, MAX_TOOL_PATTERN_BYTES,
 };
 use crate::memory::{MemoryPath, MemoryValue};
 use crate::plugin::PublisherKey;
@@ -55,6 +56,10 @@ pub struct AgentRecord {
     pub memory_quota_bytes: Option<u64>,
     /// Most of its calls one node serves at once; `None`: no quota.
     pub max_concurrent_calls: Option<u32>,
+    /// Its own quotas per window (calls, fuel, ...): every metered call it
+    /// makes counts against them, under an agreement or not.
+    #[serde(default)]
+    pub limits: Vec<Limit>,
     pub state: AgentState,
     /// The leader's clock when it was spawned, and when its state last changed.
     pub spawned_at_ms: u64,
@@ -82,6 +87,7 @@ pub enum AgentCommand {
         key: Option<PublisherKey>,
         memory_quota_bytes: Option<u64>,
         max_concurrent_calls: Option<u32>,
+        limits: Vec<Limit>,
     },
     Pause {
         id: String,
@@ -225,6 +231,7 @@ impl AgentSnapshot {
             check_tool_pattern(pattern)?;
         }
         crate::memory::check_tags(&self.agent.tags)?;
+        check_count("agent limits", self.agent.limits.len(), MAX_AGREEMENT_LIMITS)?;
         for memory in &self.memories {
             memory.value().validate()?;
             MemoryPath::parse(&format!("{}/{}", self.agent.id, memory.path))?;
@@ -272,7 +279,8 @@ impl AgentCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_agent_id(self.id())?;
         match self {
-            AgentCommand::Spawn { owner, description, tools, tags, max_concurrent_calls, .. } => {
+            AgentCommand::Spawn { owner, description, tools, tags, max_concurrent_calls, limits, .. } => {
+                check_count("agent limits", limits.len(), MAX_AGREEMENT_LIMITS)?;
                 if *max_concurrent_calls == Some(0) {
                     return Err(ValidationError::BadField {
                         what: "max concurrent calls",
@@ -334,6 +342,7 @@ mod tests {
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             tags: Vec::new(),
             key: None,
+            limits: Vec::new(),
             memory_quota_bytes: None,
             max_concurrent_calls: None,
             state: AgentState::Running,
@@ -362,6 +371,7 @@ mod tests {
             tools: tools.iter().map(|tool| (*tool).to_owned()).collect(),
             tags: Vec::new(),
             key: None,
+            limits: Vec::new(),
             memory_quota_bytes: None,
             max_concurrent_calls: None,
         };

@@ -278,6 +278,28 @@ pub fn check_agreement_id(id: &str) -> Result<(), ValidationError> {
     })
 }
 
+/// The account an agent's own quotas are metered in, like an agreement's:
+/// `agent/{id}` (no agreement id holds a `/`).
+pub const AGENT_ACCOUNT_PREFIX: &str = "agent/";
+
+pub fn agent_account(agent: &str) -> String {
+    format!("{AGENT_ACCOUNT_PREFIX}{agent}")
+}
+
+/// The agent whose own account `account` is, if it is one.
+pub fn account_agent(account: &str) -> Option<&str> {
+    account.strip_prefix(AGENT_ACCOUNT_PREFIX)
+}
+
+/// An account metering is counted in: an agreement id, or an agent's own
+/// account.
+pub fn check_account_id(id: &str) -> Result<(), ValidationError> {
+    match account_agent(id) {
+        Some(agent) => check_agent_id(agent),
+        None => check_agreement_id(id),
+    }
+}
+
 /// An idempotency key: 1 to 64 ASCII letters, digits and `-_.:`.
 pub fn check_idempotency_key(key: &str) -> Result<(), ValidationError> {
     let valid = !key.is_empty()
@@ -566,6 +588,35 @@ impl Ledger {
     }
 }
 
+impl AgreementRecord {
+    /// Agent `agent`'s own account as an agreement with itself: every tool,
+    /// its own limits, active while it runs. Its calls no agreement governs
+    /// are metered in it.
+    pub fn for_agent(agent: &crate::agent::AgentRecord) -> AgreementRecord {
+        let state = match &agent.state {
+            crate::agent::AgentState::Running => AgreementState::Active,
+            crate::agent::AgentState::Paused { reason } => AgreementState::Suspended { reason: reason.clone() },
+            crate::agent::AgentState::Terminated => AgreementState::Terminated { reason: "agent terminated".into() },
+        };
+        AgreementRecord {
+            terms: Terms {
+                id: agent_account(&agent.id),
+                consumer: agent.id.clone(),
+                provider: PublisherKey([0; 32]),
+                tools: vec!["*".into()],
+                limits: agent.limits.clone(),
+                expires_at_ms: u64::MAX,
+                description: format!("agent {}'s own quotas", agent.id),
+            },
+            consumer_signature: None,
+            provider_signature: None,
+            state,
+            history: Vec::new(),
+            history_dropped: 0,
+        }
+    }
+}
+
 /// A reservation, remembered by its idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
@@ -579,6 +630,9 @@ pub struct Reservation {
     pub settled: Option<Usage>,
     /// A node's lease: a settlement returns every amount it did not use.
     pub lease: bool,
+    /// The windows its consumer agent's own quotas counted it in (empty
+    /// when they did not: the agent has none, or this is its own account).
+    pub agent_window_starts: Vec<u64>,
 }
 
 /// Metering of one agreement's calls.
@@ -601,19 +655,19 @@ impl UsageCommand {
     pub fn validate(&self) -> Result<(), ValidationError> {
         match self {
             UsageCommand::Reserve { agreement, key, want, .. } | UsageCommand::Lease { agreement, key, want, .. } => {
-                check_agreement_id(agreement)?;
+                check_account_id(agreement)?;
                 check_idempotency_key(key)?;
                 want.validate("reservation")
             }
             UsageCommand::Settle { agreement, key, used } => {
-                check_agreement_id(agreement)?;
+                check_account_id(agreement)?;
                 check_idempotency_key(key)?;
                 used.validate("settlement")
             }
             UsageCommand::Violation { agent, agreement, tool, reason } => {
                 check_agent_id(agent)?;
                 if let Some(agreement) = agreement {
-                    check_agreement_id(agreement)?;
+                    check_account_id(agreement)?;
                 }
                 check_tool_pattern(tool)?;
                 check_len("violation reason", reason.len(), MAX_AGENT_TEXT_BYTES)
@@ -634,6 +688,8 @@ pub enum UsageOutcome {
     },
     /// Refused by a limit; recorded as a violation.
     OverLimit(OverLimit),
+    /// Refused by a quota of the consumer agent's own; recorded as a violation.
+    AgentOverLimit(OverLimit),
     /// The agreement is not active (suspended, terminated, expired, draft).
     NotActive {
         state: AgreementState,

@@ -2,7 +2,8 @@
 //! spawned through one node is governed on every node; its token calls only
 //! the tools its list allows; pausing refuses its calls everywhere with the
 //! reason; terminating revokes its tokens while its memories stay readable
-//! by an admin; a terminated id is never reused.
+//! by an admin; a terminated id is never reused; its own quota holds across
+//! nodes.
 
 use std::time::Duration;
 
@@ -105,4 +106,58 @@ async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_own_quota_is_never_overrun_whichever_nodes_its_calls_enter_through() {
+    const QUOTA: usize = 5;
+    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
+    let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let operator = |args: &[&str]| cli_as(Some(&admin), args);
+    let quota = format!("calls={QUOTA}/hour");
+    let spawn =
+        ["agent", "spawn", "meter", "--owner", "ops", "--tool", "memory_*", "--limit", &quota, "--node", &api[1]];
+    assert!(operator(&spawn).unwrap().contains("agent meter running"));
+    let token = operator(&["token", "create", "--role", "agent", "--agent", "meter", "--node", &api[0]]).unwrap();
+    let token = token.trim().to_owned();
+
+    // Four callers per node, one call each, all at once.
+    let mut callers = Vec::new();
+    for caller in 0..12 {
+        let (node, token) = (api[caller % 3].clone(), token.clone());
+        callers.push(tokio::spawn(async move {
+            let mut client = wait_until("the token to reach the node", WAIT, || async {
+                ApiClient::connect_with(&node, None, Some(token.clone())).await.ok()
+            })
+            .await
+            .unwrap();
+            let put = json!({ "path": format!("meter/call-{caller}"), "value": "v" });
+            match client.request("tools/call", json!({ "name": "memory_put", "arguments": put })).await {
+                Ok(result) => {
+                    assert_eq!(result["_meta"]["zeromesh/usage"]["agreement"], "agent/meter", "{result}");
+                    true
+                }
+                Err(ClientError::Rpc { code: -32004, message }) => {
+                    assert!(message.contains("agent meter: its own quota of 5 calls per hour is reached"), "{message}");
+                    false
+                }
+                Err(other) => panic!("a call failed without a fault: {other}"),
+            }
+        }));
+    }
+    let mut served = 0;
+    for caller in callers {
+        served += usize::from(caller.await.unwrap());
+    }
+    assert_eq!(served, QUOTA, "exactly the quota's worth of calls ran");
+    for index in 0..3 {
+        let shown = wait_until(&format!("node {index} to count every call"), WAIT, || async {
+            let shown: Value = testnet.call(index, "agent_show", json!({ "id": "meter" })).await.ok()?;
+            (shown["quotas"]["refused"] == 12 - QUOTA).then_some(shown)
+        })
+        .await
+        .unwrap();
+        assert_eq!(shown["quotas"]["limits"][0]["used"], QUOTA, "node {index}: {shown}");
+    }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use zeromesh_protocol::agent::{AgentRecord, AgentState};
-use zeromesh_protocol::agreement::{check_idempotency_key, AgreementRecord, OverLimit, Usage, UsageOutcome};
+use zeromesh_protocol::agreement::{
+    account_agent, check_idempotency_key, AgreementRecord, OverLimit, Usage, UsageOutcome,
+};
 use zeromesh_protocol::auth::Role;
 
 use crate::access::{memory_target, permits, Access};
@@ -49,6 +51,8 @@ pub enum Refusal {
     AgreementInactive { agreement: String, state: String, reason: Option<String> },
     #[error("agreement {agreement}: the limit of {} {} per {} is reached ({} used){}", over.limit, over.metric.name(), over.window.name(), over.used, over.resets_at_ms.map(|at| format!("; the window resets at {at} ms")).unwrap_or_default())]
     OverLimit { agreement: String, over: OverLimit },
+    #[error("agent {agent}: its own quota of {} {} per {} is reached ({} used){}", over.limit, over.metric.name(), over.window.name(), over.used, over.resets_at_ms.map(|at| format!("; the window resets at {at} ms")).unwrap_or_default())]
+    AgentOverLimit { agent: String, over: OverLimit },
     #[error(
         "the call with idempotency key {key:?} already ran (reserved at log index {log_index}); it is not run twice"
     )]
@@ -75,6 +79,7 @@ impl Refusal {
             Refusal::NotPermitted { .. } => "not_permitted",
             Refusal::AgreementInactive { .. } => "agreement_inactive",
             Refusal::OverLimit { .. } => "over_limit",
+            Refusal::AgentOverLimit { .. } => "agent_over_limit",
             Refusal::AlreadyRan { .. } => "already_ran",
             Refusal::Unavailable { .. } => "unavailable",
         }
@@ -229,8 +234,11 @@ impl Kernel {
             world.catch_up().await;
             agreements = world.agreements_of(&agent).map_err(|reason| Refusal::Unavailable { reason })?;
         }
+        // An agent with quotas of its own but no agreements meters its calls
+        // in its own account.
+        let own = (agreements.is_empty() && !admitted.limits.is_empty()).then(|| AgreementRecord::for_agent(&admitted));
         let record = if agreements.is_empty() {
-            None
+            own.as_ref()
         } else {
             match governing(&agreements, call.tool) {
                 Ok(record) => Some(record),
@@ -245,7 +253,8 @@ impl Kernel {
                 }
             }
         };
-        let agreement_id = record.map_or("", |record| record.terms.id.as_str());
+        let under_agreement = !agreements.is_empty();
+        let agreement_id = record.filter(|_| under_agreement).map_or("", |record| record.terms.id.as_str());
         let policy_call = PolicyCall {
             agent: &admitted,
             tool: call.tool,
@@ -255,7 +264,7 @@ impl Kernel {
         };
         for attempt in 1..=POLICY_RETRIES {
             let policies = world.policies().map_err(|reason| Refusal::Unavailable { reason })?;
-            if let Err(refusal) = check_policies(&policies, policy_call, record.is_some()) {
+            if let Err(refusal) = check_policies(&policies, policy_call, under_agreement) {
                 let agreement = record.map(|record| record.terms.id.as_str());
                 world.record_violation(&agent, agreement, call.tool, &refusal.to_string()).await;
                 return Err(refusal);
@@ -311,7 +320,13 @@ impl Kernel {
         match reserved {
             UsageOutcome::Reserved { granted, log_index, .. } => Ok(Some(Reserved { key, granted, log_index })),
             UsageOutcome::StalePolicy { .. } => Ok(None),
+            UsageOutcome::OverLimit(over) if account_agent(&id).is_some() => {
+                Err(Refusal::AgentOverLimit { agent: record.terms.consumer.clone(), over })
+            }
             UsageOutcome::OverLimit(over) => Err(Refusal::OverLimit { agreement: id, over }),
+            UsageOutcome::AgentOverLimit(over) => {
+                Err(Refusal::AgentOverLimit { agent: record.terms.consumer.clone(), over })
+            }
             UsageOutcome::NotActive { state } => Err(inactive_refusal(id, &state)),
             UsageOutcome::AlreadySettled { log_index } => Err(Refusal::AlreadyRan { key, log_index }),
             other => Err(Refusal::Unavailable {
@@ -899,5 +914,18 @@ mod tests {
         let keyless = with_alice();
         call_as(&keyless, "alice", "echo.say").await.unwrap();
         assert!(!*keyless.caught_up.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_agent_with_quotas_of_its_own_and_no_agreement_is_metered_in_its_own_account() {
+        let mut tools = bot_under(Vec::new());
+        tools.agents[0].limits = vec![Limit::parse("calls=1/minute").unwrap()];
+        tools.policies = Some(Arc::new(Policies::empty()));
+        let metered = metered_call(&tools, "bot", "echo.say", None).await.unwrap().unwrap();
+        assert_eq!(metered.agreement, "agent/bot");
+        let refused = call_as(&tools, "bot", "echo.say").await.unwrap_err();
+        assert!(matches!(&refused, Refusal::AgentOverLimit { agent, .. } if agent == "bot"), "{refused}");
+        assert!(refused.to_string().starts_with("agent bot: its own quota of 1 calls per minute is reached"));
+        assert_eq!(tools.runs.lock().unwrap().len(), 1);
     }
 }

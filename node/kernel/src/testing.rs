@@ -13,6 +13,7 @@ pub(crate) fn registered(id: &str, state: AgentState, tools: &[&str]) -> AgentRe
         key: None,
         memory_quota_bytes: None,
         max_concurrent_calls: None,
+        limits: Vec::new(),
         state,
         spawned_at_ms: 0,
         changed_at_ms: 0,

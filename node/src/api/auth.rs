@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use zeromesh_consensus::ConsensusNode;
 use zeromesh_kernel::{permits, Access, Caller, Refusal};
+use zeromesh_protocol::agreement::OverLimit;
 
 use super::jsonrpc::RpcError;
 
@@ -128,17 +129,8 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         | Refusal::NotPermitted { .. }
         | Refusal::AgreementInactive { .. }
         | Refusal::AlreadyRan { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
-        Refusal::OverLimit { agreement, over } => {
-            return RpcError::new(OVER_LIMIT, refusal.to_string()).with_data(json!({
-                "reason": refusal.kind(),
-                "agreement": agreement,
-                "metric": over.metric.name(),
-                "window": over.window.name(),
-                "used": over.used,
-                "limit": over.limit,
-                "resetsAtMs": over.resets_at_ms,
-            }))
-        }
+        Refusal::OverLimit { agreement, over } => return over_limit(refusal, over, ("agreement", agreement)),
+        Refusal::AgentOverLimit { agent, over } => return over_limit(refusal, over, ("agent", agent)),
         Refusal::PolicyDenied { version, policies, .. } => {
             return RpcError::new(FORBIDDEN, refusal.to_string()).with_data(json!({
                 "reason": refusal.kind(),
@@ -153,6 +145,21 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         Refusal::Unavailable { .. } => RpcError::new(super::jsonrpc::INTERNAL_ERROR, refusal.to_string()),
     };
     error.with_data(json!({ "reason": refusal.kind() }))
+}
+
+/// [`OVER_LIMIT`] for `refusal`, with the limit `over` and whose it is
+/// (`owner`: the agreement's or the agent's id) in `data`.
+fn over_limit(refusal: &Refusal, over: &OverLimit, owner: (&str, &str)) -> RpcError {
+    let mut data = json!({
+        "reason": refusal.kind(),
+        "metric": over.metric.name(),
+        "window": over.window.name(),
+        "used": over.used,
+        "limit": over.limit,
+        "resetsAtMs": over.resets_at_ms,
+    });
+    data[owner.0] = json!(owner.1);
+    RpcError::new(OVER_LIMIT, refusal.to_string()).with_data(data)
 }
 
 /// Whether `caller` may make this request. Resource reads are memory

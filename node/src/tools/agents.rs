@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_kernel::Access;
 use zeromesh_protocol::agent::{AgentCommand, AgentOutcome, AgentRecord, AgentSnapshot, AgentState};
+use zeromesh_protocol::agreement::{AgreementRecord, Limit};
 use zeromesh_protocol::plugin::PublisherKey;
 use zeromesh_protocol::{Command, CommandReply};
 
@@ -26,6 +27,12 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                     Some(text) => Some(PublisherKey::parse(text).map_err(|error| invalid("agent_spawn", error))?),
                     None => None,
                 };
+                let limits = args
+                    .limits
+                    .iter()
+                    .map(|limit| Limit::parse(limit))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| invalid("agent_spawn", error))?;
                 let command = AgentCommand::Spawn {
                     id: args.id,
                     owner: args.owner,
@@ -35,6 +42,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                     key,
                     memory_quota_bytes: args.memory_quota_bytes,
                     max_concurrent_calls: args.max_concurrent_calls,
+                    limits,
                 };
                 change(&env, "agent_spawn", command).await
             },
@@ -55,7 +63,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
         ),
         ToolDecl::new(
             "agent_show",
-            "One agent: owner, description, allowed tools, state, memory bytes stored and its quota.",
+            "One agent: owner, description, allowed tools, state, memory bytes stored and its quota, and its own quotas per window with their usage.",
             Access::Observe,
             |env: Arc<ToolEnv>, _: Invocation, args: IdArgs| async move {
                 match env.cluster.consensus.agent(&args.id).map_err(ServiceError::from)? {
@@ -63,6 +71,11 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                         let mut shown = agent_json(&agent);
                         shown["memory_bytes"] =
                             json!(env.cluster.consensus.stored_bytes(&args.id).map_err(ServiceError::from)?);
+                        if !agent.limits.is_empty() {
+                            let account = AgreementRecord::for_agent(&agent);
+                            let ledger = env.cluster.consensus.ledger(&account.terms.id).map_err(ServiceError::from)?;
+                            shown["quotas"] = super::agreements::usage_json(&account, &ledger);
+                        }
                         Ok(shown)
                     }
                     None => Err(ServiceError::Invalid(format!("no agent {:?} is registered", args.id)).into()),
@@ -150,6 +163,11 @@ struct SpawnArgs {
     #[serde(default)]
     #[schemars(range(min = 1))]
     max_concurrent_calls: Option<u32>,
+    /// Its own quotas as `metric=max/window` (as an agreement's limits):
+    /// every metered call it makes counts against them.
+    #[serde(default)]
+    #[schemars(length(max = zeromesh_protocol::limits::MAX_AGREEMENT_LIMITS))]
+    limits: Vec<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -263,6 +281,7 @@ fn agent_json(agent: &AgentRecord) -> Value {
         "key": agent.key.map(|key| key.to_string()),
         "memory_quota_bytes": agent.memory_quota_bytes,
         "max_concurrent_calls": agent.max_concurrent_calls,
+        "limits": agent.limits.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "state": agent.state.name(),
         "spawned_at_ms": agent.spawned_at_ms,
         "changed_at_ms": agent.changed_at_ms,
