@@ -1,7 +1,8 @@
 //! The RocksDB database of one node and its snapshot folder.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB};
@@ -14,20 +15,44 @@ use crate::snapshot::SnapshotDir;
 /// folder (`<dir>/snapshots`). Cheap to clone; every clone shares the database.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) db: Arc<DB>,
+    pub(crate) db: Arc<OpenDb>,
     pub(crate) snapshots: Arc<SnapshotDir>,
     /// Kept for its statistics (fsync counts).
     options: Arc<Options>,
     dir: PathBuf,
 }
 
-/// Tells whether every handle on a store has been dropped, so the same data
-/// directory may be opened again (used to restart a node in one process).
-pub struct ReleaseProbe(Weak<DB>);
+/// The open database. When the last handle drops it, RocksDB is closed
+/// (its files and its lock released) before `closed` is set: the last
+/// handle's count reaches zero before the database's own drop has run.
+pub(crate) struct OpenDb {
+    db: Option<DB>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for OpenDb {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        self.db.as_ref().expect("the database is open until its last handle drops")
+    }
+}
+
+impl Drop for OpenDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Tells whether every handle on a store has been dropped and the database
+/// closed, so the same data directory may be opened again (used to restart
+/// a node in one process).
+pub struct ReleaseProbe(Arc<AtomicBool>);
 
 impl ReleaseProbe {
     pub fn is_released(&self) -> bool {
-        self.0.strong_count() == 0
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -47,8 +72,12 @@ impl Store {
         let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&options, dir.join("db"), descriptors)?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
-        let store =
-            Store { db: Arc::new(db), snapshots: Arc::new(snapshots), options: Arc::new(options), dir: dir.to_owned() };
+        let store = Store {
+            db: Arc::new(OpenDb { db: Some(db), closed: Arc::default() }),
+            snapshots: Arc::new(snapshots),
+            options: Arc::new(options),
+            dir: dir.to_owned(),
+        };
         store.finish_interrupted_install()?;
         Ok(store)
     }
@@ -63,7 +92,7 @@ impl Store {
     }
 
     pub fn release_probe(&self) -> ReleaseProbe {
-        ReleaseProbe(Arc::downgrade(&self.db))
+        ReleaseProbe(self.db.closed.clone())
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
