@@ -102,7 +102,25 @@ fn active_with_quotas(terms: &Terms, limits: &[&str]) -> Vec<Command> {
 }
 
 fn reserve(id: &str, key: &str, want: Usage) -> Command {
-    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want, policy: 0 })
+    reserve_under(0, id, key, want)
+}
+
+/// A reservation decided under policy set version `policy`.
+fn reserve_under(policy: u64, id: &str, key: &str, want: Usage) -> Command {
+    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want, policy })
+}
+
+/// A node's lease, asked for under policy set version `policy`.
+fn lease_under(policy: u64, id: &str, key: &str, want: Usage) -> Command {
+    Command::Usage(UsageCommand::Lease { agreement: id.into(), key: key.into(), want, policy })
+}
+
+/// What a reservation's reply granted; any other reply fails the test.
+fn granted(reply: &CommandReply) -> Usage {
+    match reply {
+        CommandReply::Usage(UsageOutcome::Reserved { granted, .. }) => *granted,
+        other => panic!("expected a grant, got {other:?}"),
+    }
 }
 
 fn settle(id: &str, key: &str, used: Usage) -> Command {
@@ -339,14 +357,7 @@ fn a_lease_is_granted_up_to_what_is_left_and_its_settlement_returns_every_unused
     let (store, mut machine) = open_machine(&dir);
     let deal = terms("deal", &["calls=10/hour"]);
     let mut commands = active(&deal);
-    let lease = |key: &str, calls| {
-        Command::Usage(UsageCommand::Lease {
-            agreement: "deal".into(),
-            key: key.into(),
-            want: Usage { calls, ..Usage::default() },
-            policy: 0,
-        })
-    };
+    let lease = |key: &str, calls| lease_under(0, "deal", key, Usage { calls, ..Usage::default() });
     commands.extend([
         lease("node-a", 8),
         lease("node-b", 8),
@@ -356,16 +367,12 @@ fn a_lease_is_granted_up_to_what_is_left_and_its_settlement_returns_every_unused
         reserve("deal", "exact-2", one_call()),
     ]);
     let replies = apply(&mut machine, entries(1, commands));
-    let granted = |reply: &CommandReply| match reply {
-        CommandReply::Usage(UsageOutcome::Reserved { granted, .. }) => granted.calls,
-        other => panic!("expected a grant, got {other:?}"),
-    };
-    assert_eq!((granted(&replies[6]), granted(&replies[7])), (8, 2), "the second lease gets what is left");
+    assert_eq!((granted(&replies[6]).calls, granted(&replies[7]).calls), (8, 2), "the second lease gets what is left");
     assert!(matches!(replies[8], CommandReply::Usage(UsageOutcome::OverLimit(_))), "nothing left for a third");
     assert!(matches!(replies[9], CommandReply::Usage(UsageOutcome::OverLimit(_))), "nor for one exact call");
     let returned = Usage { calls: 5, ..Usage::default() };
     assert_eq!(replies[10], CommandReply::Usage(UsageOutcome::Settled { returned }), "a lease returns unused calls");
-    assert_eq!(granted(&replies[11]), 1);
+    assert_eq!(granted(&replies[11]).calls, 1);
     assert_eq!(store.ledger("deal").unwrap().windows[0].used, 3 + 2 + 1);
 }
 
@@ -377,12 +384,7 @@ fn a_lease_outlives_the_keys_an_agreement_remembers_until_it_is_settled() {
     let deal = terms("deal", &["calls=100000/lifetime"]);
     let mut commands = active(&deal);
     let want = Usage { calls: 50, ..Usage::default() };
-    commands.push(Command::Usage(UsageCommand::Lease {
-        agreement: "deal".into(),
-        key: "lease".into(),
-        want,
-        policy: 0,
-    }));
+    commands.push(lease_under(0, "deal", "lease", want));
     commands.extend((0..=MAX_KEPT_RESERVATIONS).map(|call| reserve("deal", &format!("call-{call}"), one_call())));
     commands.push(settle("deal", "lease", Usage { calls: 20, ..Usage::default() }));
     let replies = apply(&mut machine, entries(1, commands));
@@ -410,19 +412,9 @@ fn policy_sets_are_versioned_and_a_reservation_decided_under_a_replaced_one_is_r
         set_policy("permit(principal, action, resource);", None),
         set_policy("forbid(principal, action, resource);", Some(0)),
         reserve("deal", "decided-under-nothing", one_call()),
-        Command::Usage(UsageCommand::Reserve {
-            agreement: "deal".into(),
-            key: "ok".into(),
-            want: one_call(),
-            policy: 1,
-        }),
+        reserve_under(1, "deal", "ok", one_call()),
         set_policy("permit(principal, action, resource);", Some(1)),
-        Command::Usage(UsageCommand::Lease {
-            agreement: "deal".into(),
-            key: "lease".into(),
-            want: one_call(),
-            policy: 1,
-        }),
+        lease_under(1, "deal", "lease", one_call()),
     ]);
     let first = active(&deal).len();
     let replies = apply(&mut machine_a, entries(1, commands.clone()));
@@ -478,13 +470,9 @@ fn an_agents_own_quotas_count_its_calls_under_every_agreement_and_outside_them()
     ]);
     let first = active(&deal).len();
     let replies = apply(&mut machine, entries(1, commands));
-    let granted = |reply: &CommandReply| match reply {
-        CommandReply::Usage(UsageOutcome::Reserved { granted, .. }) => granted.fuel,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(granted(&replies[first]), 400);
-    assert_eq!(granted(&replies[first + 1]), 200, "the agent's fuel quota grants less than the agreement would");
-    assert_eq!(granted(&replies[first + 3]), 300, "a, settled, gave back to both");
+    assert_eq!(granted(&replies[first]).fuel, 400);
+    assert_eq!(granted(&replies[first + 1]).fuel, 200, "the agent's fuel quota grants less than the agreement would");
+    assert_eq!(granted(&replies[first + 3]).fuel, 300, "a, settled, gave back to both");
     let CommandReply::Usage(UsageOutcome::OverLimit(over)) = &replies[first + 4] else {
         panic!("{:?}", replies[first + 4])
     };

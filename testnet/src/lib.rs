@@ -191,6 +191,16 @@ where
     }
 }
 
+/// Connects to the API at `api` with `token`, waiting up to `timeout` until
+/// that node knows the token (tokens are replicated: a node that has not
+/// applied one yet refuses it).
+pub async fn connect_when_known(api: &str, token: &str, timeout: Duration) -> anyhow::Result<ApiClient> {
+    wait_until(&format!("the token to reach {api}"), timeout, || async {
+        ApiClient::connect_with(api, None, Some(token.to_owned())).await.ok()
+    })
+    .await
+}
+
 fn parse_ready(line: &str) -> Option<NodeAddress> {
     let rest = line.strip_prefix("ready ")?;
     let field = |name: &str| {

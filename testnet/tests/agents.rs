@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::{ApiClient, ClientError};
-use zeromesh_testnet::{cli_as, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, connect_when_known, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -38,11 +38,7 @@ async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
     let spawned = operator(&["agent", "spawn", "alice", "--owner", "ops", "--tool", "memory_*", "--node", &api[0]]);
     assert!(spawned.expect("spawned").contains("agent alice running"));
     let token = operator(&["token", "create", "--role", "agent", "--agent", "alice", "--node", &api[0]]).unwrap();
-    let mut alice = wait_until("alice's token to reach node 2", WAIT, || async {
-        ApiClient::connect_with(&api[2], None, Some(token.trim().to_owned())).await.ok()
-    })
-    .await
-    .unwrap();
+    let mut alice = connect_when_known(&api[2], token.trim(), WAIT).await.unwrap();
 
     // Allowed tools run; a tool outside the list is refused and runs nothing.
     alice.call_tool("memory_put", json!({ "path": "alice/plan", "value": "v1" })).await.expect("allowed");
@@ -127,11 +123,7 @@ async fn an_agents_own_quota_is_never_overrun_whichever_nodes_its_calls_enter_th
     for caller in 0..12 {
         let (node, token) = (api[caller % 3].clone(), token.clone());
         callers.push(tokio::spawn(async move {
-            let mut client = wait_until("the token to reach the node", WAIT, || async {
-                ApiClient::connect_with(&node, None, Some(token.clone())).await.ok()
-            })
-            .await
-            .unwrap();
+            let mut client = connect_when_known(&node, &token, WAIT).await.unwrap();
             let put = json!({ "path": format!("meter/call-{caller}"), "value": "v" });
             match client.request("tools/call", json!({ "name": "memory_put", "arguments": put })).await {
                 Ok(result) => {

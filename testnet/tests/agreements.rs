@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::{ApiClient, ClientError};
-use zeromesh_testnet::{cli_as, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, connect_when_known, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The agreement's lifetime limit of calls.
@@ -113,11 +113,7 @@ impl Parties {
     async fn clients(&self, token: &str) -> Vec<ApiClient> {
         let mut clients = Vec::new();
         for node in &self.api {
-            let client = wait_until("the agent's token to reach every node", WAIT, || async {
-                ApiClient::connect_with(node, None, Some(token.to_owned())).await.ok()
-            })
-            .await
-            .unwrap();
+            let client = connect_when_known(&node, token, WAIT).await.unwrap();
             clients.push(client);
         }
         clients
@@ -411,11 +407,7 @@ async fn call_leased(api: &[String], token: &str, attempts: usize) -> (u64, u64,
     for caller in 0..CALLERS {
         let (node, token) = (api[caller % 3].clone(), token.to_owned());
         callers.push(tokio::spawn(async move {
-            let mut client = wait_until("the agent's token to reach the node", WAIT, || async {
-                ApiClient::connect_with(&node, None, Some(token.clone())).await.ok()
-            })
-            .await
-            .unwrap();
+            let mut client = connect_when_known(&node, &token, WAIT).await.unwrap();
             let (mut served, mut refused, mut lease_entries) = (0u64, 0u64, Vec::new());
             for _ in 0..attempts {
                 let params = json!({ "name": "memory_get", "arguments": { "path": "lessee/none" } });

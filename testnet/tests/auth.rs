@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::{ApiClient, ClientError};
-use zeromesh_testnet::{http_request, wait_until, zeromesh_binary, Testnet, TestnetOptions};
+use zeromesh_testnet::{connect_when_known, http_request, wait_until, zeromesh_binary, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -54,11 +54,7 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
     zeromesh_testnet::cli_as(Some(&admin), &spawn).expect("alice is spawned");
     let alice_token = create_token(&first, &admin, &["--role", "agent", "--agent", "alice"]);
     let reader_token = create_token(&first, &admin, &["--role", "read"]);
-    let mut alice = wait_until("the agent token to reach node 1", WAIT, || async {
-        ApiClient::connect_with(&second, None, Some(alice_token.clone())).await.ok()
-    })
-    .await
-    .unwrap();
+    let mut alice = connect_when_known(&second, &alice_token, WAIT).await.unwrap();
     alice.call_tool("memory_put", json!({ "path": "alice/notes/a", "value": "mine" })).await.expect("own memory");
     let (code, message) = refusal(alice.call_tool("memory_put", json!({ "path": "bob/notes/a", "value": "x" })).await);
     assert!(code == -32003 && message.contains("agent alice") && message.contains("bob/notes/a"), "{message}");
@@ -67,11 +63,7 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
     let (code, _) = refusal(alice.request("resources/read", json!({ "uri": "mem://bob/notes/a" })).await);
     assert_eq!(code, -32003);
 
-    let mut reader = wait_until("the read token to reach node 1", WAIT, || async {
-        ApiClient::connect_with(&second, None, Some(reader_token.clone())).await.ok()
-    })
-    .await
-    .unwrap();
+    let mut reader = connect_when_known(&second, &reader_token, WAIT).await.unwrap();
     let read = reader.call_tool("memory_get", json!({ "path": "alice/notes/a" })).await.unwrap();
     assert_eq!(read["record"]["value"], "mine");
     let (_, message) = refusal(reader.call_tool("memory_put", json!({ "path": "alice/notes/a", "value": "x" })).await);
