@@ -3,6 +3,9 @@
 //! kernel), the peer API, the runtime that starts them, and the client the
 //! command line and the test harness use.
 
+// rmcp's service futures nest deeply (the WebSocket session's spawn).
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod cli;
 pub mod client;

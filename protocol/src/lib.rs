@@ -6,7 +6,6 @@ pub mod agreement;
 pub mod auth;
 pub mod command;
 pub mod ids;
-pub mod jsonrpc;
 pub mod limits;
 pub mod memory;
 pub mod plugin;

@@ -132,6 +132,31 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<(u16, String)> {
+    http_exchange(api, method, path, headers, body).await.map(|answer| (answer.status, answer.body))
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(header, _)| header == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// [`http_request`], answering the headers too.
+pub async fn http_exchange(
+    api: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpAnswer> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = api.trim_start_matches("ws://").trim_end_matches('/');
     let mut stream = tokio::net::TcpStream::connect(address).await?;
@@ -156,8 +181,15 @@ pub async fn http_request(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("no status in {head:?}"))?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok(HttpAnswer { status, headers, body })
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::{ApiClient, ClientError};
-use zeromesh_testnet::{connect_when_known, http_request, wait_until, zeromesh_binary, Testnet, TestnetOptions};
+use zeromesh_testnet::{connect_when_known, http_request, zeromesh_binary, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -1,12 +1,13 @@
 //! The peer API's HTTP side on real node processes: health, readiness and
-//! Prometheus metrics, and MCP over Streamable HTTP (`POST /mcp`) next to
-//! the WebSocket endpoint on the same port.
+//! Prometheus metrics, and MCP over Streamable HTTP (`/mcp`, both protocol
+//! eras: stateless 2026-07-28 requests, and handshake-era sessions with
+//! their event stream) next to the WebSocket endpoint on the same port.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES;
-use zeromesh_testnet::{http_request, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{http_exchange, http_request, wait_until, HttpAnswer, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 const JSON: [(&str, &str); 2] =
@@ -18,10 +19,41 @@ fn requests(metrics: &str, method: &str, outcome: &str) -> u64 {
     metrics.lines().find_map(|line| line.strip_prefix(&series)).and_then(|count| count.parse().ok()).unwrap_or(0)
 }
 
-async fn mcp(api: &str, message: Value) -> (u16, Value) {
-    let (status, body) =
-        http_request(api, "POST", "/mcp", &JSON, message.to_string().as_bytes()).await.expect("answers");
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+/// The JSON-RPC answer in an HTTP answer: its JSON body, or the first
+/// answer (a message with an id) in its event stream.
+fn answer_of(answer: &HttpAnswer) -> Value {
+    if answer.header("content-type").is_some_and(|kind| kind.starts_with("text/event-stream")) {
+        let messages = answer.body.lines().filter_map(|line| line.strip_prefix("data:"));
+        let mut parsed = messages.filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok());
+        return parsed.find(|message| message.get("id").is_some()).unwrap_or(Value::Null);
+    }
+    serde_json::from_str(&answer.body).unwrap_or(Value::Null)
+}
+
+/// One POST of `message` to `/mcp` with `extra` headers.
+async fn post(api: &str, extra: &[(&str, &str)], message: Value) -> HttpAnswer {
+    let headers: Vec<(&str, &str)> = JSON.iter().chain(extra).copied().collect();
+    http_exchange(api, "POST", "/mcp", &headers, message.to_string().as_bytes()).await.expect("answers")
+}
+
+/// A 2026-07-28 request: self-contained, with the revision in a header and
+/// the client's context in `_meta`.
+fn modern(id: u64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": { "name": "test", "version": "1" },
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+/// POSTs a 2026-07-28 request with the standard headers that mirror it.
+async fn post_modern(api: &str, message: Value) -> HttpAnswer {
+    let method = message["method"].as_str().unwrap_or_default().to_owned();
+    let name = message["params"].get("name").or_else(|| message["params"].get("uri")).and_then(Value::as_str);
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", method.as_str())];
+    headers.extend(name.map(|name| ("mcp-name", name)));
+    post(api, &headers, message.clone()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,29 +73,60 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
 
     let (_, metrics_before) = http_request(&api, "GET", "/metrics", &[], b"").await.unwrap();
 
-    // MCP over Streamable HTTP: initialise, write, read back, one JSON answer per POST.
-    let (status, initialized) = mcp(&api, json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } } })).await;
-    assert_eq!((status, &initialized["result"]["protocolVersion"]), (200, &json!("2025-06-18")));
-    let (status, _) = mcp(&api, json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await;
-    assert_eq!(status, 202, "a notification is accepted without an answer");
-    let put = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "memory_put", "arguments": { "path": "http/notes/a", "value": "over http" } } });
-    let (status, written) = mcp(&api, put).await;
-    assert_eq!((status, &written["result"]["isError"]), (200, &json!(false)), "{written}");
-    let read =
-        json!({ "jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": { "uri": "mem://http/notes/a" } });
-    let (_, read) = mcp(&api, read).await;
-    assert_eq!(read["result"]["contents"][0]["text"], "over http");
-    let subscribe = json!({ "jsonrpc": "2.0", "id": 4, "method": "resources/subscribe", "params": { "uri": "mem://http/notes/a" } });
-    let (_, refused) = mcp(&api, subscribe).await;
-    assert!(refused["error"]["message"].as_str().unwrap_or_default().contains("WebSocket"), "{refused}");
+    // MCP over Streamable HTTP, 2026-07-28: no handshake, every request
+    // self-contained and answered as JSON, with no session.
+    let discovered = post_modern(&api, modern(1, "server/discover", json!({}))).await;
+    let discovered_answer = answer_of(&discovered);
+    assert_eq!(discovered.status, 200, "{}", discovered.body);
+    assert!(discovered.header("mcp-session-id").is_none(), "a stateless revision keeps no session");
+    let versions = &discovered_answer["result"]["supportedVersions"];
+    assert!(versions.as_array().is_some_and(|all| all.contains(&json!("2026-07-28"))), "{discovered_answer}");
+    let put = modern(
+        2,
+        "tools/call",
+        json!({ "name": "memory_put", "arguments": { "path": "http/notes/a", "value": "over http" } }),
+    );
+    let written = answer_of(&post_modern(&api, put).await);
+    assert_eq!(written["result"]["isError"], json!(false), "{written}");
+    assert_eq!(written["result"]["resultType"], "complete", "{written}");
+    let read = answer_of(&post_modern(&api, modern(3, "resources/read", json!({ "uri": "mem://http/notes/a" }))).await);
+    assert_eq!(read["result"]["contents"][0]["text"], "over http", "{read}");
+    let legacy_method =
+        answer_of(&post_modern(&api, modern(4, "resources/subscribe", json!({ "uri": "mem://http/notes/a" }))).await);
+    assert_eq!(
+        legacy_method["error"]["code"], -32601,
+        "2026-07-28 subscribes with subscriptions/listen: {legacy_method}"
+    );
+
+    // The handshake era: `initialize` opens a session, whose id later
+    // requests carry; the session is ended with DELETE.
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } } });
+    let opened = post(&api, &[], initialize).await;
+    assert_eq!(
+        (opened.status, &answer_of(&opened)["result"]["protocolVersion"]),
+        (200, &json!("2025-06-18")),
+        "{}",
+        opened.body
+    );
+    let session = opened.header("mcp-session-id").expect("a session id").to_owned();
+    let in_session = [("mcp-session-id", session.as_str()), ("mcp-protocol-version", "2025-06-18")];
+    let notified = post(&api, &in_session, json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await;
+    assert_eq!(notified.status, 202, "a notification is accepted without an answer");
+    let subscribe = json!({ "jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": { "uri": "mem://http/notes/a" } });
+    let subscribed = answer_of(&post(&api, &in_session, subscribe).await);
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    let unknown = answer_of(&post(&api, &in_session, json!({ "jsonrpc": "2.0", "id": 3, "method": "no/such" })).await);
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    let ended = http_exchange(&api, "DELETE", "/mcp", &in_session, b"").await.unwrap();
+    assert!(ended.status < 300, "DELETE ends the session: {}", ended.status);
+    let after = post(&api, &in_session, json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/list" })).await;
+    assert_eq!(after.status, 404, "an ended session is gone: {}", after.body);
 
     // Bad requests get precise refusals and change nothing.
-    let (status, _) = http_request(&api, "GET", "/mcp", &[], b"").await.unwrap();
-    assert_eq!(status, 405);
     let (status, _) = http_request(&api, "GET", "/nowhere", &[], b"").await.unwrap();
     assert_eq!(status, 404);
     let (status, body) = http_request(&api, "POST", "/mcp", &JSON, b"{not json").await.unwrap();
-    assert!(status == 200 && body.contains("-32700"), "{status} {body}");
+    assert!(status == 400 && body.contains("-32700"), "{status} {body}");
     let too_big = vec![b' '; MAX_API_MESSAGE_BYTES + 1];
     let (status, _) = http_request(&api, "POST", "/mcp", &JSON, &too_big).await.unwrap();
     assert_eq!(status, 413);
@@ -73,7 +136,8 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     assert_eq!(status, 200);
     let served = |method, outcome| requests(&metrics, method, outcome) - requests(&metrics_before, method, outcome);
     assert_eq!(served("tools/call", "ok"), 1, "{metrics}");
-    assert_eq!(served("resources/subscribe", "error"), 1, "{metrics}");
+    assert_eq!(served("resources/subscribe", "ok"), 1, "{metrics}");
+    assert_eq!(served("server/discover", "ok"), 1, "{metrics}");
     assert!(metrics.contains(r#"zeromesh_api_request_seconds_count{method="initialize"}"#), "{metrics}");
     for gauge in
         ["zeromesh_raft_term ", "zeromesh_raft_applied_index ", "zeromesh_raft_leader_known 1", "zeromesh_mesh_peers "]

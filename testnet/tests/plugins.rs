@@ -157,10 +157,10 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     while let Ok(notification) = installer.next_notification(Duration::from_millis(1)).await {
         if notification["method"] == "notifications/progress" {
             assert_eq!(notification["params"]["progressToken"], "spin-install");
-            steps.push(notification["params"]["progress"].as_u64().unwrap());
+            steps.push(notification["params"]["progress"].as_f64().unwrap());
         }
     }
-    assert_eq!(steps, [1, 2, 3, 4], "four progress steps, in order, before the answer");
+    assert_eq!(steps, [1.0, 2.0, 3.0, 4.0], "four progress steps, in order, before the answer");
     let stopped = wait_until("the spin plugin to run on node 1", WAIT, || async {
         let mut client = testnet.client(1).await.ok()?;
         match client.call_tool("spin", json!({})).await {

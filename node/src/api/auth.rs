@@ -10,20 +10,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use zeromesh_consensus::ConsensusNode;
 use zeromesh_kernel::{permits, Access, Caller, Refusal};
 use zeromesh_protocol::agreement::OverLimit;
 
-use super::jsonrpc::RpcError;
+use super::{rpc_error, with_data, RpcError};
 
 /// JSON-RPC error code for a request the caller's token does not allow.
-pub const FORBIDDEN: i64 = -32003;
+pub const FORBIDDEN: i32 = -32003;
 /// JSON-RPC error code for a request over the token's rate limit.
-pub const RATE_LIMITED: i64 = -32029;
+pub const RATE_LIMITED: i32 = -32029;
 /// A tool call refused by an agreement's limit; `data` says which, how much
 /// is used and when the window resets.
-pub const OVER_LIMIT: i64 = -32004;
+pub const OVER_LIMIT: i32 = -32004;
 /// Token buckets kept per node; the least recently used is dropped beyond.
 const MAX_BUCKETS: usize = 10_000;
 
@@ -84,8 +84,8 @@ impl Auth {
         let Some(id) = &caller.token_id else { return Ok(()) };
         match consensus.token(id) {
             Ok(Some(_)) => {}
-            Ok(None) => return Err(RpcError::new(FORBIDDEN, format!("token {id} has been revoked"))),
-            Err(error) => return Err(RpcError::new(FORBIDDEN, format!("tokens cannot be read: {error}"))),
+            Ok(None) => return Err(rpc_error(FORBIDDEN, format!("token {id} has been revoked"))),
+            Err(error) => return Err(rpc_error(FORBIDDEN, format!("tokens cannot be read: {error}"))),
         }
         let rate = f64::from(self.requests_per_second.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -100,7 +100,7 @@ impl Auth {
         bucket.refilled = now;
         if bucket.tokens < 1.0 {
             let retry_after = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
-            return Err(RpcError::new(
+            return Err(rpc_error(
                 RATE_LIMITED,
                 format!(
                     "rate limit: token {id} may make {} requests per second on this node; retry after {} ms",
@@ -128,23 +128,20 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         | Refusal::NotCovered { .. }
         | Refusal::NotPermitted { .. }
         | Refusal::AgreementInactive { .. }
-        | Refusal::AlreadyRan { .. } => RpcError::new(FORBIDDEN, refusal.to_string()),
+        | Refusal::AlreadyRan { .. } => rpc_error(FORBIDDEN, refusal.to_string()),
         Refusal::OverLimit { agreement, over } => return over_limit(refusal, over, ("agreement", agreement)),
         Refusal::AgentOverLimit { agent, over } => return over_limit(refusal, over, ("agent", agent)),
         Refusal::PolicyDenied { version, policies, .. } => {
-            return RpcError::new(FORBIDDEN, refusal.to_string()).with_data(json!({
-                "reason": refusal.kind(),
-                "policies": policies,
-                "policyVersion": version,
-            }))
+            let data = json!({ "reason": refusal.kind(), "policies": policies, "policyVersion": version });
+            return with_data(rpc_error(FORBIDDEN, refusal.to_string()), data);
         }
-        Refusal::TooManyCalls { .. } => RpcError::new(RATE_LIMITED, refusal.to_string()),
+        Refusal::TooManyCalls { .. } => rpc_error(RATE_LIMITED, refusal.to_string()),
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
-            RpcError::invalid_params(refusal.to_string())
+            RpcError::invalid_params(refusal.to_string(), None)
         }
-        Refusal::Unavailable { .. } => RpcError::new(super::jsonrpc::INTERNAL_ERROR, refusal.to_string()),
+        Refusal::Unavailable { .. } => rpc_error(rmcp::model::ErrorCode::INTERNAL_ERROR.0, refusal.to_string()),
     };
-    error.with_data(json!({ "reason": refusal.kind() }))
+    with_data(error, json!({ "reason": refusal.kind() }))
 }
 
 /// [`OVER_LIMIT`] for `refusal`, with the limit `over` and whose it is
@@ -159,17 +156,17 @@ fn over_limit(refusal: &Refusal, over: &OverLimit, owner: (&str, &str)) -> RpcEr
         "resetsAtMs": over.resets_at_ms,
     });
     data[owner.0] = json!(owner.1);
-    RpcError::new(OVER_LIMIT, refusal.to_string()).with_data(data)
+    with_data(rpc_error(OVER_LIMIT, refusal.to_string()), data)
 }
 
 /// Whether `caller` may make this request. Resource reads are memory
 /// reads (agreement and policy resources: observations); `tools/call` is decided by the kernel; every other method is open
 /// to every authenticated caller.
-pub fn authorize(caller: &Caller, method: &str, params: &Value) -> Result<(), RpcError> {
+pub fn authorize(caller: &Caller, method: &str, uri: Option<&str>) -> Result<(), RpcError> {
     if !matches!(method, "resources/read" | "resources/subscribe" | "resources/unsubscribe") {
         return Ok(());
     }
-    let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default();
+    let uri = uri.unwrap_or_default();
     // Agreements, their usage and violations, and the policy set are
     // observed, like agreement_show and policy_show.
     let observed = uri.starts_with(super::resources::AGREEMENT_SCHEME) || uri == super::resources::POLICY_URI;
@@ -182,7 +179,6 @@ pub fn authorize(caller: &Caller, method: &str, params: &Value) -> Result<(), Rp
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
     use zeromesh_protocol::auth::Role;
 
     use super::*;
@@ -191,11 +187,11 @@ mod tests {
     fn an_agent_token_reads_only_its_own_resources() {
         let alice =
             Caller { role: Role::Agent, agent: Some("alice".into()), token_id: Some("0123456789abcdef".into()) };
-        assert!(authorize(&alice, "resources/read", &json!({ "uri": "mem://alice/notes" })).is_ok());
-        assert!(authorize(&alice, "tools/list", &json!({})).is_ok());
+        assert!(authorize(&alice, "resources/read", Some("mem://alice/notes")).is_ok());
+        assert!(authorize(&alice, "tools/list", None).is_ok());
         for method in ["resources/read", "resources/subscribe", "resources/unsubscribe"] {
-            let refused = authorize(&alice, method, &json!({ "uri": "mem://bob/notes" })).unwrap_err();
-            assert_eq!(refused.code, FORBIDDEN, "{method}");
+            let refused = authorize(&alice, method, Some("mem://bob/notes")).unwrap_err();
+            assert_eq!(refused.code.0, FORBIDDEN, "{method}");
             assert!(refused.message.contains("agent alice"), "{}", refused.message);
         }
     }

@@ -1,11 +1,20 @@
 //! The peer API's listener: HTTP/1.1 on one port. `GET /` and `/ws` with a
 //! WebSocket upgrade start an MCP WebSocket session (subprotocol `mcp`);
-//! `POST /mcp` is MCP's Streamable HTTP (one JSON answer per request);
-//! `/health`, `/ready` and `/metrics` serve operators. Every connection
-//! counts against the connection limit and must send its request head within
-//! the handshake timeout; request bodies are bounded. On a loopback address,
-//! requests naming another host (`Host`) or coming from another site's page
-//! (`Origin`) are refused, so DNS rebinding cannot reach the node.
+//! `/mcp` is MCP's Streamable HTTP, served by rmcp (stateless requests for
+//! 2026-07-28 clients; sessions with their event stream, resumable, for
+//! handshake-era clients); `/health`, `/ready` and `/metrics` serve
+//! operators. Every connection counts against the connection limit and must
+//! send its request head within the handshake timeout; request bodies and
+//! sessions are bounded. On a loopback address, requests naming another host
+//! (`Host`) or coming from another site's page (`Origin`) are refused, so DNS
+//! rebinding cannot reach the node.
+//!
+//! Authentication comes first, for every path but `/health` and `/ready`: a
+//! bearer token in `Authorization`, or, for WebSocket clients that cannot
+//! set headers (browsers, some SDKs), in the URL (`?token=zm_...`) or as a
+//! WebSocket subprotocol (`bearer.zm_...`, beside `mcp`). A token in the URL
+//! is refused on plain `ws://` to a non-loopback address, where anyone on the
+//! path could read it.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -13,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
@@ -24,9 +34,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES};
+use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
 
-use super::server::{self, Session, SUBPROTOCOL};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use super::mcp::Handler;
+use super::websocket::SUBPROTOCOL;
 use super::ApiState;
 use zeromesh_kernel::Caller;
 
@@ -36,12 +50,76 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers), in bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-type Body = Full<Bytes>;
+type Body = BoxBody<Bytes, Infallible>;
+/// Streamable HTTP sessions (handshake-era clients) one node keeps at once.
+const MAX_HTTP_SESSIONS: usize = MAX_API_CONNECTIONS;
+/// The WebSocket subprotocol prefix that carries a bearer token.
+const TOKEN_SUBPROTOCOL: &str = "bearer.";
+
+/// MCP over Streamable HTTP, as rmcp serves it, and its sessions.
+struct StreamableHttp {
+    service: StreamableHttpService<Handler, LocalSessionManager>,
+    sessions: Arc<LocalSessionManager>,
+}
+
+impl StreamableHttp {
+    fn new(state: &Arc<ApiState>) -> StreamableHttp {
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.channel_capacity = MAX_API_REQUESTS_PER_CONNECTION;
+        let sessions = Arc::new(sessions);
+        // Host and Origin are checked in front (loopback listeners only), and
+        // body size is bounded by the same limit as WebSocket messages.
+        let config = StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .disable_allowed_origins()
+            .with_json_response(true)
+            .with_max_request_body_bytes(MAX_API_MESSAGE_BYTES);
+        let factory_state = state.clone();
+        let service =
+            StreamableHttpService::new(move || Ok(Handler::new(factory_state.clone())), sessions.clone(), config);
+        StreamableHttp { service, sessions }
+    }
+
+    async fn serve(&self, request: Request<Incoming>, caller: Caller) -> Response<Body> {
+        let opens_session = request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+        if opens_session && self.sessions.sessions.read().await.len() >= MAX_HTTP_SESSIONS {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "this node keeps {MAX_HTTP_SESSIONS} MCP sessions already; end one (DELETE /mcp) or retry later"
+                ),
+            );
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(caller);
+        if parts.method != Method::POST {
+            return self.service.handle(Request::from_parts(parts, body)).await;
+        }
+        // A body that is not JSON gets JSON-RPC's parse error here, which
+        // rmcp would answer with a bare 415.
+        let body = match Limited::new(body, MAX_API_MESSAGE_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body could not be read or exceeds {MAX_API_MESSAGE_BYTES} bytes: {error}"),
+                )
+            }
+        };
+        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            let refusal = json!({ "jsonrpc": "2.0", "error": { "code": -32700, "message": format!("the body is not JSON: {error}") } });
+            return json_response(StatusCode::BAD_REQUEST, refusal);
+        }
+        self.service.handle(Request::from_parts(parts, Full::new(body))).await
+    }
+}
 
 /// Serves the peer API on `listener` until the process ends; over TLS
 /// only, when `tls` is given.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, tls: Option<Arc<rustls::ServerConfig>>) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let encrypted = acceptor.is_some();
+    let streamable = Arc::new(StreamableHttp::new(&state));
     let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -56,12 +134,16 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, tls: Option<Arc<
         let state = state.clone();
         let loopback = stream.local_addr().is_ok_and(|local| local.ip().is_loopback());
         let acceptor = acceptor.clone();
+        let streamable = streamable.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             state.metrics.connections.fetch_add(1, Ordering::Relaxed);
             let serving = {
                 let state = state.clone();
-                hyper::service::service_fn(move |request| route(request, state.clone(), slot.clone(), loopback))
+                let listener = Listener { loopback, encrypted };
+                hyper::service::service_fn(move |request| {
+                    route(request, state.clone(), streamable.clone(), slot.clone(), listener)
+                })
             };
             let io: Box<dyn crate::client::Io> = match acceptor {
                 None => Box::new(stream),
@@ -93,8 +175,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, tls: Option<Arc<
     }
 }
 
+/// What a connection came in on.
+#[derive(Clone, Copy)]
+struct Listener {
+    loopback: bool,
+    encrypted: bool,
+}
+
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Full::new(body.into()).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
@@ -141,8 +230,9 @@ fn check_host_and_origin(request: &Request<Incoming>) -> Result<(), String> {
 async fn route(
     request: Request<Incoming>,
     state: Arc<ApiState>,
+    streamable: Arc<StreamableHttp>,
     slot: Option<Arc<OwnedSemaphorePermit>>,
-    loopback: bool,
+    listener: Listener,
 ) -> Result<Response<Body>, Infallible> {
     let Some(slot) = slot else {
         return Ok(text(
@@ -150,7 +240,7 @@ async fn route(
             &format!("this node serves {MAX_API_CONNECTIONS} API connections already; retry later"),
         ));
     };
-    if loopback {
+    if listener.loopback {
         if let Err(reason) = check_host_and_origin(&request) {
             return Ok(text(StatusCode::FORBIDDEN, &reason));
         }
@@ -159,8 +249,8 @@ async fn route(
     let caller = if matches!(path.as_str(), "/health" | "/ready") {
         None
     } else {
-        let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        match state.auth.authenticate(&state.cluster.consensus, authorization) {
+        let presented = presented_token(&request, listener);
+        match presented.and_then(|token| state.auth.authenticate(&state.cluster.consensus, token.as_deref())) {
             Ok(caller) => Some(caller),
             Err(reason) => {
                 let mut refused = text(StatusCode::UNAUTHORIZED, &reason);
@@ -175,15 +265,7 @@ async fn route(
         (_, "/" | "/ws") => {
             text(StatusCode::BAD_REQUEST, "the WebSocket peer API at / and /ws needs a WebSocket upgrade")
         }
-        (Method::POST, "/mcp") => mcp_post(request, &state, caller).await,
-        (_, "/mcp") => {
-            let mut refused = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this node answers MCP over Streamable HTTP with POST /mcp only (no server-sent event stream, and sessions need no ending); use the WebSocket endpoint for notifications",
-            );
-            refused.headers_mut().insert("allow", HeaderValue::from_static("POST"));
-            refused
-        }
+        (_, "/mcp") => streamable.serve(request, caller).await,
         (Method::GET, "/health") => json_response(StatusCode::OK, json!({ "status": "ok" })),
         (Method::GET, "/ready") => ready(&state),
         (Method::GET, "/metrics") => {
@@ -265,12 +347,10 @@ fn upgrade(
             .max_message_size(Some(MAX_API_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        if let Err(error) = server::websocket(socket, state, caller).await {
-            tracing::debug!(%error, "WebSocket session ended");
-        }
+        super::websocket::serve(socket, state, caller).await;
         drop(slot);
     });
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Full::new(Bytes::new()).boxed());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
@@ -284,60 +364,33 @@ fn upgrade(
     response
 }
 
-/// Streamable HTTP: one JSON-RPC message per POST, answered as JSON; a
-/// notification or a response from the client is accepted with 202.
-async fn mcp_post(request: Request<Incoming>, state: &Arc<ApiState>, caller: Caller) -> Response<Body> {
-    let accepts_json = request
-        .headers()
-        .get(hyper::header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_none_or(|accept| accept.contains("application/json") || accept.contains("*/*"));
-    if !accepts_json {
-        return text(StatusCode::NOT_ACCEPTABLE, "POST /mcp answers with application/json: accept it");
+/// The token a request presents, as an `Authorization` header value:
+/// the header itself, or a token in the URL (`?token=`) or in the WebSocket
+/// subprotocols (`bearer.<token>`), for clients that cannot set headers.
+fn presented_token(request: &Request<Incoming>, listener: Listener) -> Result<Option<String>, String> {
+    if let Some(header) = request.headers().get(hyper::header::AUTHORIZATION) {
+        let header = header.to_str().map_err(|_| "the Authorization header is not text".to_owned())?;
+        return Ok(Some(header.to_owned()));
     }
-    let body = match Limited::new(request.into_body(), MAX_API_MESSAGE_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body could not be read or exceeds {MAX_API_MESSAGE_BYTES} bytes: {error}"),
-            )
-        }
-    };
-    let Ok(message) = std::str::from_utf8(&body) else {
-        let refusal = super::jsonrpc::RpcError::new(super::jsonrpc::PARSE_ERROR, "the body is not UTF-8");
-        return respond(
-            StatusCode::BAD_REQUEST,
-            "application/json",
-            super::jsonrpc::error(serde_json::Value::Null, &refusal),
-        );
-    };
-    let incoming = match super::jsonrpc::parse(message) {
-        Ok(incoming) => incoming,
-        Err((id, error)) => return respond(StatusCode::OK, "application/json", super::jsonrpc::error(id, &error)),
-    };
-    let initializing = incoming.method == "initialize";
-    let session = Session::one_shot(caller);
-    match server::answer_incoming(state, &session, incoming, &server::Progress::none()).await {
-        Some(answer) => {
-            let mut answered = respond(StatusCode::OK, "application/json", answer);
-            if initializing {
-                // The endpoint keeps no per-session state, so any session id a
-                // client sends back is accepted and none ever expires; the id
-                // lets clients that expect one correlate their requests.
-                let mut id = [0u8; 16];
-                if getrandom::fill(&mut id).is_ok() {
-                    if let Ok(value) = HeaderValue::from_str(&hex::encode(id)) {
-                        answered.headers_mut().insert("mcp-session-id", value);
-                    }
-                }
-            }
-            answered
-        }
-        None => {
-            let mut accepted = Response::new(Full::new(Bytes::new()));
-            *accepted.status_mut() = StatusCode::ACCEPTED;
-            accepted
-        }
+    let from_subprotocol = request
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|offered| offered.trim().strip_prefix(TOKEN_SUBPROTOCOL).map(str::to_owned));
+    if let Some(token) = from_subprotocol {
+        return Ok(Some(format!("Bearer {token}")));
+    }
+    let from_query = request.uri().query().into_iter().flat_map(|query| query.split('&')).find_map(|pair| {
+        pair.strip_prefix("token=")
+            .map(|token| percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned())
+    });
+    match from_query {
+        None => Ok(None),
+        Some(_) if !listener.encrypted && !listener.loopback => Err(
+            "a token in the URL is refused over plain ws:// or http:// to a non-loopback address, where it travels in clear; use TLS, or send it in the Authorization header".to_owned(),
+        ),
+        Some(token) => Ok(Some(format!("Bearer {token}"))),
     }
 }

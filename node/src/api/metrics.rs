@@ -14,9 +14,11 @@ use super::ApiState;
 
 /// Methods counted under their own name; anything else is `other`, so a
 /// client cannot grow the label set.
-const KNOWN_METHODS: [&str; 13] = [
+const KNOWN_METHODS: [&str; 15] = [
     "cancelled-request",
     "initialize",
+    "server/discover",
+    "subscriptions/listen",
     "ping",
     "logging/setLevel",
     "tools/list",

@@ -1,24 +1,38 @@
-//! The peer API: JSON-RPC 2.0 in the Model Context Protocol's message
-//! shapes, over WebSocket (subprotocol `mcp`) and Streamable HTTP, with
-//! `/health`, `/ready` and `/metrics` beside them.
+//! The peer API: the Model Context Protocol, carried by the official Rust
+//! SDK (`rmcp`), over WebSocket (subprotocol `mcp`) and Streamable HTTP,
+//! with `/health`, `/ready` and `/metrics` beside them.
 
 pub mod auth;
 mod http;
-pub mod jsonrpc;
+mod mcp;
 pub mod metrics;
 mod resources;
-mod server;
 mod tools;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use http::serve;
-pub use server::PROTOCOL_VERSIONS;
+pub use mcp::protocol_versions;
+pub use websocket::decode as decode_websocket_message;
 
 use crate::cluster::Cluster;
 use crate::plugins::PluginRuntime;
 use crate::tools::Tooling;
+
+/// A JSON-RPC error as the peer API answers it.
+pub type RpcError = rmcp::ErrorData;
+
+/// An error with `code` and `message`.
+pub fn rpc_error(code: i32, message: impl Into<String>) -> RpcError {
+    RpcError::new(rmcp::model::ErrorCode(code), message.into(), None)
+}
+
+/// `error` with details a client can act on (e.g. which limit refused a call).
+pub fn with_data(error: RpcError, data: serde_json::Value) -> RpcError {
+    RpcError { data: Some(data), ..error }
+}
 
 /// What the peer API reaches.
 pub struct ApiState {

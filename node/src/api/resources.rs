@@ -17,7 +17,7 @@ use zeromesh_protocol::agreement::check_agreement_id;
 use zeromesh_protocol::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION;
 use zeromesh_protocol::{MemoryPath, PathPrefix};
 
-use super::jsonrpc::RpcError;
+use super::{rpc_error, RpcError};
 use crate::cluster::Cluster;
 use crate::tools::agreements;
 
@@ -45,9 +45,12 @@ impl Resource {
         }
         let Some(rest) = uri.strip_prefix(AGREEMENT_SCHEME) else { return parse_uri(uri).map(Resource::Memory) };
         let bad = |reason: String| {
-            RpcError::invalid_params(format!(
-                "resource URI {uri:?}: {reason}; agreement resources are agreement://{{id}}, agreement://{{id}}/usage and {VIOLATIONS_URI}"
-            ))
+            RpcError::invalid_params(
+                format!(
+                    "resource URI {uri:?}: {reason}; agreement resources are agreement://{{id}}, agreement://{{id}}/usage and {VIOLATIONS_URI}"
+                ),
+                None,
+            )
         };
         if uri == VIOLATIONS_URI {
             return Ok(Resource::Violations);
@@ -70,6 +73,12 @@ impl Resource {
         }
     }
 
+    /// Whether `change` may have changed this resource; `None` (a snapshot,
+    /// or a listener that lagged) means anything may have changed.
+    pub fn changed(&self, change: Option<&StateChange>) -> bool {
+        change.is_none_or(|change| self.changed_by(change))
+    }
+
     /// Whether `change` may have changed this resource.
     fn changed_by(&self, change: &StateChange) -> bool {
         match (self, change) {
@@ -83,32 +92,24 @@ impl Resource {
     }
 }
 /// MCP's error code for a resource that does not exist.
-pub const RESOURCE_NOT_FOUND: i64 = -32002;
+pub const RESOURCE_NOT_FOUND: i32 = -32002;
 /// Resources per `resources/list` page.
 const LIST_PAGE: usize = 100;
 
 /// The memory path a `mem://` URI names.
 pub fn parse_uri(uri: &str) -> Result<MemoryPath, RpcError> {
-    let path = uri
-        .strip_prefix(URI_SCHEME)
-        .ok_or_else(|| RpcError::invalid_params(format!("resource URI {uri:?} is not mem://{{agent}}/{{path}}")))?;
-    MemoryPath::parse(path).map_err(|error| RpcError::invalid_params(format!("resource URI {uri:?}: {error}")))
+    let path = uri.strip_prefix(URI_SCHEME).ok_or_else(|| {
+        RpcError::invalid_params(format!("resource URI {uri:?} is not mem://{{agent}}/{{path}}"), None)
+    })?;
+    MemoryPath::parse(path).map_err(|error| RpcError::invalid_params(format!("resource URI {uri:?}: {error}"), None))
 }
 
 pub fn uri_of(path: &MemoryPath) -> String {
     format!("{URI_SCHEME}{path}")
 }
 
-fn uri_param(params: &Value) -> Result<Resource, RpcError> {
-    let uri = params
-        .get("uri")
-        .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params("`uri`, a string, is required"))?;
-    Resource::parse(uri)
-}
-
 fn unavailable(error: impl std::fmt::Display) -> RpcError {
-    RpcError::new(super::jsonrpc::INTERNAL_ERROR, error.to_string())
+    rpc_error(rmcp::model::ErrorCode::INTERNAL_ERROR.0, error.to_string())
 }
 
 pub fn templates() -> Value {
@@ -141,10 +142,12 @@ pub async fn list(cluster: &Cluster, params: &Value, prefix: Option<String>) -> 
     let after = match params.get("cursor") {
         None | Some(Value::Null) => None,
         Some(Value::String(cursor)) => Some(cursor.clone()),
-        Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page")),
+        Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page", None)),
     };
     let prefix = match prefix {
-        Some(prefix) => PathPrefix::parse(&prefix).map_err(|error| RpcError::invalid_params(error.to_string()))?,
+        Some(prefix) => {
+            PathPrefix::parse(&prefix).map_err(|error| RpcError::invalid_params(error.to_string(), None))?
+        }
         None => PathPrefix::default(),
     };
     let query = ReadQuery::List { prefix, after, limit: Some(LIST_PAGE) };
@@ -173,14 +176,14 @@ pub async fn list(cluster: &Cluster, params: &Value, prefix: Option<String>) -> 
 }
 
 /// One resource: the live version of a memory, or an agreement's state.
-pub async fn read(cluster: &Cluster, params: &Value) -> Result<Value, RpcError> {
-    let resource = uri_param(params)?;
+pub async fn read(cluster: &Cluster, uri: &str) -> Result<Value, RpcError> {
+    let resource = Resource::parse(uri)?;
     let shown = match &resource {
         Resource::Memory(path) => return read_memory(cluster, path.clone()).await,
         Resource::Agreement(id) | Resource::Usage(id) => {
             let consensus = &cluster.consensus;
             let record = consensus.agreement(id).map_err(unavailable)?.ok_or_else(|| {
-                RpcError::new(RESOURCE_NOT_FOUND, format!("no agreement {id:?}: agreement_list shows them"))
+                rpc_error(RESOURCE_NOT_FOUND, format!("no agreement {id:?}: agreement_list shows them"))
             })?;
             let ledger = consensus.ledger(id).map_err(unavailable)?;
             match resource {
@@ -214,7 +217,7 @@ async fn read_memory(cluster: &Cluster, path: MemoryPath) -> Result<Value, RpcEr
     let query = ReadQuery::Get { path: path.clone(), version: None };
     let record = match cluster.read(Consistency::Linearizable, query).await {
         Ok(ReadReply::Record(Some(record))) => record,
-        Ok(_) => return Err(RpcError::new(RESOURCE_NOT_FOUND, format!("no live memory at {}", uri_of(&path)))),
+        Ok(_) => return Err(rpc_error(RESOURCE_NOT_FOUND, format!("no live memory at {}", uri_of(&path)))),
         Err(error) => return Err(unavailable(error)),
     };
     let mut content = json!({ "uri": uri_of(&path), "mimeType": record.content_type });
@@ -235,37 +238,29 @@ impl Subscriptions {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn subscribe(&self, params: &Value) -> Result<Value, RpcError> {
-        let resource = uri_param(params)?;
+    pub fn subscribe(&self, uri: &str) -> Result<(), RpcError> {
+        let resource = Resource::parse(uri)?;
         let mut subscribed = self.lock();
         if !subscribed.contains(&resource) && subscribed.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
-            return Err(RpcError::invalid_params(format!(
-                "this connection already has {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions, the limit; unsubscribe first"
-            )));
+            return Err(RpcError::invalid_params(
+                format!("this session already has {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions, the limit; unsubscribe first"),
+                None,
+            ));
         }
         subscribed.insert(resource);
-        Ok(json!({}))
+        Ok(())
     }
 
-    pub fn unsubscribe(&self, params: &Value) -> Result<Value, RpcError> {
-        let resource = uri_param(params)?;
+    pub fn unsubscribe(&self, uri: &str) -> Result<(), RpcError> {
+        let resource = Resource::parse(uri)?;
         self.lock().remove(&resource);
-        Ok(json!({}))
+        Ok(())
     }
 
-    /// The `notifications/resources/updated` messages a change calls for.
-    /// `None` (a snapshot, or a listener that lagged) means anything may
-    /// have changed.
-    pub fn updates(&self, change: Option<&StateChange>) -> Vec<String> {
-        let subscribed = self.lock();
-        subscribed
-            .iter()
-            .filter(|resource| change.is_none_or(|change| resource.changed_by(change)))
-            .map(|resource| {
-                let params = json!({ "uri": resource.uri() });
-                json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params }).to_string()
-            })
-            .collect()
+    /// The URIs of the subscribed resources `change` may have changed
+    /// (`None`: any of them).
+    pub fn updated(&self, change: Option<&StateChange>) -> Vec<String> {
+        self.lock().iter().filter(|resource| resource.changed(change)).map(Resource::uri).collect()
     }
 }
 
@@ -278,33 +273,27 @@ mod tests {
         let path = parse_uri("mem://alice/notes/today").unwrap();
         assert_eq!((path.agent(), uri_of(&path).as_str()), ("alice", "mem://alice/notes/today"));
         for bad in ["alice/notes", "mem://alice", "mem://alice/../bob/x", "http://alice/x", "mem:///x"] {
-            assert_eq!(parse_uri(bad).unwrap_err().code, super::super::jsonrpc::INVALID_PARAMS, "{bad}");
+            assert_eq!(parse_uri(bad).unwrap_err().code, rmcp::model::ErrorCode::INVALID_PARAMS, "{bad}");
         }
     }
 
     #[test]
     fn a_change_notifies_only_subscribed_paths_and_a_lag_notifies_all() {
         let subscriptions = Subscriptions::default();
-        subscriptions.subscribe(&json!({ "uri": "mem://a/x" })).unwrap();
-        subscriptions.subscribe(&json!({ "uri": "mem://a/y" })).unwrap();
+        subscriptions.subscribe("mem://a/x").unwrap();
+        subscriptions.subscribe("mem://a/y").unwrap();
         let change =
             StateChange::Paths(vec![MemoryPath::parse("a/x").unwrap(), MemoryPath::parse("b/z").unwrap()].into());
-        let updates = subscriptions.updates(Some(&change));
-        assert_eq!(updates.len(), 1);
-        assert!(updates[0].contains("mem://a/x"));
-        assert_eq!(subscriptions.updates(None).len(), 2);
-        subscriptions.subscribe(&json!({ "uri": "agreement://deal/usage" })).unwrap();
-        subscriptions.subscribe(&json!({ "uri": "agreement://violations" })).unwrap();
+        assert_eq!(subscriptions.updated(Some(&change)), ["mem://a/x"]);
+        assert_eq!(subscriptions.updated(None).len(), 2);
+        subscriptions.subscribe("agreement://deal/usage").unwrap();
+        subscriptions.subscribe("agreement://violations").unwrap();
         let usage = StateChange::Agreements { ids: vec!["deal".to_owned()].into(), violations: false };
-        assert_eq!(subscriptions.updates(Some(&usage)), [updated("agreement://deal/usage")]);
+        assert_eq!(subscriptions.updated(Some(&usage)), ["agreement://deal/usage"]);
         let violation = StateChange::Agreements { ids: Vec::new().into(), violations: true };
-        assert_eq!(subscriptions.updates(Some(&violation)), [updated("agreement://violations")]);
-        subscriptions.unsubscribe(&json!({ "uri": "mem://a/x" })).unwrap();
-        assert!(subscriptions.updates(Some(&change)).is_empty());
-    }
-
-    fn updated(uri: &str) -> String {
-        json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": uri } }).to_string()
+        assert_eq!(subscriptions.updated(Some(&violation)), ["agreement://violations"]);
+        subscriptions.unsubscribe("mem://a/x").unwrap();
+        assert!(subscriptions.updated(Some(&change)).is_empty());
     }
 
     #[test]
@@ -329,9 +318,9 @@ mod tests {
     fn subscriptions_per_connection_are_bounded() {
         let subscriptions = Subscriptions::default();
         for index in 0..MAX_SUBSCRIPTIONS_PER_CONNECTION {
-            subscriptions.subscribe(&json!({ "uri": format!("mem://a/{index}") })).unwrap();
+            subscriptions.subscribe(&format!("mem://a/{index}")).unwrap();
         }
-        assert!(subscriptions.subscribe(&json!({ "uri": "mem://a/one-more" })).is_err());
-        subscriptions.subscribe(&json!({ "uri": "mem://a/0" })).expect("a repeated subscription is not a new one");
+        assert!(subscriptions.subscribe("mem://a/one-more").is_err());
+        subscriptions.subscribe("mem://a/0").expect("a repeated subscription is not a new one");
     }
 }

@@ -2,14 +2,11 @@
 //! definitions, and a call's outcome as a result (`isError` when the tool
 //! ran and failed) or a JSON-RPC error (refused, or arguments that do not fit).
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
-use super::jsonrpc::RpcError;
-use super::server::{Progress, AGENT_META_KEY, IDEMPOTENCY_META_KEY, USAGE_META_KEY};
-use super::ApiState;
-use crate::tools::{CallMeta, ToolError};
+use super::mcp::USAGE_META_KEY;
+use super::{ApiState, RpcError};
+use crate::tools::{CallMeta, Progress, ToolError};
 use zeromesh_kernel::{Caller, Metered};
 use zeromesh_protocol::agreement::{Metric, Usage};
 
@@ -27,9 +24,9 @@ fn page_of(all: Vec<Value>, params: &Value) -> Result<Value, RpcError> {
     let start = match params.get("cursor") {
         None | Some(Value::Null) => 0,
         Some(Value::String(cursor)) => cursor.parse::<usize>().map_err(|_| {
-            RpcError::invalid_params(format!("cursor {cursor:?} did not come from this node's tools/list"))
+            RpcError::invalid_params(format!("cursor {cursor:?} did not come from this node's tools/list"), None)
         })?,
-        Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page")),
+        Some(_) => return Err(RpcError::invalid_params("`cursor` must be a string from an earlier page", None)),
     };
     let page: Vec<Value> = all.iter().skip(start).take(TOOLS_PAGE).cloned().collect();
     let mut answer = json!({ "tools": page });
@@ -39,30 +36,24 @@ fn page_of(all: Vec<Value>, params: &Value) -> Result<Value, RpcError> {
     Ok(answer)
 }
 
-/// `tools/call`: the tool named in `params`, for `caller`, through the kernel.
-pub async fn call(state: &ApiState, caller: &Caller, params: &Value, progress: &Progress) -> Result<Value, RpcError> {
-    let name = params
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params("tools/call needs `name`, a string"))?;
-    let arguments = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
-    if !arguments.is_object() {
-        return Err(RpcError::invalid_params("tools/call `arguments` must be an object"));
-    }
-    let named_agent = match params.get("_meta").and_then(|meta| meta.get(AGENT_META_KEY)) {
-        None => None,
-        Some(Value::String(agent)) => Some(agent.as_str()),
-        Some(_) => return Err(RpcError::invalid_params(format!("_meta.{AGENT_META_KEY} must be a string"))),
-    };
-    let idempotency_key = match params.get("_meta").and_then(|meta| meta.get(IDEMPOTENCY_META_KEY)) {
-        None => None,
-        Some(Value::String(key)) => Some(key.as_str()),
-        Some(_) => return Err(RpcError::invalid_params(format!("_meta.{IDEMPOTENCY_META_KEY} must be a string"))),
-    };
-    let progress = progress.clone();
-    let report = Arc::new(move |step: u64, steps: u64, message: &str| progress.report(step, steps, message));
-    let meta = CallMeta { agent: named_agent, idempotency_key };
-    let served = state.tools.call(caller, name, arguments, meta, report).await;
+/// One `tools/call` as the client sent it.
+pub struct Call<'a> {
+    pub name: &'a str,
+    /// An object.
+    pub arguments: Value,
+    /// `_meta.zeromesh/agent`: the agent the call acts for.
+    pub agent: Option<&'a str>,
+    /// `_meta.zeromesh/idempotency-key`.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// `tools/call` for `caller`, through the kernel: a `CallToolResult`
+/// (`isError` when the tool ran and failed), or an error when the call was
+/// refused or its arguments do not fit.
+pub async fn call(state: &ApiState, caller: &Caller, call: Call<'_>, progress: Progress) -> Result<Value, RpcError> {
+    let Call { name, arguments, agent, idempotency_key } = call;
+    let meta = CallMeta { agent, idempotency_key };
+    let served = state.tools.call(caller, name, arguments, meta, progress).await;
     state.metrics.count_call(&served);
     let served = served.map_err(|refusal| super::auth::refusal_error(&refusal))?;
     let mut answer = match served.outcome {
@@ -71,7 +62,9 @@ pub async fn call(state: &ApiState, caller: &Caller, params: &Value, progress: &
             "structuredContent": result,
             "isError": false,
         }),
-        Err(error @ ToolError::InvalidArguments { .. }) => return Err(RpcError::invalid_params(error.to_string())),
+        Err(error @ ToolError::InvalidArguments { .. }) => {
+            return Err(RpcError::invalid_params(error.to_string(), None))
+        }
         Err(ToolError::Failed(failure)) => json!({
             "content": [{ "type": "text", "text": failure.to_string() }],
             "isError": true,

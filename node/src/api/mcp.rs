@@ -1,0 +1,488 @@
+//! The node as an MCP server, on the official Rust SDK (`rmcp`): rmcp
+//! carries the protocol (message types, version negotiation for both eras,
+//! `initialize` and `server/discover`, sessions, `subscriptions/listen`,
+//! result types and caching hints); [`Handler`] answers each request with the
+//! node's tools and resources. Every request is admitted first: the caller's
+//! token must still exist, be within its rate limit and allow the request.
+//!
+//! The caller travels with each request: the WebSocket transport puts it in
+//! the request's extensions, Streamable HTTP in the HTTP request's (which
+//! rmcp hands on as [`http::request::Parts`]).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, DiscoverResult, ErrorCode, Extensions, Implementation,
+    InitializeRequestParams, InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
+use zeromesh_consensus::StateChange;
+use zeromesh_kernel::Caller;
+use zeromesh_protocol::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION;
+
+use super::resources::{self, Resource, Subscriptions};
+use super::{rpc_error, tools, ApiState, RpcError};
+
+/// Where a `tools/call` names the agent it acts for (`params._meta`); plugin
+/// memory access is confined to that agent's memories.
+pub const AGENT_META_KEY: &str = "zeromesh/agent";
+/// A call's idempotency key in `tools/call` `params._meta`: a retry with the
+/// same key is counted once against its agreement.
+pub const IDEMPOTENCY_META_KEY: &str = "zeromesh/idempotency-key";
+/// Where a metered call's result says how it was counted (`result._meta`).
+pub const USAGE_META_KEY: &str = "zeromesh/usage";
+
+const INSTRUCTIONS: &str = "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Memories are resources mem://{agent}/{path}; subscribe to hear when one changes anywhere in the mesh. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].";
+
+/// The protocol revisions this node speaks, newest first: the stateless
+/// revision and the handshake revisions before it.
+pub fn protocol_versions() -> Vec<ProtocolVersion> {
+    vec![
+        ProtocolVersion::V_2026_07_28,
+        ProtocolVersion::V_2025_11_25,
+        ProtocolVersion::V_2025_06_18,
+        ProtocolVersion::V_2025_03_26,
+    ]
+}
+
+/// Serves one MCP session (a WebSocket connection, a Streamable HTTP
+/// session, or one stateless HTTP request).
+pub struct Handler {
+    state: Arc<ApiState>,
+    session: Arc<Session>,
+}
+
+/// What a handshake-era session keeps: its `resources/subscribe`
+/// subscriptions and, once it initialised, the task telling it of changes.
+#[derive(Default)]
+struct Session {
+    subscriptions: Subscriptions,
+    /// Dropped with the session, which ends its watcher.
+    watcher: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Handler {
+    pub fn new(state: Arc<ApiState>) -> Handler {
+        Handler { state, session: Arc::default() }
+    }
+
+    /// Admits one request: the caller's token still exists, is within its
+    /// rate limit and allows `method` on `uri` (resource methods).
+    fn admit(&self, extensions: &Extensions, method: &str, uri: Option<&str>) -> Result<Caller, RpcError> {
+        let caller = caller_of(extensions)?;
+        self.state.auth.admit(&self.state.cluster.consensus, &caller)?;
+        super::auth::authorize(&caller, method, uri)?;
+        Ok(caller)
+    }
+
+    /// Runs one request's answer, counting it in the metrics by outcome.
+    async fn counted<T>(
+        &self,
+        method: &str,
+        answer: impl std::future::Future<Output = Result<T, RpcError>>,
+    ) -> Result<T, RpcError> {
+        let started = Instant::now();
+        let outcome = answer.await;
+        let label = if outcome.is_ok() { "ok" } else { "error" };
+        self.state.metrics.record(method, label, started.elapsed());
+        outcome
+    }
+
+    /// Starts, once per handshake-era session, the task that sends it
+    /// `notifications/tools/list_changed` and the `notifications/resources/updated`
+    /// its subscriptions call for. It ends with the session.
+    fn watch(&self, peer: rmcp::Peer<RoleServer>) {
+        let mut watcher = self.session.watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if watcher.is_some() {
+            return;
+        }
+        let (ended_tx, mut ended) = oneshot::channel();
+        *watcher = Some(ended_tx);
+        let session = Arc::downgrade(&self.session);
+        let mut tools_changed = self.state.plugins.subscribe_tools_changed();
+        let mut changes = self.state.cluster.consensus.state_changes();
+        tokio::spawn(async move {
+            loop {
+                let sent = tokio::select! {
+                    _ = &mut ended => return,
+                    changed = tools_changed.recv() => match changed {
+                        Err(broadcast::error::RecvError::Closed) => return,
+                        Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => peer.notify_tool_list_changed().await,
+                    },
+                    change = changes.recv() => {
+                        let change = match change {
+                            Ok(change) => Some(change),
+                            Err(broadcast::error::RecvError::Lagged(_)) => None,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        let Some(session) = session.upgrade() else { return };
+                        let mut sent = Ok(());
+                        for uri in session.subscriptions.updated(change.as_ref()) {
+                            sent = peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await;
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                        sent
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The caller the transport attached to a request.
+fn caller_of(extensions: &Extensions) -> Result<Caller, RpcError> {
+    extensions
+        .get::<Caller>()
+        .or_else(|| extensions.get::<hyper::http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>()))
+        .cloned()
+        .ok_or_else(|| rpc_error(super::auth::FORBIDDEN, "the request carries no authenticated caller"))
+}
+
+/// A result of ours in one of rmcp's result types, complete (rmcp drops
+/// `resultType` for handshake-era peers, and adds caching hints for others:
+/// none of the node's answers may be cached, as memories change anywhere).
+fn shaped<T: DeserializeOwned>(mut value: Value) -> Result<T, RpcError> {
+    if let Some(object) = value.as_object_mut() {
+        object.entry("resultType").or_insert_with(|| json!("complete"));
+    }
+    serde_json::from_value(value)
+        .map_err(|error| rpc_error(ErrorCode::INTERNAL_ERROR.0, format!("malformed result: {error}")))
+}
+
+fn cursor_of(request: &Option<PaginatedRequestParams>) -> Value {
+    match request.as_ref().and_then(|params| params.cursor.clone()) {
+        Some(cursor) => json!({ "cursor": cursor }),
+        None => json!({}),
+    }
+}
+
+/// A string `_meta` entry of a request, wherever rmcp left it.
+fn meta_string<'a>(
+    request: &'a CallToolRequestParams,
+    context: &'a RequestContext<RoleServer>,
+    key: &str,
+) -> Result<Option<&'a str>, RpcError> {
+    let found = request.meta.as_ref().and_then(|meta| meta.get(key)).or_else(|| context.meta.get(key));
+    match found {
+        None => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value.as_str())),
+        Some(_) => Err(RpcError::invalid_params(format!("_meta.{key} must be a string"), None)),
+    }
+}
+
+// Logging (`logging/setLevel`) is deprecated from 2026-07-28 on, and still
+// offered to the handshake-era clients that use it.
+#[allow(deprecated)]
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_logging()
+            .build();
+        let mut info = InitializeResult::new(capabilities);
+        info.protocol_version = ProtocolVersion::V_2025_11_25;
+        info.server_info = Implementation::new("zeromesh", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(INSTRUCTIONS.to_owned());
+        info
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Owned(protocol_versions())
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.counted("initialize", async {
+            self.admit(&context.extensions, "initialize", None)?;
+            context.peer.set_peer_info(request.clone());
+            let answer = self.negotiate_initialize(&request)?;
+            self.watch(context.peer.clone());
+            Ok(answer)
+        })
+        .await
+    }
+
+    async fn discover(&self, context: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
+        self.counted("server/discover", async {
+            self.admit(&context.extensions, "server/discover", None)?;
+            Ok(DiscoverResult::from_server_info(protocol_versions(), self.get_info()))
+        })
+        .await
+    }
+
+    async fn ping(&self, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.counted("ping", async { self.admit(&context.extensions, "ping", None).map(drop) }).await
+    }
+
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // The level is parsed (and refused when unknown) by rmcp; the node
+        // sends no log messages, so there is nothing to filter.
+        self.counted("logging/setLevel", async { self.admit(&context.extensions, "logging/setLevel", None).map(drop) })
+            .await
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.counted("tools/list", async {
+            self.admit(&context.extensions, "tools/list", None)?;
+            shaped(tools::list_page(&self.state, &cursor_of(&request))?)
+        })
+        .await
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let answer = async {
+            let caller = self.admit(&context.extensions, "tools/call", None)?;
+            let agent = meta_string(&request, &context, AGENT_META_KEY)?;
+            let idempotency_key = meta_string(&request, &context, IDEMPOTENCY_META_KEY)?;
+            let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+            let progress = ProgressSender::start(&context);
+            let reporter =
+                progress.as_ref().map_or_else(|| Arc::new(|_, _, _: &str| {}) as _, ProgressSender::reporter);
+            let call = tools::Call { name: &request.name, arguments, agent, idempotency_key };
+            let answer = tokio::select! {
+                answer = tools::call(&self.state, &caller, call, reporter) => answer,
+                () = context.ct.cancelled() => Err(rpc_error(ErrorCode::INTERNAL_ERROR.0, "cancelled by the client")),
+            };
+            if let Some(progress) = progress {
+                progress.flush().await;
+            }
+            answer
+        };
+        let outcome = answer.await;
+        if context.ct.is_cancelled() {
+            // Work already committed (a write that reached Raft) stays done.
+            self.state.metrics.record("cancelled-request", "cancelled", started.elapsed());
+        }
+        let label = match &outcome {
+            Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        self.state.metrics.record("tools/call", label, started.elapsed());
+        shaped::<rmcp::model::CallToolResult>(outcome?).map(CallToolResponse::from)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.counted("resources/list", async {
+            let caller = self.admit(&context.extensions, "resources/list", None)?;
+            let own = caller.agent.as_ref().filter(|_| caller.role == zeromesh_protocol::auth::Role::Agent);
+            let listed =
+                resources::list(&self.state.cluster, &cursor_of(&request), own.map(|agent| format!("{agent}/")))
+                    .await?;
+            shaped(listed)
+        })
+        .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        self.counted("resources/templates/list", async {
+            self.admit(&context.extensions, "resources/templates/list", None)?;
+            shaped(resources::templates())
+        })
+        .await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.counted("resources/read", async {
+            self.admit(&context.extensions, "resources/read", Some(&request.uri))?;
+            let read = resources::read(&self.state.cluster, &request.uri).await?;
+            shaped::<rmcp::model::ReadResourceResult>(read).map(ReadResourceResponse::from)
+        })
+        .await
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.counted("resources/subscribe", async {
+            self.admit(&context.extensions, "resources/subscribe", Some(&request.uri))?;
+            self.session.subscriptions.subscribe(&request.uri)?;
+            self.watch(context.peer.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.counted("resources/unsubscribe", async {
+            self.admit(&context.extensions, "resources/unsubscribe", Some(&request.uri))?;
+            self.session.subscriptions.unsubscribe(&request.uri)
+        })
+        .await
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        // Tool list changes, and updates of resources this node has; the
+        // caller's right to read each is checked when the stream starts.
+        let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|uri| Resource::parse(uri).is_ok())
+                .take(MAX_SUBSCRIPTIONS_PER_CONNECTION)
+                .cloned()
+                .collect()
+        });
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let extensions = &context.request_context().extensions;
+        let accepted = context.accepted().clone();
+        let mut watched = Vec::new();
+        for uri in accepted.resource_subscriptions.iter().flatten() {
+            self.admit(extensions, "resources/subscribe", Some(uri))?;
+            watched.push(Resource::parse(uri)?);
+        }
+        self.state.metrics.record("subscriptions/listen", "ok", std::time::Duration::ZERO);
+        let sink = context.sink().clone();
+        let mut tools_changed = self.state.plugins.subscribe_tools_changed();
+        let mut changes = self.state.cluster.consensus.state_changes();
+        let tools_wanted = accepted.tools_list_changed == Some(true);
+        loop {
+            let sent = tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                changed = tools_changed.recv() => match changed {
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) if tools_wanted => sink.notify_tool_list_changed().await,
+                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                },
+                change = changes.recv() => {
+                    let change: Option<StateChange> = match change {
+                        Ok(change) => Some(change),
+                        Err(broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    };
+                    let mut sent = Ok(());
+                    for resource in watched.iter().filter(|resource| resource.changed(change.as_ref())) {
+                        sent = sink.notify_resource_updated(resource.uri()).await;
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    sent
+                }
+            };
+            if sent.is_err() {
+                // The client went away.
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_cancelled(
+        &self,
+        _notification: rmcp::model::CancelledNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        // rmcp cancels the request's token; `call_tool` counts it.
+    }
+
+    async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {}
+}
+
+/// A call's progress as `notifications/progress`, when the request asked
+/// for it (`_meta.progressToken`): reports go out in order and are dropped
+/// when the client does not keep up.
+struct ProgressSender {
+    queue: tokio::sync::mpsc::Sender<Report>,
+}
+
+enum Report {
+    Step(u64, u64, String),
+    /// Answered once every report before it was sent.
+    Flush(oneshot::Sender<()>),
+}
+
+impl ProgressSender {
+    fn start(context: &RequestContext<RoleServer>) -> Option<ProgressSender> {
+        let token = context.meta.get_progress_token()?;
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Report>(16);
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            while let Some(report) = queued.recv().await {
+                match report {
+                    Report::Step(step, steps, message) => {
+                        let mut param = ProgressNotificationParam::new(token.clone(), step as f64);
+                        param.total = Some(steps as f64);
+                        param.message = Some(message);
+                        if peer.notify_progress(param).await.is_err() {
+                            return;
+                        }
+                    }
+                    Report::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Some(ProgressSender { queue })
+    }
+
+    fn reporter(&self) -> crate::tools::Progress {
+        let queue = self.queue.clone();
+        Arc::new(move |step, steps, message: &str| {
+            let _ = queue.try_send(Report::Step(step, steps, message.to_owned()));
+        })
+    }
+
+    /// Waits until every report made so far went out, so they come before
+    /// the answer.
+    async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Report::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}

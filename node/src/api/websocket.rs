@@ -1,0 +1,231 @@
+//! The WebSocket peer API (subprotocol `mcp`) as an rmcp transport: one
+//! JSON-RPC message per text frame. rmcp serves the session; this adapter
+//! keeps the connection's limits: a bounded number of requests running at
+//! once (reading stops until one finishes, so TCP pushes back on the
+//! client), the idle timeout (the node pings, so only a silent or dead peer
+//! reaches it), and a clear error for a message that is not JSON-RPC, after
+//! which the session goes on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ErrorCode, GetExtensions, JsonRpcError, RequestId, ServerJsonRpcMessage,
+};
+use rmcp::transport::Transport;
+use rmcp::RoleServer;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use zeromesh_kernel::Caller;
+use zeromesh_protocol::limits::MAX_API_REQUESTS_PER_CONNECTION;
+
+use super::{rpc_error, ApiState};
+
+pub const SUBPROTOCOL: &str = "mcp";
+
+/// Serves one WebSocket session with rmcp until the client leaves.
+pub async fn serve<S>(socket: WebSocketStream<S>, state: Arc<ApiState>, caller: Caller)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let transport = WebSocketTransport::new(socket, caller, state.idle_timeout);
+    let handler = super::mcp::Handler::new(state);
+    match rmcp::serve_server(handler, transport).await {
+        Ok(running) => {
+            let _ = running.waiting().await;
+        }
+        Err(error) => tracing::debug!(%error, "a WebSocket session ended before it began"),
+    }
+}
+
+/// Requests running on one connection, by id, each holding its slot.
+type Running = Arc<Mutex<HashMap<RequestId, OwnedSemaphorePermit>>>;
+
+pub struct WebSocketTransport<S> {
+    source: SplitStream<WebSocketStream<S>>,
+    /// Text frames to the writer task, which also pings.
+    frames: mpsc::Sender<String>,
+    caller: Caller,
+    idle_timeout: Duration,
+    slots: Arc<Semaphore>,
+    running: Running,
+}
+
+impl<S> WebSocketTransport<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn new(socket: WebSocketStream<S>, caller: Caller, idle_timeout: Duration) -> Self {
+        let (sink, source) = socket.split();
+        let (frames, queued) = mpsc::channel(MAX_API_REQUESTS_PER_CONNECTION);
+        tokio::spawn(write_frames(sink, queued, idle_timeout));
+        WebSocketTransport {
+            source,
+            frames,
+            caller,
+            idle_timeout,
+            slots: Arc::new(Semaphore::new(MAX_API_REQUESTS_PER_CONNECTION)),
+            running: Arc::default(),
+        }
+    }
+
+    fn release(running: &Running, id: &RequestId) {
+        running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+    }
+
+    /// Answers a message that could not be read, without ending the session.
+    async fn refuse(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
+        let refusal = ServerJsonRpcMessage::Error(JsonRpcError::new(id, rpc_error(code.0, message)));
+        if let Ok(text) = serde_json::to_string(&refusal) {
+            let _ = self.frames.send(text).await;
+        }
+    }
+}
+
+/// Writes queued frames and pings every third of the idle timeout, so live
+/// clients answer (every WebSocket client pongs).
+async fn write_frames<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut queued: mpsc::Receiver<String>,
+    idle_timeout: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut ping = tokio::time::interval(idle_timeout / 3);
+    ping.tick().await;
+    loop {
+        let sent = tokio::select! {
+            frame = queued.recv() => match frame {
+                Some(frame) => sink.send(Message::text(frame)).await,
+                None => break,
+            },
+            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Why a message could not be read: the id to answer (when it could be
+/// read), the error code and the reason.
+type Unreadable = (Option<RequestId>, ErrorCode, String);
+
+/// Decodes one text frame as a client's JSON-RPC message. Pure, so it can
+/// be fuzzed alone (`fuzz/`, target `request_decoder`).
+pub fn decode(text: &str) -> Result<ClientJsonRpcMessage, Unreadable> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| (None, ErrorCode::PARSE_ERROR, format!("the message is not JSON: {error}")))?;
+    if value.is_array() {
+        return Err((
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "batch requests are not supported: send one JSON-RPC request per message".to_owned(),
+        ));
+    }
+    let id = value.get("id").and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+    if value.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+        return Err((id, ErrorCode::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"".to_owned()));
+    }
+    if !value.get("method").is_none_or(Value::is_string) {
+        return Err((id, ErrorCode::INVALID_REQUEST, "`method` must be a string".to_owned()));
+    }
+    serde_json::from_value(value)
+        .map_err(|error| (id, ErrorCode::INVALID_REQUEST, format!("not a JSON-RPC message MCP defines: {error}")))
+}
+
+impl<S> Transport<RoleServer> for WebSocketTransport<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let answered = match &item {
+            ServerJsonRpcMessage::Response(response) => Some(response.id.clone()),
+            ServerJsonRpcMessage::Error(error) => error.id.clone(),
+            _ => None,
+        };
+        let frames = self.frames.clone();
+        let running = self.running.clone();
+        async move {
+            let text = serde_json::to_string(&item).map_err(std::io::Error::other)?;
+            let sent = frames.send(text).await.map_err(|_| std::io::Error::other("the connection is closed"));
+            if let Some(id) = answered {
+                Self::release(&running, &id);
+            }
+            sent
+        }
+    }
+
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        loop {
+            let message = match tokio::time::timeout(self.idle_timeout, self.source.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return None,
+                Err(_) => {
+                    tracing::debug!(idle = ?self.idle_timeout, "closing a silent WebSocket");
+                    return None;
+                }
+            };
+            let text = match message {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Binary(_)) => {
+                    let reason = "binary messages are not JSON-RPC: send text".to_owned();
+                    self.refuse(None, ErrorCode::INVALID_REQUEST, reason).await;
+                    continue;
+                }
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(error) => {
+                    // An over-limit message or broken framing: say so, then close.
+                    self.refuse(None, ErrorCode::INVALID_REQUEST, format!("unreadable message: {error}")).await;
+                    return None;
+                }
+            };
+            let mut message = match decode(&text) {
+                Ok(message) => message,
+                Err((id, code, reason)) => {
+                    self.refuse(id, code, reason).await;
+                    continue;
+                }
+            };
+            match &mut message {
+                ClientJsonRpcMessage::Request(request) => {
+                    // Waits while this connection has its maximum running.
+                    let slot = self.slots.clone().acquire_owned().await.ok()?;
+                    self.running
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(request.id.clone(), slot);
+                    request.request.extensions_mut().insert(self.caller.clone());
+                }
+                ClientJsonRpcMessage::Notification(notification) => {
+                    // A cancelled request gets no answer: free its slot now.
+                    if let ClientNotification::CancelledNotification(cancelled) = &notification.notification {
+                        if let Some(id) = &cancelled.params.request_id {
+                            Self::release(&self.running, id);
+                        }
+                    }
+                    notification.notification.extensions_mut().insert(self.caller.clone());
+                }
+                _ => {}
+            }
+            return Some(message);
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
