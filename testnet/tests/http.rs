@@ -130,6 +130,23 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     let too_big = vec![b' '; MAX_API_MESSAGE_BYTES + 1];
     let (status, _) = http_request(&api, "POST", "/mcp", &JSON, &too_big).await.unwrap();
     assert_eq!(status, 413);
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, body) = http_request(&api, "POST", "/mcp", &JSON, deep.as_bytes()).await.unwrap();
+    assert!(status == 400 && body.contains("-32700") && body.contains("recursion limit"), "{status} {body}");
+    let (status, body) = http_request(&api, "POST", "/mcp", &JSON, b"[1,2]").await.unwrap();
+    assert!(status == 400, "a batch is refused: {status} {body}");
+    for (call, code) in [
+        (modern(5, "no/such", json!({})), -32601),
+        (modern(6, "tools/call", json!({ "name": "no_such_tool" })), -32602),
+        (
+            modern(7, "tools/call", json!({ "name": "memory_put", "arguments": { "path": "a/../b", "value": "x" } })),
+            -32602,
+        ),
+        (modern(8, "tools/call", json!({ "name": "memory_get", "arguments": { "path": 7 } })), -32602),
+    ] {
+        let answer = answer_of(&post_modern(&api, call.clone()).await);
+        assert_eq!(answer["error"]["code"], json!(code), "{call} -> {answer}");
+    }
 
     // The metrics count what was served and show Raft's positions.
     let (status, metrics) = http_request(&api, "GET", "/metrics", &[], b"").await.unwrap();

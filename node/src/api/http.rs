@@ -36,6 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
 
+use rmcp::model::{ErrorCode, JsonRpcError, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
@@ -92,11 +93,17 @@ impl StreamableHttp {
         }
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(caller);
+        if parts.method == Method::DELETE {
+            // rmcp answers an ended session 202; clients expect 200 or 204.
+            let mut ended = self.service.handle(Request::from_parts(parts, body)).await;
+            if ended.status() == StatusCode::ACCEPTED {
+                *ended.status_mut() = StatusCode::NO_CONTENT;
+            }
+            return ended;
+        }
         if parts.method != Method::POST {
             return self.service.handle(Request::from_parts(parts, body)).await;
         }
-        // A body that is not JSON gets JSON-RPC's parse error here, which
-        // rmcp would answer with a bare 415.
         let body = match Limited::new(body, MAX_API_MESSAGE_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) => {
@@ -106,9 +113,15 @@ impl StreamableHttp {
                 )
             }
         };
-        if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-            let refusal = json!({ "jsonrpc": "2.0", "error": { "code": -32700, "message": format!("the body is not JSON: {error}") } });
-            return json_response(StatusCode::BAD_REQUEST, refusal);
+        // A body that is not one JSON-RPC message gets JSON-RPC's error
+        // here; rmcp would answer a bare 415.
+        let refusal = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Err(error) => Some((None, ErrorCode::PARSE_ERROR, format!("the body is not JSON: {error}"))),
+            Ok(message) => super::mcp::check_envelope(&message).err(),
+        };
+        if let Some((id, code, reason)) = refusal {
+            let refusal = ServerJsonRpcMessage::Error(JsonRpcError::new(id, super::rpc_error(code.0, reason)));
+            return json_response(StatusCode::BAD_REQUEST, json!(refusal));
         }
         self.service.handle(Request::from_parts(parts, Full::new(body))).await
     }
@@ -249,7 +262,7 @@ async fn route(
     let caller = if matches!(path.as_str(), "/health" | "/ready") {
         None
     } else {
-        let presented = presented_token(&request, listener);
+        let presented = presented_token(request.headers(), request.uri(), listener);
         match presented.and_then(|token| state.auth.authenticate(&state.cluster.consensus, token.as_deref())) {
             Ok(caller) => Some(caller),
             Err(reason) => {
@@ -277,7 +290,29 @@ async fn route(
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_name;
+    use super::*;
+
+    #[test]
+    fn a_token_comes_from_the_header_the_subprotocols_or_the_url_but_never_in_clear_off_loopback() {
+        let token = "zm_0123456789abcdef_00";
+        let presented = |headers: &[(&str, &str)], uri: &str, loopback: bool, encrypted: bool| {
+            let mut map = hyper::HeaderMap::new();
+            for (name, value) in headers {
+                map.append(hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            presented_token(&map, &uri.parse().unwrap(), Listener { loopback, encrypted })
+        };
+        let bearer = Some(format!("Bearer {token}"));
+        assert_eq!(presented(&[("authorization", &format!("Bearer {token}"))], "/", false, false), Ok(bearer.clone()));
+        let offered = format!("mcp, bearer.{token}");
+        assert_eq!(presented(&[("sec-websocket-protocol", &offered)], "/", false, false), Ok(bearer.clone()));
+        assert_eq!(presented(&[], &format!("/?token={token}"), true, false), Ok(bearer.clone()));
+        assert_eq!(presented(&[], &format!("/mcp?x=1&token={token}"), false, true), Ok(bearer.clone()));
+        let refused = presented(&[], &format!("/?token={token}"), false, false).unwrap_err();
+        assert!(refused.contains("travels in clear"), "{refused}");
+        assert_eq!(presented(&[], "/?tokens=x", false, false), Ok(None));
+        assert_eq!(presented(&[], "/", true, false), Ok(None));
+    }
 
     #[test]
     fn only_loopback_names_pass_the_rebinding_check() {
@@ -367,13 +402,12 @@ fn upgrade(
 /// The token a request presents, as an `Authorization` header value:
 /// the header itself, or a token in the URL (`?token=`) or in the WebSocket
 /// subprotocols (`bearer.<token>`), for clients that cannot set headers.
-fn presented_token(request: &Request<Incoming>, listener: Listener) -> Result<Option<String>, String> {
-    if let Some(header) = request.headers().get(hyper::header::AUTHORIZATION) {
+fn presented_token(headers: &hyper::HeaderMap, uri: &hyper::Uri, listener: Listener) -> Result<Option<String>, String> {
+    if let Some(header) = headers.get(hyper::header::AUTHORIZATION) {
         let header = header.to_str().map_err(|_| "the Authorization header is not text".to_owned())?;
         return Ok(Some(header.to_owned()));
     }
-    let from_subprotocol = request
-        .headers()
+    let from_subprotocol = headers
         .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -382,7 +416,7 @@ fn presented_token(request: &Request<Incoming>, listener: Listener) -> Result<Op
     if let Some(token) = from_subprotocol {
         return Ok(Some(format!("Bearer {token}")));
     }
-    let from_query = request.uri().query().into_iter().flat_map(|query| query.split('&')).find_map(|pair| {
+    let from_query = uri.query().into_iter().flat_map(|query| query.split('&')).find_map(|pair| {
         pair.strip_prefix("token=")
             .map(|token| percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned())
     });

@@ -143,6 +143,30 @@ impl Handler {
     }
 }
 
+/// Why a message could not be read: the id to answer (when it could be
+/// read), the error code and the reason.
+pub type Unreadable = (Option<rmcp::model::RequestId>, ErrorCode, String);
+
+/// Checks that a JSON message is one JSON-RPC 2.0 message, so that what is
+/// not gets a JSON-RPC error naming what is wrong.
+pub fn check_envelope(message: &Value) -> Result<(), Unreadable> {
+    let Some(object) = message.as_object() else {
+        let reason = match message.is_array() {
+            true => "batch requests are not supported: send one JSON-RPC message at a time",
+            false => "a JSON-RPC message is a JSON object",
+        };
+        return Err((None, ErrorCode::INVALID_REQUEST, reason.to_owned()));
+    };
+    let id = object.get("id").and_then(|id| serde_json::from_value(id.clone()).ok());
+    if object.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+        return Err((id, ErrorCode::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"".to_owned()));
+    }
+    if !object.get("method").is_none_or(Value::is_string) {
+        return Err((id, ErrorCode::INVALID_REQUEST, "`method` must be a string".to_owned()));
+    }
+    Ok(())
+}
+
 /// The caller the transport attached to a request.
 fn caller_of(extensions: &Extensions) -> Result<Caller, RpcError> {
     extensions
@@ -330,7 +354,12 @@ impl ServerHandler for Handler {
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.counted("resources/read", async {
             self.admit(&context.extensions, "resources/read", Some(&request.uri))?;
-            let read = resources::read(&self.state.cluster, &request.uri).await?;
+            // A resource that is not there (or cannot be) is named in the
+            // error's data, as 2026-07-28 asks.
+            let read = resources::read(&self.state.cluster, &request.uri).await.map_err(|error| match error.data {
+                Some(_) => error,
+                None => super::with_data(error, json!({ "uri": request.uri })),
+            })?;
             shaped::<rmcp::model::ReadResourceResult>(read).map(ReadResourceResponse::from)
         })
         .await

@@ -25,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 use zeromesh_kernel::Caller;
 use zeromesh_protocol::limits::MAX_API_REQUESTS_PER_CONNECTION;
 
+use super::mcp::{check_envelope, Unreadable};
 use super::{rpc_error, ApiState};
 
 pub const SUBPROTOCOL: &str = "mcp";
@@ -114,29 +115,13 @@ async fn write_frames<S>(
     let _ = sink.close().await;
 }
 
-/// Why a message could not be read: the id to answer (when it could be
-/// read), the error code and the reason.
-type Unreadable = (Option<RequestId>, ErrorCode, String);
-
 /// Decodes one text frame as a client's JSON-RPC message. Pure, so it can
 /// be fuzzed alone (`fuzz/`, target `request_decoder`).
 pub fn decode(text: &str) -> Result<ClientJsonRpcMessage, Unreadable> {
     let value: Value = serde_json::from_str(text)
         .map_err(|error| (None, ErrorCode::PARSE_ERROR, format!("the message is not JSON: {error}")))?;
-    if value.is_array() {
-        return Err((
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "batch requests are not supported: send one JSON-RPC request per message".to_owned(),
-        ));
-    }
+    check_envelope(&value)?;
     let id = value.get("id").and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
-    if value.get("jsonrpc") != Some(&Value::String("2.0".into())) {
-        return Err((id, ErrorCode::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"".to_owned()));
-    }
-    if !value.get("method").is_none_or(Value::is_string) {
-        return Err((id, ErrorCode::INVALID_REQUEST, "`method` must be a string".to_owned()));
-    }
     serde_json::from_value(value)
         .map_err(|error| (id, ErrorCode::INVALID_REQUEST, format!("not a JSON-RPC message MCP defines: {error}")))
 }
@@ -227,5 +212,39 @@ where
 
     async fn close(&mut self) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_notifications_decode_and_anything_else_gets_its_error() {
+        assert!(matches!(decode(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#), Ok(ClientJsonRpcMessage::Request(_))));
+        let note = decode(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert!(matches!(note, Ok(ClientJsonRpcMessage::Notification(_))));
+        let code = |text: &str| decode(text).err().map(|(_, code, _)| code);
+        assert_eq!(code("{nope"), Some(ErrorCode::PARSE_ERROR));
+        assert_eq!(code("[]"), Some(ErrorCode::INVALID_REQUEST));
+        assert_eq!(code("7"), Some(ErrorCode::INVALID_REQUEST));
+        assert_eq!(code(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), Some(ErrorCode::INVALID_REQUEST));
+        let (id, code, _) = decode(r#"{"jsonrpc":"2.0","id":"a","method":3}"#).unwrap_err();
+        assert_eq!((id, code), (Some(RequestId::String("a".into())), ErrorCode::INVALID_REQUEST));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_as_unparseable_not_a_crash() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","arguments":{{"a":{}1{}}}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let (_, code, reason) = decode(&nested(100_000)).unwrap_err();
+        assert_eq!(code, ErrorCode::PARSE_ERROR);
+        assert!(reason.contains("recursion limit"), "{reason}");
+        decode(&nested(100)).expect("100 levels are fine");
     }
 }
