@@ -288,45 +288,6 @@ async fn route(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_comes_from_the_header_the_subprotocols_or_the_url_but_never_in_clear_off_loopback() {
-        let token = "zm_0123456789abcdef_00";
-        let presented = |headers: &[(&str, &str)], uri: &str, loopback: bool, encrypted: bool| {
-            let mut map = hyper::HeaderMap::new();
-            for (name, value) in headers {
-                map.append(hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-            }
-            presented_token(&map, &uri.parse().unwrap(), Listener { loopback, encrypted })
-        };
-        let bearer = Some(format!("Bearer {token}"));
-        assert_eq!(presented(&[("authorization", &format!("Bearer {token}"))], "/", false, false), Ok(bearer.clone()));
-        let offered = format!("mcp, bearer.{token}");
-        assert_eq!(presented(&[("sec-websocket-protocol", &offered)], "/", false, false), Ok(bearer.clone()));
-        assert_eq!(presented(&[], &format!("/?token={token}"), true, false), Ok(bearer.clone()));
-        assert_eq!(presented(&[], &format!("/mcp?x=1&token={token}"), false, true), Ok(bearer.clone()));
-        let refused = presented(&[], &format!("/?token={token}"), false, false).unwrap_err();
-        assert!(refused.contains("travels in clear"), "{refused}");
-        assert_eq!(presented(&[], "/?tokens=x", false, false), Ok(None));
-        assert_eq!(presented(&[], "/", true, false), Ok(None));
-    }
-
-    #[test]
-    fn only_loopback_names_pass_the_rebinding_check() {
-        for good in ["localhost", "localhost:8764", "127.0.0.1", "127.0.0.1:80", "[::1]:8764", "[::1]", "LOCALHOST"] {
-            assert!(is_loopback_name(good), "{good}");
-        }
-        for bad in
-            ["evil.example.com", "evil.example.com:8764", "10.0.0.1:80", "localhost.evil.com", "127.0.0.1.nip.io"]
-        {
-            assert!(!is_loopback_name(bad), "{bad}");
-        }
-    }
-}
-
 /// Ready: a member of a cluster that knows its leader.
 fn ready(state: &ApiState) -> Response<Body> {
     let view = state.cluster.consensus.cluster_view();
@@ -426,5 +387,44 @@ fn presented_token(headers: &hyper::HeaderMap, uri: &hyper::Uri, listener: Liste
             "a token in the URL is refused over plain ws:// or http:// to a non-loopback address, where it travels in clear; use TLS, or send it in the Authorization header".to_owned(),
         ),
         Some(token) => Ok(Some(format!("Bearer {token}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_comes_from_the_header_the_subprotocols_or_the_url_but_never_in_clear_off_loopback() {
+        let token = "zm_0123456789abcdef_00";
+        let presented = |headers: &[(&str, &str)], uri: &str, loopback: bool, encrypted: bool| {
+            let mut map = hyper::HeaderMap::new();
+            for (name, value) in headers {
+                map.append(hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            }
+            presented_token(&map, &uri.parse().unwrap(), Listener { loopback, encrypted })
+        };
+        let bearer = Some(format!("Bearer {token}"));
+        assert_eq!(presented(&[("authorization", &format!("Bearer {token}"))], "/", false, false), Ok(bearer.clone()));
+        let offered = format!("mcp, bearer.{token}");
+        assert_eq!(presented(&[("sec-websocket-protocol", &offered)], "/", false, false), Ok(bearer.clone()));
+        assert_eq!(presented(&[], &format!("/?token={token}"), true, false), Ok(bearer.clone()));
+        assert_eq!(presented(&[], &format!("/mcp?x=1&token={token}"), false, true), Ok(bearer.clone()));
+        let refused = presented(&[], &format!("/?token={token}"), false, false).unwrap_err();
+        assert!(refused.contains("travels in clear"), "{refused}");
+        assert_eq!(presented(&[], "/?tokens=x", false, false), Ok(None));
+        assert_eq!(presented(&[], "/", true, false), Ok(None));
+    }
+
+    #[test]
+    fn only_loopback_names_pass_the_rebinding_check() {
+        for good in ["localhost", "localhost:8764", "127.0.0.1", "127.0.0.1:80", "[::1]:8764", "[::1]", "LOCALHOST"] {
+            assert!(is_loopback_name(good), "{good}");
+        }
+        for bad in
+            ["evil.example.com", "evil.example.com:8764", "10.0.0.1:80", "localhost.evil.com", "127.0.0.1.nip.io"]
+        {
+            assert!(!is_loopback_name(bad), "{bad}");
+        }
     }
 }
