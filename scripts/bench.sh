@@ -7,12 +7,32 @@
 # built with the `etcd` feature: this script installs Debian's etcd-server
 # and protobuf-compiler (which etcd's client needs to build) for that.
 #
-# usage: scripts/bench.sh [filter]   (a criterion filter, or `mesh`)
+# The mesh benchmark also measures the peer API layer against a baseline
+# node built from ZEROMESH_BASELINE_COMMIT (default: the last commit before
+# the API moved to rmcp), in a worktree beside the cache, sharing the build
+# directory so that only the workspace's own crates are compiled again.
+#
+# usage: scripts/bench.sh [filter]   (a criterion filter, `mesh`, or
+#        `mesh-api` for the API layer comparison alone)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
 bash scripts/setup.sh etcd-server protobuf-compiler
 features=(--features zeromesh-testnet/etcd)
+if [[ "${1:-}" == mesh* ]]; then
+    baseline_commit="${ZEROMESH_BASELINE_COMMIT:-c4fb570}"
+    baseline_dir="${XDG_CACHE_HOME:-$HOME/.cache}/zeromesh/baseline-$baseline_commit"
+    if [ ! -x "$baseline_dir/zeromesh" ]; then
+        echo "bench: building the baseline node ($baseline_commit)"
+        rm -rf "$baseline_dir"
+        git worktree prune
+        git worktree add --detach "$baseline_dir/src" "$baseline_commit"
+        (cd "$baseline_dir/src" && cargo build --release --locked -p zeromesh)
+        cp "$CARGO_TARGET_DIR/release/zeromesh" "$baseline_dir/zeromesh"
+        git worktree remove --force "$baseline_dir/src"
+    fi
+    export ZEROMESH_BASELINE_BIN="$baseline_dir/zeromesh"
+fi
 # The mesh benchmark starts the release node binary: build it with the
 # benches, in one invocation so both share one feature resolution.
 cargo build --release --locked --workspace --bins --benches "${features[@]}"

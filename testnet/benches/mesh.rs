@@ -5,16 +5,21 @@
 //! and 64 clients, the same tool under an agreement (each call reserved
 //! through the log, or served from the node's lease), the time an advert
 //! takes to reach every node of a 10-node testnet, and one idle node's RSS
-//! and CPU.
+//! and CPU. Then the peer API layer alone (`memory_get`, stale, and the
+//! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
+//! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
+//! node binary (scripts/bench.sh builds the commit before the API moved to
+//! rmcp), for that one too, in the same run.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
+use serde_json::{json, Value};
+use zeromesh_testnet::{wait_until, HttpConnection, Testnet, TestnetOptions};
 
 struct Scale {
     measure: Duration,
@@ -52,6 +57,10 @@ enum Target {
     Zeromesh {
         api: String,
     },
+    /// A node's Streamable HTTP endpoint.
+    ZeromeshHttp {
+        api: String,
+    },
     #[cfg(feature = "etcd")]
     Etcd {
         endpoints: Vec<String>,
@@ -60,6 +69,14 @@ enum Target {
 
 enum Connection {
     Zeromesh(zeromesh::client::ApiClient),
+    /// `modern`: the node speaks 2026-07-28 (stateless requests); otherwise
+    /// each POST is one message of the handshake era without a session, as
+    /// nodes before rmcp served them.
+    Http {
+        connection: HttpConnection,
+        modern: bool,
+        next_id: u64,
+    },
     #[cfg(feature = "etcd")]
     Etcd(etcd_client::Client),
 }
@@ -68,6 +85,9 @@ enum Connection {
 enum Operation {
     Write,
     LinearizableRead,
+    /// `memory_get` of this node's state (`consistency: stale`): the API
+    /// layer's cost with no Raft round.
+    StaleRead,
     /// `tools/call` of the `echo` example plugin.
     PluginEcho,
     /// The same, for agent `bench` under its agreement: with a key of the
@@ -86,6 +106,13 @@ impl Target {
             Target::Zeromesh { api } => {
                 Connection::Zeromesh(zeromesh::client::ApiClient::connect(api).await.expect("connects"))
             }
+            Target::ZeromeshHttp { api } => {
+                let mut connection = HttpConnection::connect(api).await.expect("connects");
+                let discover = modern_request(0, "server/discover", json!({}));
+                let (status, _) =
+                    connection.post(&modern_headers(&discover), &discover.to_string()).await.expect("answers");
+                Connection::Http { connection, modern: status == 200, next_id: 1 }
+            }
             #[cfg(feature = "etcd")]
             Target::Etcd { endpoints } => {
                 Connection::Etcd(etcd_client::Client::connect(endpoints, None).await.expect("connects to etcd"))
@@ -97,12 +124,31 @@ impl Target {
 impl Connection {
     async fn run(&mut self, operation: Operation, path: &str, value: &str) {
         match self {
+            Connection::Http { connection, modern, next_id } => {
+                let (tool, arguments) = match operation {
+                    Operation::StaleRead => ("memory_get", json!({ "path": path, "consistency": "stale" })),
+                    Operation::PluginEcho => ("echo", json!({ "path": path })),
+                    _ => unreachable!("the HTTP load generator reads and calls the plugin"),
+                };
+                *next_id += 1;
+                let params = json!({ "name": tool, "arguments": arguments });
+                let answer = if *modern {
+                    let request = modern_request(*next_id, "tools/call", params);
+                    connection.post(&modern_headers(&request), &request.to_string()).await
+                } else {
+                    let request = json!({ "jsonrpc": "2.0", "id": *next_id, "method": "tools/call", "params": params });
+                    connection.post(&[], &request.to_string()).await
+                };
+                let (status, body) = answer.expect("the node answers");
+                assert!(status == 200 && body.contains("\"result\""), "{status} {body}");
+            }
             Connection::Zeromesh(client) => {
                 let (tool, arguments) = match operation {
                     Operation::Write => ("memory_put", json!({ "path": path, "value": value })),
                     Operation::LinearizableRead => {
                         ("memory_get", json!({ "path": path, "consistency": "linearizable" }))
                     }
+                    Operation::StaleRead => ("memory_get", json!({ "path": path, "consistency": "stale" })),
                     Operation::PluginEcho => ("echo", json!({ "path": path })),
                     Operation::PluginEchoMetered { own_key } => {
                         let call = METERED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -123,10 +169,29 @@ impl Connection {
                 Operation::Write => drop(client.put(path, value, None).await.expect("etcd put succeeds")),
                 // etcd's default range read is linearizable.
                 Operation::LinearizableRead => drop(client.get(path, None).await.expect("etcd get succeeds")),
-                Operation::PluginEcho | Operation::PluginEchoMetered { .. } => unreachable!("etcd runs no plugins"),
+                Operation::StaleRead | Operation::PluginEcho | Operation::PluginEchoMetered { .. } => {
+                    unreachable!("etcd runs no plugins")
+                }
             },
         }
     }
+}
+
+/// A 2026-07-28 request: self-contained, the client's context in `_meta`.
+fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+/// The standard headers that mirror a 2026-07-28 request.
+fn modern_headers(request: &Value) -> Vec<(&str, &str)> {
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28")];
+    headers.extend(request["method"].as_str().map(|method| ("mcp-method", method)));
+    headers.extend(request["params"]["name"].as_str().map(|name| ("mcp-name", name)));
+    headers
 }
 
 /// Runs `clients` connections against `target` for `scale.measure`:
@@ -347,6 +412,52 @@ async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str
     println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core ({when})", rss_kib(pid) / 1024);
 }
 
+/// The peer API layer on a follower of a 3-node `--dev` testnet running
+/// `binary`: stale `memory_get` and the echo plugin's `tools/call` at 1, 10
+/// and 64 clients, over WebSocket and over Streamable HTTP. Calls/s by name.
+async fn api_layer(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(String, f64)> {
+    let options = TestnetOptions { binary, ..Default::default() };
+    let testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
+    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    let _keys = install_echo_plugin(&testnet, leader);
+    wait_until("the follower to run the plugin", Duration::from_secs(60), || async {
+        testnet.call(follower, "echo", json!({})).await.ok()
+    })
+    .await
+    .expect("the follower runs the echo plugin");
+    let api = testnet.nodes[follower].address.api.clone();
+    testnet.call(follower, "memory_put", json!({ "path": "agent-b/c0/0", "value": "v" })).await.expect("writes");
+    let mut rates = Vec::new();
+    for (transport, target) in
+        [("ws", Target::Zeromesh { api: api.clone() }), ("http", Target::ZeromeshHttp { api: api.clone() })]
+    {
+        for (operation, name) in [(Operation::StaleRead, "memory_get"), (Operation::PluginEcho, "echo")] {
+            for clients in [1, 10, 64] {
+                let name = format!("mesh/api/{transport}/{name}/clients={clients}");
+                let rate =
+                    report(&format!("{name} ({label})"), "calls", load(&target, clients, scale, operation).await);
+                rates.push((name, rate));
+            }
+        }
+    }
+    rates
+}
+
+/// The API layer of this build, and of `ZEROMESH_BASELINE_BIN` when set,
+/// with the ratio of each figure to the baseline's.
+async fn api_layer_comparison(scale: &Scale) {
+    let current = api_layer(scale, "this build", None).await;
+    let Some(baseline_bin) = std::env::var_os("ZEROMESH_BASELINE_BIN").map(PathBuf::from) else {
+        println!("mesh/api: ZEROMESH_BASELINE_BIN is not set; no baseline to compare with");
+        return;
+    };
+    let baseline = api_layer(scale, "baseline", Some(baseline_bin)).await;
+    for ((name, rate), (_, base)) in current.iter().zip(&baseline) {
+        println!("ratio {name}: this build / baseline calls/s {:.2}", rate / base.max(1e-9));
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -357,6 +468,10 @@ async fn main() {
         }
     }
     let scale = if full { &FULL } else { &SMOKE };
+    if std::env::args().any(|arg| arg == "mesh-api") {
+        api_layer_comparison(scale).await;
+        return;
+    }
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
     testnet
@@ -416,6 +531,7 @@ async fn main() {
     drop(testnet);
 
     agreement_overhead(scale).await;
+    api_layer_comparison(scale).await;
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("an idle 3-node testnet starts");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -63,6 +63,9 @@ pub struct TestnetOptions {
     /// Run with API authentication on; otherwise nodes get `--dev`. With it,
     /// the harness's own clients use the admin token node 0 printed.
     pub auth: bool,
+    /// Another `zeromesh` binary to run (a benchmark's baseline build);
+    /// otherwise [`zeromesh_binary`].
+    pub binary: Option<PathBuf>,
 }
 
 /// A running local testnet. Dropping it kills every node.
@@ -192,6 +195,79 @@ pub async fn http_exchange(
     Ok(HttpAnswer { status, headers, body })
 }
 
+/// One keep-alive HTTP/1.1 connection to a node's API for POSTs to `/mcp`
+/// (the benchmark's Streamable HTTP load generator).
+pub struct HttpConnection {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl HttpConnection {
+    pub async fn connect(api: &str) -> anyhow::Result<HttpConnection> {
+        let host = api.trim_start_matches("ws://").trim_end_matches('/').to_owned();
+        let stream = tokio::net::TcpStream::connect(&host).await?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConnection { stream: tokio::io::BufReader::new(stream), host })
+    }
+
+    /// POSTs `body` to `/mcp` with `headers`: the status and the body (an
+    /// event stream's body is returned as it came).
+    pub async fn post(&mut self, headers: &[(&str, &str)], body: &str) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        head.push_str(body);
+        self.stream.get_mut().write_all(head.as_bytes()).await?;
+        let mut status = None;
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                anyhow::bail!("the node closed the connection");
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status.is_none() {
+                status = line.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok());
+                continue;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse::<usize>().ok(),
+                "transfer-encoding" => chunked = value.contains("chunked"),
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                self.stream.read_line(&mut size).await?;
+                let size = usize::from_str_radix(size.trim(), 16).context("a chunk size")?;
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            body.resize(length.context("no Content-Length")?, 0);
+            self.stream.read_exact(&mut body).await?;
+        }
+        Ok((status.context("no status line")?, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
@@ -314,7 +390,10 @@ impl Testnet {
     /// through it. Returns once every node is a member of the cluster.
     pub async fn start(count: usize, options: TestnetOptions) -> anyhow::Result<Testnet> {
         assert!(count >= 1, "a testnet has at least one node");
-        let binary = zeromesh_binary()?;
+        let binary = match &options.binary {
+            Some(binary) => binary.clone(),
+            None => zeromesh_binary()?,
+        };
         let dir = tempfile::Builder::new().prefix("zeromesh-testnet-").tempdir()?;
         let mut testnet =
             Testnet { dir, binary, options, join_token: String::new(), admin_token: None, nodes: Vec::new() };

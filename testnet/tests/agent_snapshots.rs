@@ -34,7 +34,8 @@ async fn memories(testnet: &Testnet, index: usize, agent: &str) -> Vec<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_recovers_on_another_node_and_an_export_imports_into_a_fresh_mesh_identical() {
-    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
     let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
     let operator = |args: &[&str]| cli_as(Some(&admin), args);
@@ -92,7 +93,8 @@ async fn a_snapshot_recovers_on_another_node_and_an_export_imports_into_a_fresh_
         operator(&["agent", "export", "snap-1", "--key", &path(&key), "--out", &path(&export), "--node", &api[1]]);
     assert!(exported.unwrap().contains("exported agent origin (3 memories"));
 
-    let fresh = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a second mesh starts");
+    let fresh =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a second mesh starts");
     let fresh_admin = fresh.admin_token.clone().unwrap();
     let fresh_api = fresh.nodes[1].address.api.clone();
     let importer = |args: &[&str]| cli_as(Some(&fresh_admin), args);

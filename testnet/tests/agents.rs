@@ -30,7 +30,8 @@ async fn wait_refused(client: &mut ApiClient, path: &str, expected: &str) -> Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
-    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
     let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
     let operator = |args: &[&str]| cli_as(Some(&admin), args);
@@ -107,7 +108,8 @@ async fn an_agent_is_governed_on_every_node_from_spawn_to_termination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_own_quota_is_never_overrun_whichever_nodes_its_calls_enter_through() {
     const QUOTA: usize = 5;
-    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
     let api: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
     let operator = |args: &[&str]| cli_as(Some(&admin), args);

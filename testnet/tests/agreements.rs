@@ -205,7 +205,7 @@ async fn used_on(testnet: &Testnet, index: usize) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_killed() {
     let mut testnet =
-        Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     // A provider publishes echo; the agent signs an agreement with it.
     let parties = Parties::new(&testnet, "meter", &["echo", "memory_*"]);
     let api = parties.api.clone();
@@ -307,7 +307,8 @@ async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_kille
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
-    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let parties = Parties::new(&testnet, "writer", &["memory_*"]);
     let api = parties.api.clone();
     parties.create("notes", "writer", "memory_*", &["calls=1000/hour", "bytes_out=1000000/day"]);
@@ -360,7 +361,7 @@ async fn a_suspended_agreement_stops_calls_on_every_node_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_served_from_leases_never_exceed_the_limit_and_usage_equals_the_calls_that_ran() {
     const LEASED_LIMIT: u64 = 40;
-    let options = TestnetOptions { args: vec!["--lease-calls".into(), "4".into()], auth: true };
+    let options = TestnetOptions { args: vec!["--lease-calls".into(), "4".into()], auth: true, ..Default::default() };
     let testnet = Testnet::start(3, options).await.expect("a testnet starts");
     let parties = Parties::new(&testnet, "lessee", &["memory_*"]);
     let limit = format!("calls={LEASED_LIMIT}/lifetime");
@@ -435,7 +436,8 @@ async fn call_leased(api: &[String], token: &str, attempts: usize) -> (u64, u64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cedar_policy_that_forbids_a_tool_for_a_tag_stops_the_call_on_every_node_and_is_recorded() {
-    let testnet = Testnet::start(3, TestnetOptions { args: Vec::new(), auth: true }).await.expect("a testnet starts");
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let parties = Parties::new(&testnet, "scribe", &["memory_*"]);
     let api = parties.api.clone();
     parties.create("scribing", "scribe", "memory_*", &["calls=1000/hour"]);

@@ -32,7 +32,8 @@ fn refusal(outcome: Result<Value, ClientError>) -> (i64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
-    let options = TestnetOptions { args: vec!["--rate-limit-per-token".into(), "50".into()], auth: true };
+    let options =
+        TestnetOptions { args: vec!["--rate-limit-per-token".into(), "50".into()], auth: true, ..Default::default() };
     let testnet = Testnet::start(2, options).await.expect("a 2-node testnet with authentication starts");
     let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
     let (first, second) = (testnet.nodes[0].address.api.clone(), testnet.nodes[1].address.api.clone());

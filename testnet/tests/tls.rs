@@ -28,6 +28,7 @@ async fn a_node_with_a_certificate_serves_the_api_over_tls_only() {
             key.to_str().unwrap().into(),
         ],
         auth: true,
+        ..Default::default()
     };
     let testnet = Testnet::start(2, options).await.expect("a 2-node TLS testnet starts");
     let api = testnet.nodes[1].address.api.clone();
