@@ -98,6 +98,54 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
         "2026-07-28 subscribes with subscriptions/listen: {legacy_method}"
     );
 
+    // A long tool, for a client that declares the Tasks extension, is a task:
+    // polled with tasks/get until it completes with the call's result.
+    let spawn = modern(
+        20,
+        "tools/call",
+        json!({ "name": "agent_spawn", "arguments": { "id": "tasker", "owner": "ops", "tools": ["*"] } }),
+    );
+    assert_eq!(answer_of(&post_modern(&api, spawn).await)["result"]["isError"], json!(false));
+    let mut snapshot = modern(
+        21,
+        "tools/call",
+        json!({ "name": "agent_snapshot", "arguments": { "id": "tasker", "snapshot": "first" } }),
+    );
+    snapshot["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({ "extensions": { "io.modelcontextprotocol/tasks": {} } });
+    let created = answer_of(&post_modern(&api, snapshot.clone()).await);
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task_id = created["result"]["taskId"].as_str().unwrap_or_else(|| panic!("a task id: {created}")).to_owned();
+    let mut get = modern(22, "tasks/get", json!({ "taskId": task_id }));
+    get["params"]["_meta"] = snapshot["params"]["_meta"].clone();
+    let done = wait_until("the task to complete", WAIT, || async {
+        let polled = answer_of(
+            &post(
+                &api,
+                &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tasks/get"), ("mcp-name", &task_id)],
+                get.clone(),
+            )
+            .await,
+        );
+        (polled["result"]["status"] != "working").then_some(polled)
+    })
+    .await
+    .expect("the task ends");
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+    assert_eq!(done["result"]["result"]["isError"], json!(false), "{done}");
+    assert!(done["result"]["result"]["structuredContent"]["sha256"].is_string(), "{done}");
+    let mut unknown = get.clone();
+    unknown["params"]["taskId"] = json!("no-such-task");
+    let refused = answer_of(
+        &post(
+            &api,
+            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tasks/get"), ("mcp-name", "no-such-task")],
+            unknown,
+        )
+        .await,
+    );
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+
     // The handshake era: `initialize` opens a session, whose id later
     // requests carry; the session is ended with DELETE.
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } } });
@@ -135,24 +183,27 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     assert!(status == 400 && body.contains("-32700") && body.contains("recursion limit"), "{status} {body}");
     let (status, body) = http_request(&api, "POST", "/mcp", &JSON, b"[1,2]").await.unwrap();
     assert!(status == 400, "a batch is refused: {status} {body}");
-    for (call, code) in [
-        (modern(5, "no/such", json!({})), -32601),
-        (modern(6, "tools/call", json!({ "name": "no_such_tool" })), -32602),
+    for (call, status, code) in [
+        (modern(5, "no/such", json!({})), 404, -32601),
+        (modern(6, "tools/call", json!({ "name": "no_such_tool" })), 200, -32602),
         (
             modern(7, "tools/call", json!({ "name": "memory_put", "arguments": { "path": "a/../b", "value": "x" } })),
+            200,
             -32602,
         ),
-        (modern(8, "tools/call", json!({ "name": "memory_get", "arguments": { "path": 7 } })), -32602),
+        (modern(8, "tools/call", json!({ "name": "memory_get", "arguments": { "path": 7 } })), 200, -32602),
     ] {
-        let answer = answer_of(&post_modern(&api, call.clone()).await);
-        assert_eq!(answer["error"]["code"], json!(code), "{call} -> {answer}");
+        let answered = post_modern(&api, call.clone()).await;
+        let answer = answer_of(&answered);
+        assert_eq!((answered.status, &answer["error"]["code"]), (status, &json!(code)), "{call} -> {answer}");
     }
 
     // The metrics count what was served and show Raft's positions.
     let (status, metrics) = http_request(&api, "GET", "/metrics", &[], b"").await.unwrap();
     assert_eq!(status, 200);
     let served = |method, outcome| requests(&metrics, method, outcome) - requests(&metrics_before, method, outcome);
-    assert_eq!(served("tools/call", "ok"), 1, "{metrics}");
+    assert_eq!((served("tools/call", "ok"), served("tools/call", "task")), (2, 1), "{metrics}");
+    assert!(served("tasks/get", "ok") >= 1, "{metrics}");
     assert_eq!(served("resources/subscribe", "ok"), 1, "{metrics}");
     assert_eq!(served("server/discover", "ok"), 1, "{metrics}");
     assert!(metrics.contains(r#"zeromesh_api_request_seconds_count{method="initialize"}"#), "{metrics}");

@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, DiscoverResult, ErrorCode, Extensions, Implementation,
-    InitializeRequestParams, InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams,
-    SubscriptionFilter, UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DiscoverResult, ErrorCode, Extensions,
+    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -179,7 +180,7 @@ fn caller_of(extensions: &Extensions) -> Result<Caller, RpcError> {
 /// A result of ours in one of rmcp's result types, complete (rmcp drops
 /// `resultType` for handshake-era peers, and adds caching hints for others:
 /// none of the node's answers may be cached, as memories change anywhere).
-fn shaped<T: DeserializeOwned>(mut value: Value) -> Result<T, RpcError> {
+pub(super) fn shaped<T: DeserializeOwned>(mut value: Value) -> Result<T, RpcError> {
     if let Some(object) = value.as_object_mut() {
         object.entry("resultType").or_insert_with(|| json!("complete"));
     }
@@ -219,6 +220,7 @@ impl ServerHandler for Handler {
             .enable_resources()
             .enable_resources_subscribe()
             .enable_logging()
+            .enable_tasks()
             .build();
         let mut info = InitializeResult::new(capabilities);
         info.protocol_version = ProtocolVersion::V_2025_11_25;
@@ -287,8 +289,26 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
+        let caller = match self.admit(&context.extensions, "tools/call", None) {
+            Ok(caller) => caller,
+            Err(refused) => {
+                self.state.metrics.record("tools/call", "error", started.elapsed());
+                return Err(refused);
+            }
+        };
+        let wants_task = context.client_capabilities().is_some_and(|capabilities| capabilities.supports_tasks());
+        if wants_task && self.state.tools.is_long(&request.name) {
+            let call = super::tasks::LongCall {
+                name: request.name.to_string(),
+                arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+                agent: meta_string(&request, &context, AGENT_META_KEY)?.map(str::to_owned),
+                idempotency_key: meta_string(&request, &context, IDEMPOTENCY_META_KEY)?.map(str::to_owned),
+            };
+            let task = self.state.tasks.start(self.state.clone(), caller, call);
+            self.state.metrics.record("tools/call", if task.is_ok() { "task" } else { "error" }, started.elapsed());
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task?)));
+        }
         let answer = async {
-            let caller = self.admit(&context.extensions, "tools/call", None)?;
             let agent = meta_string(&request, &context, AGENT_META_KEY)?;
             let idempotency_key = meta_string(&request, &context, IDEMPOTENCY_META_KEY)?;
             let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
@@ -448,6 +468,30 @@ impl ServerHandler for Handler {
                 return Ok(());
             }
         }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.counted("tasks/get", async {
+            let caller = self.admit(&context.extensions, "tasks/get", None)?;
+            self.state.tasks.get(&caller, &request.task_id).map(GetTaskResult::new)
+        })
+        .await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.counted("tasks/cancel", async {
+            let caller = self.admit(&context.extensions, "tasks/cancel", None)?;
+            self.state.tasks.cancel(&caller, &request.task_id)
+        })
+        .await
     }
 
     async fn on_cancelled(

@@ -14,8 +14,10 @@ use super::ApiState;
 
 /// Methods counted under their own name; anything else is `other`, so a
 /// client cannot grow the label set.
-const KNOWN_METHODS: [&str; 15] = [
+const KNOWN_METHODS: [&str; 17] = [
     "cancelled-request",
+    "tasks/get",
+    "tasks/cancel",
     "initialize",
     "server/discover",
     "subscriptions/listen",

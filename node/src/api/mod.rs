@@ -7,6 +7,7 @@ mod http;
 mod mcp;
 pub mod metrics;
 mod resources;
+pub mod tasks;
 mod tools;
 mod websocket;
 
@@ -43,4 +44,6 @@ pub struct ApiState {
     pub metrics: metrics::ApiMetrics,
     /// A silent WebSocket connection is closed after this long.
     pub idle_timeout: Duration,
+    /// Long tool calls running or kept as MCP tasks.
+    pub tasks: tasks::Tasks,
 }

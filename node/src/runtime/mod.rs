@@ -86,6 +86,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         auth: Auth::new(config.dev, config.rate_limit_per_token),
         metrics: Default::default(),
         idle_timeout: config.api_idle_timeout,
+        tasks: Default::default(),
     });
 
     let initialized = cluster.consensus.is_initialized().await?;

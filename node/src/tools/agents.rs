@@ -89,7 +89,8 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             |env: Arc<ToolEnv>, _: Invocation, args: SnapshotArgs| async move {
                 change(&env, "agent_snapshot", AgentCommand::Snapshot { id: args.id, snapshot: args.snapshot }).await
             },
-        ),
+        )
+        .long(),
         ToolDecl::new(
             "agent_recover",
             "Restore a snapshot into an agent: a new id (spawned with the snapshot's manifest) or an existing agent, whose memories become the snapshot's.",
@@ -97,7 +98,8 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             |env: Arc<ToolEnv>, _: Invocation, args: RecoverArgs| async move {
                 change(&env, "agent_recover", AgentCommand::Recover { id: args.into, snapshot: args.snapshot }).await
             },
-        ),
+        )
+        .long(),
         ToolDecl::new(
             "agent_snapshot_show",
             "A snapshot whole: manifest, memories (values in hex), log index, SHA-256; `zeromesh agent export` signs it into a file.",
@@ -118,7 +120,8 @@ pub(super) fn tools() -> Vec<ToolDecl> {
                 let into = args.into.unwrap_or_else(|| snapshot.agent.id.clone());
                 change(&env, "agent_import", AgentCommand::Import { id: into, snapshot: Box::new(snapshot) }).await
             },
-        ),
+        )
+        .long(),
         ToolDecl::new(
             "agent_list",
             "Every registered agent, terminated ones included, in id order.",

@@ -79,6 +79,9 @@ pub struct ToolDecl {
     pub access: Access,
     /// Offered only with `--test-faults`.
     pub test_only: bool,
+    /// May run long (seconds): offered as a task to clients that support
+    /// MCP's Tasks extension.
+    pub long: bool,
     /// Derived from the handler's argument type.
     pub input_schema: Value,
     handler: Handler,
@@ -98,11 +101,23 @@ impl ToolDecl {
                 Ok(parsed) => handler(env, invocation, parsed).boxed(),
                 Err(error) => futures::future::ready(Err(invalid(name, error))).boxed(),
             });
-        ToolDecl { name, description, access, test_only: false, input_schema: input_schema::<A>(), handler }
+        ToolDecl {
+            name,
+            description,
+            access,
+            test_only: false,
+            long: false,
+            input_schema: input_schema::<A>(),
+            handler,
+        }
     }
 
     fn test_only(self) -> ToolDecl {
         ToolDecl { test_only: true, ..self }
+    }
+
+    fn long(self) -> ToolDecl {
+        ToolDecl { long: true, ..self }
     }
 
     /// The tool as `tools/list` shows it.
@@ -168,6 +183,11 @@ impl Tooling {
 
     fn builtin(&self, name: &str) -> Option<&ToolDecl> {
         self.builtin.iter().find(|tool| tool.name == name)
+    }
+
+    /// Whether tool `name` may run long (one of the node's own, so declared).
+    pub fn is_long(&self, name: &str) -> bool {
+        self.builtin(name).is_some_and(|tool| tool.long)
     }
 
     /// Every tool this node offers, its own then its plugins', as

@@ -23,7 +23,8 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             "Install a signed plugin package in the whole mesh (replaces an installed plugin of the same name).",
             Access::Admin,
             install,
-        ),
+        )
+        .long(),
         ToolDecl::new(
             "plugin_uninstall",
             "Remove an installed plugin from the whole mesh.",
