@@ -102,3 +102,24 @@ impl Tasks {
         self.manager.cancel_task(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use zeromesh_protocol::auth::Role;
+
+    use super::*;
+
+    #[test]
+    fn only_the_token_that_started_a_task_sees_it() {
+        let tasks = Tasks::default();
+        tasks.owners().insert("t-1".into(), Some("0123456789abcdef".into()));
+        let caller = |token: &str| Caller { role: Role::Admin, agent: None, token_id: Some(token.into()) };
+        assert!(tasks.owned(&caller("0123456789abcdef"), "t-1").is_ok());
+        for (who, id) in
+            [(caller("fedcba9876543210"), "t-1"), (Caller::dev(), "t-1"), (caller("0123456789abcdef"), "t-2")]
+        {
+            let refused = tasks.owned(&who, id).unwrap_err();
+            assert!(refused.message.contains("no task"), "{}", refused.message);
+        }
+    }
+}
