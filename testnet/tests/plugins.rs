@@ -161,6 +161,47 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
         }
     }
     assert_eq!(steps, [1.0, 2.0, 3.0, 4.0], "four progress steps, in order, before the answer");
+    // The same over Streamable HTTP (2026-07-28): the answer becomes an event
+    // stream carrying the progress notifications, then the result.
+    let install_over_http = json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "plugin_install",
+        "arguments": { "package_base64": package_base64 },
+        "_meta": {
+            "progressToken": "http-install",
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    } });
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "plugin_install"),
+    ];
+    let streamed =
+        zeromesh_testnet::http_exchange(&first, "POST", "/mcp", &headers, install_over_http.to_string().as_bytes())
+            .await
+            .unwrap();
+    assert!(
+        streamed.header("content-type").is_some_and(|kind| kind.starts_with("text/event-stream")),
+        "{}",
+        streamed.body
+    );
+    let messages: Vec<Value> = streamed
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str(data.trim()).ok())
+        .collect();
+    let http_steps: Vec<f64> = messages
+        .iter()
+        .filter(|message| message["method"] == "notifications/progress")
+        .filter_map(|message| message["params"]["progress"].as_f64())
+        .collect();
+    assert_eq!(http_steps, [1.0, 2.0, 3.0, 4.0], "{}", streamed.body);
+    let last = messages.last().expect("messages");
+    assert_eq!((&last["id"], &last["result"]["isError"]), (&json!(9), &json!(false)), "the result comes last: {last}");
     let stopped = wait_until("the spin plugin to run on node 1", WAIT, || async {
         let mut client = testnet.client(1).await.ok()?;
         match client.call_tool("spin", json!({})).await {
