@@ -216,6 +216,7 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     assert!(testnet.status(1).await.is_ok());
 
     stdio_bridge_serves_line_delimited_mcp(&testnet.nodes[0].address.api).await;
+    stdio_bridge_serves_the_stateless_revision(&testnet.nodes[0].address.api).await;
 
     // Idle timeout: a client that reads (and so answers the node's pings)
     // stays connected past it; one that goes silent is closed.
@@ -282,4 +283,36 @@ async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
     drop(stdin);
     let status = tokio::time::timeout(WAIT, bridge.wait()).await.expect("the bridge exits when stdin closes").unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A 2026-07-28 client over the WebSocket (through the stdio bridge, which
+/// relays messages as they are): no handshake, each request self-contained.
+async fn stdio_bridge_serves_the_stateless_revision(api: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut bridge = tokio::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
+        .args(["mcp-stdio", "--node", api])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the bridge starts");
+    let mut stdin = bridge.stdin.take().unwrap();
+    let mut stdout = BufReader::new(bridge.stdout.take().unwrap()).lines();
+    let requests = [
+        modern(1, "server/discover", json!({})),
+        modern(2, "tools/call", json!({ "name": "memory_get", "arguments": { "path": "http/notes/a" } })),
+        modern(3, "initialize", json!({})),
+    ];
+    for request in &requests {
+        stdin.write_all(format!("{request}\n").as_bytes()).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < requests.len() {
+        let line = tokio::time::timeout(WAIT, stdout.next_line()).await.expect("the bridge answers").unwrap().unwrap();
+        answers.push(serde_json::from_str::<Value>(&line).expect("each line is one JSON message"));
+    }
+    let by_id = |id: i64| answers.iter().find(|answer| answer["id"] == json!(id)).cloned().unwrap_or(Value::Null);
+    assert!(by_id(1)["result"]["supportedVersions"].to_string().contains("2026-07-28"), "{answers:?}");
+    assert_eq!(by_id(2)["result"]["structuredContent"]["record"]["value"], "over http", "{answers:?}");
+    assert!(by_id(3)["error"]["code"].is_i64(), "no handshake once the stateless revision is in use: {answers:?}");
 }
