@@ -251,9 +251,16 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     .expect("the cancelled request was stopped");
 }
 
-/// `zeromesh mcp-stdio` as a stdio-only MCP host would run it.
-async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+/// Starts `zeromesh mcp-stdio` to `api`: the process, its stdin and its
+/// stdout's lines.
+fn start_bridge(
+    api: &str,
+) -> (
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
     let mut bridge = tokio::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
         .args(["mcp-stdio", "--node", api])
         .stdin(std::process::Stdio::piped())
@@ -261,8 +268,15 @@ async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
         .kill_on_drop(true)
         .spawn()
         .expect("the bridge starts");
-    let mut stdin = bridge.stdin.take().unwrap();
-    let mut stdout = BufReader::new(bridge.stdout.take().unwrap()).lines();
+    let stdin = bridge.stdin.take().unwrap();
+    let stdout = tokio::io::BufReader::new(bridge.stdout.take().unwrap()).lines();
+    (bridge, stdin, stdout)
+}
+
+/// `zeromesh mcp-stdio` as a stdio-only MCP host would run it.
+async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
+    use tokio::io::AsyncWriteExt;
+    let (mut bridge, mut stdin, mut stdout) = start_bridge(api);
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "stdio-host", "version": "1" } } });
     let read =
         json!({ "jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": { "uri": "mem://http/notes/a" } });
@@ -288,16 +302,8 @@ async fn stdio_bridge_serves_line_delimited_mcp(api: &str) {
 /// A 2026-07-28 client over the WebSocket (through the stdio bridge, which
 /// relays messages as they are): no handshake, each request self-contained.
 async fn stdio_bridge_serves_the_stateless_revision(api: &str) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut bridge = tokio::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
-        .args(["mcp-stdio", "--node", api])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the bridge starts");
-    let mut stdin = bridge.stdin.take().unwrap();
-    let mut stdout = BufReader::new(bridge.stdout.take().unwrap()).lines();
+    use tokio::io::AsyncWriteExt;
+    let (_bridge, mut stdin, mut stdout) = start_bridge(api);
     let requests = [
         modern(1, "server/discover", json!({})),
         modern(2, "tools/call", json!({ "name": "memory_get", "arguments": { "path": "http/notes/a" } })),
