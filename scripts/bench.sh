@@ -27,7 +27,9 @@ if [[ "${1:-}" == mesh* ]]; then
         rm -rf "$baseline_dir"
         git worktree prune
         git worktree add --detach "$baseline_dir/src" "$baseline_commit"
-        (cd "$baseline_dir/src" && cargo build --release --locked -p zeromesh)
+        # The same invocation as below, so that dependencies resolve to the
+        # same features and their release builds are shared, RocksDB's above all.
+        (cd "$baseline_dir/src" && cargo build --release --locked --workspace --bins --benches "${features[@]}")
         cp "$CARGO_TARGET_DIR/release/zeromesh" "$baseline_dir/zeromesh"
         git worktree remove --force "$baseline_dir/src"
     fi
