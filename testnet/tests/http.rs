@@ -212,6 +212,27 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     {
         assert!(metrics.contains(gauge), "{gauge} missing from {metrics}");
     }
+    // Sessions are bounded: past the limit, `initialize` is refused with 503
+    // until one ends; stateless requests, which keep none, go on.
+    let open = |id: u64| json!({ "jsonrpc": "2.0", "id": id, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "filler", "version": "1" } } });
+    let mut sessions = Vec::new();
+    for id in 0.. {
+        let opened = post(&api, &[], open(id)).await;
+        if opened.status != 200 {
+            assert_eq!(opened.status, 503, "{}", opened.body);
+            assert!(opened.body.contains("MCP sessions already"), "{}", opened.body);
+            break;
+        }
+        sessions.push(opened.header("mcp-session-id").expect("a session id").to_owned());
+        assert!(sessions.len() <= 256, "no more than 256 sessions are kept");
+    }
+    assert_eq!(sessions.len(), 256);
+    let stateless = answer_of(&post_modern(&api, modern(30, "tools/list", json!({}))).await);
+    assert!(stateless["result"]["tools"].is_array(), "{stateless}");
+    let ended = http_exchange(&api, "DELETE", "/mcp", &[("mcp-session-id", sessions[0].as_str())], b"").await.unwrap();
+    assert_eq!(ended.status, 204);
+    assert_eq!(post(&api, &[], open(1000)).await.status, 200, "an ended session frees its place");
+
     // The WebSocket endpoint still answers on the same port.
     assert!(testnet.status(1).await.is_ok());
 

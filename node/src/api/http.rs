@@ -82,15 +82,7 @@ impl StreamableHttp {
     }
 
     async fn serve(&self, request: Request<Incoming>, caller: Caller) -> Response<Body> {
-        let opens_session = request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
-        if opens_session && self.sessions.sessions.read().await.len() >= MAX_HTTP_SESSIONS {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "this node keeps {MAX_HTTP_SESSIONS} MCP sessions already; end one (DELETE /mcp) or retry later"
-                ),
-            );
-        }
+        let outside_sessions = !request.headers().contains_key("mcp-session-id");
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(caller);
         if parts.method == Method::DELETE {
@@ -113,17 +105,37 @@ impl StreamableHttp {
                 )
             }
         };
-        // A body that is not one JSON-RPC message gets JSON-RPC's error
-        // here; rmcp would answer a bare 415.
+        if outside_sessions && self.sessions.sessions.read().await.len() >= MAX_HTTP_SESSIONS {
+            // Only an `initialize` opens a session; stateless requests go on.
+            let method = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|message| message.get("method").and_then(|method| method.as_str().map(str::to_owned)));
+            if method.as_deref() == Some("initialize") {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "this node keeps {MAX_HTTP_SESSIONS} MCP sessions already; end one (DELETE /mcp) or retry later"
+                    ),
+                );
+            }
+        }
+        let answered = self.service.handle(Request::from_parts(parts, Full::new(body.clone()))).await;
+        if answered.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            return answered;
+        }
+        // rmcp answers a bare 415 to a body that is not one JSON-RPC message:
+        // say what is wrong with it, as JSON-RPC does.
         let refusal = match serde_json::from_slice::<serde_json::Value>(&body) {
             Err(error) => Some((None, ErrorCode::PARSE_ERROR, format!("the body is not JSON: {error}"))),
             Ok(message) => super::mcp::check_envelope(&message).err(),
         };
-        if let Some((id, code, reason)) = refusal {
-            let refusal = ServerJsonRpcMessage::Error(JsonRpcError::new(id, super::rpc_error(code.0, reason)));
-            return json_response(StatusCode::BAD_REQUEST, json!(refusal));
+        match refusal {
+            Some((id, code, reason)) => {
+                let refusal = ServerJsonRpcMessage::Error(JsonRpcError::new(id, super::rpc_error(code.0, reason)));
+                json_response(StatusCode::BAD_REQUEST, json!(refusal))
+            }
+            None => answered,
         }
-        self.service.handle(Request::from_parts(parts, Full::new(body))).await
     }
 }
 

@@ -180,7 +180,7 @@ fn caller_of(extensions: &Extensions) -> Result<Caller, RpcError> {
 /// A result of ours in one of rmcp's result types, complete (rmcp drops
 /// `resultType` for handshake-era peers, and adds caching hints for others:
 /// none of the node's answers may be cached, as memories change anywhere).
-pub(super) fn shaped<T: DeserializeOwned>(mut value: Value) -> Result<T, RpcError> {
+fn shaped<T: DeserializeOwned>(mut value: Value) -> Result<T, RpcError> {
     if let Some(object) = value.as_object_mut() {
         object.entry("resultType").or_insert_with(|| json!("complete"));
     }
@@ -285,7 +285,7 @@ impl ServerHandler for Handler {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
@@ -296,11 +296,12 @@ impl ServerHandler for Handler {
                 return Err(refused);
             }
         };
+        let arguments = Value::Object(request.arguments.take().unwrap_or_default());
         let wants_task = context.client_capabilities().is_some_and(|capabilities| capabilities.supports_tasks());
         if wants_task && self.state.tools.is_long(&request.name) {
             let call = super::tasks::LongCall {
                 name: request.name.to_string(),
-                arguments: Value::Object(request.arguments.clone().unwrap_or_default()),
+                arguments,
                 agent: meta_string(&request, &context, AGENT_META_KEY)?.map(str::to_owned),
                 idempotency_key: meta_string(&request, &context, IDEMPOTENCY_META_KEY)?.map(str::to_owned),
             };
@@ -311,7 +312,6 @@ impl ServerHandler for Handler {
         let answer = async {
             let agent = meta_string(&request, &context, AGENT_META_KEY)?;
             let idempotency_key = meta_string(&request, &context, IDEMPOTENCY_META_KEY)?;
-            let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
             let progress = ProgressSender::start(&context);
             let reporter =
                 progress.as_ref().map_or_else(|| Arc::new(|_, _, _: &str| {}) as _, ProgressSender::reporter);
@@ -331,12 +331,12 @@ impl ServerHandler for Handler {
             self.state.metrics.record("cancelled-request", "cancelled", started.elapsed());
         }
         let label = match &outcome {
-            Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+            Ok(result) if result.is_error == Some(true) => "tool_error",
             Ok(_) => "ok",
             Err(_) => "error",
         };
         self.state.metrics.record("tools/call", label, started.elapsed());
-        shaped::<rmcp::model::CallToolResult>(outcome?).map(CallToolResponse::from)
+        outcome.map(CallToolResponse::from)
     }
 
     async fn list_resources(

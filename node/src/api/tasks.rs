@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::{CallToolResult, DetailedTask, Task};
+use rmcp::model::{DetailedTask, Task};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use zeromesh_kernel::Caller;
 
@@ -72,8 +72,7 @@ impl Tasks {
                     answer = tools::call(&state, &caller, call, progress) => answer,
                     () = context.cancelled() => return Err(TaskExit::Cancelled),
                 };
-                let result = answer.map_err(TaskExit::Error)?;
-                super::mcp::shaped::<CallToolResult>(result).map_err(TaskExit::Error)
+                answer.map_err(TaskExit::Error)
             })
         });
         owners.insert(task.task_id.clone(), owner);

@@ -4,6 +4,8 @@
 
 use serde_json::{json, Value};
 
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
+
 use super::mcp::USAGE_META_KEY;
 use super::{ApiState, RpcError};
 use crate::tools::{CallMeta, Progress, ToolError};
@@ -47,33 +49,35 @@ pub struct Call<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// `tools/call` for `caller`, through the kernel: a `CallToolResult`
-/// (`isError` when the tool ran and failed), or an error when the call was
-/// refused or its arguments do not fit.
-pub async fn call(state: &ApiState, caller: &Caller, call: Call<'_>, progress: Progress) -> Result<Value, RpcError> {
+/// `tools/call` for `caller`, through the kernel: its result (`isError`
+/// when the tool ran and failed), or an error when the call was refused or
+/// its arguments do not fit.
+pub async fn call(
+    state: &ApiState,
+    caller: &Caller,
+    call: Call<'_>,
+    progress: Progress,
+) -> Result<CallToolResult, RpcError> {
     let Call { name, arguments, agent, idempotency_key } = call;
     let meta = CallMeta { agent, idempotency_key };
     let served = state.tools.call(caller, name, arguments, meta, progress).await;
     state.metrics.count_call(&served);
     let served = served.map_err(|refusal| super::auth::refusal_error(&refusal))?;
-    let mut answer = match served.outcome {
-        Ok(result) => json!({
-            "content": [{ "type": "text", "text": result.to_string() }],
-            "structuredContent": result,
-            "isError": false,
-        }),
+    let answer = match served.outcome {
+        Ok(result) => CallToolResult::structured(result),
         Err(error @ ToolError::InvalidArguments { .. }) => {
             return Err(RpcError::invalid_params(error.to_string(), None))
         }
-        Err(ToolError::Failed(failure)) => json!({
-            "content": [{ "type": "text", "text": failure.to_string() }],
-            "isError": true,
-        }),
+        Err(ToolError::Failed(failure)) => CallToolResult::error(vec![ContentBlock::text(failure.to_string())]),
     };
-    if let Some(metered) = served.metered {
-        answer["_meta"] = json!({ USAGE_META_KEY: usage_meta(&metered) });
-    }
-    Ok(answer)
+    Ok(match served.metered {
+        Some(metered) => {
+            let mut meta = MetaObject::default();
+            meta.insert(USAGE_META_KEY.to_owned(), usage_meta(&metered));
+            answer.with_meta(Some(meta))
+        }
+        None => answer,
+    })
 }
 
 /// How a metered call was counted, as its result's `_meta` shows it.

@@ -118,6 +118,10 @@ async fn write_frames<S>(
 /// Decodes one text frame as a client's JSON-RPC message. Pure, so it can
 /// be fuzzed alone (`fuzz/`, target `request_decoder`).
 pub fn decode(text: &str) -> Result<ClientJsonRpcMessage, Unreadable> {
+    if let Ok(message) = serde_json::from_str(text) {
+        return Ok(message);
+    }
+    // Not a message: read it again, untyped, to say what is wrong with it.
     let value: Value = serde_json::from_str(text)
         .map_err(|error| (None, ErrorCode::PARSE_ERROR, format!("the message is not JSON: {error}")))?;
     check_envelope(&value)?;
