@@ -56,6 +56,7 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
     let alice_token = create_token(&first, &admin, &["--role", "agent", "--agent", "alice"]);
     let reader_token = create_token(&first, &admin, &["--role", "read"]);
     let mut alice = connect_when_known(&second, &alice_token, WAIT).await.unwrap();
+    http_sessions_belong_to_the_token_that_opened_them(&second, &admin, &reader_token).await;
     alice.call_tool("memory_put", json!({ "path": "alice/notes/a", "value": "mine" })).await.expect("own memory");
     let (code, message) = refusal(alice.call_tool("memory_put", json!({ "path": "bob/notes/a", "value": "x" })).await);
     assert!(code == -32003 && message.contains("agent alice") && message.contains("bob/notes/a"), "{message}");
@@ -100,4 +101,38 @@ async fn tokens_are_required_replicated_confined_revocable_and_rate_limited() {
         }
     };
     assert!(revoked.contains("revoked"), "{revoked}");
+}
+
+/// A Streamable HTTP session opened with one token cannot be used, or its
+/// event stream read, with another.
+async fn http_sessions_belong_to_the_token_that_opened_them(api: &str, owner: &str, other: &str) {
+    let bearer = |token: &str| format!("Bearer {token}");
+    let json = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } });
+    let mut headers = json.to_vec();
+    let owner_bearer = bearer(owner);
+    headers.push(("authorization", owner_bearer.as_str()));
+    let opened = zeromesh_testnet::http_exchange(api, "POST", "/mcp", &headers, initialize.to_string().as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = opened.header("mcp-session-id").expect("a session").to_owned();
+    let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }).to_string();
+    let in_session = |token: String| {
+        let mut headers: Vec<(String, String)> = json.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        headers.push(("authorization".into(), token));
+        headers.push(("mcp-session-id".into(), session.clone()));
+        headers.push(("mcp-protocol-version".into(), "2025-11-25".into()));
+        headers
+    };
+    for (token, expected) in [(bearer(other), 404), (owner_bearer.clone(), 200)] {
+        let headers = in_session(token);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let answer = zeromesh_testnet::http_exchange(api, "POST", "/mcp", &headers, list.as_bytes()).await.unwrap();
+        assert_eq!(answer.status, expected, "{}", answer.body);
+    }
+    let headers = in_session(bearer(other));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stream = zeromesh_testnet::http_exchange(api, "GET", "/mcp", &headers, b"").await.unwrap();
+    assert_eq!(stream.status, 404, "another token cannot read the session's event stream: {}", stream.body);
 }

@@ -61,6 +61,9 @@ const TOKEN_SUBPROTOCOL: &str = "bearer.";
 struct StreamableHttp {
     service: StreamableHttpService<Handler, LocalSessionManager>,
     sessions: Arc<LocalSessionManager>,
+    /// Which token opened each session (`None`: `--dev`): only that token
+    /// may use it, its event stream included.
+    owners: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 impl StreamableHttp {
@@ -78,10 +81,39 @@ impl StreamableHttp {
         let factory_state = state.clone();
         let service =
             StreamableHttpService::new(move || Ok(Handler::new(factory_state.clone())), sessions.clone(), config);
-        StreamableHttp { service, sessions }
+        StreamableHttp { service, sessions, owners: Default::default() }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<String>>> {
+        self.owners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn serve(&self, request: Request<Incoming>, caller: Caller) -> Response<Body> {
+        let session = request.headers().get("mcp-session-id").and_then(|id| id.to_str().ok()).map(str::to_owned);
+        if let Some(id) = &session {
+            if self.owners().get(id).is_some_and(|owner| *owner != caller.token_id) {
+                return text(StatusCode::NOT_FOUND, &format!("no MCP session {id} for this token"));
+            }
+        }
+        let token = caller.token_id.clone();
+        let answered = self.route(request, caller).await;
+        match (&session, answered.headers().get("mcp-session-id").and_then(|id| id.to_str().ok())) {
+            (None, Some(opened)) => {
+                let opened = opened.to_owned();
+                if self.owners().len() >= 2 * MAX_HTTP_SESSIONS {
+                    let live: std::collections::HashSet<String> =
+                        self.sessions.sessions.read().await.keys().map(|id| id.to_string()).collect();
+                    self.owners().retain(|id, _| live.contains(id));
+                }
+                self.owners().insert(opened, token);
+            }
+            (Some(id), _) if answered.status() == StatusCode::NO_CONTENT => drop(self.owners().remove(id)),
+            _ => {}
+        }
+        answered
+    }
+
+    async fn route(&self, request: Request<Incoming>, caller: Caller) -> Response<Body> {
         let outside_sessions = !request.headers().contains_key("mcp-session-id");
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(caller);
