@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use zeromesh_testnet::{wait_until, HttpConnection, Testnet, TestnetOptions};
+use serde_json::json;
+use zeromesh_testnet::{stateless_headers, stateless_request, wait_until, HttpConnection, Testnet, TestnetOptions};
 
 struct Scale {
     measure: Duration,
@@ -108,9 +108,9 @@ impl Target {
             }
             Target::ZeromeshHttp { api } => {
                 let mut connection = HttpConnection::connect(api).await.expect("connects");
-                let discover = modern_request(0, "server/discover", json!({}));
+                let discover = stateless_request(0, "server/discover", json!({}));
                 let (status, _) =
-                    connection.post(&modern_headers(&discover), &discover.to_string()).await.expect("answers");
+                    connection.post(&stateless_headers(&discover), &discover.to_string()).await.expect("answers");
                 Connection::Http { connection, modern: status == 200, next_id: 1 }
             }
             #[cfg(feature = "etcd")]
@@ -133,8 +133,8 @@ impl Connection {
                 *next_id += 1;
                 let params = json!({ "name": tool, "arguments": arguments });
                 let answer = if *modern {
-                    let request = modern_request(*next_id, "tools/call", params);
-                    connection.post(&modern_headers(&request), &request.to_string()).await
+                    let request = stateless_request(*next_id, "tools/call", params);
+                    connection.post(&stateless_headers(&request), &request.to_string()).await
                 } else {
                     let request = json!({ "jsonrpc": "2.0", "id": *next_id, "method": "tools/call", "params": params });
                     connection.post(&[], &request.to_string()).await
@@ -175,23 +175,6 @@ impl Connection {
             },
         }
     }
-}
-
-/// A 2026-07-28 request: self-contained, the client's context in `_meta`.
-fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
-}
-
-/// The standard headers that mirror a 2026-07-28 request.
-fn modern_headers(request: &Value) -> Vec<(&str, &str)> {
-    let mut headers = vec![("mcp-protocol-version", "2026-07-28")];
-    headers.extend(request["method"].as_str().map(|method| ("mcp-method", method)));
-    headers.extend(request["params"]["name"].as_str().map(|name| ("mcp-name", name)));
-    headers
 }
 
 /// Runs `clients` connections against `target` for `scale.measure`:

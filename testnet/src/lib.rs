@@ -195,6 +195,29 @@ pub async fn http_exchange(
     Ok(HttpAnswer { status, headers, body })
 }
 
+/// A 2026-07-28 request: self-contained, the revision and the client's
+/// capabilities added to `params._meta` (beside what it already holds).
+pub fn stateless_request(id: u64, method: &str, mut params: serde_json::Value) -> serde_json::Value {
+    if !params["_meta"].is_object() {
+        params["_meta"] = serde_json::json!({});
+    }
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = "2026-07-28".into();
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = serde_json::json!({});
+    serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+/// The standard headers that mirror a 2026-07-28 request: its revision,
+/// method, and the tool or resource it names.
+pub fn stateless_headers(request: &serde_json::Value) -> Vec<(&str, &str)> {
+    let params = &request["params"];
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28")];
+    headers.extend(request["method"].as_str().map(|method| ("mcp-method", method)));
+    headers.extend(
+        params.get("name").or_else(|| params.get("uri")).and_then(|name| name.as_str()).map(|name| ("mcp-name", name)),
+    );
+    headers
+}
+
 /// One keep-alive HTTP/1.1 connection to a node's API for POSTs to `/mcp`
 /// (the benchmark's Streamable HTTP load generator).
 pub struct HttpConnection {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh_protocol::limits::MAX_API_MESSAGE_BYTES;
-use zeromesh_testnet::{http_exchange, http_request, wait_until, HttpAnswer, Testnet, TestnetOptions};
+use zeromesh_testnet::{
+    http_exchange, http_request, stateless_headers, stateless_request, wait_until, HttpAnswer, Testnet, TestnetOptions,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const JSON: [(&str, &str); 2] =
@@ -36,24 +38,9 @@ async fn post(api: &str, extra: &[(&str, &str)], message: Value) -> HttpAnswer {
     http_exchange(api, "POST", "/mcp", &headers, message.to_string().as_bytes()).await.expect("answers")
 }
 
-/// A 2026-07-28 request: self-contained, with the revision in a header and
-/// the client's context in `_meta`.
-fn modern(id: u64, method: &str, mut params: Value) -> Value {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": { "name": "test", "version": "1" },
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
-}
-
 /// POSTs a 2026-07-28 request with the standard headers that mirror it.
 async fn post_modern(api: &str, message: Value) -> HttpAnswer {
-    let method = message["method"].as_str().unwrap_or_default().to_owned();
-    let name = message["params"].get("name").or_else(|| message["params"].get("uri")).and_then(Value::as_str);
-    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", method.as_str())];
-    headers.extend(name.map(|name| ("mcp-name", name)));
-    post(api, &headers, message.clone()).await
+    post(api, &stateless_headers(&message), message.clone()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,13 +62,13 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
 
     // MCP over Streamable HTTP, 2026-07-28: no handshake, every request
     // self-contained and answered as JSON, with no session.
-    let discovered = post_modern(&api, modern(1, "server/discover", json!({}))).await;
+    let discovered = post_modern(&api, stateless_request(1, "server/discover", json!({}))).await;
     let discovered_answer = answer_of(&discovered);
     assert_eq!(discovered.status, 200, "{}", discovered.body);
     assert!(discovered.header("mcp-session-id").is_none(), "a stateless revision keeps no session");
     let versions = &discovered_answer["result"]["supportedVersions"];
     assert!(versions.as_array().is_some_and(|all| all.contains(&json!("2026-07-28"))), "{discovered_answer}");
-    let put = modern(
+    let put = stateless_request(
         2,
         "tools/call",
         json!({ "name": "memory_put", "arguments": { "path": "http/notes/a", "value": "over http" } }),
@@ -89,10 +76,13 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     let written = answer_of(&post_modern(&api, put).await);
     assert_eq!(written["result"]["isError"], json!(false), "{written}");
     assert_eq!(written["result"]["resultType"], "complete", "{written}");
-    let read = answer_of(&post_modern(&api, modern(3, "resources/read", json!({ "uri": "mem://http/notes/a" }))).await);
+    let read = answer_of(
+        &post_modern(&api, stateless_request(3, "resources/read", json!({ "uri": "mem://http/notes/a" }))).await,
+    );
     assert_eq!(read["result"]["contents"][0]["text"], "over http", "{read}");
-    let legacy_method =
-        answer_of(&post_modern(&api, modern(4, "resources/subscribe", json!({ "uri": "mem://http/notes/a" }))).await);
+    let legacy_method = answer_of(
+        &post_modern(&api, stateless_request(4, "resources/subscribe", json!({ "uri": "mem://http/notes/a" }))).await,
+    );
     assert_eq!(
         legacy_method["error"]["code"], -32601,
         "2026-07-28 subscribes with subscriptions/listen: {legacy_method}"
@@ -100,13 +90,13 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
 
     // A long tool, for a client that declares the Tasks extension, is a task:
     // polled with tasks/get until it completes with the call's result.
-    let spawn = modern(
+    let spawn = stateless_request(
         20,
         "tools/call",
         json!({ "name": "agent_spawn", "arguments": { "id": "tasker", "owner": "ops", "tools": ["*"] } }),
     );
     assert_eq!(answer_of(&post_modern(&api, spawn).await)["result"]["isError"], json!(false));
-    let mut snapshot = modern(
+    let mut snapshot = stateless_request(
         21,
         "tools/call",
         json!({ "name": "agent_snapshot", "arguments": { "id": "tasker", "snapshot": "first" } }),
@@ -116,7 +106,7 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     let created = answer_of(&post_modern(&api, snapshot.clone()).await);
     assert_eq!(created["result"]["resultType"], "task", "{created}");
     let task_id = created["result"]["taskId"].as_str().unwrap_or_else(|| panic!("a task id: {created}")).to_owned();
-    let mut get = modern(22, "tasks/get", json!({ "taskId": task_id }));
+    let mut get = stateless_request(22, "tasks/get", json!({ "taskId": task_id }));
     get["params"]["_meta"] = snapshot["params"]["_meta"].clone();
     let done = wait_until("the task to complete", WAIT, || async {
         let polled = answer_of(
@@ -184,14 +174,18 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
     let (status, body) = http_request(&api, "POST", "/mcp", &JSON, b"[1,2]").await.unwrap();
     assert!(status == 400, "a batch is refused: {status} {body}");
     for (call, status, code) in [
-        (modern(5, "no/such", json!({})), 404, -32601),
-        (modern(6, "tools/call", json!({ "name": "no_such_tool" })), 200, -32602),
+        (stateless_request(5, "no/such", json!({})), 404, -32601),
+        (stateless_request(6, "tools/call", json!({ "name": "no_such_tool" })), 200, -32602),
         (
-            modern(7, "tools/call", json!({ "name": "memory_put", "arguments": { "path": "a/../b", "value": "x" } })),
+            stateless_request(
+                7,
+                "tools/call",
+                json!({ "name": "memory_put", "arguments": { "path": "a/../b", "value": "x" } }),
+            ),
             200,
             -32602,
         ),
-        (modern(8, "tools/call", json!({ "name": "memory_get", "arguments": { "path": 7 } })), 200, -32602),
+        (stateless_request(8, "tools/call", json!({ "name": "memory_get", "arguments": { "path": 7 } })), 200, -32602),
     ] {
         let answered = post_modern(&api, call.clone()).await;
         let answer = answer_of(&answered);
@@ -227,7 +221,7 @@ async fn operators_and_http_clients_are_served_on_the_api_port() {
         assert!(sessions.len() <= 256, "no more than 256 sessions are kept");
     }
     assert_eq!(sessions.len(), 256);
-    let stateless = answer_of(&post_modern(&api, modern(30, "tools/list", json!({}))).await);
+    let stateless = answer_of(&post_modern(&api, stateless_request(30, "tools/list", json!({}))).await);
     assert!(stateless["result"]["tools"].is_array(), "{stateless}");
     let ended = http_exchange(&api, "DELETE", "/mcp", &[("mcp-session-id", sessions[0].as_str())], b"").await.unwrap();
     assert_eq!(ended.status, 204);
@@ -326,9 +320,9 @@ async fn stdio_bridge_serves_the_stateless_revision(api: &str) {
     use tokio::io::AsyncWriteExt;
     let (_bridge, mut stdin, mut stdout) = start_bridge(api);
     let requests = [
-        modern(1, "server/discover", json!({})),
-        modern(2, "tools/call", json!({ "name": "memory_get", "arguments": { "path": "http/notes/a" } })),
-        modern(3, "initialize", json!({})),
+        stateless_request(1, "server/discover", json!({})),
+        stateless_request(2, "tools/call", json!({ "name": "memory_get", "arguments": { "path": "http/notes/a" } })),
+        stateless_request(3, "initialize", json!({})),
     ];
     for request in &requests {
         stdin.write_all(format!("{request}\n").as_bytes()).await.unwrap();

@@ -163,22 +163,13 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     assert_eq!(steps, [1.0, 2.0, 3.0, 4.0], "four progress steps, in order, before the answer");
     // The same over Streamable HTTP (2026-07-28): the answer becomes an event
     // stream carrying the progress notifications, then the result.
-    let install_over_http = json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
-        "name": "plugin_install",
-        "arguments": { "package_base64": package_base64 },
-        "_meta": {
-            "progressToken": "http-install",
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-        },
-    } });
-    let headers = [
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "plugin_install"),
-    ];
+    let install_over_http = zeromesh_testnet::stateless_request(
+        9,
+        "tools/call",
+        json!({ "name": "plugin_install", "arguments": { "package_base64": package_base64 }, "_meta": { "progressToken": "http-install" } }),
+    );
+    let mut headers = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+    headers.extend(zeromesh_testnet::stateless_headers(&install_over_http));
     let streamed =
         zeromesh_testnet::http_exchange(&first, "POST", "/mcp", &headers, install_over_http.to_string().as_bytes())
             .await

@@ -494,14 +494,7 @@ impl ServerHandler for Handler {
         .await
     }
 
-    async fn on_cancelled(
-        &self,
-        _notification: rmcp::model::CancelledNotificationParam,
-        _context: NotificationContext<RoleServer>,
-    ) {
-        // rmcp cancels the request's token; `call_tool` counts it.
-    }
-
+    /// Quiet: rmcp's default logs every session's start at info level.
     async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {}
 }
 
