@@ -21,6 +21,7 @@ mod reads;
 mod registry;
 mod settings;
 mod state_machine;
+mod trace;
 mod types;
 
 pub use error::ConsensusError;
@@ -30,5 +31,6 @@ pub use node::{ClusterView, ConsensusNode, WriteReceipt};
 pub use reads::{Consistency, ReadQuery, ReadReply};
 pub use settings::RaftSettings;
 pub use state_machine::{MemoryStateMachine, StateChange};
+pub use trace::{entry_leaf, trace_leaf, trace_payload, TraceError, TraceHead};
 pub use types::{Entry, Raft, TypeConfig};
 pub use zeromesh_storage::{HistoryPage, ListPage};

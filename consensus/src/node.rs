@@ -51,6 +51,7 @@ pub struct ConsensusNode {
     store: Store,
     registry_changes: tokio::sync::watch::Receiver<u64>,
     state_changes: tokio::sync::broadcast::Sender<StateChange>,
+    trace_heads: tokio::sync::watch::Receiver<crate::trace::TraceHead>,
     read_indexes: ReadIndexBatcher,
 }
 
@@ -79,12 +80,13 @@ impl ConsensusNode {
         let state_machine = MemoryStateMachine::open(store.clone())?;
         let registry_changes = state_machine.registry_changes();
         let state_changes = state_machine.state_changes();
+        let trace_heads = state_machine.trace_heads();
         let network = TransportNetwork::new(Arc::new(transport));
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let read_indexes = ReadIndexBatcher::new(raft.clone());
-        Ok(ConsensusNode { id, raft, store, registry_changes, state_changes, read_indexes })
+        Ok(ConsensusNode { id, raft, store, registry_changes, state_changes, trace_heads, read_indexes })
     }
 
     pub fn id(&self) -> NodeId {
@@ -98,6 +100,10 @@ impl ConsensusNode {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn trace_heads(&self) -> &tokio::sync::watch::Receiver<crate::trace::TraceHead> {
+        &self.trace_heads
     }
 
     /// Lets a caller wait until every handle on this node's store is gone,

@@ -3,7 +3,8 @@
 //! Apply is deterministic: each entry's effect depends only on the entry
 //! (the leader stamped its time into it) and on the state before it. All
 //! entries of one `apply` call land in one RocksDB write batch together with
-//! the new applied state, so state and applied index never disagree.
+//! the new applied state and the entries' trace leaves, so state, applied
+//! index and trace tree never disagree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,15 +13,20 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
 use zeromesh_protocol::{CommandReply, MemoryPath};
 use zeromesh_storage::{SnapshotFile, SnapshotHeader, Store};
+use zeromesh_trace::merkle::CompactRange;
 
 use crate::applied::AppliedState;
 use crate::apply::Applier;
+use crate::trace::{entry_leaf, TraceHead};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig};
 
 /// The memory log's state machine. Reads go to the same [`Store`] directly.
 pub struct MemoryStateMachine {
     store: Store,
     applied: AppliedState,
+    /// The right edge of the trace tree: one leaf per applied entry.
+    trace: CompactRange,
+    trace_heads: tokio::sync::watch::Sender<TraceHead>,
     registry_changes: tokio::sync::watch::Sender<u64>,
     state_changes: tokio::sync::broadcast::Sender<StateChange>,
 }
@@ -46,9 +52,13 @@ impl MemoryStateMachine {
     /// Opens the state machine on `store`, recovering its applied state.
     pub fn open(store: Store) -> Result<Self, zeromesh_storage::StorageError> {
         let applied = decode_applied(store.applied_state()?.as_deref())?;
+        let trace = load_trace(&store, &applied)?;
+        let head = TraceHead { size: trace.size(), root: trace.root() };
         Ok(MemoryStateMachine {
             store,
             applied,
+            trace,
+            trace_heads: tokio::sync::watch::Sender::new(head),
             registry_changes: tokio::sync::watch::Sender::new(0),
             state_changes: tokio::sync::broadcast::Sender::new(STATE_CHANGES_BUFFERED),
         })
@@ -74,6 +84,31 @@ impl MemoryStateMachine {
     pub fn last_applied(&self) -> Option<LogId> {
         self.applied.last_applied
     }
+
+    /// The trace tree's size and root, updated after every apply.
+    pub fn trace_heads(&self) -> tokio::sync::watch::Receiver<TraceHead> {
+        self.trace_heads.subscribe()
+    }
+
+    fn set_trace(&mut self, trace: CompactRange) {
+        let head = TraceHead { size: trace.size(), root: trace.root() };
+        self.trace = trace;
+        self.trace_heads.send_replace(head);
+    }
+}
+
+/// The trace tree's right edge for the state applied up to `applied`: leaf
+/// `i` is log entry `i`, so the tree holds one more leaf than the last
+/// applied index.
+fn load_trace(store: &Store, applied: &AppliedState) -> Result<CompactRange, zeromesh_storage::StorageError> {
+    let size = applied.last_applied.map_or(0, |log_id| log_id.index + 1);
+    CompactRange::load(size, store).map_err(|error| zeromesh_storage::StorageError::BadSnapshot {
+        path: store.dir().display().to_string(),
+        reason: format!(
+            "the trace tree does not hold the {size} entries applied ({error}); \
+             a data directory written before the trace log existed must be started afresh"
+        ),
+    })
 }
 
 fn decode_applied(bytes: Option<&[u8]>) -> Result<AppliedState, zeromesh_storage::StorageError> {
@@ -93,21 +128,35 @@ fn join_error(error: tokio::task::JoinError) -> zeromesh_storage::StorageError {
     zeromesh_storage::StorageError::Join(error.to_string())
 }
 
-/// Applies `entries` on `store` from `applied`, in one write batch.
+/// What one `apply` call changed, once its batch is written.
+struct Applied {
+    applied: AppliedState,
+    trace: CompactRange,
+    replies: Vec<CommandReply>,
+    registry_changed: bool,
+    changes: Vec<StateChange>,
+}
+
+/// Applies `entries` on `store` from `applied`, in one write batch, each
+/// entry a new leaf of `trace`.
 fn apply_entries(
     store: &Store,
     mut applied: AppliedState,
+    mut trace: CompactRange,
     entries: Vec<Entry>,
-) -> Result<(AppliedState, Vec<CommandReply>, bool, Vec<StateChange>), zeromesh_storage::StorageError> {
+) -> Result<Applied, zeromesh_storage::StorageError> {
     let mut applier = Applier::new(store);
     let mut replies = Vec::with_capacity(entries.len());
+    let mut nodes = Vec::with_capacity(entries.len() * 2);
     for entry in entries {
-        assert!(
-            applied.last_applied.is_none_or(|last| last.index < entry.log_id.index),
-            "entries must be applied in log order: {:?} after {:?}",
+        assert_eq!(
+            entry.log_id.index,
+            trace.size(),
+            "entries must be applied in log order, with no gap: {:?} after {:?}",
             entry.log_id,
             applied.last_applied
         );
+        trace.append(entry_leaf(&entry), |id, hash| nodes.push((id, hash)));
         applied.last_applied = Some(entry.log_id);
         let reply = match &entry.payload {
             EntryPayload::Blank => CommandReply::None,
@@ -133,11 +182,14 @@ fn apply_entries(
         changes.push(StateChange::Policy { version });
     }
     let mut batch = applier.into_batch();
+    for (id, hash) in nodes {
+        batch.put_trace_node(id, hash)?;
+    }
     let encoded =
         applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
-    Ok((applied, replies, registry_changed, changes))
+    Ok(Applied { applied, trace, replies, registry_changed, changes })
 }
 
 fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
@@ -165,22 +217,22 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
-        let applied = self.applied.clone();
-        let (applied, replies, registry_changed, changes) =
-            tokio::task::spawn_blocking(move || apply_entries(&store, applied, entries))
-                .await
-                .map_err(join_error)
-                .and_then(|result| result)
-                .map_err(sm_write_error)?;
-        self.applied = applied;
-        if registry_changed {
+        let (applied, trace) = (self.applied.clone(), self.trace.clone());
+        let done = tokio::task::spawn_blocking(move || apply_entries(&store, applied, trace, entries))
+            .await
+            .map_err(join_error)
+            .and_then(|result| result)
+            .map_err(sm_write_error)?;
+        self.applied = done.applied;
+        self.set_trace(done.trace);
+        if done.registry_changed {
             self.registry_changed();
         }
-        for change in changes {
+        for change in done.changes {
             // No receiver is not an error: nobody is subscribed.
             let _ = self.state_changes.send(change);
         }
-        Ok(replies)
+        Ok(done.replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -230,6 +282,9 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         .map_err(snapshot_error)?;
         let installed = snapshot_meta(&header).map_err(snapshot_error)?;
         self.applied = AppliedState { last_applied: installed.last_log_id, membership: installed.last_membership };
+        // The snapshot carried the tree's nodes; its right edge must be whole.
+        let trace = load_trace(&self.store, &self.applied).map_err(snapshot_error)?;
+        self.set_trace(trace);
         self.registry_changed();
         let _ = self.state_changes.send(StateChange::Everything);
         tracing::info!(snapshot_id = %meta.snapshot_id, records = stats.records, bytes = stats.bytes, "installed snapshot");

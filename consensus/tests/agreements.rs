@@ -193,7 +193,7 @@ fn forged_half_signed_tampered_and_expired_agreements_are_refused_with_the_check
 
     let mut untrusted = terms("untrusted", &[]);
     untrusted.provider = PublisherKey::of(&stranger);
-    let replies = apply(&mut machine, entries(20, vec![agreement(AgreementCommand::Create { terms: untrusted })]));
+    let replies = apply(&mut machine, entries(14, vec![agreement(AgreementCommand::Create { terms: untrusted })]));
     assert_eq!(refused(&replies[0]), AgreementCheck::ProviderUntrusted { key: PublisherKey::of(&stranger) });
 }
 

@@ -95,7 +95,7 @@ fn tampered_expired_and_overgranted_installs_are_refused_and_change_nothing() {
     let publisher = key(2);
     let rt = runtime();
     rt.block_on(machine.apply(vec![entry(1, 10, trust(&publisher))])).unwrap();
-    let before = store.state_records(1000).unwrap();
+    let before = common::effects(&store, 1000);
 
     let mut tampered = install(&manifest("echo", &[], None), &publisher, &[]);
     if let PluginCommand::Install { manifest, .. } = &mut tampered {
@@ -119,7 +119,7 @@ fn tampered_expired_and_overgranted_installs_are_refused_and_change_nothing() {
         "{:?}",
         outcomes[2]
     );
-    assert_eq!(store.state_records(1000).unwrap(), before, "refused installs change nothing");
+    assert_eq!(common::effects(&store, 1000), before, "refused installs change nothing");
 }
 
 #[test]

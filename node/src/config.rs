@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// How long a received advert is kept.
     #[arg(long, env = "ZEROMESH_ADVERT_TTL_MS")]
     pub advert_ttl_ms: Option<String>,
+    /// How often the leader asks the voters to cosign a checkpoint of the
+    /// trace log, when it grew.
+    #[arg(long, env = "ZEROMESH_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<String>,
     /// A snapshot is built every this many applied entries.
     #[arg(long, env = "ZEROMESH_SNAPSHOT_EVERY_ENTRIES")]
     pub snapshot_every_entries: Option<String>,
@@ -102,6 +106,7 @@ struct FileConfig {
     voter_timeout_ms: Option<u64>,
     advert_interval_ms: Option<u64>,
     advert_ttl_ms: Option<u64>,
+    checkpoint_interval_ms: Option<u64>,
     snapshot_every_entries: Option<u64>,
     private_mesh_key: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -124,6 +129,7 @@ pub struct NodeConfig {
     pub voter_count: usize,
     pub voter_timeout: Duration,
     pub advert_interval: Duration,
+    pub checkpoint_interval: Duration,
     pub advert_ttl: Duration,
     pub raft: RaftSettings,
     pub test_faults: bool,
@@ -167,6 +173,7 @@ pub const DEFAULT_API: &str = "127.0.0.1:8765";
 pub const DEFAULT_VOTER_COUNT: u64 = 3;
 pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
 pub const DEFAULT_RATE_LIMIT_PER_TOKEN: u64 = 1_000;
 pub const DEFAULT_API_IDLE_TIMEOUT_MS: u64 = 90_000;
@@ -304,6 +311,13 @@ impl NodeConfig {
             voter_count: voter_count as usize,
             voter_timeout: Duration::from_millis(voter_timeout_ms),
             advert_interval: Duration::from_millis(advert_interval_ms),
+            checkpoint_interval: Duration::from_millis(number(
+                "checkpoint_interval_ms",
+                args.checkpoint_interval_ms.as_deref(),
+                file.checkpoint_interval_ms,
+                DEFAULT_CHECKPOINT_INTERVAL_MS,
+                100..=86_400_000,
+            )?),
             advert_ttl: Duration::from_millis(advert_ttl_ms),
             raft,
             test_faults: args.test_faults,

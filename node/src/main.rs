@@ -7,6 +7,7 @@ mod agreement_cli;
 mod demo;
 mod plugin_cli;
 mod policy_cli;
+mod trace_cli;
 
 use zeromesh::cli::{self as client_cli, DEFAULT_NODE};
 use zeromesh::config::{NodeConfig, RunArgs};
@@ -110,6 +111,14 @@ enum Commands {
         node: String,
         #[command(subcommand)]
         command: policy_cli::PolicyCommand,
+    },
+    /// The trace log: checkpoints cosigned by the voters, inclusion and
+    /// consistency proofs, and their offline verification.
+    Trace {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: trace_cli::TraceCommand,
     },
     /// Publisher keys and signed plugin packages; the mesh's plugin registry.
     #[command(subcommand)]
@@ -231,5 +240,6 @@ async fn main() -> anyhow::Result<()> {
         Commands::Agent { node, command } => agent_cli::run(&node, command).await,
         Commands::Agreement { node, command } => agreement_cli::run(&node, command).await,
         Commands::Policy { node, command } => policy_cli::run(&node, command).await,
+        Commands::Trace { node, command } => trace_cli::run(&node, command).await,
     }
 }

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod memory;
 pub mod plugin;
 pub mod policy;
+pub mod trace;
 pub mod validate;
 
 pub use command::{Command, CommandReply, Request};

@@ -17,11 +17,24 @@ pub(crate) const CF_PLUGIN_REGISTRY: &str = "plugin_registry";
 /// Plugin modules held by this node, keyed by SHA-256. Not replicated and not
 /// in snapshots: each node fetches the modules its registry names.
 pub(crate) const CF_PLUGIN_BLOBS: &str = "plugin_blobs";
+/// The trace tree's node hashes, keyed by level (one byte) and big-endian
+/// index: every leaf and every complete subtree, about two per entry.
+pub(crate) const CF_TRACE_NODES: &str = "trace_nodes";
 
-pub(crate) const ALL_CFS: [&str; 7] =
-    [CF_RAFT_LOG, CF_RAFT_META, CF_SM_META, CF_MEM_LATEST, CF_MEM_HISTORY, CF_PLUGIN_REGISTRY, CF_PLUGIN_BLOBS];
-/// The column families a snapshot carries, in file order.
-pub(crate) const STATE_TABLES: [&str; 3] = [CF_MEM_LATEST, CF_MEM_HISTORY, CF_PLUGIN_REGISTRY];
+pub(crate) const ALL_CFS: [&str; 8] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_MEM_LATEST,
+    CF_MEM_HISTORY,
+    CF_PLUGIN_REGISTRY,
+    CF_PLUGIN_BLOBS,
+    CF_TRACE_NODES,
+];
+/// The column families a snapshot carries, in file order. The trace's nodes
+/// travel with the state, so a node that installs a snapshot can still prove
+/// every leaf before it.
+pub(crate) const STATE_TABLES: [&str; 4] = [CF_MEM_LATEST, CF_MEM_HISTORY, CF_PLUGIN_REGISTRY, CF_TRACE_NODES];
 
 pub(crate) const PLUGIN_KEY_PREFIX: &[u8] = b"p/";
 pub(crate) const PUBLISHER_KEY_PREFIX: &[u8] = b"k/";
@@ -53,6 +66,16 @@ pub(crate) const KEY_APPLIED: &[u8] = b"applied";
 /// Present while a snapshot install is in progress; found at open, it means
 /// the install was interrupted and is redone from the current snapshot file.
 pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
+/// This node's latest accepted checkpoint (a signed note); local, not
+/// replicated and not in snapshots.
+pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
+
+pub(crate) fn trace_node_key(id: zeromesh_trace::merkle::NodeId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = id.level;
+    key[1..].copy_from_slice(&id.index.to_be_bytes());
+    key
+}
 
 pub(crate) fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

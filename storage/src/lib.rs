@@ -15,6 +15,7 @@ mod snapshot;
 mod snapshot_file;
 mod store;
 mod tables;
+mod trace;
 
 pub use error::StorageError;
 pub use log_store::LogStore;

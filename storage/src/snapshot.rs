@@ -1,10 +1,10 @@
 //! Snapshot files: built from a consistent RocksDB view, streamed to and from
 //! disk record by record, verified whole before an install changes anything.
 //!
-//! Layout: the magic `ZMSNAP01`; a length-prefixed header; records of
+//! Layout: the magic `ZMSNAP02`; a length-prefixed header; records of
 //! `table u8 | key_len u32 | key | value_len u32 | value`; an end mark `0xFF`,
 //! the record count (u64) and a CRC-32 of every byte before it. Integers are
-//! big-endian.
+//! big-endian. Version 02 added the trace nodes (table 4).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -23,7 +23,7 @@ use crate::snapshot_file::SnapshotFile;
 use crate::store::Store;
 use crate::tables::StoredVersion;
 
-const MAGIC: &[u8; 8] = b"ZMSNAP01";
+const MAGIC: &[u8; 8] = b"ZMSNAP02";
 const END_MARK: u8 = 0xFF;
 const CURRENT_FILE: &str = "current.snap";
 /// Records and bytes per RocksDB write batch while installing.
@@ -134,7 +134,9 @@ fn table_tag(table: &str) -> u8 {
     match table {
         CF_MEM_LATEST => 1,
         CF_MEM_HISTORY => 2,
-        _ => 3,
+        CF_PLUGIN_REGISTRY => 3,
+        CF_TRACE_NODES => 4,
+        other => unreachable!("{other} is not a state table"),
     }
 }
 
@@ -143,6 +145,7 @@ fn tag_table(tag: u8) -> Option<&'static str> {
         1 => Some(CF_MEM_LATEST),
         2 => Some(CF_MEM_HISTORY),
         3 => Some(CF_PLUGIN_REGISTRY),
+        4 => Some(CF_TRACE_NODES),
         _ => None,
     }
 }
@@ -248,6 +251,10 @@ fn check_record(reader: &RecordReader, table: &str, key: &[u8], value: &[u8]) ->
     if table == CF_PLUGIN_REGISTRY {
         return crate::registry::check_registry_record(key, value)
             .map_err(|reason| reader.bad(format!("a plugin registry record is invalid: {reason}")));
+    }
+    if table == CF_TRACE_NODES {
+        return crate::trace::check_trace_record(key, value)
+            .map_err(|reason| reader.bad(format!("a trace record is invalid: {reason}")));
     }
     let path_bytes = if table == CF_MEM_LATEST {
         key

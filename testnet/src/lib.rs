@@ -410,7 +410,8 @@ async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Resul
 
 impl Testnet {
     /// Starts `count` nodes: the first with `--init`, the rest joining
-    /// through it. Returns once every node is a member of the cluster.
+    /// through it. Returns once every node is a member of the cluster and
+    /// the first ones are voters, up to the voter count.
     pub async fn start(count: usize, options: TestnetOptions) -> anyhow::Result<Testnet> {
         assert!(count >= 1, "a testnet has at least one node");
         let binary = match &options.binary {
@@ -437,10 +438,25 @@ impl Testnet {
             testnet.add_node().await?;
         }
         let expected = count;
+        // Tests kill voters and expect a quorum to remain: wait until the
+        // leader has promoted the first nodes up to the voter count.
+        let voters = testnet
+            .options
+            .args
+            .windows(2)
+            .find(|pair| pair[0] == "--voter-count")
+            .and_then(|pair| pair[1].parse().ok())
+            .unwrap_or(zeromesh::config::DEFAULT_VOTER_COUNT as usize)
+            .min(count);
         testnet
-            .wait_for_cluster("every node to be a member", Duration::from_secs(60), move |status| {
-                status["members"].as_array().is_some_and(|members| members.len() == expected)
-            })
+            .wait_for_cluster(
+                "every node to be a member, and the voters promoted",
+                Duration::from_secs(60),
+                move |status| {
+                    status["members"].as_array().is_some_and(|members| members.len() == expected)
+                        && status["voters"].as_array().is_some_and(|ids| ids.len() == voters)
+                },
+            )
             .await?;
         Ok(testnet)
     }

@@ -154,9 +154,27 @@ pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
 }
 
-/// A state machine on a fresh store in `dir`, and the store for reads.
+/// A state machine on a fresh store in `dir`, and the store for reads. It
+/// has applied the log's first entry (index 0, a blank one here, as a new
+/// cluster's membership entry would be), so tests number entries from 1.
 pub fn open_machine(dir: &tempfile::TempDir) -> (zeromesh_storage::Store, zeromesh_consensus::MemoryStateMachine) {
+    use openraft::storage::RaftStateMachine;
     let store = zeromesh_storage::Store::open(dir.path()).expect("open a store");
-    let machine = zeromesh_consensus::MemoryStateMachine::open(store.clone()).expect("open the state machine");
+    let mut machine = zeromesh_consensus::MemoryStateMachine::open(store.clone()).expect("open the state machine");
+    if machine.last_applied().is_none() {
+        let first = zeromesh_consensus::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 0),
+            payload: openraft::EntryPayload::Blank,
+        };
+        runtime().block_on(machine.apply(vec![first])).expect("the first entry applies");
+    }
     (store, machine)
+}
+
+/// The state tables' records (at most `max_records`) without the trace
+/// tree's nodes, which every applied entry adds to: what an entry's effects
+/// change.
+pub fn effects(store: &zeromesh_storage::Store, max_records: usize) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let records = store.state_records(max_records).expect("the state tables read");
+    records.into_iter().filter(|(table, _, _)| *table != "trace_nodes").collect()
 }

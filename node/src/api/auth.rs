@@ -160,7 +160,7 @@ fn over_limit(refusal: &Refusal, over: &OverLimit, owner: (&str, &str)) -> RpcEr
 }
 
 /// Whether `caller` may make this request. Resource reads are memory
-/// reads (agreement and policy resources: observations); `tools/call` is decided by the kernel; every other method is open
+/// reads (agreement, policy and checkpoint resources: observations); `tools/call` is decided by the kernel; every other method is open
 /// to every authenticated caller.
 pub fn authorize(caller: &Caller, method: &str, uri: Option<&str>) -> Result<(), RpcError> {
     if !matches!(method, "resources/read" | "resources/subscribe" | "resources/unsubscribe") {
@@ -169,7 +169,9 @@ pub fn authorize(caller: &Caller, method: &str, uri: Option<&str>) -> Result<(),
     let uri = uri.unwrap_or_default();
     // Agreements, their usage and violations, and the policy set are
     // observed, like agreement_show and policy_show.
-    let observed = uri.starts_with(super::resources::AGREEMENT_SCHEME) || uri == super::resources::POLICY_URI;
+    let observed = uri.starts_with(super::resources::AGREEMENT_SCHEME)
+        || uri == super::resources::POLICY_URI
+        || uri == super::resources::CHECKPOINT_URI;
     let (access, target) = match observed {
         true => (Access::Observe, ""),
         false => (Access::MemoryRead, uri.strip_prefix(super::resources::URI_SCHEME).unwrap_or(uri)),

@@ -131,6 +131,58 @@ fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
 }
 
+/// The trace log: tree size, root, checkpoints and alarms.
+fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let head = cluster.consensus.trace_head();
+    gauge(out, "zeromesh_trace_leaves", "Leaves in this node's trace tree (entries applied).", head.size);
+    let prefix = u64::from_be_bytes([
+        0,
+        0,
+        head.root.0[0],
+        head.root.0[1],
+        head.root.0[2],
+        head.root.0[3],
+        head.root.0[4],
+        head.root.0[5],
+    ]);
+    gauge(
+        out,
+        "zeromesh_trace_root_prefix",
+        "The trace root's first 48 bits as a number: equal on nodes with equal zeromesh_trace_leaves.",
+        prefix,
+    );
+    let checkpoints = &cluster.checkpoints;
+    gauge(
+        out,
+        "zeromesh_trace_checkpoint_size",
+        "Tree size of the latest cosigned checkpoint kept here.",
+        checkpoints.latest_size.load(Relaxed),
+    );
+    counter(
+        out,
+        "zeromesh_trace_checkpoints_cosigned_total",
+        "Checkpoints this node cosigned.",
+        checkpoints.cosigned.load(Relaxed),
+    );
+    counter(
+        out,
+        "zeromesh_trace_checkpoints_published_total",
+        "Checkpoints this node published as leader.",
+        checkpoints.published.load(Relaxed),
+    );
+    counter(
+        out,
+        "zeromesh_trace_root_mismatches_total",
+        "ALARM: roots this node was asked to sign or keep that differ from its own.",
+        checkpoints.mismatches.load(Relaxed),
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+}
+
 /// The whole metrics page.
 pub fn render(state: &ApiState) -> String {
     let mut out = String::new();
@@ -159,5 +211,6 @@ pub fn render(state: &ApiState) -> String {
     gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
     gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
     gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
+    write_trace(&mut out, &state.cluster);
     out
 }

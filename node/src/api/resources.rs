@@ -1,7 +1,8 @@
 //! Agent memories as MCP resources: `mem://{agent}/{path}`; and agreements:
 //! `agreement://{id}` (terms, state, history, usage), `agreement://{id}/usage`
 //! and `agreement://violations` (the latest); and the policy set:
-//! `policy://current`. Listing and reading memories go
+//! `policy://current`; and the trace log's latest cosigned checkpoint:
+//! `trace://checkpoint/latest` (a C2SP signed note, not notified). Listing and reading memories go
 //! through the memory log (linearizable); agreements and policies are read as this node
 //! applied them. A connection may subscribe to any of them and is told when
 //! one changes anywhere in the mesh (`notifications/resources/updated`), as
@@ -25,6 +26,7 @@ pub const URI_SCHEME: &str = "mem://";
 pub const AGREEMENT_SCHEME: &str = "agreement://";
 const VIOLATIONS_URI: &str = "agreement://violations";
 pub const POLICY_URI: &str = "policy://current";
+pub const CHECKPOINT_URI: &str = "trace://checkpoint/latest";
 /// Violations `agreement://violations` shows.
 const VIOLATIONS_SHOWN: usize = 100;
 
@@ -36,12 +38,16 @@ pub enum Resource {
     Usage(String),
     Violations,
     Policy,
+    Checkpoint,
 }
 
 impl Resource {
     pub fn parse(uri: &str) -> Result<Resource, RpcError> {
         if uri == POLICY_URI {
             return Ok(Resource::Policy);
+        }
+        if uri == CHECKPOINT_URI {
+            return Ok(Resource::Checkpoint);
         }
         let Some(rest) = uri.strip_prefix(AGREEMENT_SCHEME) else { return parse_uri(uri).map(Resource::Memory) };
         let bad = |reason: String| {
@@ -70,6 +76,7 @@ impl Resource {
             Resource::Usage(id) => format!("{AGREEMENT_SCHEME}{id}/usage"),
             Resource::Violations => VIOLATIONS_URI.to_owned(),
             Resource::Policy => POLICY_URI.to_owned(),
+            Resource::Checkpoint => CHECKPOINT_URI.to_owned(),
         }
     }
 
@@ -196,6 +203,16 @@ pub async fn read(cluster: &Cluster, uri: &str) -> Result<Value, RpcError> {
             let from = next.saturating_sub(VIOLATIONS_SHOWN as u64);
             let found = cluster.consensus.violations(from, VIOLATIONS_SHOWN).await.map_err(unavailable)?;
             json!({ "violations": found.iter().map(agreements::violation_json).collect::<Vec<_>>() })
+        }
+        Resource::Checkpoint => {
+            let text = cluster.consensus.trace_checkpoint().await.map_err(unavailable)?.ok_or_else(|| {
+                rpc_error(
+                    RESOURCE_NOT_FOUND,
+                    "no trace checkpoint yet: the leader makes one every checkpoint_interval_ms once the log grew",
+                )
+            })?;
+            let content = json!({ "uri": CHECKPOINT_URI, "mimeType": "text/plain", "text": text });
+            return Ok(json!({ "contents": [content] }));
         }
         Resource::Policy => {
             let policy = cluster.consensus.current_policy().map_err(unavailable)?;

@@ -39,6 +39,8 @@ async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> Me
             | MeshRequest::InstallSnapshot(_)
             | MeshRequest::FetchPluginModule { .. }
             | MeshRequest::Propose(_)
+            | MeshRequest::CosignCheckpoint { .. }
+            | MeshRequest::PublishCheckpoint(_)
     );
     if members_only && !sender_may_speak_raft(&cluster, &peer).await {
         return MeshResponse::Refused(MeshError::Refused(format!(
@@ -58,6 +60,10 @@ async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> Me
         MeshRequest::FetchPluginModule { sha256 } => {
             MeshResponse::FetchPluginModule(cluster.consensus.module(sha256).await.ok().flatten())
         }
+        MeshRequest::CosignCheckpoint { size, root } => {
+            MeshResponse::CosignCheckpoint(cluster.cosign(size, root).await)
+        }
+        MeshRequest::PublishCheckpoint(text) => MeshResponse::PublishCheckpoint(cluster.accept_checkpoint(text).await),
     }
 }
 

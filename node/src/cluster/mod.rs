@@ -3,12 +3,14 @@
 //! status), membership upkeep, and the mesh's inbound side.
 
 mod batcher;
+mod checkpoint;
 mod inbound;
 mod membership;
 mod propose;
 mod service;
 mod transport;
 
+pub use checkpoint::{checkpoints, member_verifier, signing_key, Checkpoints};
 pub use inbound::Inbound;
 pub use membership::{join, next_voters, upkeep};
 pub use service::{token_hash, Cluster, ServiceError};

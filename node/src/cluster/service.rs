@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use zeromesh_consensus::{ClusterView, ConsensusError, ConsensusNode, Consistency, ReadQuery, ReadReply};
+use zeromesh_consensus::{ClusterView, ConsensusError, ConsensusNode, Consistency, ReadQuery, ReadReply, TraceHead};
 use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
 
 use super::batcher::WriteBatcher;
@@ -83,6 +83,7 @@ pub struct Cluster {
     pub voter_timeout: Duration,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
+    pub checkpoints: super::checkpoint::Checkpoints,
 }
 
 impl Cluster {
@@ -111,7 +112,14 @@ impl Cluster {
             voter_timeout,
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
+            checkpoints: super::checkpoint::Checkpoints::default(),
         })
+    }
+
+    /// Gives the node the key it cosigns trace checkpoints with.
+    pub fn with_checkpoint_key(mut self, key: ed25519_dalek::SigningKey) -> Self {
+        self.checkpoints = super::checkpoint::Checkpoints::new(key);
+        self
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -328,7 +336,12 @@ impl Cluster {
 
     /// This node's own view, as other nodes ask for it.
     pub fn own_status(&self) -> NodeStatus {
-        status_of(&self.consensus.cluster_view(), &self.mesh.peer_id().to_string(), &self.info)
+        status_of(
+            &self.consensus.cluster_view(),
+            &self.consensus.trace_head(),
+            &self.mesh.peer_id().to_string(),
+            &self.info,
+        )
     }
 
     /// Every member's own view (asked over the mesh, in parallel), by id;
@@ -351,7 +364,7 @@ impl Cluster {
 }
 
 /// A [`NodeStatus`] from a Raft view.
-pub fn status_of(view: &ClusterView, peer_id: &str, info: &MemberInfo) -> NodeStatus {
+pub fn status_of(view: &ClusterView, trace: &TraceHead, peer_id: &str, info: &MemberInfo) -> NodeStatus {
     NodeStatus {
         node_id: view.node_id,
         peer_id: peer_id.to_owned(),
@@ -363,6 +376,8 @@ pub fn status_of(view: &ClusterView, peer_id: &str, info: &MemberInfo) -> NodeSt
         last_log_index: view.last_log_index,
         applied_index: view.applied_index,
         snapshot_index: view.snapshot_index,
+        trace_size: trace.size,
+        trace_root: trace.root.to_hex(),
         info: info.clone(),
     }
 }

@@ -32,6 +32,14 @@ pub enum MeshRequest {
     FetchPluginModule {
         sha256: [u8; 32],
     },
+    /// The leader asks a voter to cosign the trace tree's root at a size.
+    CosignCheckpoint {
+        size: u64,
+        root: [u8; 32],
+    },
+    /// The leader hands out a checkpoint a majority of voters cosigned
+    /// (signed-note text).
+    PublishCheckpoint(String),
 }
 
 /// The answer to a [`MeshRequest`], variant for variant.
@@ -47,6 +55,9 @@ pub enum MeshResponse {
     Propose(Result<(u64, CommandReply), MeshError>),
     /// The module, or `None` when the peer does not hold it.
     FetchPluginModule(Option<Vec<u8>>),
+    /// The voter's signature line: key name, key id, signature.
+    CosignCheckpoint(Result<(String, [u8; 4], Vec<u8>), MeshError>),
+    PublishCheckpoint(Result<(), MeshError>),
     /// The request was not handled (busy, shutting down, malformed).
     Refused(MeshError),
 }
@@ -103,5 +114,8 @@ pub struct NodeStatus {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
+    /// Leaves in this node's trace tree, and its root (hex).
+    pub trace_size: u64,
+    pub trace_root: String,
     pub info: MemberInfo,
 }

@@ -60,15 +60,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("opening the Raft store in {}", config.data_dir.join("raft").display()))?;
-    let cluster = Arc::new(Cluster::new(
-        consensus,
-        mesh.clone(),
-        info.clone(),
-        liveness,
-        config.voter_count,
-        config.voter_timeout,
-        &config.data_dir,
-    )?);
+    let cluster = Arc::new(
+        Cluster::new(
+            consensus,
+            mesh.clone(),
+            info.clone(),
+            liveness,
+            config.voter_count,
+            config.voter_timeout,
+            &config.data_dir,
+        )?
+        .with_checkpoint_key(cluster::signing_key(&keypair)?),
+    );
+    cluster.load_checkpoint().await;
     inbound.set(cluster.clone());
     let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names())?);
     let tool_env = Arc::new(ToolEnv {
@@ -108,6 +112,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(crate::api::serve(api_listener, api, config.tls.clone()));
     tokio::spawn(cluster::upkeep(cluster.clone()));
+    tokio::spawn(cluster::checkpoints(cluster.clone(), config.checkpoint_interval));
     tokio::spawn(plugins.clone().run(cluster.clone()));
     tokio::spawn(advertise::publish(cluster.clone(), plugins, keypair, config.advert_interval));
 

@@ -11,6 +11,7 @@ mod plugins;
 mod policies;
 mod status;
 mod tokens;
+mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -158,6 +159,7 @@ fn declarations() -> Vec<ToolDecl> {
     all.extend(agents::tools());
     all.extend(agreements::tools());
     all.extend(policies::tools());
+    all.extend(trace::tools());
     all
 }
 

@@ -1,4 +1,5 @@
-//! The tools that describe the node: `cluster_status` and `mesh_peers`;
+//! The tools that describe the node: `cluster_status` (with each member's
+//! trace tree size and root) and `mesh_peers`;
 //! and, with `--test-faults`, `mesh_isolate` and `mesh_heal`.
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
     vec![
         ToolDecl::new(
             "cluster_status",
-            "Leader, term, voters, non-voters and each member's log position.",
+            "Leader, term, voters, non-voters and each member's log position and trace root.",
             Access::Observe,
             |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move { Ok(cluster_status(&env.cluster).await) },
         ),
@@ -84,6 +85,8 @@ async fn cluster_status(cluster: &Cluster) -> Value {
                 "last_log_index": status.last_log_index,
                 "applied_index": status.applied_index,
                 "snapshot_index": status.snapshot_index,
+                "trace_size": status.trace_size,
+                "trace_root": status.trace_root,
                 "peer_id": status.peer_id,
                 "p2p_addr": status.info.p2p_addr,
                 "api_addr": status.info.api_addr,
@@ -103,6 +106,11 @@ async fn cluster_status(cluster: &Cluster) -> Value {
         "non_voters": own.non_voters,
         "members": members,
         "mesh_peers": cluster.mesh.connected_peers().len(),
+        "trace": {
+            "size": own.trace_size,
+            "root": own.trace_root,
+            "checkpoint_size": cluster.checkpoints.latest_size.load(std::sync::atomic::Ordering::Relaxed),
+        },
     })
 }
 
