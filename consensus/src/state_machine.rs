@@ -255,6 +255,9 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
         snapshot.sync().await.map_err(snapshot_error)?;
+        // While the tables are replaced, the tree is not readable: readers
+        // see an empty one and wait, rather than read half of two trees.
+        self.trace_heads.send_replace(TraceHead { size: 0, root: zeromesh_trace::merkle::empty_root() });
         let store = self.store.clone();
         let path = snapshot.path().to_owned();
         drop(snapshot);

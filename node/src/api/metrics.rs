@@ -136,16 +136,9 @@ fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
     use std::sync::atomic::Ordering::Relaxed;
     let head = cluster.consensus.trace_head();
     gauge(out, "zeromesh_trace_leaves", "Leaves in this node's trace tree (entries applied).", head.size);
-    let prefix = u64::from_be_bytes([
-        0,
-        0,
-        head.root.0[0],
-        head.root.0[1],
-        head.root.0[2],
-        head.root.0[3],
-        head.root.0[4],
-        head.root.0[5],
-    ]);
+    let mut prefix = [0u8; 8];
+    prefix[2..].copy_from_slice(&head.root.0[..6]);
+    let prefix = u64::from_be_bytes(prefix);
     gauge(
         out,
         "zeromesh_trace_root_prefix",
@@ -159,24 +152,22 @@ fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
         "Tree size of the latest cosigned checkpoint kept here.",
         checkpoints.latest_size.load(Relaxed),
     );
-    counter(
-        out,
-        "zeromesh_trace_checkpoints_cosigned_total",
-        "Checkpoints this node cosigned.",
-        checkpoints.cosigned.load(Relaxed),
-    );
-    counter(
-        out,
-        "zeromesh_trace_checkpoints_published_total",
-        "Checkpoints this node published as leader.",
-        checkpoints.published.load(Relaxed),
-    );
-    counter(
-        out,
-        "zeromesh_trace_root_mismatches_total",
-        "ALARM: roots this node was asked to sign or keep that differ from its own.",
-        checkpoints.mismatches.load(Relaxed),
-    );
+    let counters = [
+        ("zeromesh_trace_checkpoints_cosigned_total", "Checkpoints this node cosigned.", &checkpoints.cosigned),
+        (
+            "zeromesh_trace_checkpoints_published_total",
+            "Checkpoints this node published as leader.",
+            &checkpoints.published,
+        ),
+        (
+            "zeromesh_trace_root_mismatches_total",
+            "ALARM: roots this node was asked to sign or keep that differ from its own.",
+            &checkpoints.mismatches,
+        ),
+    ];
+    for (name, help, count) in counters {
+        counter(out, name, help, count.load(Relaxed));
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
