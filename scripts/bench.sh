@@ -12,8 +12,9 @@
 # the API moved to rmcp), in a worktree beside the cache, sharing the build
 # directory so that only the workspace's own crates are compiled again.
 #
-# usage: scripts/bench.sh [filter]   (a criterion filter, `mesh`, or
-#        `mesh-api` for the API layer comparison alone)
+# usage: scripts/bench.sh [filter]   (a criterion filter, `mesh`,
+#        `mesh-api` for the API layer comparison alone, or `mesh-trace` for
+#        writes against ZEROMESH_BASELINE_COMMIT=<commit before the trace>)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"

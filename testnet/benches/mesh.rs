@@ -9,7 +9,10 @@
 //! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
 //! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
 //! node binary (scripts/bench.sh builds the commit before the API moved to
-//! rmcp), for that one too, in the same run.
+//! rmcp), for that one too, in the same run. With `mesh-trace`, durable
+//! writes through the leader at 1, 10 and 64 clients, for this build and the
+//! baseline (`ZEROMESH_BASELINE_COMMIT=<the commit before the trace log>`):
+//! what the trace log costs the write path, in one run.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
@@ -441,6 +444,41 @@ async fn api_layer_comparison(scale: &Scale) {
     }
 }
 
+/// Durable writes through the leader of a 3-node `--dev` testnet running
+/// `binary`, at 1, 10 and 64 clients. Writes/s by name.
+async fn writes(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(String, f64)> {
+    let testnet = Testnet::start(3, TestnetOptions { binary, ..Default::default() }).await.expect("a testnet starts");
+    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+    let target = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
+    let mut rates = Vec::new();
+    for clients in [1, 10, 64] {
+        let name = format!("mesh/trace/memory_put/clients={clients}");
+        rates.push((
+            name.clone(),
+            report(&format!("{name} ({label})"), "writes", load(&target, clients, scale, Operation::Write).await),
+        ));
+    }
+    rates
+}
+
+/// Writes with this build (every entry a trace leaf) and with the baseline
+/// build, with the ratio of each figure to the baseline's.
+async fn trace_cost_comparison(scale: &Scale) {
+    let Some(baseline_bin) = std::env::var_os("ZEROMESH_BASELINE_BIN").map(PathBuf::from) else {
+        println!("mesh/trace: ZEROMESH_BASELINE_BIN is not set; no baseline to compare with");
+        return;
+    };
+    // Alternate the builds, so a slower stretch of a shared machine does not
+    // fall on one of them only.
+    let first = writes(scale, "this build", None).await;
+    let baseline = writes(scale, "baseline", Some(baseline_bin.clone())).await;
+    let second = writes(scale, "this build", None).await;
+    let again = writes(scale, "baseline", Some(baseline_bin)).await;
+    for (((name, a), (_, b)), ((_, c), (_, d))) in first.iter().zip(&baseline).zip(second.iter().zip(&again)) {
+        println!("ratio {name}: this build / baseline writes/s {:.2}", (a + c) / (b + d).max(1e-9));
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -453,6 +491,10 @@ async fn main() {
     let scale = if full { &FULL } else { &SMOKE };
     if std::env::args().any(|arg| arg == "mesh-api") {
         api_layer_comparison(scale).await;
+        return;
+    }
+    if std::env::args().any(|arg| arg == "mesh-trace") {
+        trace_cost_comparison(scale).await;
         return;
     }
 
