@@ -124,7 +124,7 @@ impl Cluster {
             .ok_or_else(|| MeshError::Unavailable("this node has no checkpoint key".into()))?;
         let signature = note::sign(&body, &name, key).map_err(|e| MeshError::Invalid(e.to_string()))?;
         self.checkpoints.cosigned.fetch_add(1, Ordering::Relaxed);
-        Ok((signature.name, key_id_bytes(signature.key_id), signature.signature))
+        Ok((signature.name, signature.key_id.to_be_bytes(), signature.signature))
     }
 
     /// On the leader: gathers cosignatures for the tree as it is now and,
@@ -139,26 +139,7 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let asks = voters.iter().map(|(id, verifier)| {
             let info = members.get(id).cloned().unwrap_or_default();
-            async move {
-                let answer = if *id == self.node_id() {
-                    self.cosign(head.size, head.root.0).await
-                } else {
-                    match self
-                        .send(
-                            *id,
-                            &info,
-                            MeshRequest::CosignCheckpoint { size: head.size, root: head.root.0 },
-                            COSIGN_TIMEOUT,
-                        )
-                        .await
-                    {
-                        Ok(MeshResponse::CosignCheckpoint(result)) => result,
-                        Ok(other) => Err(MeshError::Unavailable(format!("answered {other:?}"))),
-                        Err(error) => Err(MeshError::Unavailable(error.to_string())),
-                    }
-                };
-                (id, verifier, answer)
-            }
+            async move { (id, verifier, self.cosignature_of(*id, &info, head.size, head.root.0).await) }
         });
         let mut refusals = Vec::new();
         for (id, verifier, answer) in futures::future::join_all(asks).await {
@@ -200,6 +181,25 @@ impl Cluster {
         Ok(signed)
     }
 
+    /// Voter `id`'s cosignature of `(size, root)`: this node's own, or asked
+    /// over the mesh.
+    async fn cosignature_of(
+        &self,
+        id: NodeId,
+        info: &MemberInfo,
+        size: u64,
+        root: [u8; 32],
+    ) -> Result<(String, [u8; 4], Vec<u8>), MeshError> {
+        if id == self.node_id() {
+            return self.cosign(size, root).await;
+        }
+        match self.send(id, info, MeshRequest::CosignCheckpoint { size, root }, COSIGN_TIMEOUT).await {
+            Ok(MeshResponse::CosignCheckpoint(result)) => result,
+            Ok(other) => Err(MeshError::Unavailable(format!("answered {other:?}"))),
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        }
+    }
+
     /// Keeps a checkpoint handed over by the leader if a majority of the
     /// current voters cosigned it and this node computed the same root.
     pub async fn accept_checkpoint(&self, text: String) -> Result<(), MeshError> {
@@ -228,10 +228,6 @@ impl Cluster {
         self.checkpoints.latest_size.fetch_max(size, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn key_id_bytes(key_id: u32) -> [u8; 4] {
-    key_id.to_be_bytes()
 }
 
 /// On whichever node leads: a checkpoint every `interval` while the tree
