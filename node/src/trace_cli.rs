@@ -30,7 +30,7 @@ pub enum TraceCommand {
         out: Option<PathBuf>,
     },
     /// Fetches an inclusion proof of log entry INDEX in the latest
-    /// checkpoint, with the entry's bytes. Needs an admin token.
+    /// checkpoint, with the entry's leaf and payload. Needs an admin token.
     Prove {
         #[arg(long)]
         index: u64,
@@ -50,6 +50,7 @@ pub enum TraceCommand {
     /// Checks a proof offline: the checkpoint's cosignatures by a majority
     /// of the voters in KEYS, then the proof against its root.
     Verify {
+        /// A proof file written by `prove` or `consistency`.
         #[arg(long)]
         proof: PathBuf,
         /// The voters' verifier keys, one per line (`zeromesh trace keys`).
