@@ -457,8 +457,19 @@ async fn writes(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(Str
             name.clone(),
             report(&format!("{name} ({label})"), "writes", load(&target, clients, scale, Operation::Write).await),
         ));
+        // The leader makes a checkpoint every 10 s while the tree grows:
+        // its last cosigning round, under this load (a baseline may have none).
+        if let Some(seconds) = checkpoint_round_seconds(&testnet.nodes[leader].address.api).await {
+            println!("{name} ({label}): last cosigning round {:.2} ms", seconds * 1e3);
+        }
     }
     rates
+}
+
+/// `zeromesh_trace_checkpoint_round_seconds` from a node's /metrics.
+async fn checkpoint_round_seconds(api: &str) -> Option<f64> {
+    let (_, body) = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.ok()?;
+    body.lines().find_map(|line| line.strip_prefix("zeromesh_trace_checkpoint_round_seconds ")?.parse().ok())
 }
 
 /// Writes with this build (every entry a trace leaf) and with the baseline

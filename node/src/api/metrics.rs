@@ -152,6 +152,12 @@ fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
         "Tree size of the latest cosigned checkpoint kept here.",
         checkpoints.latest_size.load(Relaxed),
     );
+    gauge(
+        out,
+        "zeromesh_trace_checkpoint_round_seconds",
+        "How long this node's last cosigning round as leader took.",
+        checkpoints.last_round_micros.load(Relaxed) as f64 / 1e6,
+    );
     let counters = [
         ("zeromesh_trace_checkpoints_cosigned_total", "Checkpoints this node cosigned.", &checkpoints.cosigned),
         (

@@ -39,6 +39,9 @@ pub struct Checkpoints {
     pub published: AtomicU64,
     /// The size of the latest checkpoint this node keeps.
     pub latest_size: AtomicU64,
+    /// How long this node's last cosigning round took as leader, from the
+    /// first request to the checkpoint kept here, in microseconds.
+    pub last_round_micros: AtomicU64,
 }
 
 impl Checkpoints {
@@ -49,6 +52,7 @@ impl Checkpoints {
             cosigned: AtomicU64::new(0),
             published: AtomicU64::new(0),
             latest_size: AtomicU64::new(0),
+            last_round_micros: AtomicU64::new(0),
         }
     }
 }
@@ -131,6 +135,7 @@ impl Cluster {
     /// with a majority, keeps the checkpoint and hands it to every member.
     /// Returns the checkpoint, or why there is none.
     pub async fn make_checkpoint(&self) -> Result<SignedCheckpoint, String> {
+        let started = std::time::Instant::now();
         let head = self.consensus.trace_head();
         let origin = self.trace_origin().await?;
         let voters = self.voter_verifiers()?;
@@ -167,6 +172,7 @@ impl Cluster {
             ));
         }
         self.keep_checkpoint(&signed).await?;
+        self.checkpoints.last_round_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.checkpoints.published.fetch_add(1, Ordering::Relaxed);
         let text = signed.encode();
         let hand_out = members.iter().filter(|(id, _)| **id != self.node_id()).map(|(id, info)| {
