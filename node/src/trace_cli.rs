@@ -12,9 +12,9 @@ use zeromesh_trace::bundle::ProofBundle;
 use zeromesh_trace::note::{NoteVerifier, MAX_NOTE_BYTES};
 
 /// Largest proof file `verify` reads (a leaf holds up to one 4 MiB batch).
-const MAX_PROOF_FILE_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_PROOF_FILE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest verifier-keys file.
-const MAX_KEYS_FILE_BYTES: u64 = 64 * 1024;
+const MAX_KEYS_FILE_BYTES: usize = 64 * 1024;
 
 #[derive(Subcommand)]
 pub enum TraceCommand {
@@ -66,17 +66,15 @@ pub enum TraceCommand {
     },
 }
 
-fn read_limited(path: &Path, max_bytes: u64, what: &str) -> anyhow::Result<String> {
-    let size = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
-    if size > max_bytes {
-        bail!("{} has {size} bytes; a {what} holds at most {max_bytes}", path.display());
-    }
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+/// A text file of at most `max_bytes`.
+fn read_text(path: &Path, max_bytes: usize, what: &str) -> anyhow::Result<String> {
+    let bytes = crate::plugin_cli::read_limited(path, max_bytes, what)?;
+    String::from_utf8(bytes).with_context(|| format!("{what} {} is not UTF-8 text", path.display()))
 }
 
 /// Verifier keys from a file: one per line, `#` starts a comment.
 pub fn read_keys(path: &Path) -> anyhow::Result<Vec<NoteVerifier>> {
-    let text = read_limited(path, MAX_KEYS_FILE_BYTES, "keys file")?;
+    let text = read_text(path, MAX_KEYS_FILE_BYTES, "keys file")?;
     let keys = text
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
@@ -146,11 +144,11 @@ pub async fn run(node: &str, command: TraceCommand) -> anyhow::Result<()> {
 /// `zeromesh trace verify`: no node, only files.
 fn verify(proof: &Path, keys: &Path, checkpoint: Option<&Path>, old_checkpoint: Option<&Path>) -> anyhow::Result<()> {
     let keys = read_keys(keys)?;
-    let text = read_limited(proof, MAX_PROOF_FILE_BYTES, "proof file")?;
+    let text = read_text(proof, MAX_PROOF_FILE_BYTES, "proof file")?;
     let mut bundle: ProofBundle =
         serde_json::from_str(&text).with_context(|| format!("{} is not a zeromesh proof", proof.display()))?;
     if let Some(path) = checkpoint {
-        let replacement = read_limited(path, MAX_NOTE_BYTES as u64, "checkpoint")?;
+        let replacement = read_text(path, MAX_NOTE_BYTES, "checkpoint")?;
         match &mut bundle {
             ProofBundle::Inclusion(inclusion) => inclusion.checkpoint = replacement,
             ProofBundle::Consistency(consistency) => consistency.checkpoint = replacement,
@@ -175,8 +173,7 @@ fn verify(proof: &Path, keys: &Path, checkpoint: Option<&Path>, old_checkpoint: 
             if consistency.checkpoint.is_empty() {
                 bail!("this proof carries no checkpoint of size {}: give one with --checkpoint", consistency.new_size);
             }
-            let older =
-                old_checkpoint.map(|path| read_limited(path, MAX_NOTE_BYTES as u64, "checkpoint")).transpose()?;
+            let older = old_checkpoint.map(|path| read_text(path, MAX_NOTE_BYTES, "checkpoint")).transpose()?;
             let verified = consistency.verify(&keys, older.as_deref()).map_err(|e| anyhow::anyhow!("FAILED: {e}"))?;
             println!(
                 "OK: log {} at {} entries (root {}) extends its first {} entries (root {}), cosigned by {} of {} voters",
@@ -204,7 +201,15 @@ fn describe_leaf(leaf: Option<&[u8]>, payload: Option<&[u8]>) -> Result<String, 
         return Ok(format!("{:?} entry of term {}, payload not shown", header.kind, header.term));
     };
     header.check_payload(payload)?;
-    Ok(match TracePayload::from_bytes(payload, payload.len())? {
+    // The payload is proved by its hash; one this build cannot decode (a
+    // newer command) is still proved, only not described.
+    let decoded = match TracePayload::from_bytes(payload, payload.len()) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            return Ok(format!("{:?} entry of term {}, payload not decoded: {error}", header.kind, header.term))
+        }
+    };
+    Ok(match decoded {
         TracePayload::Blank => format!("term {} blank entry", header.term),
         TracePayload::Membership { configs, members } => {
             format!("membership: {} members, voters {configs:?}", members.len())

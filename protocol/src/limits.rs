@@ -159,3 +159,6 @@ pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 pub const MAX_POLICIES: usize = 256;
 /// Earlier policy sets the cluster keeps readable; older ones are dropped.
 pub const MAX_POLICY_HISTORY: usize = 32;
+/// Largest trace leaf header, in bytes (64 usage commitments and the fixed
+/// fields).
+pub const MAX_LEAF_BYTES: usize = 4096;

@@ -15,12 +15,11 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::limits::MAX_LEAF_BYTES;
 use crate::{MemberInfo, NodeId, Request};
 
 /// The first bytes of every leaf: what the bytes are and their version.
 pub const LEAF_DOMAIN: &[u8] = b"zeromesh/trace-leaf/v1\n";
-/// Largest leaf header, in bytes (64 commitments and the fixed fields).
-pub const MAX_LEAF_BYTES: usize = 4096;
 
 /// The leaf of one applied entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
