@@ -19,6 +19,7 @@ pub(crate) struct Applier<'a> {
     pub(crate) tokens: BTreeMap<String, Option<zeromesh_protocol::auth::TokenRecord>>,
     pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
     pub(crate) deals: crate::apply_agreement::AgreementOverlay,
+    pub(crate) usage: crate::apply_usage::UsageOverlay,
     /// Agents' stored bytes as changed so far.
     stored: BTreeMap<String, u64>,
     /// Agent snapshots taken so far, with the count of kept ones after each.
@@ -42,6 +43,7 @@ impl<'a> Applier<'a> {
             tokens: BTreeMap::new(),
             agents: BTreeMap::new(),
             deals: crate::apply_agreement::AgreementOverlay::default(),
+            usage: crate::apply_usage::UsageOverlay::default(),
             stored: BTreeMap::new(),
             snapshots: BTreeMap::new(),
         }
@@ -80,6 +82,7 @@ impl<'a> Applier<'a> {
             Command::Agreement(command) => self.apply_agreement(at, command).map(CommandReply::Agreement),
             Command::Usage(command) => self.apply_usage(at, command).map(CommandReply::Usage),
             Command::Policy(command) => self.apply_policy(at, command).map(CommandReply::Policy),
+            Command::Trace(command) => self.apply_trace(at, command).map(CommandReply::Trace),
         }
     }
 

@@ -340,13 +340,13 @@ impl Applier<'_> {
 
     pub(crate) fn apply_usage(&mut self, at: At, command: &UsageCommand) -> Result<UsageOutcome, StorageError> {
         match command {
-            UsageCommand::Reserve { agreement, key, want, policy } => {
-                self.reserve(at, agreement, key, want, *policy, false)
+            UsageCommand::Reserve { agreement, key, want, policy, blinding } => {
+                self.reserve(at, agreement, key, want, *policy, Some(blinding))
             }
             UsageCommand::Lease { agreement, key, want, policy } => {
-                self.reserve(at, agreement, key, want, *policy, true)
+                self.reserve(at, agreement, key, want, *policy, None)
             }
-            UsageCommand::Settle { agreement, key, used } => self.settle(at, agreement, key, used),
+            UsageCommand::Settle { agreement, key, used, blinding } => self.settle(at, agreement, key, used, blinding),
             UsageCommand::Violation { agent, agreement, tool, reason } => {
                 let seq = self.record_violation(at, agent, agreement.as_deref(), tool, reason.clone())?;
                 Ok(UsageOutcome::Recorded { seq })
@@ -354,8 +354,9 @@ impl Applier<'_> {
         }
     }
 
-    /// Reserves for one call, or (`lease`) a node's lease, decided under
-    /// policy set version `policy`.
+    /// Reserves for one call (with the blinding of its usage commitments),
+    /// or a node's lease (`None`: its amounts are final when it settles),
+    /// decided under policy set version `policy`.
     fn reserve(
         &mut self,
         at: At,
@@ -363,8 +364,9 @@ impl Applier<'_> {
         key: &str,
         want: &Usage,
         policy: u64,
-        lease: bool,
+        call: Option<&[u8; 32]>,
     ) -> Result<UsageOutcome, StorageError> {
+        let lease = call.is_none();
         let Some(mut record) = self.account(id)? else { return Ok(UsageOutcome::NotFound) };
         let consumer = record.terms.consumer.clone();
         if record.state == AgreementState::Active && at.at_ms >= record.terms.expires_at_ms {
@@ -438,11 +440,18 @@ impl Applier<'_> {
                 return Ok(UsageOutcome::OverLimit(over));
             }
         };
+        // A call's amounts known before it runs are final: committed to now.
+        if let Some(blinding) = call {
+            self.record_usage(id, &record.terms.limits, &window_starts, &granted, blinding, Metric::known_before)?;
+        }
         let mut agent_window_starts = Vec::new();
         if let Some((account, mut quota_ledger, limits, starts)) = held {
             // The agreement may grant less than the quota did: the rest goes back.
             quota_ledger.release(&limits, at.at_ms, &starts, &want.minus(&granted));
             self.stage_ledger(&account, quota_ledger)?;
+            if let Some(blinding) = call {
+                self.record_usage(&account, &limits, &starts, &granted, blinding, Metric::known_before)?;
+            }
             agent_window_starts = starts;
         }
         let reservation = Reservation {
@@ -462,7 +471,14 @@ impl Applier<'_> {
         Ok(UsageOutcome::Reserved { granted, log_index: at.log_index, duplicate: false })
     }
 
-    fn settle(&mut self, at: At, id: &str, key: &str, used: &Usage) -> Result<UsageOutcome, StorageError> {
+    fn settle(
+        &mut self,
+        at: At,
+        id: &str,
+        key: &str,
+        used: &Usage,
+        blinding: &[u8; 32],
+    ) -> Result<UsageOutcome, StorageError> {
         let Some(record) = self.account(id)? else { return Ok(UsageOutcome::NotFound) };
         let Some(mut reservation) = self.reservation(id, key)? else { return Ok(UsageOutcome::UnknownReservation) };
         if reservation.settled.is_some() {
@@ -482,12 +498,18 @@ impl Applier<'_> {
         ledger.release(&record.terms.limits, at.at_ms, &reservation.window_starts, &returned);
         let ledger_next_seq = ledger.next_seq;
         self.stage_ledger(id, ledger)?;
+        // What is final now is committed to in the entry's leaf, per limit:
+        // all a lease used; a call's amounts not known before it ran.
+        let lease = reservation.lease;
+        let settled_now = move |metric: Metric| lease || !metric.known_before();
+        self.record_usage(id, &record.terms.limits, &reservation.window_starts, &used, blinding, settled_now)?;
         let consumer = &record.terms.consumer;
         if let Some(agent) = self.agent(consumer)?.filter(|_| !reservation.agent_window_starts.is_empty()) {
             let account = agent_account(consumer);
             let mut quota_ledger = self.ledger(&account)?;
             quota_ledger.release(&agent.limits, at.at_ms, &reservation.agent_window_starts, &returned);
             self.stage_ledger(&account, quota_ledger)?;
+            self.record_usage(&account, &agent.limits, &reservation.agent_window_starts, &used, blinding, settled_now)?;
         }
         let (seq, past_keeping) = (reservation.seq, reservation.seq + MAX_KEPT_RESERVATIONS as u64 <= ledger_next_seq);
         reservation.settled = Some(used);

@@ -12,6 +12,7 @@ mod apply_agreement;
 mod apply_plugin;
 mod apply_snapshot;
 mod apply_token;
+mod apply_usage;
 mod error;
 mod in_process;
 mod network;

@@ -13,11 +13,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
 use zeromesh_protocol::{CommandReply, MemoryPath};
 use zeromesh_storage::{SnapshotFile, SnapshotHeader, Store};
-use zeromesh_trace::merkle::CompactRange;
+use zeromesh_trace::merkle::{self, CompactRange};
 
 use crate::applied::AppliedState;
 use crate::apply::Applier;
-use crate::trace::{entry_leaf, TraceHead};
+use crate::trace::{trace_leaf, TraceHead};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig};
 
 /// The memory log's state machine. Reads go to the same [`Store`] directly.
@@ -156,7 +156,6 @@ fn apply_entries(
             entry.log_id,
             applied.last_applied
         );
-        trace.append(entry_leaf(&entry), |id, hash| nodes.push((id, hash)));
         applied.last_applied = Some(entry.log_id);
         let reply = match &entry.payload {
             EntryPayload::Blank => CommandReply::None,
@@ -166,6 +165,9 @@ fn apply_entries(
                 CommandReply::None
             }
         };
+        // The leaf carries the usage commitments the entry's apply made.
+        let leaf = applier.finish_leaf(trace_leaf(&entry))?;
+        trace.append(merkle::leaf_hash(&leaf), |id, hash| nodes.push((id, hash)));
         replies.push(reply);
     }
     let registry_changed = applier.registry_changed();

@@ -4,7 +4,9 @@
 //! nodes are read back for roots and proofs.
 
 use openraft::EntryPayload;
+use zeromesh_protocol::agreement::UsageCommand;
 use zeromesh_protocol::trace::{TraceLeaf, TracePayload};
+use zeromesh_protocol::Command;
 use zeromesh_trace::merkle::{self, Hash, ProofError};
 
 use crate::types::Entry;
@@ -34,7 +36,7 @@ pub fn trace_leaf(entry: &Entry) -> TraceLeaf {
     TraceLeaf::of(log_id.index, log_id.leader_id.term, log_id.leader_id.node_id, &trace_payload(entry))
 }
 
-/// The leaf hash of a log entry.
+/// The leaf hash of a log entry that carries no usage commitments.
 pub fn entry_leaf(entry: &Entry) -> Hash {
     merkle::leaf_hash(&trace_leaf(entry).to_bytes())
 }
@@ -81,6 +83,18 @@ impl crate::node::ConsensusNode {
             .map_err(TraceError::from)
     }
 
+    /// Runs a storage read on the store off the async threads.
+    async fn stored<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&zeromesh_storage::Store) -> Result<T, zeromesh_storage::StorageError> + Send + 'static,
+    ) -> Result<T, TraceError> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| TraceError::Storage(e.to_string()))?
+            .map_err(|e| TraceError::Storage(e.to_string()))
+    }
+
     /// The root of the tree of the first `size` leaves, which this node must
     /// have applied.
     pub async fn trace_root(&self, size: u64) -> Result<Hash, TraceError> {
@@ -118,12 +132,48 @@ impl crate::node::ConsensusNode {
         let entries = openraft::storage::RaftLogReader::try_get_log_entries(&mut reader, index..index + 1)
             .await
             .map_err(|e| TraceError::Storage(e.to_string()))?;
-        match entries.first() {
-            Some(entry) if entry.log_id.index == index => {
-                Ok((trace_leaf(entry).to_bytes(), trace_payload(entry).to_bytes()))
+        let Some(entry) = entries.first().filter(|entry| entry.log_id.index == index) else {
+            return Err(TraceError::Compacted { index });
+        };
+        let payload = trace_payload(entry).to_bytes();
+        // A call's or a settlement's leaf also carries the commitments its
+        // apply made: kept with the usage records while their window is kept.
+        if let EntryPayload::Normal(request) = &entry.payload {
+            if let Command::Usage(UsageCommand::Reserve { agreement, .. } | UsageCommand::Settle { agreement, .. }) =
+                &request.command
+            {
+                let agreement = agreement.clone();
+                let leaf = self.stored(move |store| store.usage_leaf(&agreement, index)).await?;
+                if let Some(leaf) = leaf {
+                    return Ok((leaf, payload));
+                }
             }
-            _ => Err(TraceError::Compacted { index }),
         }
+        Ok((trace_leaf(entry).to_bytes(), payload))
+    }
+
+    /// The usage records of one window of `account`'s limit `limit`.
+    pub async fn usage_window(
+        &self,
+        account: String,
+        limit: u8,
+        start_ms: u64,
+    ) -> Result<zeromesh_storage::UsageWindow, TraceError> {
+        self.stored(move |store| store.usage_window(&account, limit, start_ms)).await
+    }
+
+    /// The windows of `account`'s limit `limit` whose records are kept, oldest first.
+    pub async fn usage_windows(&self, account: String, limit: u8) -> Result<Vec<u64>, TraceError> {
+        self.stored(move |store| store.usage_windows(&account, limit)).await
+    }
+
+    /// The key for proofs of usage node `node` registered for `version`.
+    pub fn usage_key(
+        &self,
+        version: u32,
+        node: zeromesh_protocol::NodeId,
+    ) -> Result<Option<zeromesh_protocol::trace::UsageKeyRecord>, TraceError> {
+        self.store().usage_key(version, node).map_err(|e| TraceError::Storage(e.to_string()))
     }
 
     fn check_applied(&self, size: u64) -> Result<(), TraceError> {
@@ -136,21 +186,13 @@ impl crate::node::ConsensusNode {
 
     /// The latest checkpoint this node accepted, as signed-note text.
     pub async fn trace_checkpoint(&self) -> Result<Option<String>, TraceError> {
-        let store = self.store().clone();
-        let bytes = tokio::task::spawn_blocking(move || store.trace_checkpoint())
-            .await
-            .map_err(|e| TraceError::Storage(e.to_string()))?
-            .map_err(|e| TraceError::Storage(e.to_string()))?;
+        let bytes = self.stored(|store| store.trace_checkpoint()).await?;
         Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Keeps `note` as this node's latest checkpoint. The caller has checked
     /// its cosignatures and that its root is this node's own.
     pub async fn set_trace_checkpoint(&self, note: String) -> Result<(), TraceError> {
-        let store = self.store().clone();
-        tokio::task::spawn_blocking(move || store.set_trace_checkpoint(note.as_bytes()))
-            .await
-            .map_err(|e| TraceError::Storage(e.to_string()))?
-            .map_err(|e| TraceError::Storage(e.to_string()))
+        self.stored(move |store| store.set_trace_checkpoint(note.as_bytes())).await
     }
 }

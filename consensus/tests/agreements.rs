@@ -11,14 +11,17 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use zeromesh_consensus::Entry;
 use zeromesh_protocol::agent::AgentCommand;
+use zeromesh_protocol::agreement::Window;
 use zeromesh_protocol::agreement::{
     agent_account, AgreementCheck, AgreementCommand, AgreementOutcome, AgreementState, Limit, Party, Terms, Usage,
     UsageCommand, UsageOutcome,
 };
 use zeromesh_protocol::plugin::{PluginCommand, PublisherKey};
 use zeromesh_protocol::policy::{PolicyCommand, PolicyOutcome};
+use zeromesh_protocol::trace::{TraceCommand, TraceLeaf, TraceOutcome, UsageCommitment, UsageRecord};
 use zeromesh_protocol::{Command, CommandReply, Request};
 use zeromesh_storage::Store;
+use zeromesh_trace::usage::Opening;
 
 mod common;
 use common::{open_machine, runtime};
@@ -107,7 +110,23 @@ fn reserve(id: &str, key: &str, want: Usage) -> Command {
 
 /// A reservation decided under policy set version `policy`.
 fn reserve_under(policy: u64, id: &str, key: &str, want: Usage) -> Command {
-    Command::Usage(UsageCommand::Reserve { agreement: id.into(), key: key.into(), want, policy })
+    Command::Usage(UsageCommand::Reserve {
+        agreement: id.into(),
+        key: key.into(),
+        want,
+        policy,
+        blinding: blinding(key),
+    })
+}
+
+/// The random bytes a node would draw for a call's usage commitments: here
+/// fixed by the call's key, so runs repeat.
+fn blinding(key: &str) -> [u8; 32] {
+    let mut bytes = [7u8; 32];
+    for (slot, byte) in bytes.iter_mut().zip(key.bytes()) {
+        *slot = byte;
+    }
+    bytes
 }
 
 /// A node's lease, asked for under policy set version `policy`.
@@ -124,7 +143,7 @@ fn granted(reply: &CommandReply) -> Usage {
 }
 
 fn settle(id: &str, key: &str, used: Usage) -> Command {
-    Command::Usage(UsageCommand::Settle { agreement: id.into(), key: key.into(), used })
+    Command::Usage(UsageCommand::Settle { agreement: id.into(), key: key.into(), used, blinding: blinding(key) })
 }
 
 fn one_call() -> Usage {
@@ -487,4 +506,87 @@ fn an_agents_own_quotas_count_its_calls_under_every_agreement_and_outside_them()
     assert_eq!((ledger.windows[0].used, ledger.windows[1].used), (2, 300), "the refused call changed nothing here");
     let violations = store.violations(0, 10).unwrap();
     assert!(violations.last().unwrap().reason.contains("over agent bot's own quota calls=3/minute"));
+}
+
+/// The commitment leaf `record` carries for `account`'s limit `limit`,
+/// checked against the record's opening and the tree's leaf hash.
+fn committed(store: &Store, record: &UsageRecord, account: &str, limit: u8) -> UsageCommitment {
+    use zeromesh_trace::merkle::{leaf_hash, NodeId, NodeReader};
+    assert_eq!(store.node(NodeId { level: 0, index: record.log_index }).unwrap(), leaf_hash(&record.leaf));
+    let leaf = TraceLeaf::from_bytes(&record.leaf).unwrap();
+    assert_eq!(leaf.index, record.log_index);
+    let found = leaf.commitments.iter().find(|c| c.account == account && c.limit_index == limit).unwrap().clone();
+    let opening = Opening { amount: record.amount, blinding: record.blinding };
+    assert_eq!(found.commitment, opening.commit().0, "the kept opening opens the leaf's commitment");
+    found
+}
+
+#[test]
+fn the_final_amount_of_each_call_is_committed_in_its_leaf_and_its_opening_kept_per_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let deal = terms("deal", &["calls=400/minute", "fuel=100000/lifetime"]);
+    let mut commands = active_with_quotas(&deal, &["calls=1000/hour"]);
+    let first = commands.len() as u64 + 1;
+    commands.extend([reserve("deal", "a", Usage { calls: 1, fuel: 800, ..Usage::default() })]);
+    commands.push(settle("deal", "a", Usage { fuel: 100, ..Usage::default() }));
+    commands.push(settle("deal", "a", Usage { fuel: 5, ..Usage::default() }));
+    let replies = apply(&mut machine, entries(1, commands));
+    assert!(matches!(replies.last().unwrap(), CommandReply::Usage(UsageOutcome::AlreadySettled { .. })));
+    let at = START_MS + first;
+
+    // The call's count is final when it is reserved: its leaf commits to it,
+    // in the agreement and in the consumer's own quota.
+    let calls = store.usage_window("deal", 0, Window::Minute.start(at)).unwrap();
+    assert_eq!((calls.records.len(), calls.overflowed), (1, false));
+    assert_eq!((calls.records[0].log_index, calls.records[0].amount), (first, 1));
+    let commitment = committed(&store, &calls.records[0], "deal", 0);
+    assert_eq!((commitment.ordinal, commitment.window_start_ms), (0, Window::Minute.start(at)));
+    assert_eq!(commitment.limit, Limit::parse("calls=400/minute").unwrap());
+    let quota = store.usage_window(&agent_account("bot"), 0, Window::Hour.start(at)).unwrap();
+    assert_eq!(quota.records[0].leaf, calls.records[0].leaf, "one leaf carries both commitments");
+    committed(&store, &quota.records[0], &agent_account("bot"), 0);
+    // Its fuel only when it settles; a second settlement commits nothing.
+    let fuel = store.usage_window("deal", 1, 0).unwrap();
+    assert_eq!(fuel.records.len(), 1);
+    assert_eq!((fuel.records[0].log_index, fuel.records[0].amount), (first + 1, 100));
+    committed(&store, &fuel.records[0], "deal", 1);
+    assert_ne!(fuel.records[0].blinding, calls.records[0].blinding);
+
+    // A window keeps at most 256 records, then is marked overflowed.
+    let reserves: Vec<Command> =
+        (0..260).map(|n| reserve("deal", &format!("k{n}"), Usage { calls: 1, ..Usage::default() })).collect();
+    apply(&mut machine, entries(first + 3, reserves));
+    let calls = store.usage_window("deal", 0, Window::Minute.start(at)).unwrap();
+    assert_eq!((calls.records.len(), calls.overflowed), (256, true));
+    let ordinals: Vec<u32> = calls.records.iter().map(|r| committed(&store, r, "deal", 0).ordinal).collect();
+    assert_eq!(ordinals, (0..256).collect::<Vec<u32>>(), "numbered with no gap, across apply calls");
+    let past = TraceLeaf::from_bytes(&store.usage_window("deal", 1, 0).unwrap().records[0].leaf).unwrap();
+    assert_eq!(past.commitments.len(), 1);
+
+    // A new minute's window begins: only the newest windows stay.
+    for minute in 1..=5u64 {
+        let index = first + 262 + minute;
+        let command = reserve("deal", &format!("m{minute}"), Usage { calls: 1, ..Usage::default() });
+        let payload = EntryPayload::Normal(Request { stamped_at_ms: at + minute * 60_000, command });
+        apply(&mut machine, vec![Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }]);
+    }
+    let kept = store.usage_windows("deal", 0).unwrap();
+    let newest: Vec<u64> = (2..=5).map(|minute| Window::Minute.start(at + minute * 60_000)).collect();
+    assert_eq!(kept, newest);
+    assert!(store.usage_window("deal", 0, Window::Minute.start(at)).unwrap().records.is_empty());
+}
+
+#[test]
+fn a_usage_key_that_does_not_decode_or_is_for_another_circuit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut machine) = open_machine(&dir);
+    let register = |version, verifying_key| {
+        Command::Trace(TraceCommand::RegisterUsageKey { node: 1, version, verifying_key, proving_key_sha256: [0; 32] })
+    };
+    let replies = apply(&mut machine, entries(1, vec![register(1, vec![1; 40]), register(99, vec![1; 40])]));
+    for reply in &replies {
+        assert!(matches!(reply, CommandReply::Trace(TraceOutcome::Refused(_))), "{reply:?}");
+    }
+    assert!(store.usage_keys().unwrap().is_empty());
 }

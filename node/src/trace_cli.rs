@@ -7,9 +7,11 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use zeromesh::client::ApiClient;
-use zeromesh_protocol::trace::{TraceLeaf, TracePayload};
-use zeromesh_trace::bundle::ProofBundle;
+use zeromesh_protocol::trace::{TraceCommand as RegisterCommand, TraceLeaf, TracePayload};
+use zeromesh_protocol::Command;
+use zeromesh_trace::bundle::{LeafProof, ProofBundle, UsageBundle};
 use zeromesh_trace::note::{NoteVerifier, MAX_NOTE_BYTES};
+use zeromesh_trace::usage::{Commitment, UsageVerifier, CIRCUIT_VERSION};
 
 /// Largest proof file `verify` reads (a leaf holds up to one 4 MiB batch).
 const MAX_PROOF_FILE_BYTES: usize = 16 * 1024 * 1024;
@@ -37,6 +39,20 @@ pub enum TraceCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Has a node prove that the usage recorded in one window of an
+    /// agreement's limit sums to at most the limit, without revealing the
+    /// amounts. Needs an admin token.
+    ProveUsage {
+        /// The agreement, or `agent/ID` for an agent's own quotas.
+        #[arg(long)]
+        agreement: String,
+        /// The limit and window: `metric/window` for its newest window with
+        /// records (e.g. `calls/minute`), or `metric/window@START_MS`.
+        #[arg(long)]
+        window: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Fetches a consistency proof from tree size FROM to TO (the latest
     /// checkpoint's size when left out).
     Consistency {
@@ -50,7 +66,7 @@ pub enum TraceCommand {
     /// Checks a proof offline: the checkpoint's cosignatures by a majority
     /// of the voters in KEYS, then the proof against its root.
     Verify {
-        /// A proof file written by `prove` or `consistency`.
+        /// A proof file written by `prove`, `prove-usage` or `consistency`.
         #[arg(long)]
         proof: PathBuf,
         /// The voters' verifier keys, one per line (`zeromesh trace keys`).
@@ -133,6 +149,20 @@ pub async fn run(node: &str, command: TraceCommand) -> anyhow::Result<()> {
             let answer = call("trace_prove", json!({ "index": index })).await?;
             emit(out.as_deref(), &format!("{}\n", serde_json::to_string_pretty(&answer)?))
         }
+        TraceCommand::ProveUsage { agreement, window, out } => {
+            let (limit, start) = match window.split_once('@') {
+                Some((limit, start)) => {
+                    let start: u64 = start
+                        .parse()
+                        .with_context(|| format!("{start:?} is not a window start in ms since the epoch"))?;
+                    (limit.to_owned(), Some(start))
+                }
+                None => (window, None),
+            };
+            let arguments = json!({ "agreement": agreement, "limit": limit, "window_start_ms": start });
+            let answer = call("trace_prove_usage", arguments).await?;
+            emit(out.as_deref(), &format!("{}\n", serde_json::to_string_pretty(&answer)?))
+        }
         TraceCommand::Consistency { from, to, out } => {
             let answer = call("trace_consistency", json!({ "from": from, "to": to })).await?;
             emit(out.as_deref(), &format!("{}\n", serde_json::to_string_pretty(&answer)?))
@@ -152,6 +182,7 @@ fn verify(proof: &Path, keys: &Path, checkpoint: Option<&Path>, old_checkpoint: 
         match &mut bundle {
             ProofBundle::Inclusion(inclusion) => inclusion.checkpoint = replacement,
             ProofBundle::Consistency(consistency) => consistency.checkpoint = replacement,
+            ProofBundle::Usage(usage) => usage.checkpoint = replacement,
         }
     }
     match bundle {
@@ -168,6 +199,9 @@ fn verify(proof: &Path, keys: &Path, checkpoint: Option<&Path>, old_checkpoint: 
                 verified.cosigners.len(),
                 keys.len()
             );
+        }
+        ProofBundle::Usage(usage) => {
+            println!("{}", verify_usage(&usage, &keys).map_err(|e| anyhow::anyhow!("FAILED: {e}"))?);
         }
         ProofBundle::Consistency(consistency) => {
             if consistency.checkpoint.is_empty() {
@@ -188,6 +222,79 @@ fn verify(proof: &Path, keys: &Path, checkpoint: Option<&Path>, old_checkpoint: 
         }
     }
     Ok(())
+}
+
+/// Checks a proof of usage: every record's leaf and the key's entry in the
+/// cosigned checkpoint, the records numbered 0, 1, 2... in their window,
+/// the verifying key from the entry that registered it, and the chained
+/// Groth16 proofs over the leaves' commitments. What it established, or why
+/// not.
+fn verify_usage(bundle: &UsageBundle, keys: &[NoteVerifier]) -> Result<String, String> {
+    let leaves = bundle.verify_leaves(keys).map_err(|e| e.to_string())?;
+    let (account, start) = (&bundle.account, bundle.window_start_ms);
+    let mut commitments = Vec::with_capacity(leaves.records.len());
+    let mut limit = None;
+    for (ordinal, (proof, bytes)) in bundle.records.iter().zip(&leaves.records).enumerate() {
+        let header = TraceLeaf::from_bytes(bytes).map_err(|e| format!("leaf {}: {e}", proof.index))?;
+        if header.index != proof.index {
+            return Err(format!("the leaf proved at {} is the leaf of entry {}", proof.index, header.index));
+        }
+        let record = header
+            .commitments
+            .iter()
+            .find(|c| c.account == *account && c.limit_index == bundle.limit_index && c.window_start_ms == start)
+            .ok_or_else(|| {
+                format!("leaf {} holds no usage record of {account} in the window from {start} ms", header.index)
+            })?;
+        if record.ordinal as usize != ordinal {
+            return Err(format!(
+                "leaf {} holds record {} of the window where record {ordinal} belongs: a record is missing, repeated or out of order",
+                header.index, record.ordinal
+            ));
+        }
+        if limit.is_some_and(|limit| limit != record.limit) {
+            return Err(format!("leaf {} names another limit than the records before it", header.index));
+        }
+        limit = Some(record.limit);
+        commitments.push(Commitment(record.commitment));
+    }
+    let limit = limit.ok_or("the proof holds no usage record")?;
+    let key_header = TraceLeaf::from_bytes(&leaves.key_leaf).map_err(|e| format!("the key's leaf: {e}"))?;
+    let payload = leaves.key_payload.as_deref().ok_or("the key's entry is shown without its payload")?;
+    key_header.check_payload(payload).map_err(|e| format!("the key's entry: {e}"))?;
+    let decoded = TracePayload::from_bytes(payload, payload.len()).map_err(|e| format!("the key's entry: {e}"))?;
+    let TracePayload::Command(request) = decoded else {
+        return Err(format!("entry {} is not a command", key_header.index));
+    };
+    let Command::Trace(RegisterCommand::RegisterUsageKey { node, version, verifying_key, .. }) = &request.command
+    else {
+        return Err(format!("entry {} does not register a key for proofs of usage", key_header.index));
+    };
+    if *version != CIRCUIT_VERSION {
+        return Err(format!("the key is for circuit version {version}; this build checks version {CIRCUIT_VERSION}"));
+    }
+    let verifier = UsageVerifier::from_bytes(verifying_key).map_err(|e| e.to_string())?;
+    verifier.verify_window(limit.max, &commitments, &bundle.chunks).map_err(|e| format!("the proof of usage: {e}"))?;
+    let checkpoint = &leaves.checkpoint;
+    let entries = |which: Option<&LeafProof>| which.map_or(0, |leaf| leaf.index);
+    Ok(format!(
+        "OK: the {records} usage records of {account}'s limit {limit} in the window from {start} ms \
+         (entries {first} to {last}) sum to at most {max}; the amounts are not revealed.\n\
+         Proved with node {node}'s key (registered at entry {key}) in log {origin} of {size} entries, \
+         root {root}, cosigned by {cosigners} of {voters} voters.\n\
+         Not shown: that the window has no record after number {final_ordinal}; only the log holds them all.",
+        records = commitments.len(),
+        first = entries(bundle.records.first()),
+        last = entries(bundle.records.last()),
+        max = limit.max,
+        key = key_header.index,
+        origin = checkpoint.origin,
+        size = checkpoint.tree_size,
+        root = checkpoint.root,
+        cosigners = checkpoint.cosigners.len(),
+        voters = keys.len(),
+        final_ordinal = commitments.len() - 1,
+    ))
 }
 
 /// What a verified leaf holds, its payload checked against the hash the

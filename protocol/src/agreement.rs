@@ -640,13 +640,17 @@ pub struct Reservation {
 pub enum UsageCommand {
     /// Reserve `want` for call `key` (a retried key counts once), decided
     /// under policy set version `policy`: apply refuses it when that is no
-    /// longer the current version.
-    Reserve { agreement: String, key: String, want: Usage, policy: u64 },
+    /// longer the current version. The amounts known before the call are
+    /// final here, and committed to with `blinding` (as in `Settle`).
+    Reserve { agreement: String, key: String, want: Usage, policy: u64, blinding: [u8; 32] },
     /// Lease up to `want` under key `key`, for a node to serve calls from
     /// while policy set version `policy` is current.
     Lease { agreement: String, key: String, want: Usage, policy: u64 },
-    /// The call `key` used `used` (at most what was granted); the rest returns.
-    Settle { agreement: String, key: String, used: Usage },
+    /// The call `key` used `used` (at most what was granted); the rest
+    /// returns. `blinding` is 32 random bytes the proposing node drew: apply
+    /// derives from them the blinding of each usage commitment, since apply
+    /// itself draws nothing.
+    Settle { agreement: String, key: String, used: Usage, blinding: [u8; 32] },
     /// A call refused before it reached a limit, recorded for reading back.
     Violation { agent: String, agreement: Option<String>, tool: String, reason: String },
 }
@@ -659,7 +663,7 @@ impl UsageCommand {
                 check_idempotency_key(key)?;
                 want.validate("reservation")
             }
-            UsageCommand::Settle { agreement, key, used } => {
+            UsageCommand::Settle { agreement, key, used, .. } => {
                 check_account_id(agreement)?;
                 check_idempotency_key(key)?;
                 used.validate("settlement")

@@ -9,6 +9,7 @@ use crate::auth::{TokenCommand, TokenOutcome};
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
 use crate::policy::{PolicyCommand, PolicyOutcome};
+use crate::trace::{TraceCommand, TraceOutcome};
 use crate::validate::ValidationError;
 
 /// The application data of one Raft entry. The leader stamps the wall-clock
@@ -38,6 +39,8 @@ pub enum Command {
     Usage(UsageCommand),
     /// A new version of the policy set.
     Policy(PolicyCommand),
+    /// A key for proofs of usage.
+    Trace(TraceCommand),
 }
 
 impl Command {
@@ -52,6 +55,7 @@ impl Command {
             Command::Agreement(command) => command.validate(),
             Command::Usage(command) => command.validate(),
             Command::Policy(command) => command.validate(),
+            Command::Trace(command) => command.validate(),
         }
     }
 }
@@ -74,4 +78,5 @@ pub enum CommandReply {
     Agreement(AgreementOutcome),
     Usage(UsageOutcome),
     Policy(PolicyOutcome),
+    Trace(TraceOutcome),
 }

@@ -159,6 +159,18 @@ pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 pub const MAX_POLICIES: usize = 256;
 /// Earlier policy sets the cluster keeps readable; older ones are dropped.
 pub const MAX_POLICY_HISTORY: usize = 32;
-/// Largest trace leaf header, in bytes (64 usage commitments and the fixed
-/// fields).
-pub const MAX_LEAF_BYTES: usize = 4096;
+/// Largest trace leaf header, in bytes: the fixed fields and up to 32
+/// usage commitments (an agreement's 16 limits and its consumer's 16), each
+/// under 200 bytes.
+pub const MAX_LEAF_BYTES: usize = 8192;
+/// Largest verifying key for proofs of usage (compressed Groth16 over
+/// BN254 with 4 public inputs: about 500 bytes).
+pub const MAX_VERIFYING_KEY_BYTES: usize = 4096;
+/// Keys for proofs of usage the mesh keeps: one per node and circuit version.
+pub const MAX_USAGE_KEYS: usize = 64;
+/// Usage records one window of one limit keeps (four chained proofs of 64);
+/// a window with more is marked overflowed and cannot be proved.
+pub const MAX_USAGE_RECORDS_PER_WINDOW: u32 = 256;
+/// Windows of one limit whose records are kept for proofs; older ones are
+/// dropped when a new window begins.
+pub const MAX_USAGE_WINDOWS_KEPT: usize = 4;

@@ -15,7 +15,9 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::limits::MAX_LEAF_BYTES;
+use crate::agreement::Limit;
+use crate::limits::{MAX_LEAF_BYTES, MAX_VERIFYING_KEY_BYTES};
+use crate::validate::{check_len, ValidationError};
 use crate::{MemberInfo, NodeId, Request};
 
 /// The first bytes of every leaf: what the bytes are and their version.
@@ -32,9 +34,97 @@ pub struct TraceLeaf {
     pub kind: EntryKind,
     /// SHA-256 of the payload's canonical bytes ([`TracePayload::to_bytes`]).
     pub payload_sha256: [u8; 32],
-    /// Poseidon commitments to usage amounts the entry records (none yet:
-    /// reserved for proofs of usage).
-    pub commitments: Vec<[u8; 32]>,
+    /// Poseidon commitments to the usage amounts the entry settled, one per
+    /// limit they count against (empty for every other entry).
+    pub commitments: Vec<UsageCommitment>,
+}
+
+/// One usage record: a settled call's (or lease's) amount of one limit's
+/// metric, hidden in a Poseidon commitment, with where it counts in the
+/// clear: the account, the limit, the window and the record's place in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageCommitment {
+    /// An agreement id, or `agent/{id}` for an agent's own quotas.
+    pub account: String,
+    /// The limit's position in the account's limits, and the limit itself.
+    pub limit_index: u8,
+    pub limit: Limit,
+    /// When the window the reservation counted in began (ms since the epoch).
+    pub window_start_ms: u64,
+    /// The record's place in its window: 0, 1, 2, ... with no gap.
+    pub ordinal: u32,
+    /// `Poseidon(amount, blinding)`: 32 big-endian bytes of a BN254 scalar.
+    pub commitment: [u8; 32],
+}
+
+/// Registers a node's key for proofs of usage: the verifying key goes in
+/// the replicated state, so a proof bundle can show the entry that put it
+/// there; the proving key stays with the node, named by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceCommand {
+    RegisterUsageKey {
+        node: NodeId,
+        /// The circuit version the keys were made for.
+        version: u32,
+        /// The compressed Groth16 verifying key.
+        verifying_key: Vec<u8>,
+        proving_key_sha256: [u8; 32],
+    },
+}
+
+impl TraceCommand {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            TraceCommand::RegisterUsageKey { verifying_key, .. } => {
+                check_len("verifying key", verifying_key.len(), MAX_VERIFYING_KEY_BYTES)
+            }
+        }
+    }
+}
+
+/// A registered key for proofs of usage, as the replicated state keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageKeyRecord {
+    pub node: NodeId,
+    pub version: u32,
+    pub verifying_key: Vec<u8>,
+    pub proving_key_sha256: [u8; 32],
+    /// The entry that registered it: its leaf and payload prove the key.
+    pub log_index: u64,
+}
+
+/// What applying a [`TraceCommand`] answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceOutcome {
+    Registered {
+        log_index: u64,
+        replaced: bool,
+    },
+    /// Nothing was changed.
+    Refused(String),
+}
+
+/// A usage record as the replicated state keeps it, to prove its window:
+/// the leaf that carries its commitment, and the commitment's opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub log_index: u64,
+    /// The leaf's bytes ([`TraceLeaf::to_bytes`]).
+    pub leaf: Vec<u8>,
+    pub amount: u64,
+    pub blinding: [u8; 32],
+}
+
+/// The blinding of one commitment of a settlement: derived from the 32
+/// random bytes the settlement carries, the account and the limit, so one
+/// draw serves every limit and no two commitments share a blinding.
+pub fn usage_blinding(seed: &[u8; 32], account: &str, limit_index: u8) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"zeromesh/usage-blinding/v1\0");
+    hasher.update(seed);
+    hasher.update(account.as_bytes());
+    hasher.update([0, limit_index]);
+    hasher.finalize().into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -129,7 +129,7 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
 }
 
 impl Store {
-    fn registry_get<T: serde::de::DeserializeOwned>(
+    pub(crate) fn registry_get<T: serde::de::DeserializeOwned>(
         &self,
         key: &[u8],
         what: &'static str,
@@ -249,7 +249,7 @@ impl Store {
 }
 
 impl StateBatch<'_> {
-    fn put_registry<T: serde::Serialize>(
+    pub(crate) fn put_registry<T: serde::Serialize>(
         &mut self,
         key: &[u8],
         what: &'static str,
@@ -260,7 +260,7 @@ impl StateBatch<'_> {
         Ok(())
     }
 
-    fn delete_registry(&mut self, key: &[u8]) -> Result<(), StorageError> {
+    pub(crate) fn delete_registry(&mut self, key: &[u8]) -> Result<(), StorageError> {
         self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, key);
         Ok(())
     }

@@ -16,6 +16,7 @@ mod snapshot_file;
 mod store;
 mod tables;
 mod trace;
+mod usage;
 
 pub use error::StorageError;
 pub use log_store::LogStore;
@@ -23,3 +24,4 @@ pub use snapshot::{SnapshotHeader, SnapshotStats};
 pub use snapshot_file::SnapshotFile;
 pub use store::{ReleaseProbe, Store};
 pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};
+pub use usage::{UsageWindow, OVERFLOW_ORDINAL};

@@ -50,7 +50,9 @@ pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), Stri
         }
         return Ok(());
     }
-    crate::agreements::check_agreement_record(key, value).unwrap_or_else(|| Err("unknown key prefix".into()))
+    crate::agreements::check_agreement_record(key, value)
+        .or_else(|| crate::usage::check_usage_record(key, value))
+        .unwrap_or_else(|| Err("unknown key prefix".into()))
 }
 
 impl Store {

@@ -119,6 +119,17 @@ impl Parties {
         clients
     }
 
+    /// The provider signs the `echo` example plugin and installs it.
+    fn install_echo(&self) {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+        let package = path(&self.keys.path().join("echo.zmp"));
+        let (wat, manifest) = (path(&examples.join("echo.wat")), path(&examples.join("echo.json")));
+        let provider = self.key("provider");
+        self.run(&["plugin", "sign", &wat, "--manifest", &manifest, "--key", &provider, "--out", &package])
+            .expect("the WebAssembly text is signed");
+        self.run(&["plugin", "install", &package, "--node", &self.api[1]]).unwrap();
+    }
+
     /// A new token for `agent`.
     fn agent_token(&self, agent: &str) -> String {
         let token = self.run(&["token", "create", "--role", "agent", "--agent", agent, "--node", &self.api[0]]);
@@ -209,14 +220,7 @@ async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_kille
     // A provider publishes echo; the agent signs an agreement with it.
     let parties = Parties::new(&testnet, "meter", &["echo", "memory_*"]);
     let api = parties.api.clone();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
-    let package = path(&parties.keys.path().join("echo.zmp"));
-    let (wat, manifest) = (path(&examples.join("echo.wat")), path(&examples.join("echo.json")));
-    let provider = parties.key("provider");
-    parties
-        .run(&["plugin", "sign", &wat, "--manifest", &manifest, "--key", &provider, "--out", &package])
-        .expect("the WebAssembly text is signed");
-    parties.run(&["plugin", "install", &package, "--node", &api[1]]).unwrap();
+    parties.install_echo();
     let limit = format!("calls={LIMIT}/lifetime");
     assert!(parties.create("cap", "meter", "echo", &[&limit]).contains("agreement cap draft: created"));
     let half = parties.run(&["agreement", "activate", "cap", "--node", &api[1]]).unwrap_err().to_string();
@@ -501,4 +505,155 @@ async fn a_cedar_policy_that_forbids_a_tool_for_a_tag_stops_the_call_on_every_no
     assert!(shown.contains("// read-only agents") && shown.contains("principal.tags.contains(\"tested\")"), "{shown}");
     let history = parties.run(&["policy", "history", "--node", &api[2]]).unwrap();
     assert!(history.starts_with("version 2 at log index") && history.contains("version 1 at"), "{history}");
+}
+
+/// Agreement `metered`'s calls: 70 of them, each reserved through the log
+/// (a caller's own idempotency key), so each is a usage record.
+const PROVED_CALLS: usize = 70;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_of_usage_shows_a_window_within_its_limit_offline_and_anything_altered_fails() {
+    let options = TestnetOptions {
+        auth: true,
+        args: ["--checkpoint-interval-ms", "300"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let testnet = Testnet::start(3, options).await.expect("a testnet starts");
+    let parties = Parties::new(&testnet, "audited", &["echo"]);
+    parties.install_echo();
+    assert!(parties
+        .create("metered", "audited", "echo", &["calls=80/lifetime", "bytes_in=100000/day"])
+        .contains("created"));
+    assert!(parties.sign_and_activate("metered").contains("active"));
+    wait_active(&testnet, "metered").await;
+    let token = parties.agent_token("audited");
+    let mut client = connect_when_known(&parties.api[1], &token, WAIT).await.unwrap();
+    wait_until("node 1 to offer echo", WAIT, || async {
+        let offered = testnet.client(1).await.ok()?.request("tools/list", json!({})).await.ok()?;
+        offered["tools"].as_array()?.iter().any(|tool| tool["name"] == "echo").then_some(())
+    })
+    .await
+    .unwrap();
+    for call in 0..PROVED_CALLS {
+        let key = format!("proved-{call}");
+        let params =
+            json!({ "name": "echo", "arguments": { "key": key }, "_meta": { "zeromesh/idempotency-key": key } });
+        let result = client.request("tools/call", params).await.unwrap();
+        assert_eq!(result["isError"], false, "{result}");
+    }
+
+    // Node 2 proves the calls window (70 records: two chained proofs).
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| path(&dir.path().join(name));
+    let keys = parties.run(&["trace", "keys", "--node", &parties.api[0]]).unwrap();
+    std::fs::write(file("voters.txt"), keys).unwrap();
+    let prove = |window: &str, out: &str| {
+        parties.run(&[
+            "trace",
+            "prove-usage",
+            "--agreement",
+            "metered",
+            "--window",
+            window,
+            "--out",
+            out,
+            "--node",
+            &parties.api[2],
+        ])
+    };
+    prove("calls/lifetime", &file("calls.json")).expect("node 2 proves the calls window");
+    let verify = |proof: &str| parties.run(&["trace", "verify", "--proof", proof, "--keys", &file("voters.txt")]);
+    let verified = verify(&file("calls.json")).expect("the proof of usage verifies offline");
+    assert!(
+        verified.starts_with(&format!("OK: the {PROVED_CALLS} usage records of metered's limit calls=80/lifetime")),
+        "{verified}"
+    );
+    assert!(verified.contains("sum to at most 80; the amounts are not revealed"), "{verified}");
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(file("calls.json")).unwrap()).unwrap();
+    assert_eq!(bundle["chunks"].as_array().unwrap().len(), 2, "70 records take two chained proofs");
+    assert!(!bundle.to_string().contains("\"amount\""), "no amount leaves the node");
+
+    // A record's entry alone, with the commitments its leaf carries.
+    let index = bundle["records"][7]["index"].as_u64().unwrap().to_string();
+    parties
+        .run(&["trace", "prove", "--index", &index, "--out", &file("entry.json"), "--node", &parties.api[0]])
+        .unwrap();
+    let verified = verify(&file("entry.json")).expect("a usage record's entry is proved like any other");
+    assert!(verified.starts_with(&format!("OK: entry {index} (Usage command")), "{verified}");
+
+    // Another limit's window, through the same key.
+    prove("bytes_in/day", &file("bytes.json")).expect("node 2 proves the bytes window");
+    let verified = verify(&file("bytes.json")).expect("the bytes proof verifies");
+    assert!(verified.contains("limit bytes_in=100000/day"), "{verified}");
+
+    // Anything altered fails, with the reason.
+    let flip_hex = |text: &str| format!("{}{}", if text.starts_with('0') { '1' } else { '0' }, &text[1..]);
+    let altered = |change: &dyn Fn(&mut Value)| {
+        let mut copy = bundle.clone();
+        change(&mut copy);
+        copy
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "a record left out",
+            altered(&|b| {
+                b["records"].as_array_mut().unwrap().remove(3);
+            }),
+            "record 4 of the window where record 3 belongs",
+        ),
+        (
+            "the last record left out",
+            altered(&|b| {
+                b["records"].as_array_mut().unwrap().pop();
+            }),
+            "the proof of usage",
+        ),
+        (
+            "a record's leaf",
+            altered(&|b| {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let mut bytes = engine.decode(b["records"][5]["leaf"].as_str().unwrap()).unwrap();
+                *bytes.last_mut().unwrap() ^= 1;
+                b["records"][5]["leaf"] = json!(engine.encode(bytes));
+            }),
+            "leaf",
+        ),
+        (
+            "a proof",
+            altered(&|b| {
+                let proof = b["chunks"][1]["proof"].as_str().unwrap().to_owned();
+                b["chunks"][1]["proof"] = json!(flip_hex(&proof));
+            }),
+            "the proof of usage",
+        ),
+        (
+            "a carried sum",
+            altered(&|b| {
+                b["chunks"][0]["carry_out"] = b["chunks"][1]["carry_out"].clone();
+            }),
+            "the proof of usage",
+        ),
+        (
+            "the key's entry",
+            altered(&|b| {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let mut bytes = engine.decode(b["key"]["payload"].as_str().unwrap()).unwrap();
+                let at = bytes.len() - 40;
+                bytes[at] ^= 1;
+                b["key"]["payload"] = json!(engine.encode(bytes));
+            }),
+            "the payload was altered",
+        ),
+    ];
+    for (what, tampered, reason) in cases {
+        std::fs::write(file("tampered.json"), tampered.to_string()).unwrap();
+        let error = verify(&file("tampered.json")).expect_err(what).to_string();
+        assert!(error.contains("FAILED") && error.contains(reason), "{what}: {error}");
+    }
+
+    // What cannot be proved is refused with what to do.
+    let error = prove("fuel/minute", &file("none.json")).unwrap_err().to_string();
+    assert!(error.contains("its limits are: calls/lifetime, bytes_in/day"), "{error}");
 }

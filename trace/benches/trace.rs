@@ -108,12 +108,12 @@ fn usage(c: &mut Criterion) {
     group.bench_function("poseidon_commitment", |b| b.iter(|| openings[0].commit()));
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.bench_function("groth16_prove", |b| {
-        b.iter_batched(|| (), |()| prover.prove(limit, &openings, &mut rng).unwrap(), BatchSize::PerIteration)
+        b.iter_batched(|| (), |()| prover.prove_window(limit, &openings, &mut rng).unwrap(), BatchSize::PerIteration)
     });
-    let proof = prover.prove(limit, &openings, &mut rng).unwrap();
+    let chunks = prover.prove_window(limit, &openings, &mut rng).unwrap();
     group.sample_size(50).measurement_time(Duration::from_secs(5));
     group.bench_function("groth16_verify_with_digest", |b| {
-        b.iter(|| verifier.verify(limit, &commitments, &proof).unwrap())
+        b.iter(|| verifier.verify_window(limit, &commitments, &chunks).unwrap())
     });
     group.finish();
 }

@@ -15,6 +15,7 @@ use crate::note::NoteVerifier;
 pub enum ProofBundle {
     Inclusion(InclusionBundle),
     Consistency(ConsistencyBundle),
+    Usage(UsageBundle),
 }
 
 /// Leaf `index` is in the tree the checkpoint signs.
@@ -48,6 +49,42 @@ pub struct ConsistencyBundle {
     pub checkpoint: String,
 }
 
+/// One leaf and its audit path, in a bundle of several sharing one
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafProof {
+    pub index: u64,
+    /// The leaf's bytes (base64).
+    pub leaf: String,
+    /// The entry's payload bytes (base64), when the bundle shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    pub path: Vec<Hash>,
+}
+
+/// The amounts committed in one window's usage records sum to at most the
+/// limit: the records' leaves and the leaf that registered the verifying
+/// key, each proved in the checkpoint's tree, and the window's chained
+/// Groth16 proofs. What the leaves mean (which commitments, which key) is
+/// read by the caller, which knows the leaf format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBundle {
+    /// Whose usage: an agreement id, or `agent/{id}`.
+    pub account: String,
+    /// Which of its limits, by position.
+    pub limit_index: u8,
+    /// When the window began (ms since the epoch).
+    pub window_start_ms: u64,
+    /// The records' leaves, in the order their commitments were proved.
+    pub records: Vec<LeafProof>,
+    /// The entry that put the verifying key in the replicated state, with
+    /// its payload (which holds the key).
+    pub key: LeafProof,
+    pub chunks: Vec<crate::usage::Chunk>,
+    pub tree_size: u64,
+    pub checkpoint: String,
+}
+
 /// Why a bundle did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
@@ -63,6 +100,21 @@ pub enum BundleError {
     Proof(#[from] merkle::ProofError),
     #[error("the old root {claimed} is not the one the older checkpoint signs ({signed})")]
     OldRootMismatch { claimed: Hash, signed: Hash },
+    #[error("leaf {index}: {error}")]
+    Leaf { index: u64, error: Box<BundleError> },
+    #[error("{records} records, more than the {max} a window's proof covers")]
+    TooManyRecords { records: usize, max: usize },
+}
+
+/// What a verified usage bundle's leaves hold, for the caller to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLeaves {
+    pub checkpoint: Verified,
+    /// Each record's leaf bytes, in the bundle's order.
+    pub records: Vec<Vec<u8>>,
+    /// The key entry's leaf bytes and payload bytes.
+    pub key_leaf: Vec<u8>,
+    pub key_payload: Option<Vec<u8>>,
 }
 
 /// What a verified bundle established.
@@ -118,6 +170,59 @@ impl InclusionBundle {
             cosigners,
             leaf,
             payload,
+        })
+    }
+}
+
+fn decode(encoded: &str) -> Result<Vec<u8>, BundleError> {
+    BASE64.decode(encoded).map_err(|e| BundleError::LeafEncoding(e.to_string()))
+}
+
+impl LeafProof {
+    /// Checks the path from the leaf's bytes to `root` of a tree of `size`;
+    /// returns the leaf's and the payload's bytes.
+    fn verify(&self, size: u64, root: &Hash) -> Result<(Vec<u8>, Option<Vec<u8>>), BundleError> {
+        let within = |error: BundleError| BundleError::Leaf { index: self.index, error: Box::new(error) };
+        let leaf = decode(&self.leaf).map_err(within)?;
+        let payload = self.payload.as_deref().map(decode).transpose().map_err(within)?;
+        merkle::verify_inclusion(self.index, size, &merkle::leaf_hash(&leaf), &self.path, root)
+            .map_err(|e| within(e.into()))?;
+        Ok((leaf, payload))
+    }
+}
+
+impl UsageBundle {
+    /// Checks the checkpoint's cosignatures and every leaf's path to its
+    /// root. The proofs of usage are checked by the caller, with the
+    /// commitments and the key it reads from these leaves.
+    pub fn verify_leaves(&self, voters: &[NoteVerifier]) -> Result<VerifiedLeaves, BundleError> {
+        let max = crate::usage::MAX_RECORDS_PER_WINDOW;
+        if self.records.len() > max {
+            return Err(BundleError::TooManyRecords { records: self.records.len(), max });
+        }
+        let (signed, cosigners) = checked_checkpoint(&self.checkpoint, voters)?;
+        let checkpoint = signed.checkpoint;
+        if checkpoint.size != self.tree_size {
+            return Err(BundleError::SizeMismatch { checkpoint: checkpoint.size, proof: self.tree_size });
+        }
+        let records = self
+            .records
+            .iter()
+            .map(|record| record.verify(checkpoint.size, &checkpoint.root).map(|(leaf, _)| leaf))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (key_leaf, key_payload) = self.key.verify(checkpoint.size, &checkpoint.root)?;
+        Ok(VerifiedLeaves {
+            checkpoint: Verified {
+                origin: checkpoint.origin,
+                tree_size: checkpoint.size,
+                root: checkpoint.root,
+                cosigners,
+                leaf: None,
+                payload: None,
+            },
+            records,
+            key_leaf,
+            key_payload,
         })
     }
 }

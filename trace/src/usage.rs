@@ -5,8 +5,13 @@
 //! A proof covers up to [`MAX_RECORDS_PER_PROOF`] commitments; the verifier
 //! recomputes their digest (a Poseidon chain over the commitments, padded
 //! with the commitment to zero) from the records it holds, so a proof is
-//! tied to those records and to the leaves that carry them. What a proof
-//! cannot show is that no record was left out: that rests on the log.
+//! tied to those records and to the leaves that carry them. A window of
+//! more records is proved in chunks chained by commitments to the running
+//! sum (the carry): each chunk proves `carry_in + its amounts = carry_out`
+//! and `carry_out <= limit`, and the first chunk's carry in is the
+//! commitment to zero with zero blinding. Only the sums' commitments are
+//! public, never a sum. What a proof cannot show is that no record was left
+//! out: that rests on the log.
 
 use ark_bn254::{Bn254, Fr};
 use ark_ff::{BigInteger, PrimeField};
@@ -19,11 +24,17 @@ use crate::poseidon;
 pub const CIRCUIT_VERSION: u32 = 1;
 /// Most usage records one proof covers.
 pub const MAX_RECORDS_PER_PROOF: usize = 64;
+/// Most chained proofs (chunks) one window's proof holds.
+pub const MAX_CHUNKS: usize = 4;
+/// Most usage records one window's proof covers.
+pub const MAX_RECORDS_PER_WINDOW: usize = MAX_RECORDS_PER_PROOF * MAX_CHUNKS;
 /// A committed amount is below 2^VALUE_BITS.
 pub const VALUE_BITS: usize = 64;
-/// `limit - sum` is below 2^SLACK_BITS when the sum is within the limit.
+/// `limit - sum` is below 2^SLACK_BITS when the sum is within the limit; a
+/// carried sum is below 2^SLACK_BITS too.
 pub const SLACK_BITS: usize = 72;
-// 64 amounts below 2^64 sum below 2^70, far from the field's 2^253: no wrap.
+// A carry below 2^72 plus 64 amounts below 2^64 stays below 2^73, far from
+// the field's 2^253: no wrap.
 const _: () = assert!(
     MAX_RECORDS_PER_PROOF <= 1 << (SLACK_BITS - VALUE_BITS)
         && SLACK_BITS < 250
@@ -131,9 +142,50 @@ pub fn records_digest(commitments: &[Commitment]) -> Result<Fr, UsageError> {
     Ok(digest)
 }
 
-/// The circuit's public inputs for `limit` over `commitments`.
-pub fn public_inputs(limit: u64, commitments: &[Commitment]) -> Result<Vec<Fr>, UsageError> {
-    Ok(vec![Fr::from(limit), records_digest(commitments)?])
+/// The carry into a window's first chunk: the commitment to zero with zero
+/// blinding.
+pub fn first_carry() -> Commitment {
+    PADDING.commit()
+}
+
+/// The circuit's public inputs: `limit`, the digest of `commitments`, and
+/// the commitments to the running sum before and after them.
+pub fn public_inputs(
+    limit: u64,
+    commitments: &[Commitment],
+    carry_in: &Commitment,
+    carry_out: &Commitment,
+) -> Result<Vec<Fr>, UsageError> {
+    Ok(vec![Fr::from(limit), records_digest(commitments)?, carry_in.element()?, carry_out.element()?])
+}
+
+/// One chained proof of a window: the commitment to the running sum after
+/// its records, and the Groth16 proof.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chunk {
+    pub carry_out: Commitment,
+    /// The compressed proof, hex.
+    #[serde(with = "hex_proof")]
+    pub proof: Vec<u8>,
+}
+
+mod hex_proof {
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text: String = serde::Deserialize::deserialize(deserializer)?;
+        if text.len() > 2 * super::PROOF_BYTES {
+            return Err(serde::de::Error::custom("a proof longer than 128 bytes"));
+        }
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How many chunks prove a window of `records` records.
+pub fn chunks_for(records: usize) -> usize {
+    records.div_ceil(MAX_RECORDS_PER_PROOF).max(1)
 }
 
 /// A verifying key, decoded and prepared once.
@@ -149,18 +201,29 @@ impl UsageVerifier {
         }
         let key = VerifyingKey::<Bn254>::deserialize_compressed(bytes)
             .map_err(|e| UsageError::Malformed { what: "verifying key", reason: e.to_string() })?;
-        if key.gamma_abc_g1.len() != 3 {
+        if key.gamma_abc_g1.len() != PUBLIC_INPUTS + 1 {
             return Err(UsageError::Malformed {
                 what: "verifying key",
-                reason: format!("made for {} public inputs, not 2", key.gamma_abc_g1.len().saturating_sub(1)),
+                reason: format!(
+                    "made for {} public inputs, not {PUBLIC_INPUTS}",
+                    key.gamma_abc_g1.len().saturating_sub(1)
+                ),
             });
         }
         Ok(UsageVerifier { prepared: ark_groth16::prepare_verifying_key(&key) })
     }
 
-    /// Checks `proof` for "the amounts committed in `commitments` sum to at
-    /// most `limit`".
-    pub fn verify(&self, limit: u64, commitments: &[Commitment], proof: &[u8]) -> Result<(), UsageError> {
+    /// Checks one chunk's `proof` for "the amounts committed in
+    /// `commitments`, added to the sum `carry_in` commits to, make the sum
+    /// `carry_out` commits to, and it is at most `limit`".
+    pub fn verify(
+        &self,
+        limit: u64,
+        commitments: &[Commitment],
+        carry_in: &Commitment,
+        carry_out: &Commitment,
+        proof: &[u8],
+    ) -> Result<(), UsageError> {
         if proof.len() != PROOF_BYTES {
             return Err(UsageError::Malformed {
                 what: "proof",
@@ -169,13 +232,45 @@ impl UsageVerifier {
         }
         let proof = Proof::<Bn254>::deserialize_compressed(proof)
             .map_err(|e| UsageError::Malformed { what: "proof", reason: e.to_string() })?;
-        let inputs = public_inputs(limit, commitments)?;
+        let inputs = public_inputs(limit, commitments, carry_in, carry_out)?;
         match Groth16::<Bn254>::verify_proof(&self.prepared, &proof, &inputs) {
             Ok(true) => Ok(()),
             _ => Err(UsageError::Invalid),
         }
     }
+
+    /// Checks a window's chained proofs: "the amounts committed in
+    /// `commitments` (in order) sum to at most `limit`".
+    pub fn verify_window(&self, limit: u64, commitments: &[Commitment], chunks: &[Chunk]) -> Result<(), UsageError> {
+        if commitments.len() > MAX_RECORDS_PER_WINDOW {
+            return Err(UsageError::TooManyRecords(commitments.len()));
+        }
+        if chunks.len() != chunks_for(commitments.len()) {
+            return Err(UsageError::Malformed {
+                what: "window proof",
+                reason: format!(
+                    "{} chunks for {} records, not {}",
+                    chunks.len(),
+                    commitments.len(),
+                    chunks_for(commitments.len())
+                ),
+            });
+        }
+        let groups: Vec<&[Commitment]> = match commitments {
+            [] => vec![&[]],
+            _ => commitments.chunks(MAX_RECORDS_PER_PROOF).collect(),
+        };
+        let mut carry_in = first_carry();
+        for (records, chunk) in groups.into_iter().zip(chunks) {
+            self.verify(limit, records, &carry_in, &chunk.carry_out, &chunk.proof)?;
+            carry_in = chunk.carry_out;
+        }
+        Ok(())
+    }
 }
+
+/// Public inputs of the circuit: limit, digest, carry in, carry out.
+pub const PUBLIC_INPUTS: usize = 4;
 
 /// Encodes a verifying key the way [`UsageVerifier::from_bytes`] reads it.
 pub fn encode_verifying_key(key: &VerifyingKey<Bn254>) -> Vec<u8> {

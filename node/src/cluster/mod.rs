@@ -13,5 +13,6 @@ mod transport;
 pub use checkpoint::{checkpoints, member_verifier, signing_key, Checkpoints};
 pub use inbound::Inbound;
 pub use membership::{join, next_voters, upkeep};
+pub(crate) use service::write_durably;
 pub use service::{token_hash, Cluster, ServiceError};
 pub use transport::{member_address, Liveness, MeshTransport};

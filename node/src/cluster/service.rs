@@ -130,11 +130,7 @@ impl Cluster {
     /// joiners' tokens if it leads one day.
     pub fn remember_token(&self, token: &str) -> anyhow::Result<()> {
         let hash = token_hash(token);
-        let path = self.data_dir.join(TOKEN_HASH_FILE);
-        let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, format!("{hash}\n"))?;
-        std::fs::File::open(&temporary)?.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
+        write_durably(&self.data_dir.join(TOKEN_HASH_FILE), format!("{hash}\n").as_bytes())?;
         *self.token_hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hash);
         Ok(())
     }
@@ -380,4 +376,13 @@ pub fn status_of(view: &ClusterView, trace: &TraceHead, peer_id: &str, info: &Me
         trace_root: trace.root.to_hex(),
         info: info.clone(),
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all: to a temporary file,
+/// synced, then renamed over it.
+pub(crate) fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, path)
 }

@@ -81,6 +81,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         test_faults: config.test_faults,
         leasing: Arc::new(tools::Leasing::new(config.lease_calls)),
         policies: tools::PolicyCache::default(),
+        usage_proofs: Arc::new(tools::UsageProofs::new(&config.data_dir)?),
     });
     tokio::spawn(tools::Leasing::return_idle(tool_env.clone()));
     let api = Arc::new(ApiState {

@@ -154,8 +154,15 @@ impl Leasing {
 async fn settle(env: Arc<ToolEnv>, spent: Spent) {
     let Spent { agreement, lease_key, used } = spent;
     for attempt in 0..SETTLE_TRIES {
-        let command = UsageCommand::Settle { agreement: agreement.clone(), key: lease_key.clone(), used };
-        match super::propose_usage(env.cluster.clone(), command).await {
+        let settled = match super::usage_blinding() {
+            Ok(blinding) => {
+                let command =
+                    UsageCommand::Settle { agreement: agreement.clone(), key: lease_key.clone(), used, blinding };
+                super::propose_usage(env.cluster.clone(), command).await
+            }
+            Err(error) => Err(error),
+        };
+        match settled {
             Ok(_) => return,
             Err(error) if attempt + 1 == SETTLE_TRIES => {
                 tracing::warn!(%agreement, %lease_key, %error, "a lease could not be settled; it stays counted whole");

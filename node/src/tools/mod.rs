@@ -12,6 +12,7 @@ mod policies;
 mod status;
 mod tokens;
 mod trace;
+mod usage_proofs;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,10 +43,13 @@ pub struct ToolEnv {
     pub leasing: Arc<Leasing>,
     /// The policy set this node has applied, compiled.
     pub policies: PolicyCache,
+    /// This node's proving key and prover thread for proofs of usage.
+    pub usage_proofs: Arc<UsageProofs>,
 }
 
 pub use leasing::Leasing;
 pub use policies::PolicyCache;
+pub use usage_proofs::UsageProofs;
 
 /// Reports a long tool's progress: `(step, steps, message)`.
 pub type Progress = Arc<dyn Fn(u64, u64, &str) + Send + Sync>;
@@ -280,7 +284,8 @@ impl Meter for Site<'_> {
                     return leased;
                 }
             }
-            let command = UsageCommand::Reserve { agreement: record.terms.id.clone(), key, want, policy };
+            let blinding = usage_blinding()?;
+            let command = UsageCommand::Reserve { agreement: record.terms.id.clone(), key, want, policy, blinding };
             propose_usage(env.cluster.clone(), command).await
         }
     }
@@ -297,7 +302,10 @@ impl Meter for Site<'_> {
             if env.leasing.settle(&env, &key, &used) || !through_log {
                 return Ok(());
             }
-            match propose_usage(env.cluster.clone(), UsageCommand::Settle { agreement: id, key, used }).await? {
+            let blinding = usage_blinding()?;
+            match propose_usage(env.cluster.clone(), UsageCommand::Settle { agreement: id, key, used, blinding })
+                .await?
+            {
                 UsageOutcome::Settled { .. } => Ok(()),
                 other => Err(format!("unexpected settlement outcome {other:?}")),
             }
@@ -344,6 +352,15 @@ fn fresh_key(env: &ToolEnv) -> String {
     }
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("n{:x}-{}-{call:x}", env.cluster.node_id(), hex::encode(random))
+}
+
+/// 32 random bytes for a settlement's usage commitments: they hide the
+/// amounts in the trace, so there is no fallback to anything guessable (a
+/// settlement that cannot be made leaves the reservation counted whole).
+pub(crate) fn usage_blinding() -> Result<[u8; 32], String> {
+    let mut blinding = [0u8; 32];
+    getrandom::fill(&mut blinding).map_err(|error| format!("no randomness for a usage commitment: {error}"))?;
+    Ok(blinding)
 }
 
 async fn propose_usage(cluster: Arc<Cluster>, command: UsageCommand) -> Result<UsageOutcome, String> {

@@ -30,6 +30,12 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             prove,
         ),
         ToolDecl::new(
+            "trace_prove_usage",
+            "A proof that the usage recorded in one window of an agreement's limit sums to at most the limit, without revealing the amounts: Groth16 over the records' Poseidon commitments, with each record's leaf proved in the latest checkpoint. Made on this node's prover thread; check it offline with `zeromesh trace verify`.",
+            Access::Admin,
+            super::usage_proofs::prove_usage,
+        ),
+        ToolDecl::new(
             "trace_consistency",
             "A consistency proof that the trace log at size FROM is a prefix of the log the latest checkpoint signs.",
             Access::Observe,
@@ -42,7 +48,7 @@ fn failed(error: impl std::fmt::Display) -> ToolError {
     ToolError::Failed(ServiceError::Unavailable(error.to_string()))
 }
 
-fn trace_failed(error: TraceError) -> ToolError {
+pub(super) fn trace_failed(error: TraceError) -> ToolError {
     match error {
         TraceError::Proof(_) | TraceError::NotYetApplied { .. } => {
             ToolError::Failed(ServiceError::Invalid(error.to_string()))
