@@ -4,7 +4,7 @@
 //! prove a window later. The blinding comes from the command (apply draws
 //! nothing). And the registration of keys for proofs of usage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use zeromesh_protocol::agreement::{Limit, Metric, Usage};
 use zeromesh_protocol::limits::{MAX_USAGE_KEYS, MAX_USAGE_RECORDS_PER_WINDOW, MAX_USAGE_WINDOWS_KEPT};
@@ -20,11 +20,15 @@ use crate::apply_agreement::At;
 /// A window: account, limit index, start.
 type WindowId = (String, u8, u64);
 
-/// Usage records staged by the entries of one apply call.
+/// Usage records staged by the entries of one apply call. It answers as
+/// the store would after each entry, so the outcome does not depend on how
+/// entries are grouped into apply calls (nodes group them differently).
 #[derive(Default)]
 pub(crate) struct UsageOverlay {
-    /// The next ordinal of each window touched so far.
+    /// The next ordinal of each window touched so far (0 once dropped).
     next: BTreeMap<WindowId, u32>,
+    /// The windows holding records of each limit touched so far.
+    windows: BTreeMap<(String, u8), BTreeSet<u64>>,
     /// The current entry's commitments and their openings, until its leaf
     /// is made.
     pending: Vec<(UsageCommitment, Opening)>,
@@ -83,14 +87,20 @@ impl Applier<'_> {
     /// A window begins: the windows of that limit older than the newest
     /// kept ones are dropped.
     fn forget_old_windows(&mut self, account: &str, limit: u8, start: u64) -> Result<(), StorageError> {
-        let mut starts = self.store.usage_windows(account, limit)?;
-        starts.retain(|kept| *kept < start);
-        let keep_older = MAX_USAGE_WINDOWS_KEPT - 1;
-        let drop = starts.len().saturating_sub(keep_older);
-        for old in &starts[..drop] {
-            self.batch.drop_usage_window(account, limit, *old)?;
-            self.usage.next.remove(&(account.to_owned(), limit, *old));
+        let key = (account.to_owned(), limit);
+        if !self.usage.windows.contains_key(&key) {
+            let stored = self.store.usage_windows(account, limit)?;
+            self.usage.windows.insert(key.clone(), stored.into_iter().collect());
         }
+        let windows = self.usage.windows.get_mut(&key).expect("inserted above");
+        let older: Vec<u64> = windows.range(..start).copied().collect();
+        let drop = older.len().saturating_sub(MAX_USAGE_WINDOWS_KEPT - 1);
+        for old in &older[..drop] {
+            windows.remove(old);
+            self.batch.drop_usage_window(account, limit, *old)?;
+            self.usage.next.insert((account.to_owned(), limit, *old), 0);
+        }
+        windows.insert(start);
         Ok(())
     }
 

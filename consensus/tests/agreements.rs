@@ -590,3 +590,41 @@ fn a_usage_key_that_does_not_decode_or_is_for_another_circuit_is_refused() {
     }
     assert!(store.usage_keys().unwrap().is_empty());
 }
+
+#[test]
+fn usage_records_are_the_same_however_entries_are_grouped_into_apply_calls() {
+    let deal = terms("deal", &["calls=400/minute", "calls=1000/lifetime"]);
+    let commands = active(&deal);
+    let first = commands.len() as u64 + 1;
+    let mut all = entries(1, commands);
+    // Three calls in each of seven minutes, and a second settlement of each.
+    for call in 0..21u64 {
+        let key = format!("c{call}");
+        let stamped_at_ms = START_MS + (call / 3) * 60_000 + call;
+        for (offset, command) in
+            [reserve("deal", &key, Usage { calls: 1, ..Usage::default() }), settle("deal", &key, Usage::default())]
+                .into_iter()
+                .enumerate()
+        {
+            let index = first + 2 * call + offset as u64;
+            let payload = EntryPayload::Normal(Request { stamped_at_ms, command });
+            all.push(Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload });
+        }
+    }
+    let mut seen = Vec::new();
+    for group in [all.len(), 1, 4, 7] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut machine) = open_machine(&dir);
+        for entries in all.chunks(group) {
+            apply(&mut machine, entries.to_vec());
+        }
+        let starts = store.usage_windows("deal", 0).unwrap();
+        assert_eq!(starts.len(), 4, "the newest windows are kept, applied in groups of {group}");
+        assert_eq!(store.usage_window("deal", 1, 0).unwrap().records.len(), 21);
+        seen.push((group, common::effects(&store, 100_000), machine.trace_heads().borrow().root));
+    }
+    for (group, effects, root) in &seen[1..] {
+        assert!(*effects == seen[0].1, "groups of {group} left other state than one apply call");
+        assert_eq!(*root, seen[0].2, "groups of {group} made another trace root");
+    }
+}
