@@ -138,39 +138,39 @@ fn checked_checkpoint(text: &str, voters: &[NoteVerifier]) -> Result<(SignedChec
     Ok((signed, cosigners))
 }
 
+/// Checks a checkpoint's cosignatures and that it signs a tree of `size`.
+fn signed_at(text: &str, voters: &[NoteVerifier], size: u64) -> Result<Verified, BundleError> {
+    let (signed, cosigners) = checked_checkpoint(text, voters)?;
+    let checkpoint = signed.checkpoint;
+    if checkpoint.size != size {
+        return Err(BundleError::SizeMismatch { checkpoint: checkpoint.size, proof: size });
+    }
+    Ok(Verified {
+        origin: checkpoint.origin,
+        tree_size: checkpoint.size,
+        root: checkpoint.root,
+        cosigners,
+        leaf: None,
+        payload: None,
+    })
+}
+
 impl InclusionBundle {
     /// Checks the checkpoint's cosignatures (a majority of `voters`), the
     /// leaf bytes against the leaf hash, and the path to the signed root.
     pub fn verify(&self, voters: &[NoteVerifier]) -> Result<Verified, BundleError> {
-        let (signed, cosigners) = checked_checkpoint(&self.checkpoint, voters)?;
-        let checkpoint = signed.checkpoint;
-        if checkpoint.size != self.tree_size {
-            return Err(BundleError::SizeMismatch { checkpoint: checkpoint.size, proof: self.tree_size });
-        }
-        let leaf = match &self.leaf {
-            Some(encoded) => {
-                let bytes = BASE64.decode(encoded).map_err(|e| BundleError::LeafEncoding(e.to_string()))?;
-                let computed = merkle::leaf_hash(&bytes);
-                if computed != self.leaf_hash {
-                    return Err(BundleError::LeafAltered { computed, claimed: self.leaf_hash });
-                }
-                Some(bytes)
+        let mut verified = signed_at(&self.checkpoint, voters, self.tree_size)?;
+        if let Some(encoded) = &self.leaf {
+            let bytes = decode(encoded)?;
+            let computed = merkle::leaf_hash(&bytes);
+            if computed != self.leaf_hash {
+                return Err(BundleError::LeafAltered { computed, claimed: self.leaf_hash });
             }
-            None => None,
-        };
-        let payload = match &self.payload {
-            Some(encoded) => Some(BASE64.decode(encoded).map_err(|e| BundleError::LeafEncoding(e.to_string()))?),
-            None => None,
-        };
-        merkle::verify_inclusion(self.index, self.tree_size, &self.leaf_hash, &self.path, &checkpoint.root)?;
-        Ok(Verified {
-            origin: checkpoint.origin,
-            tree_size: checkpoint.size,
-            root: checkpoint.root,
-            cosigners,
-            leaf,
-            payload,
-        })
+            verified.leaf = Some(bytes);
+        }
+        verified.payload = self.payload.as_deref().map(decode).transpose()?;
+        merkle::verify_inclusion(self.index, self.tree_size, &self.leaf_hash, &self.path, &verified.root)?;
+        Ok(verified)
     }
 }
 
@@ -200,30 +200,14 @@ impl UsageBundle {
         if self.records.len() > max {
             return Err(BundleError::TooManyRecords { records: self.records.len(), max });
         }
-        let (signed, cosigners) = checked_checkpoint(&self.checkpoint, voters)?;
-        let checkpoint = signed.checkpoint;
-        if checkpoint.size != self.tree_size {
-            return Err(BundleError::SizeMismatch { checkpoint: checkpoint.size, proof: self.tree_size });
-        }
+        let checkpoint = signed_at(&self.checkpoint, voters, self.tree_size)?;
         let records = self
             .records
             .iter()
-            .map(|record| record.verify(checkpoint.size, &checkpoint.root).map(|(leaf, _)| leaf))
+            .map(|record| record.verify(checkpoint.tree_size, &checkpoint.root).map(|(leaf, _)| leaf))
             .collect::<Result<Vec<_>, _>>()?;
-        let (key_leaf, key_payload) = self.key.verify(checkpoint.size, &checkpoint.root)?;
-        Ok(VerifiedLeaves {
-            checkpoint: Verified {
-                origin: checkpoint.origin,
-                tree_size: checkpoint.size,
-                root: checkpoint.root,
-                cosigners,
-                leaf: None,
-                payload: None,
-            },
-            records,
-            key_leaf,
-            key_payload,
-        })
+        let (key_leaf, key_payload) = self.key.verify(checkpoint.tree_size, &checkpoint.root)?;
+        Ok(VerifiedLeaves { checkpoint, records, key_leaf, key_payload })
     }
 }
 
@@ -232,11 +216,7 @@ impl ConsistencyBundle {
     /// prefix of the signed one. With `older`, a checkpoint the verifier
     /// kept from before, the old root must also be the one it signs.
     pub fn verify(&self, voters: &[NoteVerifier], older: Option<&str>) -> Result<Verified, BundleError> {
-        let (signed, cosigners) = checked_checkpoint(&self.checkpoint, voters)?;
-        let checkpoint = signed.checkpoint;
-        if checkpoint.size != self.new_size {
-            return Err(BundleError::SizeMismatch { checkpoint: checkpoint.size, proof: self.new_size });
-        }
+        let verified = signed_at(&self.checkpoint, voters, self.new_size)?;
         if let Some(older) = older {
             let (old, _) = checked_checkpoint(older, voters)?;
             if old.checkpoint.size != self.old_size {
@@ -246,15 +226,8 @@ impl ConsistencyBundle {
                 return Err(BundleError::OldRootMismatch { claimed: self.old_root, signed: old.checkpoint.root });
             }
         }
-        merkle::verify_consistency(self.old_size, self.new_size, &self.path, &self.old_root, &checkpoint.root)?;
-        Ok(Verified {
-            origin: checkpoint.origin,
-            tree_size: checkpoint.size,
-            root: checkpoint.root,
-            cosigners,
-            leaf: None,
-            payload: None,
-        })
+        merkle::verify_consistency(self.old_size, self.new_size, &self.path, &self.old_root, &verified.root)?;
+        Ok(verified)
     }
 }
 
