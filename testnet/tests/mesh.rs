@@ -347,3 +347,56 @@ async fn a_connection_that_never_completes_its_handshake_is_dropped() {
     assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered: {read:?}");
     testnet.call(0, "cluster_status", json!({})).await.expect("the node still serves others");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_the_mesh() {
+    use zeromesh::mesh::messages::{MeshError, MeshRequest, MeshResponse};
+    use zeromesh::mesh::{peer_of, MeshConfig, MeshHandle};
+    use zeromesh_protocol::memory::{MemoryBatch, MemoryCommand, MemoryPath, MemoryValue};
+
+    let _serial = serial();
+    let testnet =
+        Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
+    let leader = testnet.leader(WAIT).await.unwrap();
+    // A peer that speaks the mesh's protocol but never joined: it answers
+    // nothing itself (its inbound side has no cluster).
+    let dir = tempfile::tempdir().unwrap();
+    let config = MeshConfig {
+        keypair: zeromesh::identity::generate(&dir.path().join("node.key")).unwrap(),
+        private_mesh_key: None,
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        bootstrap: Vec::new(),
+        advert_ttl: Duration::from_secs(30),
+    };
+    let outsider = MeshHandle::start(config, std::sync::Arc::new(zeromesh::cluster::Inbound::default())).await.unwrap();
+    let put = || {
+        let path = MemoryPath::parse("outsider/notes/x").unwrap();
+        let value = MemoryValue { value: b"planted".to_vec(), content_type: "text/plain".into(), tags: Vec::new() };
+        MemoryBatch { commands: vec![MemoryCommand::Put { path, value }] }
+    };
+    let requests = || {
+        [
+            ("a forwarded write", MeshRequest::Write(put())),
+            ("a read-index request", MeshRequest::ReadIndex),
+            ("a proposal", MeshRequest::Propose(zeromesh_protocol::Command::Memory(put()))),
+            ("a module fetch", MeshRequest::FetchPluginModule { sha256: [0; 32] }),
+        ]
+    };
+    for index in [leader, (leader + 1) % 3] {
+        let address = testnet.nodes[index].address.p2p.parse().unwrap();
+        let peer = peer_of(&address).expect("the address names its peer");
+        for (what, request) in requests() {
+            let answer = outsider.request(peer, vec![address.clone()], request, WAIT).await.expect("an answer");
+            match answer {
+                MeshResponse::Refused(MeshError::Refused(reason)) => {
+                    assert!(reason.contains("is not a member of this node's cluster"), "{what}: {reason}")
+                }
+                other => panic!("{what} from a peer outside the cluster was answered {other:?}"),
+            }
+        }
+        // Asking for status stays open: joiners and monitors use it.
+        let status = outsider.request(peer, vec![address], MeshRequest::Status, WAIT).await.unwrap();
+        assert!(matches!(status, MeshResponse::Status(_)), "{status:?}");
+    }
+    assert_eq!(get(&testnet, 0, "outsider/notes/x", "linearizable").await, None, "nothing was written");
+}

@@ -1,6 +1,8 @@
 //! The mesh's inbound side: answers what other nodes ask. Raft messages,
-//! registry proposals and plugin module fetches are taken only from members (or from anyone while
-//! this node has no cluster yet, so a leader can reach a joiner).
+//! forwarded writes, read-index requests, proposals, checkpoints and plugin
+//! module fetches are taken only from members (or from anyone while this
+//! node has no cluster yet, so a leader can reach a joiner); a peer outside
+//! the cluster may only ask to join and for a node's status.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,16 +34,7 @@ async fn sender_may_speak_raft(cluster: &Cluster, peer: &PeerId) -> bool {
 }
 
 async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> MeshResponse {
-    let members_only = matches!(
-        request,
-        MeshRequest::AppendEntries(_)
-            | MeshRequest::Vote(_)
-            | MeshRequest::InstallSnapshot(_)
-            | MeshRequest::FetchPluginModule { .. }
-            | MeshRequest::Propose(_)
-            | MeshRequest::CosignCheckpoint { .. }
-            | MeshRequest::PublishCheckpoint(_)
-    );
+    let members_only = !matches!(request, MeshRequest::Join(_) | MeshRequest::Status);
     if members_only && !sender_may_speak_raft(&cluster, &peer).await {
         return MeshResponse::Refused(MeshError::Refused(format!(
             "peer {peer} is not a member of this node's cluster"
