@@ -92,9 +92,14 @@ pub enum ClientError {
     /// The node answered with a JSON-RPC error.
     #[error("error {code}: {message}")]
     Rpc { code: i64, message: String },
-    /// The tool ran and failed (`isError`).
+    /// The tool ran and failed (`isError`); nothing was done.
     #[error("{0}")]
     Tool(String),
+    /// The tool's change may or may not have been applied (`isError` with
+    /// `_meta["zeromesh/error"] == "outcome_unknown"`): read it back before
+    /// retrying.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The connection failed or the answer did not come.
     #[error("{0}")]
     Transport(String),
@@ -250,6 +255,9 @@ impl ApiClient {
         let mut result = self.request("tools/call", params).await?;
         if result.get("isError") == Some(&Value::Bool(true)) {
             let message = result["content"][0]["text"].as_str().unwrap_or("the tool failed").to_owned();
+            if result["_meta"]["zeromesh/error"] == "outcome_unknown" {
+                return Err(ClientError::OutcomeUnknown(message));
+            }
             return Err(ClientError::Tool(message));
         }
         Ok(result["structuredContent"].take())

@@ -160,8 +160,32 @@ enum CertCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The exit status of a command whose change may or may not have been
+/// applied (any other failure exits with 1): a script reads it back before
+/// retrying.
+const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            let unknown = error
+                .chain()
+                .any(|cause| matches!(cause.downcast_ref(), Some(zeromesh::client::ClientError::OutcomeUnknown(_))));
+            std::process::ExitCode::from(if unknown { EXIT_OUTCOME_UNKNOWN } else { 1 })
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             // openraft reports every unreachable peer; the demo crashes one on

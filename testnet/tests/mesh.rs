@@ -181,8 +181,10 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
     let majority: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
     testnet.isolate(isolated).await.expect("isolates");
 
+    // Proposed on the cut-off leader, it did not commit in time: the answer
+    // says the outcome is unknown (here it will in fact never commit).
     let refused = put(&testnet, isolated, "agent-p/minority", "must not commit").await;
-    assert!(matches!(refused, Err(ClientError::Tool(_))), "the minority cannot commit: {refused:?}");
+    assert!(matches!(refused, Err(ClientError::OutcomeUnknown(_))), "the minority cannot commit: {refused:?}");
     put(&testnet, majority[0], "agent-p/majority", "committed")
         .await
         .expect("the majority elects a leader and commits");
@@ -399,4 +401,59 @@ async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_t
         assert!(matches!(status, MeshResponse::Status(_)), "{status:?}");
     }
     assert_eq!(get(&testnet, 0, "outsider/notes/x", "linearizable").await, None, "nothing was written");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to node `index`'s process.
+fn signal(testnet: &Testnet, index: usize, signal: &str) {
+    let pid = testnet.nodes[index].pid().expect("a running node").to_string();
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outcome_is_unknown() {
+    let _serial = serial();
+    let options = TestnetOptions { args: ["--voter-count", "2"].map(String::from).to_vec(), ..Default::default() };
+    let testnet = Testnet::start(3, options).await.expect("a testnet starts");
+    testnet.wait_for_cluster("two voters", WAIT, |status| voters(status).len() == 2).await.expect("two voters");
+    let leader = testnet.leader(WAIT).await.unwrap();
+    let status = testnet.status(leader).await.unwrap();
+    let ids: Vec<u64> = testnet.nodes.iter().map(|node| node.address.node_id).collect();
+    let voter_ids = voters(&status);
+    let other_voter = (0..3).find(|i| *i != leader && voter_ids.contains(&ids[*i])).expect("a second voter");
+    let follower = (0..3).find(|i| !voter_ids.contains(&ids[*i])).expect("a non-voter");
+
+    // The other voter is paused: the leader keeps leading (the follower
+    // still hears it) but cannot commit. A write through the follower goes
+    // to the leader, which proposes it and then cannot say.
+    signal(&testnet, other_voter, "STOP");
+    let answer = put(&testnet, follower, "agent-u/notes/x", "maybe").await;
+    signal(&testnet, other_voter, "CONT");
+    match &answer {
+        Err(ClientError::OutcomeUnknown(message)) => {
+            assert!(
+                message.contains("the outcome is unknown") && message.contains("the leader proposed it"),
+                "{message}"
+            )
+        }
+        other => panic!("a write the leader proposed but could not commit was answered {other:?}"),
+    }
+    // The command line says so too, with its own exit status.
+    signal(&testnet, other_voter, "STOP");
+    let api = testnet.nodes[follower].address.api.clone();
+    let output = std::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
+        .args(["memory", "put", "agent-u/notes/y", "maybe", "--node", &api])
+        .output()
+        .unwrap();
+    signal(&testnet, other_voter, "CONT");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the outcome is unknown"), "{stderr}");
+
+    // Once the voter is back, the cluster commits again.
+    wait_until("a write to commit after the voter is back", WAIT, || async {
+        put(&testnet, follower, "agent-u/notes/z", "committed").await.ok()
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
 }

@@ -41,6 +41,10 @@ pub const AGENT_META_KEY: &str = "zeromesh/agent";
 pub const IDEMPOTENCY_META_KEY: &str = "zeromesh/idempotency-key";
 /// Where a metered call's result says how it was counted (`result._meta`).
 pub const USAGE_META_KEY: &str = "zeromesh/usage";
+/// `_meta` key of a failed tool result: the failure's kind (`invalid`,
+/// `refused`, `unavailable`, or `outcome_unknown` when it may have been
+/// applied).
+pub const ERROR_META_KEY: &str = "zeromesh/error";
 
 const INSTRUCTIONS: &str = "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Memories are resources mem://{agent}/{path}; subscribe to hear when one changes anywhere in the mesh. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].";
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
 
-use super::mcp::USAGE_META_KEY;
+use super::mcp::{ERROR_META_KEY, USAGE_META_KEY};
 use super::{ApiState, RpcError};
 use crate::tools::{CallMeta, Progress, ToolError};
 use zeromesh_kernel::{Caller, Metered};
@@ -63,21 +63,21 @@ pub async fn call(
     let served = state.tools.call(caller, name, arguments, meta, progress).await;
     state.metrics.count_call(&served);
     let served = served.map_err(|refusal| super::auth::refusal_error(&refusal))?;
+    let mut meta = MetaObject::default();
     let answer = match served.outcome {
         Ok(result) => CallToolResult::structured(result),
         Err(error @ ToolError::InvalidArguments { .. }) => {
             return Err(RpcError::invalid_params(error.to_string(), None))
         }
-        Err(ToolError::Failed(failure)) => CallToolResult::error(vec![ContentBlock::text(failure.to_string())]),
-    };
-    Ok(match served.metered {
-        Some(metered) => {
-            let mut meta = MetaObject::default();
-            meta.insert(USAGE_META_KEY.to_owned(), usage_meta(&metered));
-            answer.with_meta(Some(meta))
+        Err(ToolError::Failed(failure)) => {
+            meta.insert(ERROR_META_KEY.to_owned(), json!(failure.kind()));
+            CallToolResult::error(vec![ContentBlock::text(failure.to_string())])
         }
-        None => answer,
-    })
+    };
+    if let Some(metered) = &served.metered {
+        meta.insert(USAGE_META_KEY.to_owned(), usage_meta(metered));
+    }
+    Ok(if meta.is_empty() { answer } else { answer.with_meta(Some(meta)) })
 }
 
 /// How a metered call was counted, as its result's `_meta` shows it.

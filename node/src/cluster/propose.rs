@@ -5,7 +5,9 @@
 use zeromesh_consensus::ConsensusError;
 use zeromesh_protocol::{Command, CommandReply};
 
-use super::service::{Cluster, ServiceError, BUSY_RETRY_PAUSE, LEADER_RETRY_PAUSE, REQUEST_TIMEOUT};
+use super::service::{
+    Cluster, ServiceError, BUSY_RETRY_PAUSE, LEADER_COMMIT_TIMEOUT, LEADER_RETRY_PAUSE, REQUEST_TIMEOUT,
+};
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::MeshSendError;
 
@@ -90,8 +92,8 @@ impl Cluster {
     /// node leads.
     pub async fn propose_as_leader(&self, command: Command) -> Result<(u64, CommandReply), MeshError> {
         command.validate().map_err(|error| MeshError::Invalid(error.to_string()))?;
-        let Ok(applied) = tokio::time::timeout(REQUEST_TIMEOUT, self.consensus.propose(command)).await else {
-            return Err(MeshError::Unavailable(format!("not committed within {} ms", REQUEST_TIMEOUT.as_millis())));
+        let Ok(applied) = tokio::time::timeout(LEADER_COMMIT_TIMEOUT, self.consensus.propose(command)).await else {
+            return Err(super::service::not_committed_on_leader());
         };
         match applied {
             Ok(applied) => Ok(applied),

@@ -20,6 +20,18 @@ use crate::mesh::{peer_of, MeshHandle, MeshSendError};
 
 /// How long a write or read waits for a leader and for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leader waits for a forwarded proposal to commit: less than
+/// the forwarding node waits, so the forwarder hears "outcome unknown" from
+/// the leader rather than nothing.
+pub const LEADER_COMMIT_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What a leader answers a forwarded proposal that did not commit in time.
+pub(super) fn not_committed_on_leader() -> MeshError {
+    MeshError::Unknown(format!(
+        "the leader proposed it but it was not committed within {} ms (is the leader cut off from a quorum?)",
+        LEADER_COMMIT_TIMEOUT.as_millis()
+    ))
+}
 /// How long a status query waits for each member.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const TOKEN_HASH_FILE: &str = "join-token.sha256";
@@ -37,8 +49,22 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Refused(String),
-    #[error("the write's outcome is unknown: {0}; read the path to find out")]
+    #[error("the outcome is unknown: {0}; it may or may not have been applied: read it back to find out")]
     Unknown(String),
+}
+
+impl ServiceError {
+    /// The error's kind, as the API's `_meta["zeromesh/error"]` names it: a
+    /// client tells "nothing was done" (`invalid`, `refused`, `unavailable`)
+    /// from "it may have been done" (`outcome_unknown`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServiceError::Invalid(_) => "invalid",
+            ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Refused(_) => "refused",
+            ServiceError::Unknown(_) => "outcome_unknown",
+        }
+    }
 }
 
 impl From<ConsensusError> for ServiceError {
@@ -55,6 +81,7 @@ impl From<MeshError> for ServiceError {
         match error {
             MeshError::Invalid(reason) => ServiceError::Invalid(reason),
             MeshError::Refused(reason) => ServiceError::Refused(reason),
+            MeshError::Unknown(reason) => ServiceError::Unknown(reason),
             other => ServiceError::Unavailable(other.to_string()),
         }
     }
@@ -209,8 +236,8 @@ impl Cluster {
     /// leads. Validated again: the mesh is outside input too.
     pub async fn write_as_leader(&self, batch: MemoryBatch) -> Result<WriteAccepted, MeshError> {
         batch.validate().map_err(|error| MeshError::Invalid(error.to_string()))?;
-        let Ok(written) = tokio::time::timeout(REQUEST_TIMEOUT, self.batcher.write(batch)).await else {
-            return Err(MeshError::Unavailable(format!("not committed within {} ms", REQUEST_TIMEOUT.as_millis())));
+        let Ok(written) = tokio::time::timeout(LEADER_COMMIT_TIMEOUT, self.batcher.write(batch)).await else {
+            return Err(not_committed_on_leader());
         };
         match written {
             Ok(receipt) => Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),

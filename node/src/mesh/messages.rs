@@ -84,6 +84,10 @@ pub enum MeshError {
     /// The receiver could not serve it now; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The leader proposed it, but cannot say whether it was applied (not
+    /// committed in time): it may still be. Retrying could do it twice.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// A new node's request to join the cluster.
