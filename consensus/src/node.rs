@@ -220,6 +220,13 @@ impl ConsensusNode {
         Ok(response.log_id.index)
     }
 
+    /// Removes non-voting members `ids` from the cluster: the leader stops
+    /// replicating to them, and the mesh takes nothing more from them.
+    pub async fn remove_members(&self, ids: BTreeSet<NodeId>) -> Result<u64, ConsensusError> {
+        let response = self.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await?;
+        Ok(response.log_id.index)
+    }
+
     /// Every member (voter or learner) with its addresses, as the latest
     /// membership config this node knows.
     pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// A voter unreachable this long is replaced by a caught-up non-voter.
     #[arg(long, env = "ZEROMESH_VOTER_TIMEOUT_MS")]
     pub voter_timeout_ms: Option<String>,
+    /// A non-voting member unreachable this long (a replaced voter that did
+    /// not come back, say) is removed from the cluster.
+    #[arg(long, env = "ZEROMESH_MEMBER_REMOVE_AFTER_MS")]
+    pub member_remove_after_ms: Option<String>,
     /// How often the node republishes its resource advert.
     #[arg(long, env = "ZEROMESH_ADVERT_INTERVAL_MS")]
     pub advert_interval_ms: Option<String>,
@@ -104,6 +108,7 @@ struct FileConfig {
     join_token: Option<String>,
     voter_count: Option<u64>,
     voter_timeout_ms: Option<u64>,
+    member_remove_after_ms: Option<u64>,
     advert_interval_ms: Option<u64>,
     advert_ttl_ms: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
@@ -128,6 +133,7 @@ pub struct NodeConfig {
     pub join_token: Option<String>,
     pub voter_count: usize,
     pub voter_timeout: Duration,
+    pub member_remove_after: Duration,
     pub advert_interval: Duration,
     pub checkpoint_interval: Duration,
     pub advert_ttl: Duration,
@@ -172,6 +178,8 @@ pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/7001";
 pub const DEFAULT_API: &str = "127.0.0.1:8765";
 pub const DEFAULT_VOTER_COUNT: u64 = 3;
 pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
+/// One hour: a member down for maintenance stays; one gone for good goes.
+pub const DEFAULT_MEMBER_REMOVE_AFTER_MS: u64 = 3_600_000;
 pub const DEFAULT_ADVERT_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_ADVERT_TTL_MS: u64 = 30_000;
@@ -310,6 +318,13 @@ impl NodeConfig {
             join_token,
             voter_count: voter_count as usize,
             voter_timeout: Duration::from_millis(voter_timeout_ms),
+            member_remove_after: Duration::from_millis(number(
+                "member_remove_after_ms",
+                args.member_remove_after_ms.as_deref(),
+                file.member_remove_after_ms,
+                DEFAULT_MEMBER_REMOVE_AFTER_MS,
+                1_000..=30 * 86_400_000,
+            )?),
             advert_interval: Duration::from_millis(advert_interval_ms),
             checkpoint_interval: Duration::from_millis(number(
                 "checkpoint_interval_ms",

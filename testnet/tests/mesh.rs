@@ -228,9 +228,10 @@ async fn an_advert_published_by_one_node_reaches_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter() {
+async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter_and_removed_when_it_stays_away() {
     let _serial = serial();
-    let options = TestnetOptions { args: vec!["--voter-timeout-ms".into(), "2000".into()], ..Default::default() };
+    let args = ["--voter-timeout-ms", "2000", "--member-remove-after-ms", "4000"].map(String::from).to_vec();
+    let options = TestnetOptions { args, ..Default::default() };
     let mut testnet = Testnet::start(4, options).await.expect("a 4-node testnet starts");
     testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
     let leader = testnet.leader(WAIT).await.expect("a leader");
@@ -249,6 +250,18 @@ async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter() {
         .await
         .expect("a non-voter takes the dead voter's place");
     put(&testnet, leader, "agent-r/after", "still writable").await.expect("the cluster still commits");
+    // Kept as a non-voter a while, in case it returns; then removed.
+    let members = |status: &Value| -> Vec<u64> {
+        status["members"].as_array().into_iter().flatten().filter_map(|m| m["node_id"].as_u64()).collect()
+    };
+    testnet
+        .wait_for_cluster("the dead member to be removed", WAIT, |status| {
+            let gone = |ids: &Value| !ids.as_array().into_iter().flatten().any(|id| id.as_u64() == Some(victim_id));
+            members(status).len() == 3 && !members(status).contains(&victim_id) && gone(&status["non_voters"])
+        })
+        .await
+        .expect("a member silent past member_remove_after_ms is removed");
+    put(&testnet, leader, "agent-r/later", "still writable").await.expect("the cluster still commits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,10 +65,30 @@ pub async fn upkeep(cluster: Arc<Cluster>) {
         let alive = |id: &u64| cluster.liveness.silent_for(*id) < cluster.voter_timeout;
         let dead: BTreeSet<u64> = view.voters.iter().filter(|id| **id != view.node_id && !alive(id)).copied().collect();
         let candidates: Vec<u64> = view.learners.iter().filter(|id| caught_up(id) && alive(id)).copied().collect();
-        let Some(next) = next_voters(&view.voters, &candidates, &dead, cluster.voter_count) else { continue };
-        tracing::info!(?dead, from = ?view.voters, to = ?next, "changing voters");
-        if let Err(error) = cluster.consensus.replace_voters(next, true).await {
-            tracing::warn!(%error, "voter change failed; will retry");
+        if let Some(next) = next_voters(&view.voters, &candidates, &dead, cluster.voter_count) {
+            tracing::info!(?dead, from = ?view.voters, to = ?next, "changing voters");
+            if let Err(error) = cluster.consensus.replace_voters(next, true).await {
+                tracing::warn!(%error, "voter change failed; will retry");
+            }
+            continue;
+        }
+        // A non-voter silent this long (a replaced voter that never came
+        // back) is removed, so nothing replicates to it or dials it forever.
+        let gone: BTreeSet<u64> = view
+            .learners
+            .iter()
+            .filter(|id| cluster.liveness.silent_for(**id) >= cluster.remove_after)
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            tracing::warn!(
+                ?gone,
+                after_ms = cluster.remove_after.as_millis() as u64,
+                "removing members unreachable for too long"
+            );
+            if let Err(error) = cluster.consensus.remove_members(gone).await {
+                tracing::warn!(%error, "member removal failed; will retry");
+            }
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct Cluster {
     pub liveness: Liveness,
     pub voter_count: usize,
     pub voter_timeout: Duration,
+    /// A non-voter unreachable this long is removed from the cluster.
+    pub remove_after: Duration,
     data_dir: PathBuf,
     token_hash: Mutex<Option<String>>,
     pub checkpoints: super::checkpoint::Checkpoints,
@@ -137,6 +139,7 @@ impl Cluster {
             liveness,
             voter_count,
             voter_timeout,
+            remove_after: Duration::from_millis(crate::config::DEFAULT_MEMBER_REMOVE_AFTER_MS),
             data_dir: data_dir.to_owned(),
             token_hash: Mutex::new(stored),
             checkpoints: super::checkpoint::Checkpoints::default(),
@@ -144,6 +147,11 @@ impl Cluster {
     }
 
     /// Gives the node the key it cosigns trace checkpoints with.
+    pub fn with_member_removal(mut self, after: Duration) -> Self {
+        self.remove_after = after;
+        self
+    }
+
     pub fn with_checkpoint_key(mut self, key: ed25519_dalek::SigningKey) -> Self {
         self.checkpoints = super::checkpoint::Checkpoints::new(key);
         self

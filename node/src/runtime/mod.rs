@@ -70,7 +70,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             config.voter_timeout,
             &config.data_dir,
         )?
-        .with_checkpoint_key(cluster::signing_key(&keypair)?),
+        .with_checkpoint_key(cluster::signing_key(&keypair)?)
+        .with_member_removal(config.member_remove_after),
     );
     cluster.load_checkpoint().await;
     inbound.set(cluster.clone());
