@@ -227,6 +227,13 @@ impl ConsensusNode {
         Ok(response.log_id.index)
     }
 
+    /// Replaces member `id`'s addresses in the membership (the same node,
+    /// found elsewhere).
+    pub async fn set_member_info(&self, id: NodeId, info: MemberInfo) -> Result<u64, ConsensusError> {
+        let response = self.raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, info)])), true).await?;
+        Ok(response.log_id.index)
+    }
+
     /// Every member (voter or learner) with its addresses, as the latest
     /// membership config this node knows.
     pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {

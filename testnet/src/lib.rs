@@ -521,10 +521,21 @@ impl Testnet {
     /// Restarts node `index` on its data directory and its former ports, with
     /// no extra flag: it rejoins from its own state.
     pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[index];
+        let p2p_port = port_of(&node.address.p2p).context("p2p port")?.to_owned();
+        let api_port = port_of(&node.address.api).context("api port")?.to_owned();
+        self.restart_on(index, &p2p_port, &api_port).await
+    }
+
+    /// Restarts node `index` on its data directory but on new ports, as a
+    /// member moved to another address would come back.
+    pub async fn restart_elsewhere(&mut self, index: usize) -> anyhow::Result<()> {
+        self.restart_on(index, "0", "0").await
+    }
+
+    async fn restart_on(&mut self, index: usize, p2p_port: &str, api_port: &str) -> anyhow::Result<()> {
         self.kill9(index).await?;
         let node = &self.nodes[index];
-        let p2p_port = port_of(&node.address.p2p).context("p2p port")?;
-        let api_port = port_of(&node.address.api).context("api port")?;
         let mut args = self.base_args();
         // No --init, --bootstrap or --join-token: a member rejoins from its own state.
         args.extend([

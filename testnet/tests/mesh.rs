@@ -470,3 +470,36 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
     .await
     .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_on_other_ports_is_found_at_its_new_addresses() {
+    let _serial = serial();
+    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let leader = testnet.leader(WAIT).await.expect("a leader");
+    let moved = (leader + 1) % 3;
+    let before = testnet.nodes[moved].address.clone();
+    testnet.restart_elsewhere(moved).await.expect("restarts on new ports");
+    let after = testnet.nodes[moved].address.clone();
+    assert!(after.p2p != before.p2p && after.api != before.api, "{before:?} -> {after:?}");
+
+    // Every node's membership holds the new addresses.
+    testnet
+        .wait_for_cluster("the membership to hold the moved member's new addresses", WAIT, |status| {
+            status["members"].as_array().into_iter().flatten().any(|member| {
+                member["node_id"] == json!(after.node_id)
+                    && member["p2p_addr"] == json!(after.p2p)
+                    && member["api_addr"] == json!(after.api)
+            })
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+    // It is replicated to and writes through it commit.
+    put(&testnet, leader, "agent-m/notes/after-move", "here").await.expect("a write through the leader");
+    wait_until("the moved member to apply the write", WAIT, || async {
+        get(&testnet, moved, "agent-m/notes/after-move", "stale").await.filter(|value| value == "here")
+    })
+    .await
+    .expect("the moved member is replicated to");
+    put(&testnet, moved, "agent-m/notes/from-moved", "ok").await.expect("a write through the moved member");
+}

@@ -57,6 +57,9 @@ async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> Me
             MeshResponse::CosignCheckpoint(cluster.cosign(size, root).await)
         }
         MeshRequest::PublishCheckpoint(text) => MeshResponse::PublishCheckpoint(cluster.accept_checkpoint(text).await),
+        MeshRequest::UpdateMember(info) => {
+            MeshResponse::UpdateMember(cluster.update_member(node_id_of(&peer), info).await)
+        }
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn upkeep(cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tick.tick().await;
+        cluster.keep_own_address().await;
         let view = cluster.consensus.cluster_view();
         let leading = view.state == ServerState::Leader;
         if leading && !was_leader {

@@ -339,16 +339,7 @@ impl Cluster {
                 "wrong join token: give the token the --init node printed (--join-token or ZEROMESH_JOIN_TOKEN)".into(),
             ));
         }
-        let address: libp2p::Multiaddr = request
-            .info
-            .p2p_addr
-            .parse()
-            .map_err(|_| MeshError::Invalid(format!("{:?} is not a multiaddr", request.info.p2p_addr)))?;
-        let peer =
-            peer_of(&address).ok_or_else(|| MeshError::Invalid("the joiner's address has no /p2p/ peer id".into()))?;
-        if crate::identity::node_id_of(&peer) != request.node_id {
-            return Err(MeshError::Invalid(format!("node id {} is not the id of peer {peer}", request.node_id)));
-        }
+        check_own_address(request.node_id, &request.info)?;
         if let Some(known) = self.consensus.members().get(&request.node_id) {
             if *known == request.info {
                 return Ok(JoinAccepted {
@@ -365,6 +356,52 @@ impl Cluster {
         }
     }
 
+    /// Puts member `id`'s new addresses in the membership (on the leader):
+    /// a member restarted on other ports or another IP asks it for itself.
+    pub async fn update_member(&self, id: NodeId, info: MemberInfo) -> Result<u64, MeshError> {
+        check_own_address(id, &info)?;
+        let view = self.consensus.cluster_view();
+        if view.leader != Some(self.node_id()) {
+            return Err(MeshError::NotLeader { leader: view.leader });
+        }
+        match self.consensus.members().get(&id) {
+            None => return Err(MeshError::Refused(format!("node {id} is not a member"))),
+            Some(known) if *known == info => return Ok(view.applied_index.unwrap_or(0)),
+            Some(_) => {}
+        }
+        tracing::info!(node = id, %info, "a member's addresses changed");
+        match self.consensus.set_member_info(id, info).await {
+            Ok(index) => Ok(index),
+            Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Whether the membership holds this node's current addresses; if not,
+    /// has the leader put them there. Called periodically: a member
+    /// restarted elsewhere is reachable again once it did.
+    pub async fn keep_own_address(&self) {
+        let id = self.node_id();
+        if self.consensus.members().get(&id).is_none_or(|known| *known == self.info) {
+            return;
+        }
+        let outcome = match self.leader(REQUEST_TIMEOUT).await {
+            Ok((leader, _)) if leader == id => self.update_member(id, self.info.clone()).await,
+            Ok((leader, info)) => {
+                match self.ask(leader, &info, MeshRequest::UpdateMember(self.info.clone()), REQUEST_TIMEOUT).await {
+                    Ok(MeshResponse::UpdateMember(result)) => result,
+                    Ok(other) => Err(MeshError::Unavailable(format!("the leader answered {other:?}"))),
+                    Err(error) => Err(MeshError::Unavailable(error.to_string())),
+                }
+            }
+            Err(error) => Err(MeshError::Unavailable(error.to_string())),
+        };
+        match outcome {
+            Ok(index) => tracing::info!(index, info = %self.info, "this node's new addresses are in the membership"),
+            Err(error) => tracing::info!(%error, "this node's new addresses are not in the membership yet; will retry"),
+        }
+    }
+
     /// This node's own view, as other nodes ask for it.
     pub fn own_status(&self) -> NodeStatus {
         status_of(
@@ -375,20 +412,20 @@ impl Cluster {
         )
     }
 
-    /// Every member's own view (asked over the mesh, in parallel), by id;
-    /// a member that did not answer is missing.
-    pub async fn member_statuses(&self) -> BTreeMap<NodeId, Result<NodeStatus, String>> {
+    /// Every member's addresses in the membership and its own view (asked
+    /// over the mesh at those addresses, in parallel), by id.
+    pub async fn member_statuses(&self) -> BTreeMap<NodeId, (MemberInfo, Result<NodeStatus, String>)> {
         let members = self.consensus.members();
-        let asks = members.iter().map(|(id, info)| async move {
-            if *id == self.node_id() {
-                return (*id, Ok(self.own_status()));
+        let asks = members.into_iter().map(|(id, info)| async move {
+            if id == self.node_id() {
+                return (id, (info, Ok(self.own_status())));
             }
-            let answer = match self.ask(*id, info, MeshRequest::Status, STATUS_TIMEOUT).await {
+            let answer = match self.ask(id, &info, MeshRequest::Status, STATUS_TIMEOUT).await {
                 Ok(MeshResponse::Status(status)) => Ok(status),
                 Ok(other) => Err(format!("answered {other:?}")),
                 Err(error) => Err(error.to_string()),
             };
-            (*id, answer)
+            (id, (info, answer))
         });
         futures::future::join_all(asks).await.into_iter().collect()
     }
@@ -420,4 +457,15 @@ pub(crate) fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
     std::fs::write(&temporary, bytes)?;
     std::fs::File::open(&temporary)?.sync_all()?;
     std::fs::rename(&temporary, path)
+}
+
+/// Checks that `info`'s mesh address names the peer whose node id is `id`.
+fn check_own_address(id: NodeId, info: &MemberInfo) -> Result<(), MeshError> {
+    let address: libp2p::Multiaddr =
+        info.p2p_addr.parse().map_err(|_| MeshError::Invalid(format!("{:?} is not a multiaddr", info.p2p_addr)))?;
+    let peer = peer_of(&address).ok_or_else(|| MeshError::Invalid("the address has no /p2p/ peer id".into()))?;
+    if crate::identity::node_id_of(&peer) != id {
+        return Err(MeshError::Invalid(format!("node id {id} is not the id of peer {peer}")));
+    }
+    Ok(())
 }

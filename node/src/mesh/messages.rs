@@ -40,6 +40,9 @@ pub enum MeshRequest {
     /// The leader hands out a checkpoint a majority of voters cosigned
     /// (signed-note text).
     PublishCheckpoint(String),
+    /// A member restarted with other addresses asks the leader to put them
+    /// in the membership; only for the sender's own node id.
+    UpdateMember(MemberInfo),
 }
 
 /// The answer to a [`MeshRequest`], variant for variant.
@@ -60,6 +63,8 @@ pub enum MeshResponse {
     PublishCheckpoint(Result<(), MeshError>),
     /// The request was not handled (busy, shutting down, malformed).
     Refused(MeshError),
+    /// The log index of the membership that holds the new addresses.
+    UpdateMember(Result<u64, MeshError>),
 }
 
 /// A committed write, as the leader answers a forwarded one.

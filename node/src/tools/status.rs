@@ -67,15 +67,15 @@ async fn isolate(env: Arc<ToolEnv>, _: Invocation, args: PeersArgs) -> ToolOutco
 }
 
 /// Leader, term, voters and non-voters as this node sees them, and each
-/// member's own log position (asked over the mesh; `error` when it did not
-/// answer).
+/// member's addresses in the membership (where the cluster reaches it) and
+/// own log position (asked over the mesh; `error` when it did not answer).
 async fn cluster_status(cluster: &Cluster) -> Value {
     let own = cluster.own_status();
     let members: Vec<Value> = cluster
         .member_statuses()
         .await
         .into_iter()
-        .map(|(id, answer)| match answer {
+        .map(|(id, (info, answer))| match answer {
             Ok(status) => json!({
                 "node_id": id,
                 "voter": own.voters.contains(&id),
@@ -88,12 +88,17 @@ async fn cluster_status(cluster: &Cluster) -> Value {
                 "trace_size": status.trace_size,
                 "trace_root": status.trace_root,
                 "peer_id": status.peer_id,
-                "p2p_addr": status.info.p2p_addr,
-                "api_addr": status.info.api_addr,
+                "p2p_addr": info.p2p_addr,
+                "api_addr": info.api_addr,
             }),
-            Err(error) => {
-                json!({ "node_id": id, "voter": own.voters.contains(&id), "reachable": false, "error": error })
-            }
+            Err(error) => json!({
+                "node_id": id,
+                "voter": own.voters.contains(&id),
+                "reachable": false,
+                "error": error,
+                "p2p_addr": info.p2p_addr,
+                "api_addr": info.api_addr,
+            }),
         })
         .collect();
     json!({
