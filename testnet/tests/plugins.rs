@@ -242,3 +242,27 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     let gone = swap_note(&testnet, 2, "alice", json!({})).await.unwrap_err();
     assert!(gone.contains("unknown tool"), "{gone}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_tool_called_through_a_node_that_has_not_loaded_it_yet_is_waited_for_not_unknown() {
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, publisher) = publisher_key(dir.path());
+    let notes_wasm = wat::parse_file(examples().join("notes.wat")).expect("notes.wat compiles");
+    let package = sign(dir.path(), "notes", notes_wasm, &examples().join("notes.json"), &key);
+    let first = testnet.nodes[0].address.api.clone();
+    run_ok(&["plugin", "trust", &publisher, "--node", &first]);
+    testnet.spawn_agent("alice", &["swap_note"]).await.expect("the agent is spawned");
+    let leader = testnet.leader(WAIT).await.unwrap();
+    let late = (0..3).find(|node| *node != leader && *node != 0).unwrap_or((leader + 1) % 3);
+    // The late node is paused while the plugin is installed elsewhere: when
+    // it is called right after it resumes, it has neither applied the
+    // install nor fetched the module.
+    let pid = testnet.nodes[late].pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let installed = run(&["plugin", "install", &package, "--grant", "memory.read,memory.write", "--node", &first]);
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(installed.0, "{}", installed.1);
+    let answer = swap_note(&testnet, late, "alice", json!({ "text": "right away" })).await;
+    assert_eq!(answer, Ok(Value::Null), "the call waits for the plugin instead of calling it unknown");
+}

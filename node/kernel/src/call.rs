@@ -25,6 +25,10 @@ const POLICY_RETRIES: usize = 3;
 pub enum Refusal {
     #[error("unknown tool {name:?}; tools/list shows the tools this node offers")]
     UnknownTool { name: String },
+    #[error("tool {name:?} of plugin {plugin} is not running on this node yet (its module is being fetched from peers); retry in a few seconds")]
+    ToolLoading { name: String, plugin: String },
+    #[error("tool {name:?} of plugin {plugin} does not run on this node: {reason}")]
+    ToolFailed { name: String, plugin: String, reason: String },
     #[error("the agent named in the call is not valid: {reason}")]
     InvalidAgent { reason: String },
     #[error("the call's idempotency key is not valid: {reason}")]
@@ -66,6 +70,8 @@ impl Refusal {
     pub fn kind(&self) -> &'static str {
         match self {
             Refusal::UnknownTool { .. } => "unknown_tool",
+            Refusal::ToolLoading { .. } => "tool_loading",
+            Refusal::ToolFailed { .. } => "tool_failed",
             Refusal::InvalidAgent { .. } => "invalid_agent",
             Refusal::InvalidKey { .. } => "invalid_key",
             Refusal::Forbidden { .. } => "forbidden",

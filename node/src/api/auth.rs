@@ -24,6 +24,9 @@ pub const RATE_LIMITED: i32 = -32029;
 /// A tool call refused by an agreement's limit; `data` says which, how much
 /// is used and when the window resets.
 pub const OVER_LIMIT: i32 = -32004;
+/// JSON-RPC error code of a call this node cannot serve yet (a plugin whose
+/// module it is still fetching): the same call may succeed shortly.
+pub const NOT_READY: i32 = -32005;
 /// Token buckets kept per node; the least recently used is dropped beyond.
 const MAX_BUCKETS: usize = 10_000;
 
@@ -139,7 +142,10 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
             RpcError::invalid_params(refusal.to_string(), None)
         }
-        Refusal::Unavailable { .. } => rpc_error(rmcp::model::ErrorCode::INTERNAL_ERROR.0, refusal.to_string()),
+        Refusal::ToolLoading { .. } => rpc_error(NOT_READY, refusal.to_string()),
+        Refusal::Unavailable { .. } | Refusal::ToolFailed { .. } => {
+            rpc_error(rmcp::model::ErrorCode::INTERNAL_ERROR.0, refusal.to_string())
+        }
     };
     with_data(error, json!({ "reason": refusal.kind() }))
 }

@@ -346,6 +346,36 @@ impl PluginRuntime {
         }
     }
 
+    /// The plugin the replicated registry names tool `exposed` for, when it
+    /// does not run here: `Ok(plugin)` while it is being loaded (its module
+    /// fetched), `Err((plugin, reason))` when it failed to load. `None` for
+    /// a tool no installed plugin names, or one that runs.
+    pub async fn not_running_for(&self, cluster: &Cluster, exposed: &str) -> Option<Result<String, (String, String)>> {
+        if self.offers(exposed) {
+            return None;
+        }
+        let registry = cluster.consensus.installed_plugins().await.ok()?;
+        let named = naming::expose(&registry, &self.reserved_names, |_| true);
+        let plugin = named.get(exposed)?.plugin.clone();
+        Some(match self.read().not_running.get(&plugin) {
+            Some(NotRunning::Failed(reason)) => Err((plugin, reason.clone())),
+            Some(NotRunning::Fetching) | None => Ok(plugin),
+        })
+    }
+
+    /// Waits at most `timeout` for tool `exposed` to be offered here.
+    pub async fn wait_offered(&self, exposed: &str, timeout: std::time::Duration) -> bool {
+        let mut changes = self.subscribe_tools_changed();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.offers(exposed) {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(())) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return self.offers(exposed),
+            }
+        }
+        true
+    }
+
     fn exposed_tools_of(&self, plugin: &str) -> Vec<String> {
         self.read().tools.iter().filter(|(_, tool)| tool.plugin == plugin).map(|(name, _)| name.clone()).collect()
     }

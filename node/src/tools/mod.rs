@@ -214,10 +214,40 @@ impl Tooling {
         meta: CallMeta<'_>,
         progress: Progress,
     ) -> Result<Served<ToolOutcome>, Refusal> {
+        if self.builtin(name).is_none() {
+            self.wait_for_plugin(name).await?;
+        }
         let site = Site { tooling: self, progress };
         let call =
             ToolCall { caller, tool: name, arguments, named_agent: meta.agent, idempotency_key: meta.idempotency_key };
         self.kernel.call(&site, call).await
+    }
+}
+
+/// How long a call of a plugin tool that is installed but not running here
+/// yet waits for it (its module being fetched) before it is refused with
+/// "retry".
+const PLUGIN_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Tooling {
+    /// A plugin tool that the registry names but this node does not run yet
+    /// is waited for a bounded time, then refused as loading (or failed),
+    /// never as unknown.
+    async fn wait_for_plugin(&self, name: &str) -> Result<(), Refusal> {
+        let (plugins, cluster) = (&self.env.plugins, &self.env.cluster);
+        let mut named = plugins.not_running_for(cluster, name).await;
+        if named.is_none() && !plugins.offers(name) && cluster.catch_up().await.is_ok() {
+            // Unknown here: this node may not have applied the install yet.
+            named = plugins.not_running_for(cluster, name).await;
+        }
+        match named {
+            None => Ok(()),
+            Some(Err((plugin, reason))) => Err(Refusal::ToolFailed { name: name.to_owned(), plugin, reason }),
+            Some(Ok(plugin)) => match plugins.wait_offered(name, PLUGIN_LOAD_WAIT).await {
+                true => Ok(()),
+                false => Err(Refusal::ToolLoading { name: name.to_owned(), plugin }),
+            },
+        }
     }
 }
 
