@@ -228,6 +228,9 @@ impl Tooling {
 /// yet waits for it (its module being fetched) before it is refused with
 /// "retry".
 const PLUGIN_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a call of a tool this node does not know waits to apply what
+/// the leader has committed, in case it names a plugin just installed.
+const UNKNOWN_TOOL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Tooling {
     /// A plugin tool that the registry names but this node does not run yet
@@ -236,9 +239,13 @@ impl Tooling {
     async fn wait_for_plugin(&self, name: &str) -> Result<(), Refusal> {
         let (plugins, cluster) = (&self.env.plugins, &self.env.cluster);
         let mut named = plugins.not_running_for(cluster, name).await;
-        if named.is_none() && !plugins.offers(name) && cluster.catch_up().await.is_ok() {
+        if named.is_none() && !plugins.offers(name) {
             // Unknown here: this node may not have applied the install yet.
-            named = plugins.not_running_for(cluster, name).await;
+            // Caught up briefly, so a mistyped name on a cut-off node is not
+            // held long.
+            if let Ok(Ok(())) = tokio::time::timeout(UNKNOWN_TOOL_CATCH_UP, cluster.catch_up()).await {
+                named = plugins.not_running_for(cluster, name).await;
+            }
         }
         match named {
             None => Ok(()),
