@@ -51,6 +51,13 @@ async fn count_stale(testnet: &Testnet, node: usize, prefix: &str) -> Option<usi
     }
 }
 
+/// A 3-node testnet, once all three are voters.
+async fn three_voters() -> Testnet {
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    testnet
+}
+
 fn voters(status: &Value) -> Vec<u64> {
     status["voters"].as_array().map(|ids| ids.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
 }
@@ -83,8 +90,7 @@ async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_thr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rejoins_after_restart() {
     let _serial = serial();
-    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
-    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let mut testnet = three_voters().await;
     let old_leader = testnet.leader(WAIT).await.expect("a leader");
     let writer = (old_leader + 1) % 3;
 
@@ -175,8 +181,7 @@ async fn a_node_with_a_wrong_join_token_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
     let _serial = serial();
-    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
-    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let testnet = three_voters().await;
     let isolated = testnet.leader(WAIT).await.expect("a leader");
     let majority: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
     testnet.isolate(isolated).await.expect("isolates");
@@ -474,8 +479,7 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarted_on_other_ports_is_found_at_its_new_addresses() {
     let _serial = serial();
-    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
-    testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
+    let mut testnet = three_voters().await;
     let leader = testnet.leader(WAIT).await.expect("a leader");
     let moved = (leader + 1) % 3;
     let before = testnet.nodes[moved].address.clone();
