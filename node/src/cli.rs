@@ -132,10 +132,14 @@ fn opt(value: &Value) -> String {
     }
 }
 
-pub async fn status(node: &str) -> anyhow::Result<()> {
+pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await?;
     let cluster = client.call_tool("cluster_status", json!({})).await.context("cluster_status")?;
     let mesh = client.call_tool("mesh_peers", json!({})).await.context("mesh_peers")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "cluster": cluster, "mesh": mesh }))?);
+        return Ok(());
+    }
     println!("node       {} ({})", cluster["node_id"], cluster["role"].as_str().unwrap_or_default());
     println!("leader     {}", opt(&cluster["leader"]));
     println!("term       {}", cluster["term"]);
@@ -158,9 +162,10 @@ pub async fn status(node: &str) -> anyhow::Result<()> {
             );
         } else {
             println!(
-                "  {:<20} {:<9} unreachable: {}",
+                "  {:<20} {:<9} unreachable at {}: {}",
                 member["node_id"],
                 kind,
+                member["api_addr"].as_str().unwrap_or_default(),
                 member["error"].as_str().unwrap_or_default()
             );
         }

@@ -37,7 +37,13 @@ enum Commands {
     Status {
         #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
         node: String,
+        /// Prints `{"cluster": ..., "mesh": ...}` as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
+    /// Prints a shell completion script: `zeromesh completions bash >
+    /// /etc/bash_completion.d/zeromesh` (or zsh, fish).
+    Completions { shell: clap_complete::Shell },
     /// Reads and writes agent memories through a node.
     Memory {
         #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
@@ -203,7 +209,12 @@ async fn run() -> anyhow::Result<()> {
             println!("peer_id={peer_id} node_id={}", zeromesh::identity::node_id_of(&peer_id));
             Ok(())
         }
-        Commands::Status { node } => client_cli::status(&node).await,
+        Commands::Status { node, json } => client_cli::status(&node, json).await,
+        Commands::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "zeromesh", &mut std::io::stdout());
+            Ok(())
+        }
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
         Commands::Token { node, command } => {

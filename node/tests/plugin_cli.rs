@@ -1,4 +1,5 @@
-//! `zeromesh plugin keygen | sign | verify`, run as a real process.
+//! The command line's offline commands (`plugin keygen | sign | verify`,
+//! `completions`), run as a real process.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -58,4 +59,29 @@ fn a_publisher_signs_a_package_that_verifies_and_a_changed_byte_is_refused() {
     let tampered = zeromesh(dir.path(), &["plugin", "verify", "tampered.zmp", "--trust", &public_key]);
     assert!(!tampered.status.success());
     assert!(text(&tampered.stderr).contains("module check failed"), "{}", text(&tampered.stderr));
+}
+
+#[test]
+fn completion_scripts_are_printed_for_bash_zsh_and_fish_and_bash_accepts_its_script() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let output = zeromesh(dir.path(), &["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", text(&output.stderr));
+        let script = text(&output.stdout);
+        assert!(
+            script.contains("prove-usage") && script.contains("agreement"),
+            "{shell}: no subcommands in the script"
+        );
+        if shell == "bash" {
+            std::fs::write(dir.path().join("zeromesh.bash"), &script).unwrap();
+            let checked = Command::new("bash").args(["-n", "zeromesh.bash"]).current_dir(dir.path()).output().unwrap();
+            assert!(checked.status.success(), "bash -n: {}", text(&checked.stderr));
+        }
+    }
+    let refused = zeromesh(dir.path(), &["completions", "tcsh"]);
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("possible values"),
+        "{}",
+        text(&refused.stderr)
+    );
 }

@@ -85,6 +85,20 @@ async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_thr
             );
         }
     }
+    // The command line's status, as a table and as JSON for scripts.
+    let api = testnet.nodes[1].address.api.clone();
+    let table = zeromesh_testnet::cli(&["status", "--node", &api]).expect("status");
+    assert!(
+        table.contains("members:") && table.lines().filter(|line| line.contains(" voter ")).count() == 3,
+        "{table}"
+    );
+    let json: Value =
+        serde_json::from_str(&zeromesh_testnet::cli(&["status", "--json", "--node", &api]).unwrap()).unwrap();
+    assert_eq!(json["cluster"]["members"].as_array().map(Vec::len), Some(3), "{json}");
+    for member in json["cluster"]["members"].as_array().unwrap() {
+        assert!(member["api_addr"].as_str().is_some_and(|api| api.starts_with("ws://127.0.0.1:")), "{member}");
+    }
+    assert!(json["mesh"]["adverts"].is_array(), "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
