@@ -391,9 +391,10 @@ fn fresh_key(env: &ToolEnv) -> String {
     format!("n{:x}-{}-{call:x}", env.cluster.node_id(), hex::encode(random))
 }
 
-/// 32 random bytes for a settlement's usage commitments: they hide the
-/// amounts in the trace, so there is no fallback to anything guessable (a
-/// settlement that cannot be made leaves the reservation counted whole).
+/// 32 random bytes for the usage commitments of a call's reservation or
+/// settlement: they hide the amounts in the trace, so there is no fallback
+/// to anything guessable (a call that cannot draw them is not served; a
+/// settlement that cannot leaves the reservation counted whole).
 pub(crate) fn usage_blinding() -> Result<[u8; 32], String> {
     let mut blinding = [0u8; 32];
     getrandom::fill(&mut blinding).map_err(|error| format!("no randomness for a usage commitment: {error}"))?;
