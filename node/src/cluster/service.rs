@@ -32,6 +32,7 @@ pub(super) fn not_committed_on_leader() -> MeshError {
         LEADER_COMMIT_TIMEOUT.as_millis()
     ))
 }
+
 /// How long a status query waits for each member.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const TOKEN_HASH_FILE: &str = "join-token.sha256";
@@ -146,12 +147,13 @@ impl Cluster {
         })
     }
 
-    /// Gives the node the key it cosigns trace checkpoints with.
+    /// Sets how long a non-voter may stay unreachable before it is removed.
     pub fn with_member_removal(mut self, after: Duration) -> Self {
         self.remove_after = after;
         self
     }
 
+    /// Gives the node the key it cosigns trace checkpoints with.
     pub fn with_checkpoint_key(mut self, key: ed25519_dalek::SigningKey) -> Self {
         self.checkpoints = super::checkpoint::Checkpoints::new(key);
         self
