@@ -1,8 +1,10 @@
-//! Usage records in apply: a settlement commits to each amount it settles,
-//! one Poseidon commitment per limit it counts against, carried in the
-//! entry's trace leaf; the openings are kept with the leaf so a node can
-//! prove a window later. The blinding comes from the command (apply draws
-//! nothing). And the registration of keys for proofs of usage.
+//! Usage records in apply: an amount is committed to when it is final (a
+//! call's count and bytes in when it is reserved, the rest when it settles,
+//! all of a lease when it settles), one Poseidon commitment per limit it
+//! counts against, carried in the entry's trace leaf; the openings are kept
+//! with the leaf so a node can prove a window later. The blinding comes
+//! from the command (apply draws nothing). And the registration of keys for
+//! proofs of usage.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +34,8 @@ pub(crate) struct UsageOverlay {
     /// The current entry's commitments and their openings, until its leaf
     /// is made.
     pending: Vec<(UsageCommitment, Opening)>,
+    /// Keys registered so far: (version, node).
+    keys: BTreeSet<(u32, zeromesh_protocol::NodeId)>,
 }
 
 impl Applier<'_> {
@@ -134,12 +138,16 @@ impl Applier<'_> {
                 if let Err(error) = UsageVerifier::from_bytes(verifying_key) {
                     return Ok(TraceOutcome::Refused(error.to_string()));
                 }
-                let replaced = self.store.usage_key(*version, *node)?.is_some();
-                if !replaced && self.store.usage_keys()?.len() >= MAX_USAGE_KEYS {
+                let staged = &self.usage.keys;
+                let replaced = staged.contains(&(*version, *node)) || self.store.usage_key(*version, *node)?.is_some();
+                let stored = self.store.usage_keys()?;
+                let new_here = staged.iter().filter(|(v, n)| !stored.iter().any(|k| k.version == *v && k.node == *n));
+                if !replaced && stored.len() + new_here.count() >= MAX_USAGE_KEYS {
                     return Ok(TraceOutcome::Refused(format!(
                         "the mesh already keeps its maximum of {MAX_USAGE_KEYS} usage keys"
                     )));
                 }
+                self.usage.keys.insert((*version, *node));
                 self.batch.put_usage_key(&UsageKeyRecord {
                     node: *node,
                     version: *version,

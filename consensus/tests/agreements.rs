@@ -578,6 +578,43 @@ fn the_final_amount_of_each_call_is_committed_in_its_leaf_and_its_opening_kept_p
 }
 
 #[test]
+fn usage_keys_are_kept_up_to_their_limit_however_their_entries_are_grouped() {
+    use zeromesh_protocol::limits::MAX_USAGE_KEYS;
+    let prover = zeromesh_trace::usage_circuit::UsageProver::setup_from_seed([5; 32]).unwrap();
+    let verifying_key = zeromesh_trace::usage::encode_verifying_key(prover.verifying_key());
+    // One more node than the mesh keeps keys for, and the first node again.
+    let nodes: Vec<u64> = (1..=MAX_USAGE_KEYS as u64 + 1).chain([1]).collect();
+    let commands: Vec<Command> = nodes
+        .iter()
+        .map(|node| {
+            Command::Trace(TraceCommand::RegisterUsageKey {
+                node: *node,
+                version: zeromesh_trace::usage::CIRCUIT_VERSION,
+                verifying_key: verifying_key.clone(),
+                proving_key_sha256: [*node as u8; 32],
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for group in [commands.len(), 1, 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut machine) = open_machine(&dir);
+        let mut replies = Vec::new();
+        for entries in entries(1, commands.clone()).chunks(group) {
+            replies.extend(apply(&mut machine, entries.to_vec()));
+        }
+        assert_eq!(store.usage_keys().unwrap().len(), MAX_USAGE_KEYS, "groups of {group}");
+        assert!(matches!(replies[MAX_USAGE_KEYS], CommandReply::Trace(TraceOutcome::Refused(_))), "groups of {group}");
+        assert!(
+            matches!(replies[MAX_USAGE_KEYS + 1], CommandReply::Trace(TraceOutcome::Registered { replaced: true, .. })),
+            "a node registers its key again: groups of {group}"
+        );
+        seen.push((replies, common::effects(&store, 100_000)));
+    }
+    assert!(seen.iter().all(|other| *other == seen[0]), "the same replies and state in every grouping");
+}
+
+#[test]
 fn a_usage_key_that_does_not_decode_or_is_for_another_circuit_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut machine) = open_machine(&dir);
