@@ -37,6 +37,14 @@ fn usage_key_key(version: u32, node: NodeId) -> Vec<u8> {
     [USAGE_KEY_KEY_PREFIX, &version.to_be_bytes()[..], &node.to_be_bytes()[..]].concat()
 }
 
+/// A fixed-width field of a stored usage key, or a decode error naming it.
+fn key_field<const N: usize>(bytes: Option<&[u8]>) -> Result<[u8; N], StorageError> {
+    bytes.and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| StorageError::Decode {
+        what: "usage record key",
+        source: Box::new(bincode::ErrorKind::Custom(format!("a field is not {N} bytes"))),
+    })
+}
+
 /// Checks one usage registry record from a snapshot; `None` when the key is
 /// not one of them.
 pub(crate) fn check_usage_record(key: &[u8], value: &[u8]) -> Option<Result<(), String>> {
@@ -100,7 +108,7 @@ impl Store {
         let last = self.db.iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse)).next().transpose()?;
         Ok(match last {
             Some((key, _)) if key.starts_with(&prefix) => {
-                let ordinal = u32::from_be_bytes(key[prefix.len()..].try_into().expect("4 bytes"));
+                let ordinal = u32::from_be_bytes(key_field(key.get(prefix.len()..))?);
                 ordinal.saturating_add(1)
             }
             _ => 0,
@@ -120,7 +128,7 @@ impl Store {
             };
             let (key, _) = item?;
             let Some(rest) = key.strip_prefix(prefix.as_slice()) else { break };
-            let start = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let start = u64::from_be_bytes(key_field(rest.get(..8))?);
             starts.push(start);
             match start.checked_add(1) {
                 Some(next) => from = window_prefix(account, limit, next),

@@ -188,6 +188,15 @@ pub fn chunks_for(records: usize) -> usize {
     records.div_ceil(MAX_RECORDS_PER_PROOF).max(1)
 }
 
+/// A window's records as its chunks take them: up to
+/// [`MAX_RECORDS_PER_PROOF`] each, and one empty chunk for no record.
+pub(crate) fn chunk_groups<T>(records: &[T]) -> Vec<&[T]> {
+    match records {
+        [] => vec![&[]],
+        _ => records.chunks(MAX_RECORDS_PER_PROOF).collect(),
+    }
+}
+
 /// A verifying key, decoded and prepared once.
 pub struct UsageVerifier {
     prepared: PreparedVerifyingKey<Bn254>,
@@ -256,12 +265,8 @@ impl UsageVerifier {
                 ),
             });
         }
-        let groups: Vec<&[Commitment]> = match commitments {
-            [] => vec![&[]],
-            _ => commitments.chunks(MAX_RECORDS_PER_PROOF).collect(),
-        };
         let mut carry_in = first_carry();
-        for (records, chunk) in groups.into_iter().zip(chunks) {
+        for (records, chunk) in chunk_groups(commitments).into_iter().zip(chunks) {
             self.verify(limit, records, &carry_in, &chunk.carry_out, &chunk.proof)?;
             carry_in = chunk.carry_out;
         }

@@ -15,8 +15,8 @@ use ark_std::rand::{CryptoRng, RngCore, SeedableRng};
 
 use crate::poseidon;
 use crate::usage::{
-    blinding_element, records_digest, Chunk, Opening, UsageError, MAX_RECORDS_PER_PROOF, MAX_RECORDS_PER_WINDOW,
-    PADDING, PROOF_BYTES, SLACK_BITS, VALUE_BITS,
+    blinding_element, chunk_groups, records_digest, Chunk, Opening, UsageError, MAX_RECORDS_PER_PROOF,
+    MAX_RECORDS_PER_WINDOW, PADDING, PROOF_BYTES, SLACK_BITS, VALUE_BITS,
 };
 
 /// What one chunk proves about: the running sum before (`carry_in`), the
@@ -203,10 +203,7 @@ impl UsageProver {
         if openings.iter().map(|o| o.amount as u128).sum::<u128>() > limit as u128 {
             return Err(UsageError::OverLimit);
         }
-        let groups: Vec<&[Opening]> = match openings {
-            [] => vec![&[]],
-            _ => openings.chunks(MAX_RECORDS_PER_PROOF).collect(),
-        };
+        let groups = chunk_groups(openings);
         let mut carry = PADDING;
         let mut chunks = Vec::with_capacity(groups.len());
         for group in groups {

@@ -150,7 +150,7 @@ fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
         out,
         "zeromesh_trace_checkpoint_size",
         "Tree size of the latest cosigned checkpoint kept here.",
-        checkpoints.latest_size.load(Relaxed),
+        *checkpoints.latest_size.borrow(),
     );
     gauge(
         out,

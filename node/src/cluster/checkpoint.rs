@@ -37,8 +37,9 @@ pub struct Checkpoints {
     pub cosigned: AtomicU64,
     /// Checkpoints this node published as leader.
     pub published: AtomicU64,
-    /// The size of the latest checkpoint this node keeps.
-    pub latest_size: AtomicU64,
+    /// The size of the latest checkpoint this node keeps; waited on by
+    /// proofs that need a checkpoint covering their entries.
+    pub latest_size: tokio::sync::watch::Sender<u64>,
     /// How long this node's last cosigning round took as leader, from the
     /// first request to the checkpoint kept here, in microseconds.
     pub last_round_micros: AtomicU64,
@@ -51,7 +52,7 @@ impl Checkpoints {
             mismatches: AtomicU64::new(0),
             cosigned: AtomicU64::new(0),
             published: AtomicU64::new(0),
-            latest_size: AtomicU64::new(0),
+            latest_size: tokio::sync::watch::Sender::new(0),
             last_round_micros: AtomicU64::new(0),
         }
     }
@@ -227,11 +228,15 @@ impl Cluster {
             tracing::error!(size, own = %own, signed = %signed.checkpoint.root, "ALARM: a cosigned checkpoint's root differs from this node's");
             return Err(format!("this node's root at size {size} is {own}, not the checkpoint's"));
         }
-        if size < self.checkpoints.latest_size.load(Ordering::Relaxed) {
+        if size < *self.checkpoints.latest_size.borrow() {
             return Ok(());
         }
         self.consensus.set_trace_checkpoint(signed.encode()).await.map_err(|e| e.to_string())?;
-        self.checkpoints.latest_size.fetch_max(size, Ordering::Relaxed);
+        self.checkpoints.latest_size.send_if_modified(|latest| {
+            let newer = size > *latest;
+            *latest = (*latest).max(size);
+            newer
+        });
         Ok(())
     }
 }
@@ -248,7 +253,7 @@ pub async fn checkpoints(cluster: Arc<Cluster>, interval: Duration) {
             continue;
         }
         let size = cluster.consensus.trace_head().size;
-        if size == 0 || size <= cluster.checkpoints.latest_size.load(Ordering::Relaxed) {
+        if size == 0 || size <= *cluster.checkpoints.latest_size.borrow() {
             continue;
         }
         match cluster.make_checkpoint().await {
@@ -266,7 +271,7 @@ impl Cluster {
         match self.consensus.trace_checkpoint().await {
             Ok(Some(text)) => match SignedCheckpoint::parse(&text) {
                 Ok(signed) => {
-                    self.checkpoints.latest_size.store(signed.checkpoint.size, Ordering::Relaxed);
+                    self.checkpoints.latest_size.send_replace(signed.checkpoint.size);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the stored trace checkpoint does not parse; a new one will replace it")

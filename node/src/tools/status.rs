@@ -114,7 +114,7 @@ async fn cluster_status(cluster: &Cluster) -> Value {
         "trace": {
             "size": own.trace_size,
             "root": own.trace_root,
-            "checkpoint_size": cluster.checkpoints.latest_size.load(std::sync::atomic::Ordering::Relaxed),
+            "checkpoint_size": *cluster.checkpoints.latest_size.borrow(),
         },
     })
 }

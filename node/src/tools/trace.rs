@@ -44,7 +44,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
     ]
 }
 
-fn failed(error: impl std::fmt::Display) -> ToolError {
+pub(super) fn failed(error: impl std::fmt::Display) -> ToolError {
     ToolError::Failed(ServiceError::Unavailable(error.to_string()))
 }
 

@@ -20,6 +20,7 @@ use zeromesh_trace::checkpoint::SignedCheckpoint;
 use zeromesh_trace::usage::{encode_verifying_key, Chunk, Opening, CIRCUIT_VERSION, MAX_RECORDS_PER_WINDOW};
 use zeromesh_trace::usage_circuit::UsageProver;
 
+use super::trace::{failed, trace_failed};
 use super::{invalid, Invocation, ToolEnv, ToolError, ToolOutcome};
 use crate::cluster::{Cluster, ServiceError};
 
@@ -43,13 +44,9 @@ pub struct UsageProofs {
     busy: Arc<tokio::sync::Semaphore>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> ToolError {
-    ToolError::Failed(ServiceError::Unavailable(error.to_string()))
-}
-
 fn random_seed() -> Result<[u8; 32], ToolError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| unavailable(format!("no randomness for a proof of usage: {e}")))?;
+    getrandom::fill(&mut seed).map_err(|e| failed(format!("no randomness for a proof of usage: {e}")))?;
     Ok(seed)
 }
 
@@ -74,7 +71,7 @@ impl UsageProofs {
         self.pool.spawn(move || {
             let _ = done.send(job());
         });
-        answer.await.map_err(|_| unavailable("the usage prover's thread stopped"))
+        answer.await.map_err(|_| failed("the usage prover's thread stopped"))
     }
 
     /// This node's proving key: read from its file, or made (once) and
@@ -107,7 +104,7 @@ impl UsageProofs {
                 Ok(LoadedKey { prover, verifying_key, sha256: Sha256::digest(&bytes).into() })
             })
             .await?
-            .map_err(|e| unavailable(format!("the proving key for proofs of usage: {e:#}")))?;
+            .map_err(|e| failed(format!("the proving key for proofs of usage: {e:#}")))?;
         let loaded = Arc::new(loaded);
         *slot = Some(loaded.clone());
         Ok(loaded)
@@ -118,7 +115,7 @@ impl UsageProofs {
     /// compacted away.
     async fn registered(&self, cluster: &Cluster, key: &LoadedKey, again: bool) -> Result<UsageKeyRecord, ToolError> {
         let node = cluster.node_id();
-        let kept = cluster.consensus.usage_key(CIRCUIT_VERSION, node).map_err(unavailable)?;
+        let kept = cluster.consensus.usage_key(CIRCUIT_VERSION, node).map_err(failed)?;
         if let Some(record) =
             kept.filter(|r| !again && r.verifying_key == key.verifying_key && r.proving_key_sha256 == key.sha256)
         {
@@ -136,14 +133,14 @@ impl UsageProofs {
             CommandReply::Trace(TraceOutcome::Refused(reason)) => {
                 return Err(ToolError::Failed(ServiceError::Refused(format!("the usage key was refused: {reason}"))))
             }
-            other => return Err(unavailable(format!("unexpected reply {other:?}"))),
+            other => return Err(failed(format!("unexpected reply {other:?}"))),
         }
         cluster.consensus.wait_trace(index + 1, CHECKPOINT_WAIT).await.map_err(trace_failed)?;
         cluster
             .consensus
             .usage_key(CIRCUIT_VERSION, node)
-            .map_err(unavailable)?
-            .ok_or_else(|| unavailable("the usage key registered is not in the state"))
+            .map_err(failed)?
+            .ok_or_else(|| failed("the usage key registered is not in the state"))
     }
 
     /// Proves that `openings` sum to at most `limit`, on the prover's thread.
@@ -153,10 +150,6 @@ impl UsageProofs {
             .await?
             .map_err(|e| ToolError::Failed(ServiceError::Refused(e.to_string())))
     }
-}
-
-fn trace_failed(error: TraceError) -> ToolError {
-    super::trace::trace_failed(error)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -185,22 +178,19 @@ fn find_limit(limits: &[Limit], text: &str) -> Result<(u8, Limit), String> {
 
 /// The latest checkpoint, once it covers the first `size` entries.
 async fn checkpoint_covering(cluster: &Cluster, size: u64) -> Result<(String, u64), ToolError> {
-    let deadline = tokio::time::Instant::now() + CHECKPOINT_WAIT;
-    loop {
-        if let Some(text) = cluster.consensus.trace_checkpoint().await.map_err(unavailable)? {
-            let signed = SignedCheckpoint::parse(&text).map_err(unavailable)?;
-            if signed.checkpoint.size >= size {
-                return Ok((text, signed.checkpoint.size));
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(unavailable(format!(
-                "no cosigned checkpoint covers entry {} yet; the leader makes one every checkpoint_interval_ms once the log grew: retry then",
-                size - 1
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut latest = cluster.checkpoints.latest_size.subscribe();
+    let covered =
+        matches!(tokio::time::timeout(CHECKPOINT_WAIT, latest.wait_for(|latest| *latest >= size)).await, Ok(Ok(_)));
+    if !covered {
+        return Err(failed(format!(
+            "no cosigned checkpoint covers entry {} yet; the leader makes one every checkpoint_interval_ms once the log grew: retry then",
+            size - 1
+        )));
     }
+    let text = cluster.consensus.trace_checkpoint().await.map_err(failed)?;
+    let text = text.ok_or_else(|| failed("the checkpoint kept here could not be read back"))?;
+    let signed = SignedCheckpoint::parse(&text).map_err(failed)?;
+    Ok((text, signed.checkpoint.size))
 }
 
 async fn leaf_proof(
@@ -293,7 +283,7 @@ pub(super) async fn prove_usage(env: Arc<ToolEnv>, invocation: Invocation, args:
         tree_size: size,
         checkpoint,
     });
-    let mut answer = serde_json::to_value(&bundle).map_err(unavailable)?;
+    let mut answer = serde_json::to_value(&bundle).map_err(failed)?;
     answer["statement"] = json!({
         "limit": limit.to_string(),
         "records": window.records.len(),
