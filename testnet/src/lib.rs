@@ -17,6 +17,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use zeromesh::client::{ApiClient, ClientError};
 
+pub mod linearizable;
+pub mod nemesis;
+
 /// How long a node may take to print its `ready` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,15 +83,17 @@ pub struct Testnet {
 }
 
 /// The `zeromesh` binary: `$ZEROMESH_BIN`, or the one cargo built next to
-/// this test executable.
+/// this test executable (or this binary, the nemesis).
 pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("ZEROMESH_BIN") {
         return Ok(PathBuf::from(path));
     }
     let executable = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/zeromesh
-    let profile_dir =
-        executable.parent().and_then(Path::parent).context("the test executable has no target directory")?;
+    // target/<profile>/deps/<test> or target/<profile>/<binary> -> target/<profile>/zeromesh
+    let mut profile_dir = executable.parent().context("the executable has no directory")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().context("the test executable has no target directory")?;
+    }
     let binary = profile_dir.join("zeromesh");
     if !binary.exists() {
         bail!(
@@ -515,6 +520,23 @@ impl Testnet {
             child.start_kill()?;
             child.wait().await?;
         }
+        Ok(())
+    }
+
+    /// SIGSTOP of node `index`: the process stays, frozen, its sockets open.
+    pub fn pause(&self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, "STOP")
+    }
+
+    /// SIGCONT of node `index`, after [`Testnet::pause`].
+    pub fn resume(&self, index: usize) -> anyhow::Result<()> {
+        self.signal(index, "CONT")
+    }
+
+    fn signal(&self, index: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = self.nodes[index].pid().with_context(|| format!("node {index} is not running"))?.to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
 

@@ -435,13 +435,6 @@ async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_t
     assert_eq!(get(&testnet, 0, "outsider/notes/x", "linearizable").await, None, "nothing was written");
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to node `index`'s process.
-fn signal(testnet: &Testnet, index: usize, signal: &str) {
-    let pid = testnet.nodes[index].pid().expect("a running node").to_string();
-    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outcome_is_unknown() {
     let _serial = serial();
@@ -458,9 +451,9 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
     // The other voter is paused: the leader keeps leading (the follower
     // still hears it) but cannot commit. A write through the follower goes
     // to the leader, which proposes it and then cannot say.
-    signal(&testnet, other_voter, "STOP");
+    testnet.pause(other_voter).unwrap();
     let answer = put(&testnet, follower, "agent-u/notes/x", "maybe").await;
-    signal(&testnet, other_voter, "CONT");
+    testnet.resume(other_voter).unwrap();
     match &answer {
         Err(ClientError::OutcomeUnknown(message)) => {
             assert!(
@@ -471,13 +464,13 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
         other => panic!("a write the leader proposed but could not commit was answered {other:?}"),
     }
     // The command line says so too, with its own exit status.
-    signal(&testnet, other_voter, "STOP");
+    testnet.pause(other_voter).unwrap();
     let api = testnet.nodes[follower].address.api.clone();
     let output = std::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
         .args(["memory", "put", "agent-u/notes/y", "maybe", "--node", &api])
         .output()
         .unwrap();
-    signal(&testnet, other_voter, "CONT");
+    testnet.resume(other_voter).unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("the outcome is unknown"), "{stderr}");

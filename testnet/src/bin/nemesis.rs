@@ -1,0 +1,51 @@
+//! `nemesis [--rounds N] [--nodes N] [--clients N] [--seed S] [--out DIR]`:
+//! runs the nemesis (see `zeromesh_testnet::nemesis`), prints its summary,
+//! and exits 1 on any violation (2 when the run itself could not finish).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use zeromesh_testnet::nemesis::{self, Options};
+
+/// Faults injected into a local mesh under concurrent clients, the history checked.
+#[derive(Parser)]
+struct Args {
+    /// Rounds of faults.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Nodes of the mesh (3 voters, the rest non-voting members).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Concurrent memory clients.
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+    /// The seed of the run's choices; random when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where the history, faults, summary and node logs are saved.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        let mut bytes = [0; 8];
+        getrandom::fill(&mut bytes).expect("the system's random source");
+        u64::from_le_bytes(bytes)
+    });
+    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("zeromesh-nemesis-{seed}")));
+    let options = Options { nodes: args.nodes, rounds: args.rounds, clients: args.clients, seed, out };
+    eprintln!("nemesis: seed {seed}, saving to {}", options.out.display());
+    match nemesis::run(&options).await {
+        Ok(report) => {
+            print!("{}", report.summary);
+            std::process::exit(if report.violations.is_empty() { 0 } else { 1 });
+        }
+        Err(error) => {
+            eprintln!("nemesis: the run could not finish: {error:#}");
+            std::process::exit(2);
+        }
+    }
+}
