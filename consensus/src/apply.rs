@@ -24,6 +24,8 @@ pub(crate) struct Applier<'a> {
     stored: BTreeMap<String, u64>,
     /// Agent snapshots taken so far, with the count of kept ones after each.
     pub(crate) snapshots: BTreeMap<String, (zeromesh_protocol::agent::AgentSnapshot, u64)>,
+    /// The latest entry time applied so far, once read.
+    clock: Option<u64>,
 }
 
 impl Applier<'_> {
@@ -46,6 +48,7 @@ impl<'a> Applier<'a> {
             usage: crate::apply_usage::UsageOverlay::default(),
             stored: BTreeMap::new(),
             snapshots: BTreeMap::new(),
+            clock: None,
         }
     }
 
@@ -54,31 +57,29 @@ impl<'a> Applier<'a> {
         self.registry.changed()
     }
 
+    /// The latest entry time applied, if an entry was.
+    pub fn applied_clock(&self) -> Option<u64> {
+        self.clock
+    }
+
     pub fn into_batch(self) -> StateBatch<'a> {
         self.batch
     }
 
-    /// Applies one request written at `log_index`.
+    /// Applies one request written at `log_index`, at [`Applier::entry_time`].
     pub fn apply_request(&mut self, log_index: u64, request: &Request) -> Result<CommandReply, StorageError> {
         if let Err(error) = request.command.validate() {
             // The leader validates before proposing; an invalid entry can only
             // come from an old or faulty proposer. Every node rejects it alike.
             return Ok(CommandReply::Rejected(error.to_string()));
         }
-        let at = crate::apply_agreement::At { log_index, at_ms: request.stamped_at_ms };
+        let at_ms = self.entry_time(request.stamped_at_ms)?;
+        let at = crate::apply_agreement::At { log_index, at_ms };
         match &request.command {
-            Command::Memory(batch) => {
-                self.apply_memory(log_index, request.stamped_at_ms, batch).map(CommandReply::Memory)
-            }
-            Command::Plugin(command) => {
-                self.apply_plugin(log_index, request.stamped_at_ms, command).map(CommandReply::Plugin)
-            }
-            Command::Token(command) => {
-                self.apply_token(log_index, request.stamped_at_ms, command).map(CommandReply::Token)
-            }
-            Command::Agent(command) => {
-                self.apply_agent(log_index, request.stamped_at_ms, command).map(CommandReply::Agent)
-            }
+            Command::Memory(batch) => self.apply_memory(log_index, at_ms, batch).map(CommandReply::Memory),
+            Command::Plugin(command) => self.apply_plugin(log_index, at_ms, command).map(CommandReply::Plugin),
+            Command::Token(command) => self.apply_token(log_index, at_ms, command).map(CommandReply::Token),
+            Command::Agent(command) => self.apply_agent(log_index, at_ms, command).map(CommandReply::Agent),
             Command::Agreement(command) => self.apply_agreement(at, command).map(CommandReply::Agreement),
             Command::Usage(command) => self.apply_usage(at, command).map(CommandReply::Usage),
             Command::Policy(command) => self.apply_policy(at, command).map(CommandReply::Policy),
@@ -86,10 +87,28 @@ impl<'a> Applier<'a> {
         }
     }
 
+    /// The time an entry takes effect at: the stamp its leader gave it, or,
+    /// when that is earlier, the latest time applied before it (a new
+    /// leader whose clock is behind the old one's). Applied time never goes
+    /// back, whatever the leaders' clocks do, and every node computes it
+    /// alike from the log.
+    fn entry_time(&mut self, stamped_at_ms: u64) -> Result<u64, StorageError> {
+        let latest = match self.clock {
+            Some(latest) => latest,
+            None => self.store.applied_clock()?,
+        };
+        let at_ms = stamped_at_ms.max(latest);
+        if at_ms != latest {
+            self.batch.put_applied_clock(at_ms)?;
+        }
+        self.clock = Some(at_ms);
+        Ok(at_ms)
+    }
+
     pub(crate) fn apply_memory(
         &mut self,
         log_index: u64,
-        stamped_at_ms: u64,
+        at_ms: u64,
         batch: &MemoryBatch,
     ) -> Result<Vec<CommandOutcome>, StorageError> {
         let mut outcomes = Vec::with_capacity(batch.commands.len());
@@ -104,7 +123,7 @@ impl<'a> Applier<'a> {
                 MemoryCommand::Put { value, .. } => match self.over_quota(path, live_bytes, value)? {
                     Some(refused) => refused,
                     None => {
-                        self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
+                        self.write(path, written(next_version, at_ms, log_index, value))?;
                         CommandOutcome::Written { version: next_version }
                     }
                 },
@@ -114,7 +133,7 @@ impl<'a> Applier<'a> {
                     } else if let Some(refused) = self.over_quota(path, live_bytes, value)? {
                         refused
                     } else {
-                        self.write(path, written(next_version, stamped_at_ms, log_index, value))?;
+                        self.write(path, written(next_version, at_ms, log_index, value))?;
                         CommandOutcome::Written { version: next_version }
                     }
                 }
@@ -124,7 +143,7 @@ impl<'a> Applier<'a> {
                     } else {
                         let tombstone = StoredVersion {
                             version: next_version,
-                            written_at_ms: stamped_at_ms,
+                            written_at_ms: at_ms,
                             log_index,
                             deleted: true,
                             value: Vec::new(),
@@ -202,10 +221,10 @@ fn stored_size(stored: &StoredVersion) -> u64 {
     zeromesh_protocol::memory::stored_bytes(&stored.value, &stored.content_type, &stored.tags)
 }
 
-fn written(version: u64, stamped_at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {
+fn written(version: u64, at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {
     StoredVersion {
         version,
-        written_at_ms: stamped_at_ms,
+        written_at_ms: at_ms,
         log_index,
         deleted: false,
         value: value.value.clone(),

@@ -55,11 +55,11 @@ impl Applier<'_> {
         mut agent: AgentRecord,
         state: AgentState,
         log_index: u64,
-        stamped_at_ms: u64,
+        at_ms: u64,
     ) -> Result<AgentOutcome, StorageError> {
         let tokens_revoked = if state == AgentState::Terminated { self.revoke_tokens_of(&agent.id)? } else { 0 };
         agent.state = state.clone();
-        agent.changed_at_ms = stamped_at_ms;
+        agent.changed_at_ms = at_ms;
         agent.log_index = log_index;
         self.batch.put_agent(&agent)?;
         let id = agent.id.clone();
@@ -70,11 +70,11 @@ impl Applier<'_> {
     pub(crate) fn apply_agent(
         &mut self,
         log_index: u64,
-        stamped_at_ms: u64,
+        at_ms: u64,
         command: &AgentCommand,
     ) -> Result<AgentOutcome, StorageError> {
         let id = command.id().to_owned();
-        let at = crate::apply_agreement::At { log_index, at_ms: stamped_at_ms };
+        let at = crate::apply_agreement::At { log_index, at_ms };
         match command {
             AgentCommand::Snapshot { snapshot, .. } => return self.take_snapshot(at, &id, snapshot),
             AgentCommand::Recover { snapshot, .. } => return self.recover_snapshot(at, &id, snapshot),
@@ -111,11 +111,11 @@ impl Applier<'_> {
                 max_concurrent_calls: *max_concurrent_calls,
                 limits: limits.clone(),
                 state: AgentState::Running,
-                spawned_at_ms: stamped_at_ms,
-                changed_at_ms: stamped_at_ms,
+                spawned_at_ms: at_ms,
+                changed_at_ms: at_ms,
                 log_index,
             };
-            return self.change_state(agent, AgentState::Running, log_index, stamped_at_ms);
+            return self.change_state(agent, AgentState::Running, log_index, at_ms);
         }
         let Some(agent) = existing else { return Ok(AgentOutcome::NotFound { id }) };
         if agent.state == AgentState::Terminated {
@@ -126,6 +126,6 @@ impl Applier<'_> {
             AgentCommand::Resume { .. } => AgentState::Running,
             _ => AgentState::Terminated,
         };
-        self.change_state(agent, state, log_index, stamped_at_ms)
+        self.change_state(agent, state, log_index, at_ms)
     }
 }

@@ -83,7 +83,7 @@ impl Applier<'_> {
     pub(crate) fn apply_plugin(
         &mut self,
         log_index: u64,
-        stamped_at_ms: u64,
+        at_ms: u64,
         command: &PluginCommand,
     ) -> Result<PluginOutcome, StorageError> {
         Ok(match command {
@@ -93,7 +93,7 @@ impl Applier<'_> {
                 } else if self.trusted_count()? >= MAX_TRUSTED_PUBLISHERS {
                     PluginOutcome::Full { what: "trusted publishers".into(), limit: MAX_TRUSTED_PUBLISHERS }
                 } else {
-                    let trusted = TrustedPublisher { publisher: *publisher, trusted_at_ms: stamped_at_ms, log_index };
+                    let trusted = TrustedPublisher { publisher: *publisher, trusted_at_ms: at_ms, log_index };
                     self.stage_publisher(*publisher, Some(trusted))?;
                     PluginOutcome::Trusted { already: false }
                 }
@@ -112,29 +112,27 @@ impl Applier<'_> {
                 }
                 PluginOutcome::Distrusted { was_trusted, uninstalled }
             }
-            PluginCommand::Install { manifest, granted } => {
-                match self.check_install(manifest, granted, stamped_at_ms)? {
-                    Err(refusal) => PluginOutcome::Refused(refusal),
-                    Ok((name, version, module_sha256)) => {
-                        let replaced = self.plugin(&name)?.map(|old| old.version);
-                        if replaced.is_none() && self.plugins()?.len() >= MAX_INSTALLED_PLUGINS {
-                            PluginOutcome::Full { what: "installed plugins".into(), limit: MAX_INSTALLED_PLUGINS }
-                        } else {
-                            let installed = InstalledPlugin {
-                                name: name.clone(),
-                                version: version.clone(),
-                                module_sha256,
-                                manifest: manifest.clone(),
-                                granted: granted.clone(),
-                                installed_at_ms: stamped_at_ms,
-                                log_index,
-                            };
-                            self.stage_plugin(&name, Some(installed))?;
-                            PluginOutcome::Installed { name, version, module_sha256, replaced }
-                        }
+            PluginCommand::Install { manifest, granted } => match self.check_install(manifest, granted, at_ms)? {
+                Err(refusal) => PluginOutcome::Refused(refusal),
+                Ok((name, version, module_sha256)) => {
+                    let replaced = self.plugin(&name)?.map(|old| old.version);
+                    if replaced.is_none() && self.plugins()?.len() >= MAX_INSTALLED_PLUGINS {
+                        PluginOutcome::Full { what: "installed plugins".into(), limit: MAX_INSTALLED_PLUGINS }
+                    } else {
+                        let installed = InstalledPlugin {
+                            name: name.clone(),
+                            version: version.clone(),
+                            module_sha256,
+                            manifest: manifest.clone(),
+                            granted: granted.clone(),
+                            installed_at_ms: at_ms,
+                            log_index,
+                        };
+                        self.stage_plugin(&name, Some(installed))?;
+                        PluginOutcome::Installed { name, version, module_sha256, replaced }
                     }
                 }
-            }
+            },
             PluginCommand::Uninstall { name } => {
                 if self.plugin(name)?.is_some() {
                     self.stage_plugin(name, None)?;
@@ -153,14 +151,14 @@ impl Applier<'_> {
         &self,
         signed: &SignedManifest,
         granted: &zeromesh_protocol::plugin::CapabilitySet,
-        stamped_at_ms: u64,
+        at_ms: u64,
     ) -> Result<Result<(String, String, [u8; 32]), PackageError>, StorageError> {
         let manifest = match signed.check_signature() {
             Ok(manifest) => manifest,
             Err(refusal) => return Ok(Err(refusal)),
         };
         let trusted = self.is_trusted(&signed.publisher)?;
-        if let Err(refusal) = signed.check_policy(&manifest, |_| trusted, stamped_at_ms) {
+        if let Err(refusal) = signed.check_policy(&manifest, |_| trusted, at_ms) {
             return Ok(Err(refusal));
         }
         let module_sha256 = match SignedManifest::module_sha256(&manifest) {

@@ -26,7 +26,7 @@ impl Applier<'_> {
     pub(crate) fn apply_token(
         &mut self,
         log_index: u64,
-        stamped_at_ms: u64,
+        at_ms: u64,
         command: &TokenCommand,
     ) -> Result<TokenOutcome, StorageError> {
         Ok(match command {
@@ -41,7 +41,7 @@ impl Applier<'_> {
                         secret_sha256: *secret_sha256,
                         role: *role,
                         agent: agent.clone(),
-                        created_at_ms: stamped_at_ms,
+                        created_at_ms: at_ms,
                         log_index,
                     };
                     self.batch.put_token(&record)?;

@@ -13,6 +13,7 @@ mod apply_plugin;
 mod apply_snapshot;
 mod apply_token;
 mod apply_usage;
+mod clock;
 mod error;
 mod in_process;
 mod network;

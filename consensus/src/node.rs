@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
 use zeromesh_protocol::{Command, CommandOutcome, CommandReply, MemberInfo, MemoryBatch, NodeId, Request};
@@ -53,14 +53,13 @@ pub struct ConsensusNode {
     state_changes: tokio::sync::broadcast::Sender<StateChange>,
     trace_heads: tokio::sync::watch::Receiver<crate::trace::TraceHead>,
     read_indexes: ReadIndexBatcher,
+    /// Stamps this node's proposals.
+    clock: crate::clock::EntryClock,
+    applied_times: tokio::sync::watch::Receiver<Option<(u64, std::time::Instant)>>,
 }
 
 /// How long a linearizable read waits for this node to apply its read index.
 const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
 
 impl ConsensusNode {
     /// Opens the member `id` on `dir` (creating or recovering its store) and
@@ -81,12 +80,23 @@ impl ConsensusNode {
         let registry_changes = state_machine.registry_changes();
         let state_changes = state_machine.state_changes();
         let trace_heads = state_machine.trace_heads();
+        let applied_times = state_machine.applied_times();
         let network = TransportNetwork::new(Arc::new(transport));
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let read_indexes = ReadIndexBatcher::new(raft.clone());
-        Ok(ConsensusNode { id, raft, store, registry_changes, state_changes, trace_heads, read_indexes })
+        Ok(ConsensusNode {
+            id,
+            raft,
+            store,
+            registry_changes,
+            state_changes,
+            trace_heads,
+            read_indexes,
+            clock: Default::default(),
+            applied_times,
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -120,11 +130,11 @@ impl ConsensusNode {
     }
 
     /// Proposes a memory batch: validated here, stamped with this (leading)
-    /// node's clock, committed by a quorum and applied before it returns.
+    /// node's clock (`clock`), committed by a quorum and applied before it returns.
     pub async fn write(&self, batch: MemoryBatch) -> Result<WriteReceipt, ConsensusError> {
         let command = Command::Memory(batch);
         command.validate()?;
-        let response = self.raft.client_write(Request { stamped_at_ms: now_ms(), command }).await?;
+        let response = self.raft.client_write(Request { stamped_at_ms: self.stamp_ms(), command }).await?;
         let log_index = response.log_id.index;
         match response.data {
             CommandReply::Memory(outcomes) => Ok(WriteReceipt { log_index, outcomes }),
@@ -133,11 +143,16 @@ impl ConsensusNode {
         }
     }
 
+    /// The stamp for a proposal made now (see `crate::clock`).
+    fn stamp_ms(&self) -> u64 {
+        self.clock.stamp_ms(*self.applied_times.borrow())
+    }
+
     /// Proposes any replicated command and returns the entry's log index and
     /// what applying it answered.
     pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ConsensusError> {
         command.validate()?;
-        let response = self.raft.client_write(Request { stamped_at_ms: now_ms(), command }).await?;
+        let response = self.raft.client_write(Request { stamped_at_ms: self.stamp_ms(), command }).await?;
         match response.data {
             CommandReply::Rejected(reason) => Err(ConsensusError::Rejected(reason)),
             reply => Ok((response.log_id.index, reply)),

@@ -27,6 +27,8 @@ pub struct MemoryStateMachine {
     /// The right edge of the trace tree: one leaf per applied entry.
     trace: CompactRange,
     trace_heads: tokio::sync::watch::Sender<TraceHead>,
+    /// The latest entry time applied by this process, and when.
+    applied_times: tokio::sync::watch::Sender<Option<(u64, std::time::Instant)>>,
     registry_changes: tokio::sync::watch::Sender<u64>,
     state_changes: tokio::sync::broadcast::Sender<StateChange>,
 }
@@ -59,6 +61,7 @@ impl MemoryStateMachine {
             applied,
             trace,
             trace_heads: tokio::sync::watch::Sender::new(head),
+            applied_times: tokio::sync::watch::Sender::new(None),
             registry_changes: tokio::sync::watch::Sender::new(0),
             state_changes: tokio::sync::broadcast::Sender::new(STATE_CHANGES_BUFFERED),
         })
@@ -88,6 +91,13 @@ impl MemoryStateMachine {
     /// The trace tree's size and root, updated after every apply.
     pub fn trace_heads(&self) -> tokio::sync::watch::Receiver<TraceHead> {
         self.trace_heads.subscribe()
+    }
+
+    /// The latest entry time applied by this process (ms since the Unix
+    /// epoch) and when, by the monotonic clock: what a new leader's stamps
+    /// go on from.
+    pub fn applied_times(&self) -> tokio::sync::watch::Receiver<Option<(u64, std::time::Instant)>> {
+        self.applied_times.subscribe()
     }
 
     fn set_trace(&mut self, trace: CompactRange) {
@@ -135,6 +145,8 @@ struct Applied {
     replies: Vec<CommandReply>,
     registry_changed: bool,
     changes: Vec<StateChange>,
+    /// The latest entry time applied, if an entry was.
+    clock: Option<u64>,
 }
 
 /// Applies `entries` on `store` from `applied`, in one write batch, each
@@ -171,6 +183,7 @@ fn apply_entries(
         replies.push(reply);
     }
     let registry_changed = applier.registry_changed();
+    let clock = applier.applied_clock();
     let mut changes = Vec::new();
     let written = applier.written_paths();
     if !written.is_empty() {
@@ -191,7 +204,7 @@ fn apply_entries(
         applied.encode().map_err(|source| zeromesh_storage::StorageError::Encode { what: "applied state", source })?;
     batch.set_applied_state(&encoded)?;
     batch.commit()?;
-    Ok(Applied { applied, trace, replies, registry_changed, changes })
+    Ok(Applied { applied, trace, replies, registry_changed, changes, clock })
 }
 
 fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
@@ -227,6 +240,9 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
             .map_err(sm_write_error)?;
         self.applied = done.applied;
         self.set_trace(done.trace);
+        if let Some(clock) = done.clock {
+            self.applied_times.send_replace(Some((clock, std::time::Instant::now())));
+        }
         if done.registry_changed {
             self.registry_changed();
         }

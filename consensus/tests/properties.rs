@@ -216,6 +216,35 @@ fn commands_in_one_entry_see_each_other_and_answer_one_by_one() {
 }
 
 #[test]
+fn applied_time_never_goes_back_whatever_the_stamps_and_the_grouping() {
+    // Leaders whose clocks disagree: some entries are stamped before their predecessors.
+    let stamps = [1_000, 5_000, 2_000, 4_999, 6_000, 3_000];
+    let path = MemoryPath::parse("agent-1/clock").unwrap();
+    let entries: Vec<Entry> = stamps
+        .iter()
+        .enumerate()
+        .map(|(index, stamp)| {
+            let value = MemoryValue { value: vec![index as u8], content_type: "x".into(), tags: vec![] };
+            entry(index as u64 + 1, *stamp, vec![MemoryCommand::Put { path: path.clone(), value }])
+        })
+        .collect();
+    let mut states = Vec::new();
+    for split in [1, 2, 6] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut machine) = open_machine(&dir);
+        for chunk in entries.chunks(split) {
+            runtime().block_on(machine.apply(chunk.to_vec())).unwrap();
+        }
+        let history = store.history(&path, None, 10).unwrap();
+        let times: Vec<u64> = history.records.iter().rev().map(|record| record.written_at_ms).collect();
+        assert_eq!(times, vec![1_000, 5_000, 5_000, 5_000, 6_000, 6_000], "applied {split} at a time");
+        assert_eq!(store.applied_clock().unwrap(), 6_000);
+        states.push(store.state_records(MAX_RECORDS).unwrap());
+    }
+    assert!(states.windows(2).all(|pair| pair[0] == pair[1]), "every grouping gives the same state");
+}
+
+#[test]
 fn an_invalid_entry_is_rejected_alike_everywhere_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut machine) = open_machine(&dir);

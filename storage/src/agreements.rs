@@ -47,6 +47,10 @@ fn policy_key(version: u64) -> Vec<u8> {
     [POLICY_KEY_PREFIX, &version.to_be_bytes()].concat()
 }
 
+/// `n/clock`: the latest entry time applied (ms since the Unix epoch): an
+/// entry stamped earlier by its leader takes effect at this time instead.
+pub(crate) const APPLIED_CLOCK_KEY: &[u8] = b"n/clock";
+
 /// `c/{consumer} NUL {agreement}`: an agent's agreements, without a scan of all.
 pub(crate) const CONSUMER_KEY_PREFIX: &[u8] = b"c/";
 
@@ -118,6 +122,9 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
     }
     if key == SNAPSHOT_COUNT_KEY {
         return Some(check("snapshot count", decode::<u64>("snapshot count", value).map(|_| true)));
+    }
+    if key == APPLIED_CLOCK_KEY {
+        return Some(check("applied clock", decode::<u64>("applied clock", value).map(|_| true)));
     }
     if key == POLICY_VERSION_KEY {
         return Some(check("policy version", decode::<u64>("policy version", value).map(|_| true)));
@@ -214,6 +221,11 @@ impl Store {
     }
 
     /// The bytes agent `agent`'s live memories hold (values, content types, tags).
+    /// The latest entry time applied; 0 before the first.
+    pub fn applied_clock(&self) -> Result<u64, StorageError> {
+        Ok(self.registry_get(APPLIED_CLOCK_KEY, "applied clock")?.unwrap_or(0))
+    }
+
     pub fn stored_bytes(&self, agent: &str) -> Result<u64, StorageError> {
         Ok(self.registry_get(&stored_bytes_key(agent), "stored bytes")?.unwrap_or(0))
     }
@@ -298,6 +310,10 @@ impl StateBatch<'_> {
     pub fn put_agent_snapshot(&mut self, snapshot: &AgentSnapshot, count: u64) -> Result<(), StorageError> {
         self.put_registry(SNAPSHOT_COUNT_KEY, "snapshot count", &count)?;
         self.put_registry(&snapshot_key(&snapshot.snapshot), "agent snapshot", snapshot)
+    }
+
+    pub fn put_applied_clock(&mut self, at_ms: u64) -> Result<(), StorageError> {
+        self.put_registry(APPLIED_CLOCK_KEY, "applied clock", &at_ms)
     }
 
     pub fn put_stored_bytes(&mut self, agent: &str, bytes: u64) -> Result<(), StorageError> {

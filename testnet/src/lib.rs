@@ -19,6 +19,7 @@ use zeromesh::client::{ApiClient, ClientError};
 
 pub mod linearizable;
 pub mod nemesis;
+mod netns;
 
 /// How long a node may take to print its `ready` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -69,6 +70,45 @@ pub struct TestnetOptions {
     /// Another `zeromesh` binary to run (a benchmark's baseline build);
     /// otherwise [`zeromesh_binary`].
     pub binary: Option<PathBuf>,
+    /// Where the nodes' sockets are.
+    pub network: Network,
+    /// Runs every node under libfaketime (Debian's `faketime`), so that
+    /// [`Testnet::set_clock`] can step its wall clock (not its monotonic one).
+    pub faketime: bool,
+}
+
+/// Whether libfaketime is installed, for [`TestnetOptions::faketime`].
+pub fn faketime_available() -> bool {
+    faketime_library().is_ok()
+}
+
+/// libfaketime's library, where Debian's `faketime` package puts it.
+fn faketime_library() -> anyhow::Result<PathBuf> {
+    let found = std::fs::read_dir("/usr/lib")?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists());
+    found.context("libfaketime is not installed (Debian's `faketime`; scripts/setup.sh installs it)")
+}
+
+/// Where a testnet's nodes listen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// All on 127.0.0.1.
+    #[default]
+    Loopback,
+    /// Each node in a network namespace of its own, on a bridge the testnet
+    /// creates, so that packets between nodes can be dropped in the kernel
+    /// ([`Testnet::drop_packets`]). Needs root, `ip` and `iptables`
+    /// ([`Network::namespaces_available`]).
+    Namespaces,
+}
+
+impl Network {
+    /// Whether [`Network::Namespaces`] can be used here.
+    pub fn namespaces_available() -> bool {
+        netns::available()
+    }
 }
 
 /// A running local testnet. Dropping it kills every node.
@@ -80,6 +120,8 @@ pub struct Testnet {
     /// The first admin token, printed once by node 0.
     pub admin_token: Option<String>,
     pub nodes: Vec<TestNode>,
+    /// Dropped after the nodes: their processes are killed first.
+    namespaces: Option<netns::Namespaces>,
 }
 
 /// The `zeromesh` binary: `$ZEROMESH_BIN`, or the one cargo built next to
@@ -369,10 +411,13 @@ struct Started {
     admin_token: Option<String>,
 }
 
-async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
+/// Starts `command` (the node binary, perhaps wrapped) with `run --data
+/// data_dir` and `args`, and waits for its ready line.
+async fn spawn(mut command: Command, data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
     std::fs::create_dir_all(data_dir)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
-    let mut child = Command::new(binary)
+    let program = format!("{:?}", command.as_std().get_program());
+    let mut child = command
         .arg("run")
         .arg("--data")
         .arg(data_dir)
@@ -383,7 +428,7 @@ async fn spawn(binary: &Path, data_dir: &Path, args: &[String]) -> anyhow::Resul
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {program}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut join_token = None;
@@ -424,13 +469,24 @@ impl Testnet {
             None => zeromesh_binary()?,
         };
         let dir = tempfile::Builder::new().prefix("zeromesh-testnet-").tempdir()?;
-        let mut testnet =
-            Testnet { dir, binary, options, join_token: String::new(), admin_token: None, nodes: Vec::new() };
+        let namespaces = match options.network {
+            Network::Loopback => None,
+            Network::Namespaces => Some(netns::Namespaces::create()?),
+        };
+        let mut testnet = Testnet {
+            dir,
+            binary,
+            options,
+            join_token: String::new(),
+            admin_token: None,
+            nodes: Vec::new(),
+            namespaces,
+        };
         let data_dir = testnet.dir.path().join("node-0");
         let mut args = testnet.base_args();
         args.push("--init".into());
-        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
-        let started = spawn(&testnet.binary, &data_dir, &args).await?;
+        args.extend(testnet.listen_args(0, "0", "0")?);
+        let started = spawn(testnet.command(0)?, &data_dir, &args).await?;
         testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
         testnet.admin_token = started.admin_token.clone();
         testnet.nodes.push(TestNode {
@@ -466,6 +522,69 @@ impl Testnet {
         Ok(testnet)
     }
 
+    /// The node binary, in node `index`'s namespace if there are namespaces,
+    /// under libfaketime if the testnet fakes time.
+    fn command(&self, index: usize) -> anyhow::Result<Command> {
+        let mut command = match &self.namespaces {
+            Some(namespaces) => namespaces.command(index, &self.binary),
+            None => Command::new(&self.binary),
+        };
+        if self.options.faketime {
+            let offset = self.clock_file(index);
+            if !offset.exists() {
+                std::fs::write(&offset, "+0\n")?;
+            }
+            command
+                .env("LD_PRELOAD", faketime_library()?)
+                .env("FAKETIME_TIMESTAMP_FILE", offset)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        Ok(command)
+    }
+
+    fn clock_file(&self, index: usize) -> PathBuf {
+        self.dir.path().join(format!("clock-{index}"))
+    }
+
+    /// Sets node `index`'s wall clock `offset` from real time (libfaketime's
+    /// syntax: `-1h`, `+30m`, `+0`); the node reads it within a second.
+    /// Only with [`TestnetOptions::faketime`].
+    pub fn set_clock(&self, index: usize, offset: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.options.faketime, "the testnet was started without faketime");
+        Ok(std::fs::write(self.clock_file(index), format!("{offset}\n"))?)
+    }
+
+    /// `--listen` and `--api` on node `index`'s host and the given ports
+    /// (`0`: any), creating its namespace when it is a new node.
+    fn listen_args(&mut self, index: usize, p2p_port: &str, api_port: &str) -> anyhow::Result<[String; 4]> {
+        let host = match &mut self.namespaces {
+            Some(namespaces) => {
+                if index == self.nodes.len() {
+                    namespaces.add(index)?;
+                }
+                namespaces.ip(index)
+            }
+            None => "127.0.0.1".to_owned(),
+        };
+        Ok(["--listen".into(), format!("/ip4/{host}/tcp/{p2p_port}"), "--api".into(), format!("{host}:{api_port}")])
+    }
+
+    /// Drops every packet node `from` sends to node `to`, in `to`'s kernel
+    /// (one way; call it both ways for a symmetric cut). Only with
+    /// [`Network::Namespaces`].
+    pub fn drop_packets(&self, from: usize, to: usize) -> anyhow::Result<()> {
+        self.namespaces.as_ref().context("packets are dropped only between namespaces")?.drop_packets(from, to)
+    }
+
+    /// Undoes every [`Testnet::drop_packets`].
+    pub fn heal_network(&self) -> anyhow::Result<()> {
+        match &self.namespaces {
+            Some(namespaces) => namespaces.heal(),
+            None => Ok(()),
+        }
+    }
+
     fn base_args(&self) -> Vec<String> {
         let mut args = vec!["--test-faults".to_owned()];
         if !self.options.auth {
@@ -486,13 +605,13 @@ impl Testnet {
         let data_dir = self.dir.path().join(format!("node-{index}"));
         let extra_args: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
         let mut args = self.base_args();
-        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into(), "--api".into(), "127.0.0.1:0".into()]);
+        args.extend(self.listen_args(index, "0", "0")?);
         args.extend(["--bootstrap".into(), self.nodes[0].address.p2p.clone()]);
         if !extra_args.iter().any(|arg| arg == "--join-token") {
             args.extend(["--join-token".into(), self.join_token.clone()]);
         }
         args.extend(extra_args.iter().cloned());
-        let started = spawn(&self.binary, &data_dir, &args).await?;
+        let started = spawn(self.command(index)?, &data_dir, &args).await?;
         self.nodes.push(TestNode { data_dir, address: started.address, extra_args, child: Some(started.child) });
         Ok(index)
     }
@@ -557,17 +676,12 @@ impl Testnet {
 
     async fn restart_on(&mut self, index: usize, p2p_port: &str, api_port: &str) -> anyhow::Result<()> {
         self.kill9(index).await?;
-        let node = &self.nodes[index];
         let mut args = self.base_args();
         // No --init, --bootstrap or --join-token: a member rejoins from its own state.
-        args.extend([
-            "--listen".into(),
-            format!("/ip4/127.0.0.1/tcp/{p2p_port}"),
-            "--api".into(),
-            format!("127.0.0.1:{api_port}"),
-        ]);
+        args.extend(self.listen_args(index, p2p_port, api_port)?);
+        let node = &self.nodes[index];
         args.extend(node.extra_args.iter().cloned());
-        let started = spawn(&self.binary, &node.data_dir, &args).await?;
+        let started = spawn(self.command(index)?, &node.data_dir, &args).await?;
         let node = &mut self.nodes[index];
         assert_eq!(started.address.node_id, node.address.node_id, "a restarted node keeps its id");
         node.address = started.address;

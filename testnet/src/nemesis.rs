@@ -7,7 +7,9 @@
 //! agreement with a small lifetime limit of calls, each call with an
 //! idempotency key. Each round injects one fault or two at once: `kill -9`
 //! (then a restart on the same ports, or on new ones), SIGSTOP/SIGCONT, the
-//! isolation switch, of a random node or of the leader. At the end:
+//! isolation switch and, with the nodes in network namespaces, partitions
+//! and one-way drops in the kernel, of a random node or of the leader. At
+//! the end:
 //!
 //! - every path's history is linearizable ([`crate::linearizable`]);
 //! - every acknowledged write is on every node, at its version, with its value;
@@ -30,7 +32,7 @@ use zeromesh::client::{ApiClient, ClientError};
 use zeromesh_protocol::limits::MAX_HISTORY_VERSIONS_PER_PATH;
 
 use crate::linearizable::{self, Input, Operation, Output, Verdict};
-use crate::{cli_as, wait_until, Testnet, TestnetOptions};
+use crate::{cli_as, wait_until, Network, Testnet, TestnetOptions};
 
 /// How long one client operation may take before its outcome counts as unknown.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +60,10 @@ pub struct Options {
     pub clients: usize,
     /// Where the history, the faults, the summary and the node logs go.
     pub out: PathBuf,
+    /// With [`Network::Namespaces`], partitions drop packets in the kernel too.
+    pub network: Network,
+    /// Nodes under libfaketime: their wall clocks are stepped too.
+    pub faketime: bool,
 }
 
 /// What a run found.
@@ -305,7 +311,7 @@ async fn agent_caller(shared: Arc<Shared>, mut rng: Rng) {
 }
 
 /// A fault the nemesis injects for one round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fault {
     /// `kill -9`, then a restart on the same ports.
     Kill(usize),
@@ -317,6 +323,15 @@ enum Fault {
     Isolate(usize),
     /// The first paused while the second is cut off.
     PauseAndIsolate(usize, usize),
+    /// Packets between these nodes and the rest dropped in the kernel, both ways.
+    Partition(Vec<usize>),
+    /// Packets to the node (`deaf`) or from it dropped in the kernel: it
+    /// still sends but hears nothing, or hears but is not heard.
+    OneWay { node: usize, deaf: bool },
+    /// A partition while a node on the other side is paused.
+    PartitionAndPause(Vec<usize>, usize),
+    /// The node's wall clock set an hour ahead (or back), then right again.
+    ClockStep { node: usize, ahead: bool },
 }
 
 impl Fault {
@@ -327,6 +342,10 @@ impl Fault {
             Fault::Pause(_) => "pause (SIGSTOP)",
             Fault::Isolate(_) => "isolate",
             Fault::PauseAndIsolate(..) => "pause one + isolate another",
+            Fault::Partition(_) => "partition (kernel drops)",
+            Fault::OneWay { .. } => "one-way drops",
+            Fault::PartitionAndPause(..) => "partition + pause",
+            Fault::ClockStep { .. } => "wall clock stepped an hour",
         }
     }
 }
@@ -362,7 +381,7 @@ async fn heal(testnet: &Testnet) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn choose_fault(testnet: &Testnet, rng: &mut Rng) -> Fault {
+async fn choose_fault(testnet: &Testnet, options: &Options, rng: &mut Rng) -> Fault {
     let nodes = testnet.nodes.len();
     let random = rng.below(nodes);
     // Half the time, aim at the leader.
@@ -370,22 +389,47 @@ async fn choose_fault(testnet: &Testnet, rng: &mut Rng) -> Fault {
         0 => leader_seen_by(testnet, random).await.unwrap_or(random),
         _ => random,
     };
-    match rng.below(9) {
+    let other = (target + 1 + rng.below(nodes - 1)) % nodes;
+    // The target alone or with another node: a minority of five.
+    let side = if rng.below(2) == 0 { vec![target] } else { vec![target, other] };
+    if options.faketime && rng.below(8) == 0 {
+        return Fault::ClockStep { node: target, ahead: rng.below(2) == 0 };
+    }
+    let kinds = if options.network == Network::Namespaces { 15 } else { 9 };
+    match rng.below(kinds) {
         0 | 1 => Fault::Kill(target),
         2 => Fault::Move(target),
         3 | 4 => Fault::Pause(target),
         5 | 6 => Fault::Isolate(target),
-        _ => Fault::PauseAndIsolate(target, (target + 1 + rng.below(nodes - 1)) % nodes),
+        7 | 8 => Fault::PauseAndIsolate(target, other),
+        9 | 10 => Fault::Partition(side),
+        11 | 12 => Fault::OneWay { node: target, deaf: rng.below(2) == 0 },
+        _ => {
+            let across: Vec<usize> = (0..nodes).filter(|node| !side.contains(node)).collect();
+            let paused = across[rng.below(across.len())];
+            Fault::PartitionAndPause(side, paused)
+        }
     }
 }
 
+/// Drops packets between `side` and every other node, both ways.
+fn partition(testnet: &Testnet, side: &[usize]) -> anyhow::Result<()> {
+    for inside in side {
+        for outside in (0..testnet.nodes.len()).filter(|node| !side.contains(node)) {
+            testnet.drop_packets(*inside, outside)?;
+            testnet.drop_packets(outside, *inside)?;
+        }
+    }
+    Ok(())
+}
+
 /// Injects `fault`, holds it for `hold`, and undoes it.
-async fn inject(testnet: &mut Testnet, shared: &Shared, fault: Fault, hold: Duration) -> anyhow::Result<()> {
-    match fault {
+async fn inject(testnet: &mut Testnet, shared: &Shared, fault: &Fault, hold: Duration) -> anyhow::Result<()> {
+    match *fault {
         Fault::Kill(index) | Fault::Move(index) => {
             testnet.kill9(index).await?;
             tokio::time::sleep(hold).await;
-            if matches!(fault, Fault::Move(_)) {
+            if matches!(*fault, Fault::Move(_)) {
                 testnet.restart_elsewhere(index).await?;
             } else {
                 testnet.restart(index).await?;
@@ -408,6 +452,34 @@ async fn inject(testnet: &mut Testnet, shared: &Shared, fault: Fault, hold: Dura
             tokio::time::sleep(hold).await;
             testnet.resume(paused)?;
             heal(testnet).await?;
+        }
+        Fault::Partition(ref side) => {
+            partition(testnet, side)?;
+            tokio::time::sleep(hold).await;
+            testnet.heal_network()?;
+        }
+        Fault::OneWay { node, deaf } => {
+            for other in (0..testnet.nodes.len()).filter(|other| *other != node) {
+                if deaf {
+                    testnet.drop_packets(other, node)?;
+                } else {
+                    testnet.drop_packets(node, other)?;
+                }
+            }
+            tokio::time::sleep(hold).await;
+            testnet.heal_network()?;
+        }
+        Fault::ClockStep { node, ahead } => {
+            testnet.set_clock(node, if ahead { "+1h" } else { "-1h" })?;
+            tokio::time::sleep(hold).await;
+            testnet.set_clock(node, "+0")?;
+        }
+        Fault::PartitionAndPause(ref side, paused) => {
+            partition(testnet, side)?;
+            testnet.pause(paused)?;
+            tokio::time::sleep(hold).await;
+            testnet.resume(paused)?;
+            testnet.heal_network()?;
         }
     }
     Ok(())
@@ -458,13 +530,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     anyhow::ensure!(options.nodes >= 3, "the nemesis needs at least 3 nodes");
     std::fs::create_dir_all(&options.out)?;
     let started = Instant::now();
-    let mut testnet = Testnet::start(options.nodes, TestnetOptions { auth: true, ..Default::default() }).await?;
+    let testnet_options =
+        TestnetOptions { auth: true, network: options.network, faketime: options.faketime, ..Default::default() };
+    let mut testnet = Testnet::start(options.nodes, testnet_options).await?;
     let run = run_on(&mut testnet, options, started).await;
     save_logs(&options.out, &testnet)?;
     run.with_context(|| format!("node logs in {}", options.out.display()))
 }
 
 async fn run_on(testnet: &mut Testnet, options: &Options, started: Instant) -> anyhow::Result<Report> {
+    let started_wall_ms = wall_ms();
     let mut rng = Rng::new(options.seed);
     let admin = testnet.admin_token.clone().context("node 0 printed no admin token")?;
     let keys = tempfile::tempdir()?;
@@ -501,24 +576,25 @@ async fn run_on(testnet: &mut Testnet, options: &Options, started: Instant) -> a
     for round in 0..options.rounds {
         shared.round.store(round, Ordering::SeqCst);
         tokio::time::sleep(rng.millis(1000, 2000)).await;
-        let fault = choose_fault(testnet, &mut rng).await;
+        let fault = choose_fault(testnet, options, &mut rng).await;
         let hold = rng.millis(2000, 6000);
         let at = started.elapsed();
-        inject(testnet, &shared, fault, hold).await.with_context(|| format!("round {round}: {fault:?}"))?;
+        inject(testnet, &shared, &fault, hold).await.with_context(|| format!("round {round}: {fault:?}"))?;
         writeln!(
             fault_log,
             "{}",
             json!({ "round": round, "at_ms": at.as_millis() as u64, "fault": format!("{fault:?}"), "hold_ms": hold.as_millis() as u64 })
         )?;
-        faults.push((round, fault, hold));
         let recovered = testnet.leader(RECOVERY_TIMEOUT).await;
         if let Err(error) = recovered {
             violations.push(format!(
                 "round {round}: no leader agreed within {RECOVERY_TIMEOUT:?} of healing {fault:?}: {error:#}"
             ));
+            faults.push((round, fault, hold));
             break;
         }
         eprintln!("nemesis: round {round}: {fault:?} for {hold:?}, recovered ({:.0?} elapsed)", started.elapsed());
+        faults.push((round, fault, hold));
     }
     shared.stop.store(true, Ordering::SeqCst);
     for worker in workers {
@@ -565,6 +641,7 @@ async fn run_on(testnet: &mut Testnet, options: &Options, started: Instant) -> a
     verdicts.push(check_linearizable(&records, &mut violations).await);
     if converged.is_ok() {
         verdicts.push(check_acknowledged(testnet, &records, &mut violations).await);
+        verdicts.push(check_entry_times(testnet, started_wall_ms, &mut violations).await);
         verdicts.push(check_usage(testnet, &calls, limit, &mut violations).await);
         verdicts.push(check_same_state(testnet, &mut violations).await);
     }
@@ -722,6 +799,61 @@ async fn check_acknowledged(testnet: &Testnet, records: &[Record], violations: &
     )
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
+/// How far an entry's time may be from the real time of the run (ms): the
+/// slew toward a stepped clock (1% of a few seconds) and scheduling.
+const ENTRY_TIME_SLACK_MS: u64 = 10_000;
+
+/// Every kept version's time, in log order, never goes back and lies within
+/// the run's real time, whatever the nodes' clocks did.
+async fn check_entry_times(testnet: &Testnet, started_ms: u64, violations: &mut Vec<String>) -> String {
+    let before = violations.len();
+    let mut times: Vec<(u64, u64)> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let arguments = json!({ "prefix": "", "after": after, "limit": 1000, "consistency": "stale" });
+        let Ok(page) = control(testnet, 0, "memory_list", arguments).await else {
+            violations.push("node 0 could not list its memories".into());
+            break;
+        };
+        for record in page["records"].as_array().into_iter().flatten() {
+            let arguments = json!({ "path": record["path"], "limit": 1000, "consistency": "stale" });
+            let Ok(kept) = control(testnet, 0, "memory_history", arguments).await else {
+                violations.push(format!("node 0 could not list {}'s versions", record["path"]));
+                continue;
+            };
+            times.extend(
+                kept["records"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|version| Some((version["log_index"].as_u64()?, version["written_at_ms"].as_u64()?))),
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => break,
+        }
+    }
+    times.sort_unstable();
+    let (earliest, latest) = (started_ms - ENTRY_TIME_SLACK_MS, wall_ms() + ENTRY_TIME_SLACK_MS);
+    if let Some(pair) = times.windows(2).find(|pair| pair[1].1 < pair[0].1) {
+        violations.push(format!(
+            "entry {} was stamped {} ms, before entry {} ({} ms)",
+            pair[1].0, pair[1].1, pair[0].0, pair[0].1
+        ));
+    }
+    if let Some((index, at)) = times.iter().find(|(_, at)| !(earliest..=latest).contains(at)) {
+        violations
+            .push(format!("entry {index} was stamped {at} ms, outside the run's real time {earliest}..{latest} ms"));
+    }
+    let verdict = if violations.len() == before { "PASS" } else { "FAIL" };
+    format!("entry times never go back and stay near real time: {verdict} ({} versions)", times.len())
+}
+
 /// The agreement's usage: the same on every node, within the limit, and
 /// equal to the calls served.
 async fn check_usage(testnet: &Testnet, calls: &[(String, Call)], limit: u64, violations: &mut Vec<String>) -> String {
@@ -798,8 +930,8 @@ fn summarise(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "nemesis: {} nodes, {} rounds, {} clients, seed {}, {:.0?}",
-        options.nodes, options.rounds, options.clients, options.seed, elapsed
+        "nemesis: {} nodes ({:?}), {} rounds, {} clients, seed {}, {:.0?}",
+        options.nodes, options.network, options.rounds, options.clients, options.seed, elapsed
     );
     let mut by_kind: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for record in records {

@@ -4,6 +4,7 @@
 //! each run (printed; `ZEROMESH_NEMESIS_SEED` replays one's choices).
 
 use zeromesh_testnet::nemesis::{self, Options};
+use zeromesh_testnet::Network;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_nemesis_run_finds_no_violation() {
@@ -16,8 +17,11 @@ async fn a_short_nemesis_run_finds_no_violation() {
         }
     };
     let out = std::env::temp_dir().join(format!("zeromesh-nemesis-test-{seed}"));
-    let options = Options { nodes: 5, rounds: 5, clients: 6, seed, out: out.clone() };
-    eprintln!("nemesis seed {seed}");
+    // Kernel partitions where this machine allows them (scripts/setup.sh installs iptables).
+    let network = if Network::namespaces_available() { Network::Namespaces } else { Network::Loopback };
+    let faketime = zeromesh_testnet::faketime_available();
+    let options = Options { nodes: 5, rounds: 5, clients: 6, seed, out: out.clone(), network, faketime };
+    eprintln!("nemesis seed {seed}, {network:?}");
     let report = nemesis::run(&options).await.expect("the nemesis run finishes");
     eprintln!("{}", report.summary);
     assert!(report.violations.is_empty(), "the nemesis found violations (seed {seed}):\n{}", report.summary);

@@ -1,4 +1,5 @@
-//! `nemesis [--rounds N] [--nodes N] [--clients N] [--seed S] [--out DIR]`:
+//! `nemesis [--rounds N] [--nodes N] [--clients N] [--seed S] [--out DIR]
+//! [--network namespaces|loopback]`:
 //! runs the nemesis (see `zeromesh_testnet::nemesis`), prints its summary,
 //! and exits 1 on any violation (2 when the run itself could not finish).
 
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use zeromesh_testnet::nemesis::{self, Options};
+use zeromesh_testnet::Network;
 
 /// Faults injected into a local mesh under concurrent clients, the history checked.
 #[derive(Parser)]
@@ -25,6 +27,11 @@ struct Args {
     /// Where the history, faults, summary and node logs are saved.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `namespaces` (each node in a network namespace of its own, so that
+    /// partitions drop packets in the kernel; needs root, ip and iptables)
+    /// or `loopback`. Default: namespaces where they can be made.
+    #[arg(long, value_parser = ["namespaces", "loopback"])]
+    network: Option<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -36,8 +43,22 @@ async fn main() {
         u64::from_le_bytes(bytes)
     });
     let out = args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("zeromesh-nemesis-{seed}")));
-    let options = Options { nodes: args.nodes, rounds: args.rounds, clients: args.clients, seed, out };
-    eprintln!("nemesis: seed {seed}, saving to {}", options.out.display());
+    let network = match args.network.as_deref() {
+        Some("loopback") => Network::Loopback,
+        Some(_) => Network::Namespaces,
+        None if Network::namespaces_available() => Network::Namespaces,
+        None => {
+            eprintln!("nemesis: not root, or no ip/iptables: nodes share the loopback, no kernel partitions");
+            Network::Loopback
+        }
+    };
+    let faketime = zeromesh_testnet::faketime_available();
+    if !faketime {
+        eprintln!("nemesis: libfaketime is not installed: no clock steps");
+    }
+    let options =
+        Options { nodes: args.nodes, rounds: args.rounds, clients: args.clients, seed, out, network, faketime };
+    eprintln!("nemesis: seed {seed}, {network:?}, saving to {}", options.out.display());
     match nemesis::run(&options).await {
         Ok(report) => {
             print!("{}", report.summary);
