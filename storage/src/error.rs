@@ -20,6 +20,10 @@ pub enum StorageError {
     TooLarge { what: &'static str, actual: usize, limit: usize },
     #[error("a blocking storage task failed: {0}")]
     Join(String),
+    /// The store's files are damaged: opening it was refused rather than
+    /// serving what is left.
+    #[error("the store in {dir} is damaged and was not opened: {detail}")]
+    Damaged { dir: String, detail: String },
 }
 
 impl StorageError {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, WriteOptions, DB};
 
 use crate::error::StorageError;
 use crate::keys::*;
@@ -56,6 +56,35 @@ impl ReleaseProbe {
     }
 }
 
+/// Lines of RocksDB's own log read, from its end, for the file a corruption was found in.
+const LOG_LINES_SEARCHED: usize = 200;
+
+/// An open refused for corruption, naming the damaged files: RocksDB's
+/// status often says only what was wrong, its `LOG` (written by this very
+/// open) says where.
+fn damaged(db_dir: &Path, error: rocksdb::Error) -> StorageError {
+    if error.kind() != rocksdb::ErrorKind::Corruption {
+        return StorageError::Rocks(error);
+    }
+    let log = std::fs::read_to_string(db_dir.join("LOG")).unwrap_or_default();
+    let mut files: Vec<&str> = Vec::new();
+    for line in log.lines().rev().take(LOG_LINES_SEARCHED) {
+        // "[db/db_impl/db_impl_open.cc:1170] /path/000004.log: dropping 6786 bytes; Corruption: ..."
+        let Some((before, _)) = line.split_once(": dropping ").filter(|_| line.contains("Corruption")) else {
+            continue;
+        };
+        let file = before.rsplit("] ").next().unwrap_or(before);
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    let detail = match files.as_slice() {
+        [] => error.to_string(),
+        files => format!("{error}, in {}", files.join(", ")),
+    };
+    StorageError::Damaged { dir: db_dir.display().to_string(), detail }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`. An interrupted snapshot install
     /// found here is redone before the store is returned.
@@ -67,10 +96,17 @@ impl Store {
         options.set_keep_log_file_num(4);
         options.set_max_open_files(512);
         options.set_max_total_wal_size(256 * 1024 * 1024);
+        // A record damaged anywhere but at the very end of the write-ahead
+        // log refuses the open (naming the file): every append was fsynced,
+        // so only the last, unacknowledged one can be torn by a crash. The
+        // default (point-in-time) would open silently without everything
+        // after the damage, acknowledged Raft entries and votes included.
+        options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         options.enable_statistics();
         options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, dir.join("db"), descriptors)?;
+        let db_dir = dir.join("db");
+        let db = DB::open_cf_descriptors(&options, &db_dir, descriptors).map_err(|error| damaged(&db_dir, error))?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
         let store = Store {
             db: Arc::new(OpenDb { db: Some(db), closed: Arc::default() }),
@@ -84,6 +120,15 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Writes every column family's memtable to table files now (they are
+    /// otherwise written when full).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
     }
 
     /// How many times RocksDB has fsynced its write-ahead log since open.
