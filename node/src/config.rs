@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// not come back, say) is removed from the cluster.
     #[arg(long, env = "ZEROMESH_MEMBER_REMOVE_AFTER_MS")]
     pub member_remove_after_ms: Option<String>,
+    /// MiB kept free on the data disk: below it, writes are refused on every node.
+    #[arg(long, env = "ZEROMESH_MIN_FREE_DISK_MB")]
+    pub min_free_disk_mb: Option<String>,
     /// How often the node republishes its resource advert.
     #[arg(long, env = "ZEROMESH_ADVERT_INTERVAL_MS")]
     pub advert_interval_ms: Option<String>,
@@ -109,6 +112,7 @@ struct FileConfig {
     voter_count: Option<u64>,
     voter_timeout_ms: Option<u64>,
     member_remove_after_ms: Option<u64>,
+    min_free_disk_mb: Option<u64>,
     advert_interval_ms: Option<u64>,
     advert_ttl_ms: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
@@ -134,6 +138,8 @@ pub struct NodeConfig {
     pub voter_count: usize,
     pub voter_timeout: Duration,
     pub member_remove_after: Duration,
+    /// Bytes kept free on the data disk.
+    pub min_free_disk: u64,
     pub advert_interval: Duration,
     pub checkpoint_interval: Duration,
     pub advert_ttl: Duration,
@@ -177,6 +183,7 @@ pub const DEFAULT_DATA: &str = "zeromesh-data";
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/7001";
 pub const DEFAULT_API: &str = "127.0.0.1:8765";
 pub const DEFAULT_VOTER_COUNT: u64 = 3;
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 128;
 pub const DEFAULT_VOTER_TIMEOUT_MS: u64 = 10_000;
 /// One hour: a member down for maintenance stays; one gone for good goes.
 pub const DEFAULT_MEMBER_REMOVE_AFTER_MS: u64 = 3_600_000;
@@ -325,6 +332,13 @@ impl NodeConfig {
                 DEFAULT_MEMBER_REMOVE_AFTER_MS,
                 1_000..=30 * 86_400_000,
             )?),
+            min_free_disk: number(
+                "min_free_disk_mb",
+                args.min_free_disk_mb.as_deref(),
+                file.min_free_disk_mb,
+                DEFAULT_MIN_FREE_DISK_MB,
+                0..=1 << 30,
+            )? << 20,
             advert_interval: Duration::from_millis(advert_interval_ms),
             checkpoint_interval: Duration::from_millis(number(
                 "checkpoint_interval_ms",

@@ -4,6 +4,7 @@
 
 mod batcher;
 mod checkpoint;
+mod disk;
 mod inbound;
 mod membership;
 mod propose;

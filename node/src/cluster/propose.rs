@@ -23,6 +23,7 @@ impl Cluster {
     /// Proposes `command` and returns its log index and applied reply.
     pub async fn propose(&self, command: Command) -> Result<(u64, CommandReply), ServiceError> {
         command.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        self.check_disk()?;
         let command = &command;
         self.through_leader(
             "command",

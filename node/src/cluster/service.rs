@@ -111,7 +111,9 @@ pub struct Cluster {
     pub voter_timeout: Duration,
     /// A non-voter unreachable this long is removed from the cluster.
     pub remove_after: Duration,
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
+    /// Bytes this node keeps free on its data disk (see `disk`).
+    pub min_free_disk: u64,
     token_hash: Mutex<Option<String>>,
     pub checkpoints: super::checkpoint::Checkpoints,
 }
@@ -142,9 +144,16 @@ impl Cluster {
             voter_timeout,
             remove_after: Duration::from_millis(crate::config::DEFAULT_MEMBER_REMOVE_AFTER_MS),
             data_dir: data_dir.to_owned(),
+            min_free_disk: crate::config::DEFAULT_MIN_FREE_DISK_MB << 20,
             token_hash: Mutex::new(stored),
             checkpoints: super::checkpoint::Checkpoints::default(),
         })
+    }
+
+    /// Sets the bytes this node keeps free on its data disk.
+    pub fn with_disk_reserve(mut self, bytes: u64) -> Self {
+        self.min_free_disk = bytes;
+        self
     }
 
     /// Sets how long a non-voter may stay unreachable before it is removed.
@@ -225,6 +234,7 @@ impl Cluster {
     /// Proposes `batch`, here if this node leads, else through the leader.
     pub async fn write(&self, batch: MemoryBatch) -> Result<WriteAccepted, ServiceError> {
         batch.validate().map_err(|error| ServiceError::Invalid(error.to_string()))?;
+        self.check_disk()?;
         let batch = &batch;
         self.through_leader(
             "write",

@@ -31,6 +31,10 @@ pub struct Advert {
     pub load_milli: u64,
     /// SHA-256 (hex) of every plugin module this node holds.
     pub plugin_hashes: Vec<String>,
+    /// Bytes free on the node's data disk (`None`: could not be read).
+    pub free_disk_bytes: Option<u64>,
+    /// Bytes the node keeps free there: below it, writes stop everywhere.
+    pub min_free_disk_bytes: u64,
     /// Rises with every advert a node publishes, so a stale one never
     /// replaces a newer one.
     pub sequence: u64,
@@ -168,6 +172,8 @@ mod tests {
             free_memory_bytes: 1 << 30,
             load_milli: 100,
             plugin_hashes: vec![],
+            free_disk_bytes: Some(1 << 40),
+            min_free_disk_bytes: 128 << 20,
             sequence,
         }
     }

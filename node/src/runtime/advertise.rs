@@ -42,14 +42,22 @@ fn current_advert(cluster: &Cluster, plugins: &PluginRuntime, sequence: u64) -> 
         free_memory_bytes,
         load_milli,
         plugin_hashes: plugins.module_hashes(),
+        free_disk_bytes: cluster.free_disk_bytes(),
+        min_free_disk_bytes: cluster.min_free_disk,
         sequence,
     }
 }
 
-/// Publishes the advert every `interval`, and whenever the plugins this node
-/// runs change, forever.
+/// How often the data disk is looked at between adverts: crossing its
+/// reserve either way is published at once.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes the advert every `interval`, whenever the plugins this node
+/// runs change, and whenever its data disk crosses its reserve, forever.
 pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair: Keypair, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
+    let mut disk_tick = tokio::time::interval(DISK_CHECK_INTERVAL);
+    let mut disk_low = cluster.disk_low();
     let mut plugins_changed = plugins.subscribe_loaded();
     // Sequence numbers start from the clock so a restarted node's adverts
     // are never taken for older ones.
@@ -60,6 +68,18 @@ pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair
         tokio::select! {
             _ = tick.tick() => {}
             changed = plugins_changed.changed() => if changed.is_err() { return },
+            _ = disk_tick.tick() => {
+                let low = cluster.disk_low();
+                if low == disk_low {
+                    continue;
+                }
+                disk_low = low;
+                if low {
+                    tracing::warn!(free_mib = cluster.free_disk_bytes().unwrap_or(0) >> 20, "the data disk is below its reserve: writes are refused on every node");
+                } else {
+                    tracing::info!("the data disk is above its reserve again: writes resume");
+                }
+            }
         }
         sequence += 1;
         match SignedAdvert::sign(&current_advert(&cluster, &plugins, sequence), &keypair) {

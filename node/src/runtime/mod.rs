@@ -71,7 +71,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             &config.data_dir,
         )?
         .with_checkpoint_key(cluster::signing_key(&keypair)?)
-        .with_member_removal(config.member_remove_after),
+        .with_member_removal(config.member_remove_after)
+        .with_disk_reserve(config.min_free_disk),
     );
     cluster.load_checkpoint().await;
     inbound.set(cluster.clone());

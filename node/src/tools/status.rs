@@ -150,6 +150,8 @@ fn mesh_peers(cluster: &Cluster) -> Value {
                 "free_memory_bytes": advert.free_memory_bytes,
                 "load_milli": advert.load_milli,
                 "plugin_hashes": advert.plugin_hashes,
+                "free_disk_bytes": advert.free_disk_bytes,
+                "min_free_disk_bytes": advert.min_free_disk_bytes,
                 "sequence": advert.sequence,
                 "age_ms": now.saturating_duration_since(known.received_at).as_millis() as u64,
             })
