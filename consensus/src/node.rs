@@ -277,6 +277,11 @@ impl ConsensusNode {
     }
 
     /// This member's current view of the cluster.
+    /// The Raft term this node is in.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     pub fn cluster_view(&self) -> ClusterView {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();

@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// not come back, say) is removed from the cluster.
     #[arg(long, env = "ZEROMESH_MEMBER_REMOVE_AFTER_MS")]
     pub member_remove_after_ms: Option<String>,
+    /// The log's format on stderr: human (the default) or json (one object per line).
+    #[arg(long, env = "ZEROMESH_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// MiB kept free on the data disk: below it, writes are refused on every node.
     #[arg(long, env = "ZEROMESH_MIN_FREE_DISK_MB")]
     pub min_free_disk_mb: Option<String>,
@@ -112,6 +115,7 @@ struct FileConfig {
     voter_count: Option<u64>,
     voter_timeout_ms: Option<u64>,
     member_remove_after_ms: Option<u64>,
+    log_format: Option<String>,
     min_free_disk_mb: Option<u64>,
     advert_interval_ms: Option<u64>,
     advert_ttl_ms: Option<u64>,
@@ -140,6 +144,7 @@ pub struct NodeConfig {
     pub member_remove_after: Duration,
     /// Bytes kept free on the data disk.
     pub min_free_disk: u64,
+    pub log_format: crate::logging::LogFormat,
     pub advert_interval: Duration,
     pub checkpoint_interval: Duration,
     pub advert_ttl: Duration,
@@ -332,6 +337,10 @@ impl NodeConfig {
                 DEFAULT_MEMBER_REMOVE_AFTER_MS,
                 1_000..=30 * 86_400_000,
             )?),
+            log_format: match args.log_format.clone().or(file.log_format) {
+                Some(text) => text.parse().map_err(|error| anyhow::anyhow!("setting `log_format`: {error}"))?,
+                None => crate::logging::LogFormat::Human,
+            },
             min_free_disk: number(
                 "min_free_disk_mb",
                 args.min_free_disk_mb.as_deref(),

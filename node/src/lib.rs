@@ -12,6 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod identity;
+pub mod logging;
 pub mod mesh;
 pub mod plugins;
 pub mod runtime;

@@ -192,17 +192,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // openraft reports every unreachable peer; the demo crashes one on
-            // purpose, so its messages are off unless ZEROMESH_LOG asks.
-            tracing_subscriber::EnvFilter::try_from_env("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Commands::Run(args) => zeromesh::runtime::run(NodeConfig::resolve(&args)?).await,
+    let cli = Cli::parse();
+    if let Commands::Run(args) = &cli.command {
+        // The settings first: they choose the log's format.
+        let config = NodeConfig::resolve(args)?;
+        zeromesh::logging::init(config.log_format);
+        return zeromesh::runtime::run(config).await;
+    }
+    zeromesh::logging::init(zeromesh::logging::LogFormat::Human);
+    match cli.command {
+        Commands::Run(_) => unreachable!("handled above"),
         Commands::Keygen { data } => {
             let keypair = zeromesh::identity::generate(&zeromesh::identity::key_path(&data))?;
             let peer_id = keypair.public().to_peer_id();

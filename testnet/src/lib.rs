@@ -72,6 +72,8 @@ pub struct TestnetOptions {
     pub binary: Option<PathBuf>,
     /// Where the nodes' sockets are.
     pub network: Network,
+    /// Extra environment variables for every node (`ZEROMESH_LOG`, say).
+    pub env: Vec<(String, String)>,
     /// Runs every node under libfaketime (Debian's `faketime`), so that
     /// [`Testnet::set_clock`] can step its wall clock (not its monotonic one).
     pub faketime: bool,
@@ -417,12 +419,14 @@ async fn spawn(mut command: Command, data_dir: &Path, args: &[String]) -> anyhow
     std::fs::create_dir_all(data_dir)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
     let program = format!("{:?}", command.as_std().get_program());
+    if !command.as_std().get_envs().any(|(name, _)| name == "ZEROMESH_LOG") {
+        command.env("ZEROMESH_LOG", std::env::var("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()));
+    }
     let mut child = command
         .arg("run")
         .arg("--data")
         .arg(data_dir)
         .args(args)
-        .env("ZEROMESH_LOG", std::env::var("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -529,6 +533,7 @@ impl Testnet {
             Some(namespaces) => namespaces.command(index, &self.binary),
             None => Command::new(&self.binary),
         };
+        command.envs(self.options.env.iter().cloned());
         if self.options.faketime {
             let offset = self.clock_file(index);
             if !offset.exists() {

@@ -514,3 +514,29 @@ async fn a_member_restarted_on_other_ports_is_found_at_its_new_addresses() {
     .expect("the moved member is replicated to");
     put(&testnet, moved, "agent-m/notes/from-moved", "ok").await.expect("a write through the moved member");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_log_format_json_every_log_line_is_an_object_naming_the_node_and_the_request() {
+    let _serial = serial();
+    let options = TestnetOptions {
+        args: vec!["--log-format".into(), "json".into()],
+        env: vec![("ZEROMESH_LOG".into(), "warn,zeromesh::api=debug".into())],
+        ..Default::default()
+    };
+    let testnet = Testnet::start(1, options).await.expect("a node starts");
+    put(&testnet, 0, "log/x", "1").await.unwrap();
+    let node_id = testnet.nodes[0].address.node_id;
+    let log = wait_until("the call's log line", WAIT, || async {
+        let log = std::fs::read_to_string(testnet.nodes[0].data_dir.join("node.log")).ok()?;
+        log.contains("tools/call").then_some(log)
+    })
+    .await
+    .unwrap();
+    let lines: Vec<Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect();
+    assert!(lines.iter().all(|line| line["node_id"] == node_id), "every line names node {node_id}: {log}");
+    let call = lines.iter().find(|line| line["span"]["method"] == "tools/call").expect("a line inside the call");
+    assert!(call["span"]["id"].as_str().is_some_and(|id| !id.is_empty()), "{call}");
+    assert!(call["span"]["term"].as_u64().is_some_and(|term| term >= 1), "{call}");
+    assert!(call["timestamp"].is_string() && call["level"] == "DEBUG", "{call}");
+}

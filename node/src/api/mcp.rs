@@ -26,6 +26,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
+use tracing::Instrument as _;
 use zeromesh_consensus::StateChange;
 use zeromesh_kernel::Caller;
 use zeromesh_protocol::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION;
@@ -93,13 +94,81 @@ impl Handler {
     async fn counted<T>(
         &self,
         method: &str,
+        context: &RequestContext<RoleServer>,
         answer: impl std::future::Future<Output = Result<T, RpcError>>,
     ) -> Result<T, RpcError> {
         let started = Instant::now();
-        let outcome = answer.await;
+        let outcome = answer.instrument(self.request_span(method, context)).await;
         let label = if outcome.is_ok() { "ok" } else { "error" };
         self.state.metrics.record(method, label, started.elapsed());
         outcome
+    }
+
+    /// Answers a `tools/call`, inside its request span.
+    async fn answer_call(
+        &self,
+        mut request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let caller = match self.admit(&context.extensions, "tools/call", None) {
+            Ok(caller) => caller,
+            Err(refused) => {
+                self.state.metrics.record("tools/call", "error", started.elapsed());
+                return Err(refused);
+            }
+        };
+        let arguments = Value::Object(request.arguments.take().unwrap_or_default());
+        let wants_task = context.client_capabilities().is_some_and(|capabilities| capabilities.supports_tasks());
+        if wants_task && self.state.tools.is_long(&request.name) {
+            let call = super::tasks::LongCall {
+                name: request.name.to_string(),
+                arguments,
+                agent: meta_string(&request, &context, AGENT_META_KEY)?.map(str::to_owned),
+                idempotency_key: meta_string(&request, &context, IDEMPOTENCY_META_KEY)?.map(str::to_owned),
+            };
+            let task = self.state.tasks.start(self.state.clone(), caller, call);
+            self.state.metrics.record("tools/call", if task.is_ok() { "task" } else { "error" }, started.elapsed());
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task?)));
+        }
+        let answer = async {
+            let agent = meta_string(&request, &context, AGENT_META_KEY)?;
+            let idempotency_key = meta_string(&request, &context, IDEMPOTENCY_META_KEY)?;
+            let progress = ProgressSender::start(&context);
+            let reporter =
+                progress.as_ref().map_or_else(|| Arc::new(|_, _, _: &str| {}) as _, ProgressSender::reporter);
+            let call = tools::Call { name: &request.name, arguments, agent, idempotency_key };
+            let answer = tokio::select! {
+                answer = tools::call(&self.state, &caller, call, reporter) => answer,
+                () = context.ct.cancelled() => Err(rpc_error(ErrorCode::INTERNAL_ERROR.0, "cancelled by the client")),
+            };
+            if let Some(progress) = progress {
+                progress.flush().await;
+            }
+            answer
+        };
+        let outcome = answer.await;
+        if context.ct.is_cancelled() {
+            // Work already committed (a write that reached Raft) stays done.
+            self.state.metrics.record("cancelled-request", "cancelled", started.elapsed());
+        }
+        let label = match &outcome {
+            Ok(result) if result.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        self.state.metrics.record("tools/call", label, started.elapsed());
+        outcome.map(CallToolResponse::from)
+    }
+
+    /// The span a request is answered in: what the log says of it carries
+    /// its JSON-RPC id, its method and the Raft term it arrived in. At the
+    /// error level so that it exists whatever the filter lets through.
+    fn request_span(&self, method: &str, context: &RequestContext<RoleServer>) -> tracing::Span {
+        let term = self.state.cluster.consensus.current_term();
+        let span = tracing::error_span!("request", id = %context.id, method, term);
+        span.in_scope(|| tracing::debug!("received"));
+        span
     }
 
     /// Starts, once per handshake-era session, the task that sends it
@@ -242,7 +311,7 @@ impl ServerHandler for Handler {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        self.counted("initialize", async {
+        self.counted("initialize", &context, async {
             self.admit(&context.extensions, "initialize", None)?;
             context.peer.set_peer_info(request.clone());
             let answer = self.negotiate_initialize(&request)?;
@@ -253,7 +322,7 @@ impl ServerHandler for Handler {
     }
 
     async fn discover(&self, context: RequestContext<RoleServer>) -> Result<DiscoverResult, ErrorData> {
-        self.counted("server/discover", async {
+        self.counted("server/discover", &context, async {
             self.admit(&context.extensions, "server/discover", None)?;
             Ok(DiscoverResult::from_server_info(protocol_versions(), self.get_info()))
         })
@@ -261,7 +330,7 @@ impl ServerHandler for Handler {
     }
 
     async fn ping(&self, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
-        self.counted("ping", async { self.admit(&context.extensions, "ping", None).map(drop) }).await
+        self.counted("ping", &context, async { self.admit(&context.extensions, "ping", None).map(drop) }).await
     }
 
     async fn set_level(
@@ -271,8 +340,10 @@ impl ServerHandler for Handler {
     ) -> Result<(), ErrorData> {
         // The level is parsed (and refused when unknown) by rmcp; the node
         // sends no log messages, so there is nothing to filter.
-        self.counted("logging/setLevel", async { self.admit(&context.extensions, "logging/setLevel", None).map(drop) })
-            .await
+        self.counted("logging/setLevel", &context, async {
+            self.admit(&context.extensions, "logging/setLevel", None).map(drop)
+        })
+        .await
     }
 
     async fn list_tools(
@@ -280,7 +351,7 @@ impl ServerHandler for Handler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.counted("tools/list", async {
+        self.counted("tools/list", &context, async {
             self.admit(&context.extensions, "tools/list", None)?;
             shaped(tools::list_page(&self.state, &cursor_of(&request))?)
         })
@@ -289,58 +360,11 @@ impl ServerHandler for Handler {
 
     async fn call_tool(
         &self,
-        mut request: CallToolRequestParams,
+        request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let started = Instant::now();
-        let caller = match self.admit(&context.extensions, "tools/call", None) {
-            Ok(caller) => caller,
-            Err(refused) => {
-                self.state.metrics.record("tools/call", "error", started.elapsed());
-                return Err(refused);
-            }
-        };
-        let arguments = Value::Object(request.arguments.take().unwrap_or_default());
-        let wants_task = context.client_capabilities().is_some_and(|capabilities| capabilities.supports_tasks());
-        if wants_task && self.state.tools.is_long(&request.name) {
-            let call = super::tasks::LongCall {
-                name: request.name.to_string(),
-                arguments,
-                agent: meta_string(&request, &context, AGENT_META_KEY)?.map(str::to_owned),
-                idempotency_key: meta_string(&request, &context, IDEMPOTENCY_META_KEY)?.map(str::to_owned),
-            };
-            let task = self.state.tasks.start(self.state.clone(), caller, call);
-            self.state.metrics.record("tools/call", if task.is_ok() { "task" } else { "error" }, started.elapsed());
-            return Ok(CallToolResponse::Task(CreateTaskResult::new(task?)));
-        }
-        let answer = async {
-            let agent = meta_string(&request, &context, AGENT_META_KEY)?;
-            let idempotency_key = meta_string(&request, &context, IDEMPOTENCY_META_KEY)?;
-            let progress = ProgressSender::start(&context);
-            let reporter =
-                progress.as_ref().map_or_else(|| Arc::new(|_, _, _: &str| {}) as _, ProgressSender::reporter);
-            let call = tools::Call { name: &request.name, arguments, agent, idempotency_key };
-            let answer = tokio::select! {
-                answer = tools::call(&self.state, &caller, call, reporter) => answer,
-                () = context.ct.cancelled() => Err(rpc_error(ErrorCode::INTERNAL_ERROR.0, "cancelled by the client")),
-            };
-            if let Some(progress) = progress {
-                progress.flush().await;
-            }
-            answer
-        };
-        let outcome = answer.await;
-        if context.ct.is_cancelled() {
-            // Work already committed (a write that reached Raft) stays done.
-            self.state.metrics.record("cancelled-request", "cancelled", started.elapsed());
-        }
-        let label = match &outcome {
-            Ok(result) if result.is_error == Some(true) => "tool_error",
-            Ok(_) => "ok",
-            Err(_) => "error",
-        };
-        self.state.metrics.record("tools/call", label, started.elapsed());
-        outcome.map(CallToolResponse::from)
+        let span = self.request_span("tools/call", &context);
+        self.answer_call(request, context).instrument(span).await
     }
 
     async fn list_resources(
@@ -348,7 +372,7 @@ impl ServerHandler for Handler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        self.counted("resources/list", async {
+        self.counted("resources/list", &context, async {
             let caller = self.admit(&context.extensions, "resources/list", None)?;
             let own = caller.agent.as_ref().filter(|_| caller.role == zeromesh_protocol::auth::Role::Agent);
             let listed =
@@ -364,7 +388,7 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        self.counted("resources/templates/list", async {
+        self.counted("resources/templates/list", &context, async {
             self.admit(&context.extensions, "resources/templates/list", None)?;
             shaped(resources::templates())
         })
@@ -376,7 +400,7 @@ impl ServerHandler for Handler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        self.counted("resources/read", async {
+        self.counted("resources/read", &context, async {
             self.admit(&context.extensions, "resources/read", Some(&request.uri))?;
             // A resource that is not there (or cannot be) is named in the
             // error's data, as 2026-07-28 asks.
@@ -394,7 +418,7 @@ impl ServerHandler for Handler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.counted("resources/subscribe", async {
+        self.counted("resources/subscribe", &context, async {
             self.admit(&context.extensions, "resources/subscribe", Some(&request.uri))?;
             self.session.subscriptions.subscribe(&request.uri)?;
             self.watch(context.peer.clone());
@@ -408,7 +432,7 @@ impl ServerHandler for Handler {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.counted("resources/unsubscribe", async {
+        self.counted("resources/unsubscribe", &context, async {
             self.admit(&context.extensions, "resources/unsubscribe", Some(&request.uri))?;
             self.session.subscriptions.unsubscribe(&request.uri)
         })
@@ -479,7 +503,7 @@ impl ServerHandler for Handler {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        self.counted("tasks/get", async {
+        self.counted("tasks/get", &context, async {
             let caller = self.admit(&context.extensions, "tasks/get", None)?;
             self.state.tasks.get(&caller, &request.task_id).map(GetTaskResult::new)
         })
@@ -491,7 +515,7 @@ impl ServerHandler for Handler {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.counted("tasks/cancel", async {
+        self.counted("tasks/cancel", &context, async {
             let caller = self.admit(&context.extensions, "tasks/cancel", None)?;
             self.state.tasks.cancel(&caller, &request.task_id)
         })

@@ -28,6 +28,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let keypair = identity::load_or_generate(&config.data_dir)?;
     let peer_id = keypair.public().to_peer_id();
     let node_id = identity::node_id_of(&peer_id);
+    crate::logging::set_node_id(node_id);
 
     let api_listener = tokio::net::TcpListener::bind(config.api)
         .await
