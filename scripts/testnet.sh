@@ -80,6 +80,7 @@ for index in $(seq 1 "$node_count"); do
         if [ -f "$token_file" ]; then args+=(--join-token "$(cat "$token_file")"); fi
     fi
     : > "$dir/stdout"
+    echo "testnet: starting node $index of $node_count"
     "$binary" "${args[@]}" > "$dir/stdout" 2> "$dir/log" &
     pids+=("$!")
     wait_ready "$index" "$!"
@@ -98,18 +99,11 @@ for index in $(seq 1 "$node_count"); do
     fi
 done
 
-# Wait until every node is a member and the voters are promoted (3 at most).
-expected_voters=$((node_count < 3 ? node_count : 3))
-deadline=$((SECONDS + 60))
-until status="$("$binary" status --node ws://127.0.0.1:8765 2>/dev/null)" &&
-    [ "$(grep -c 'term [0-9]* last log' <<<"$status")" -eq "$node_count" ] &&
-    [ "$(grep -c '^  [0-9]* *voter ' <<<"$status")" -eq "$expected_voters" ]; do
-    if ((SECONDS > deadline)); then
-        echo "testnet: not every node joined within 60 s; logs are in $mesh_dir/node-*/log" >&2
-        break
-    fi
-    sleep 0.2
-done
+# Wait, with a progress bar, until every node is a member and the voters
+# are promoted (up to the voter count).
+if ! "$binary" status --node ws://127.0.0.1:8765 --wait-members "$node_count" --wait-timeout 60 > /dev/null; then
+    echo "testnet: not every node joined within 60 s; logs are in $mesh_dir/node-*/log" >&2
+fi
 
 echo
 printf '%-5s %-54s %-70s %s\n' node "peer id" "p2p address" "API"

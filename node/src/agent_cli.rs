@@ -117,7 +117,10 @@ pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Recover { snapshot, into } => ("agent_recover", json!({ "snapshot": snapshot, "into": into })),
         AgentCommand::Export { snapshot, key, out } => {
             let key = crate::plugin_cli::read_key(key)?;
-            let shown = client.call_tool("agent_snapshot_show", json!({ "snapshot": snapshot })).await?;
+            let reading = zeromesh::cli::spinner(format!("reading snapshot {snapshot} from {node}"));
+            let shown = client.call_tool("agent_snapshot_show", json!({ "snapshot": snapshot })).await;
+            reading.finish_and_clear();
+            let shown = shown?;
             let snapshot: AgentSnapshot = serde_json::from_value(shown["snapshot"].clone()).context("the snapshot")?;
             let document = export_document(&snapshot, &key);
             std::fs::write(out, serde_json::to_vec_pretty(&document)?)
@@ -145,7 +148,10 @@ pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
         }
         AgentCommand::List => ("agent_list", json!({})),
     };
-    let answer = client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"))?;
+    let working = zeromesh::cli::spinner(format!("{tool} on {node}"));
+    let answer = client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"));
+    working.finish_and_clear();
+    let answer = answer?;
     match command {
         AgentCommand::List => {
             for agent in answer["agents"].as_array().into_iter().flatten() {

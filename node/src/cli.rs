@@ -124,6 +124,50 @@ pub async fn memory(node: &str, command: MemoryCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A spinner on stderr saying what is under way; drawn only on a terminal.
+pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Waits, with a progress bar, until the cluster `node` belongs to has
+/// `members` members and `min(members, voter count)` voters.
+pub async fn wait_for_members(node: &str, members: usize, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(members as u64).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} members")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar.set_message("joining");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = String::from("no answer yet");
+    loop {
+        let status = match ApiClient::connect(node).await {
+            Ok(mut client) => client.call_tool("cluster_status", json!({})).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(status) = status {
+            let joined = status["members"].as_array().map_or(0, Vec::len);
+            let voters = status["voters"].as_array().map_or(0, Vec::len);
+            let wanted_voters = members.min(status["voter_count"].as_u64().unwrap_or(3) as usize);
+            bar.set_position(joined as u64);
+            bar.set_message(format!("voters {voters}/{wanted_voters}"));
+            seen = format!("{joined} members, {voters} voters");
+            if joined >= members && voters >= wanted_voters {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bar.abandon();
+            anyhow::bail!("the cluster did not reach {members} members within {timeout:?} (last seen: {seen})");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn opt(value: &Value) -> String {
     if value.is_null() {
         "-".into()

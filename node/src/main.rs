@@ -40,6 +40,13 @@ enum Commands {
         /// Prints `{"cluster": ..., "mesh": ...}` as JSON, for scripts.
         #[arg(long)]
         json: bool,
+        /// First waits, showing progress, until the cluster has N members
+        /// and min(N, voter count) voters (at most `--wait-timeout` seconds).
+        #[arg(long, value_name = "N")]
+        wait_members: Option<usize>,
+        /// Seconds `--wait-members` waits before it fails.
+        #[arg(long, default_value_t = 60)]
+        wait_timeout: u64,
     },
     /// Prints a shell completion script: `zeromesh completions bash >
     /// /etc/bash_completion.d/zeromesh` (or zsh, fish).
@@ -208,7 +215,12 @@ async fn run() -> anyhow::Result<()> {
             println!("peer_id={peer_id} node_id={}", zeromesh::identity::node_id_of(&peer_id));
             Ok(())
         }
-        Commands::Status { node, json } => client_cli::status(&node, json).await,
+        Commands::Status { node, json, wait_members, wait_timeout } => {
+            if let Some(members) = wait_members {
+                client_cli::wait_for_members(&node, members, std::time::Duration::from_secs(wait_timeout)).await?;
+            }
+            client_cli::status(&node, json).await
+        }
         Commands::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "zeromesh", &mut std::io::stdout());

@@ -3,7 +3,7 @@
 //! list` (the mesh's plugin registry, through a node's peer API).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use base64::Engine;
@@ -54,6 +54,10 @@ pub enum PluginCommand {
         /// random); comma-separated or repeated.
         #[arg(long = "grant", value_delimiter = ',')]
         grant: Vec<String>,
+        /// Then waits, showing progress, until every member has loaded the
+        /// module (at most this many seconds; 30 when given bare).
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+        wait: Option<u64>,
         #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
         node: String,
     },
@@ -99,6 +103,45 @@ fn capability_arg(name: &str) -> anyhow::Result<Capability> {
         let known: Vec<&str> = Capability::ALL.iter().map(|capability| capability.name()).collect();
         format!("unknown capability {name:?}; known: {}", known.join(", "))
     })
+}
+
+/// Waits, with a progress bar, until every member of `node`'s cluster
+/// advertises module `module`, or `timeout` passes: (loaded, members).
+async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Result<(usize, usize)> {
+    let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{spinner} loading the module [{bar:30}] {pos}/{len} members")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = client.call_tool("cluster_status", json!({})).await.context("cluster_status")?;
+        let mesh = client.call_tool("mesh_peers", json!({})).await.context("mesh_peers")?;
+        let members: Vec<&str> = status["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|member| member["p2p_addr"].as_str()?.rsplit_once("/p2p/").map(|(_, peer)| peer))
+            .collect();
+        let loaded = mesh["adverts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|advert| advert["peer_id"].as_str().is_some_and(|peer| members.contains(&peer)))
+            .filter(|advert| {
+                advert["plugin_hashes"].as_array().is_some_and(|hashes| hashes.iter().any(|h| h == module))
+            })
+            .count();
+        bar.set_length(members.len() as u64);
+        bar.set_position(loaded as u64);
+        if loaded >= members.len() || tokio::time::Instant::now() > deadline {
+            bar.finish_and_clear();
+            return Ok((loaded, members.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn call(node: &str, tool: &str, arguments: Value) -> anyhow::Result<Value> {
@@ -154,7 +197,7 @@ fn now_ms() -> u64 {
 
 pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
     match command {
-        PluginCommand::Install { package, grant, node } => {
+        PluginCommand::Install { package, grant, wait, node } => {
             let bytes = read_limited(&package, MAX_PLUGIN_PACKAGE_BYTES, "package")?;
             Package::decode(&bytes).with_context(|| format!("{} is not a plugin package", package.display()))?;
             let grant = grant.iter().map(|name| capability_arg(name)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -162,16 +205,23 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 "package_base64": base64::engine::general_purpose::STANDARD.encode(&bytes),
                 "grant": grant.iter().map(|capability| capability.name()).collect::<Vec<_>>(),
             });
-            let answer = call(&node, "plugin_install", arguments).await?;
+            let installing = zeromesh::cli::spinner(format!("installing {} through {node}", package.display()));
+            let answer = call(&node, "plugin_install", arguments).await;
+            installing.finish_and_clear();
+            let answer = answer?;
             let tools: Vec<&str> = answer["tools"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let module = answer["module_sha256"].as_str().unwrap_or_default();
             println!(
-                "installed {} {} at log index {} (module {}); tools: {}",
+                "installed {} {} at log index {} (module {module}); tools: {}",
                 answer["installed"].as_str().unwrap_or_default(),
                 answer["version"].as_str().unwrap_or_default(),
                 answer["log_index"],
-                answer["module_sha256"].as_str().unwrap_or_default(),
                 tools.join(", ")
             );
+            if let Some(seconds) = wait {
+                let (loaded, members) = wait_loaded(&node, module, Duration::from_secs(seconds)).await?;
+                println!("loaded on {loaded} of {members} members");
+            }
         }
         PluginCommand::Uninstall { name, node } => {
             let answer = call(&node, "plugin_uninstall", json!({ "name": name })).await?;

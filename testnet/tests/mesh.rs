@@ -361,12 +361,14 @@ async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
     let (ok, out) = run(&["memory", "get", "agent-7/notes/today", "--node", first]);
     assert!(!ok && out.contains("not found"), "{out}");
 
-    let (ok, out) = run(&["status", "--node", first]);
+    let (ok, out) = run(&["status", "--node", first, "--wait-members", "2"]);
     assert!(ok, "{out}");
     for node in &testnet.nodes {
         assert!(out.contains(&node.address.node_id.to_string()) && out.contains(&node.address.peer_id), "{out}");
     }
     assert!(out.contains("leader") && out.contains("voters"), "{out}");
+    let (ok, out) = run(&["status", "--node", first, "--wait-members", "3", "--wait-timeout", "1"]);
+    assert!(!ok && out.contains("did not reach 3 members within 1s (last seen: 2 members, 2 voters)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

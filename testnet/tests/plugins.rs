@@ -111,8 +111,11 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     // A session on node 2 hears that its tools changed.
     let mut watcher = ApiClient::connect(&third).await.expect("connects");
     assert_eq!(watcher.server["capabilities"]["tools"]["listChanged"], json!(true));
-    let installed = run_ok(&["plugin", "install", &package, "--grant", "memory.read,memory.write", "--node", &first]);
+    let install = ["plugin", "install", &package, "--grant", "memory.read,memory.write", "--wait", "--node", &first];
+    let installed = run_ok(&install);
     assert!(installed.contains("installed notes 1.0.0") && installed.contains("swap_note"), "{installed}");
+    // --wait: every member has loaded the module when the command returns.
+    assert!(installed.contains("loaded on 3 of 3 members"), "{installed}");
     let notification = watcher.next_notification(WAIT).await.expect("a list_changed notification");
     assert_eq!(notification["method"], "notifications/tools/list_changed");
 

@@ -109,6 +109,7 @@ async fn cluster_status(cluster: &Cluster) -> Value {
         "leader": own.leader,
         "voters": own.voters,
         "non_voters": own.non_voters,
+        "voter_count": cluster.voter_count,
         "members": members,
         "mesh_peers": cluster.mesh.connected_peers().len(),
         "trace": {
