@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use zeromesh_protocol::limits::MAX_HISTORY_VERSIONS_PER_PATH;
-use zeromesh_protocol::Command;
+use zeromesh_protocol::{ClusterCommand, ClusterOutcome, Command};
 use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
 use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
 
@@ -26,6 +26,8 @@ pub(crate) struct Applier<'a> {
     pub(crate) snapshots: BTreeMap<String, (zeromesh_protocol::agent::AgentSnapshot, u64)>,
     /// The latest entry time applied so far, once read.
     clock: Option<u64>,
+    /// The voter count set so far in this apply call.
+    voter_count: Option<u64>,
 }
 
 impl Applier<'_> {
@@ -49,6 +51,7 @@ impl<'a> Applier<'a> {
             stored: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             clock: None,
+            voter_count: None,
         }
     }
 
@@ -84,6 +87,23 @@ impl<'a> Applier<'a> {
             Command::Usage(command) => self.apply_usage(at, command).map(CommandReply::Usage),
             Command::Policy(command) => self.apply_policy(at, command).map(CommandReply::Policy),
             Command::Trace(command) => self.apply_trace(at, command).map(CommandReply::Trace),
+            Command::Cluster(command) => self.apply_cluster(command).map(CommandReply::Cluster),
+        }
+    }
+
+    fn apply_cluster(&mut self, command: &ClusterCommand) -> Result<ClusterOutcome, StorageError> {
+        match command {
+            ClusterCommand::SetVoterCount { count } => {
+                // Read through the batch's own writes: an earlier entry of
+                // this apply call may have set it.
+                let previous = match self.voter_count {
+                    Some(set) => Some(set),
+                    None => self.store.voter_count()?,
+                };
+                self.batch.put_voter_count(*count)?;
+                self.voter_count = Some(*count);
+                Ok(ClusterOutcome::VoterCountSet { count: *count, previous })
+            }
         }
     }
 

@@ -65,6 +65,11 @@ impl ConsensusNode {
         Ok(self.store().current_policy()?)
     }
 
+    /// The voters the cluster keeps, as set through the log (`None`: never set).
+    pub fn voter_count_setting(&self) -> Result<Option<u64>, ConsensusError> {
+        Ok(self.store().voter_count()?)
+    }
+
     /// The current policy set's version as this node has applied it: a point read.
     pub fn policy_version(&self) -> Result<u64, ConsensusError> {
         Ok(self.store().policy_version()?)

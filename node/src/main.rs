@@ -48,6 +48,13 @@ enum Commands {
         #[arg(long, default_value_t = 60)]
         wait_timeout: u64,
     },
+    /// Sets how many voters the cluster keeps (1 to 7): the leader promotes
+    /// caught-up non-voters up to it (a single node's cluster grows this way).
+    SetVoters {
+        count: u64,
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE)]
+        node: String,
+    },
     /// Prints a shell completion script: `zeromesh completions bash >
     /// /etc/bash_completion.d/zeromesh` (or zsh, fish).
     Completions { shell: clap_complete::Shell },
@@ -220,6 +227,12 @@ async fn run() -> anyhow::Result<()> {
                 client_cli::wait_for_members(&node, members, std::time::Duration::from_secs(wait_timeout)).await?;
             }
             client_cli::status(&node, json).await
+        }
+        Commands::SetVoters { count, node } => {
+            let mut client = zeromesh::client::ApiClient::connect(&node).await?;
+            let answer = client.call_tool("cluster_set_voters", serde_json::json!({ "count": count })).await?;
+            println!("the cluster keeps {} voters (log index {})", answer["voter_count"], answer["log_index"]);
+            Ok(())
         }
         Commands::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentCommand, AgentOutcome};
 use crate::agreement::{AgreementCommand, AgreementOutcome, UsageCommand, UsageOutcome};
 use crate::auth::{TokenCommand, TokenOutcome};
+use crate::limits::MAX_VOTER_COUNT;
 use crate::memory::{CommandOutcome, MemoryBatch};
 use crate::plugin::{PluginCommand, PluginOutcome};
 use crate::policy::{PolicyCommand, PolicyOutcome};
@@ -41,6 +42,38 @@ pub enum Command {
     Policy(PolicyCommand),
     /// A key for proofs of usage.
     Trace(TraceCommand),
+    /// A cluster-wide setting.
+    Cluster(ClusterCommand),
+}
+
+/// A cluster-wide setting, the same for whichever node leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterCommand {
+    /// The voters the leader keeps, 1 to [`MAX_VOTER_COUNT`]: it promotes
+    /// caught-up non-voters up to this many. A lower count demotes no one.
+    SetVoterCount { count: u64 },
+}
+
+impl ClusterCommand {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            ClusterCommand::SetVoterCount { count } if !(1..=MAX_VOTER_COUNT as u64).contains(count) => {
+                Err(ValidationError::BadField {
+                    what: "voter count",
+                    value: count.to_string(),
+                    reason: "a cluster keeps 1 to 7 voters",
+                })
+            }
+            ClusterCommand::SetVoterCount { .. } => Ok(()),
+        }
+    }
+}
+
+/// What a cluster setting's entry answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterOutcome {
+    /// The voter count is now `count`; it was `previous` (`None`: never set).
+    VoterCountSet { count: u64, previous: Option<u64> },
 }
 
 impl Command {
@@ -56,6 +89,7 @@ impl Command {
             Command::Usage(command) => command.validate(),
             Command::Policy(command) => command.validate(),
             Command::Trace(command) => command.validate(),
+            Command::Cluster(command) => command.validate(),
         }
     }
 }
@@ -79,4 +113,5 @@ pub enum CommandReply {
     Usage(UsageOutcome),
     Policy(PolicyOutcome),
     Trace(TraceOutcome),
+    Cluster(ClusterOutcome),
 }

@@ -13,7 +13,7 @@ pub mod policy;
 pub mod trace;
 pub mod validate;
 
-pub use command::{Command, CommandReply, Request};
+pub use command::{ClusterCommand, ClusterOutcome, Command, CommandReply, Request};
 pub use ids::{MemberInfo, NodeId};
 pub use memory::{CommandOutcome, MemoryBatch, MemoryCommand, MemoryPath, MemoryRecord, MemoryValue, PathPrefix};
 pub use validate::ValidationError;

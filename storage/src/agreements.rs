@@ -47,6 +47,9 @@ fn policy_key(version: u64) -> Vec<u8> {
     [POLICY_KEY_PREFIX, &version.to_be_bytes()].concat()
 }
 
+/// `n/voters`: the voters the cluster keeps, once set through the log.
+pub(crate) const VOTER_COUNT_KEY: &[u8] = b"n/voters";
+
 /// `n/clock`: the latest entry time applied (ms since the Unix epoch): an
 /// entry stamped earlier by its leader takes effect at this time instead.
 pub(crate) const APPLIED_CLOCK_KEY: &[u8] = b"n/clock";
@@ -122,6 +125,9 @@ pub(crate) fn check_agreement_record(key: &[u8], value: &[u8]) -> Option<Result<
     }
     if key == SNAPSHOT_COUNT_KEY {
         return Some(check("snapshot count", decode::<u64>("snapshot count", value).map(|_| true)));
+    }
+    if key == VOTER_COUNT_KEY {
+        return Some(check("voter count", decode::<u64>("voter count", value).map(|_| true)));
     }
     if key == APPLIED_CLOCK_KEY {
         return Some(check("applied clock", decode::<u64>("applied clock", value).map(|_| true)));
@@ -221,6 +227,11 @@ impl Store {
     }
 
     /// The bytes agent `agent`'s live memories hold (values, content types, tags).
+    /// The voters the cluster keeps, if set through the log.
+    pub fn voter_count(&self) -> Result<Option<u64>, StorageError> {
+        self.registry_get(VOTER_COUNT_KEY, "voter count")
+    }
+
     /// The latest entry time applied; 0 before the first.
     pub fn applied_clock(&self) -> Result<u64, StorageError> {
         Ok(self.registry_get(APPLIED_CLOCK_KEY, "applied clock")?.unwrap_or(0))
@@ -310,6 +321,10 @@ impl StateBatch<'_> {
     pub fn put_agent_snapshot(&mut self, snapshot: &AgentSnapshot, count: u64) -> Result<(), StorageError> {
         self.put_registry(SNAPSHOT_COUNT_KEY, "snapshot count", &count)?;
         self.put_registry(&snapshot_key(&snapshot.snapshot), "agent snapshot", snapshot)
+    }
+
+    pub fn put_voter_count(&mut self, count: u64) -> Result<(), StorageError> {
+        self.put_registry(VOTER_COUNT_KEY, "voter count", &count)
     }
 
     pub fn put_applied_clock(&mut self, at_ms: u64) -> Result<(), StorageError> {

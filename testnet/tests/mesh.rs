@@ -542,3 +542,35 @@ async fn with_log_format_json_every_log_line_is_an_object_naming_the_node_and_th
     assert!(call["span"]["term"].as_u64().is_some_and(|term| term >= 1), "{call}");
     assert!(call["timestamp"].is_string() && call["level"] == "DEBUG", "{call}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_cluster_grows_a_second_voter_once_its_voter_count_is_raised() {
+    let _serial = serial();
+    let options = TestnetOptions { args: vec!["--voter-count".into(), "1".into()], auth: true, ..Default::default() };
+    let mut testnet = Testnet::start(1, options).await.expect("a single node starts");
+    let admin = testnet.admin_token.clone().expect("the admin token");
+    put(&testnet, 0, "solo/a", "1").await.expect("a single node commits alone");
+    assert_eq!(testnet.status(0).await.unwrap()["voter_count"], 1);
+
+    // A second node joins as a non-voter: the cluster keeps one voter.
+    let second = testnet.add_node().await.unwrap();
+    testnet
+        .wait_for_cluster("two members, one voter", WAIT, |status| {
+            status["members"].as_array().is_some_and(|members| members.len() == 2) && voters(status).len() == 1
+        })
+        .await
+        .unwrap();
+    // The voter count is the cluster's, replicated: the joiner reads the founder's.
+    assert_eq!(testnet.status(second).await.unwrap()["voter_count"], 1);
+
+    let first = testnet.nodes[0].address.api.clone();
+    let raised = zeromesh_testnet::cli_as(Some(&admin), &["set-voters", "2", "--node", &first]).unwrap();
+    assert!(raised.contains("the cluster keeps 2 voters"), "{raised}");
+    testnet
+        .wait_for_cluster("two voters", WAIT, |status| voters(status).len() == 2 && status["voter_count"] == 2)
+        .await
+        .unwrap();
+    let refused = zeromesh_testnet::cli_as(Some(&admin), &["set-voters", "9", "--node", &first]).unwrap_err();
+    assert!(format!("{refused:#}").contains("1 to 7"), "{refused:#}");
+    put(&testnet, second, "solo/b", "2").await.expect("a write through the new voter");
+}

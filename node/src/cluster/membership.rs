@@ -66,7 +66,7 @@ pub async fn upkeep(cluster: Arc<Cluster>) {
         let alive = |id: &u64| cluster.liveness.silent_for(*id) < cluster.voter_timeout;
         let dead: BTreeSet<u64> = view.voters.iter().filter(|id| **id != view.node_id && !alive(id)).copied().collect();
         let candidates: Vec<u64> = view.learners.iter().filter(|id| caught_up(id) && alive(id)).copied().collect();
-        if let Some(next) = next_voters(&view.voters, &candidates, &dead, cluster.voter_count) {
+        if let Some(next) = next_voters(&view.voters, &candidates, &dead, cluster.voter_count()) {
             tracing::info!(?dead, from = ?view.voters, to = ?next, "changing voters");
             if let Err(error) = cluster.consensus.replace_voters(next, true).await {
                 tracing::warn!(%error, "voter change failed; will retry");

@@ -107,7 +107,8 @@ pub struct Cluster {
     pub mesh: MeshHandle,
     pub info: MemberInfo,
     pub liveness: Liveness,
-    pub voter_count: usize,
+    /// This node's `--voter-count`: the cluster's until one is set through the log.
+    pub configured_voter_count: usize,
     pub voter_timeout: Duration,
     /// A non-voter unreachable this long is removed from the cluster.
     pub remove_after: Duration,
@@ -140,7 +141,7 @@ impl Cluster {
             mesh,
             info,
             liveness,
-            voter_count,
+            configured_voter_count: voter_count,
             voter_timeout,
             remove_after: Duration::from_millis(crate::config::DEFAULT_MEMBER_REMOVE_AFTER_MS),
             data_dir: data_dir.to_owned(),
@@ -148,6 +149,16 @@ impl Cluster {
             token_hash: Mutex::new(stored),
             checkpoints: super::checkpoint::Checkpoints::default(),
         })
+    }
+
+    /// The voters the cluster keeps: as set through the log (by the node
+    /// that made the cluster, and by `cluster_set_voters`), else this
+    /// node's `--voter-count`.
+    pub fn voter_count(&self) -> usize {
+        match self.consensus.voter_count_setting() {
+            Ok(Some(count)) => count as usize,
+            _ => self.configured_voter_count,
+        }
     }
 
     /// Sets the bytes this node keeps free on its data disk.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use zeromesh_consensus::ConsensusNode;
 use zeromesh_plugins::HostLimits;
-use zeromesh_protocol::MemberInfo;
+use zeromesh_protocol::{ClusterCommand, Command, MemberInfo};
 
 use crate::api::auth::Auth;
 use crate::api::ApiState;
@@ -111,6 +111,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         // Shown once: nodes keep only its hash.
         println!("join_token={token}");
         println!("admin_token={}", first_admin_token(&cluster).await?);
+        // The cluster's voter count is the founding node's, whichever node leads later.
+        let count = config.voter_count as u64;
+        cluster.propose(Command::Cluster(ClusterCommand::SetVoterCount { count })).await?;
     }
     println!("ready node_id={node_id} peer_id={peer_id} p2p={p2p_addr} api={}", info.api_addr);
 

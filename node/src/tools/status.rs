@@ -1,6 +1,7 @@
 //! The tools that describe the node: `cluster_status` (with each member's
-//! trace tree size and root) and `mesh_peers`;
-//! and, with `--test-faults`, `mesh_isolate` and `mesh_heal`.
+//! trace tree size and root) and `mesh_peers`; `cluster_set_voters`, the
+//! cluster's voter count; and, with `--test-faults`, `mesh_isolate` and
+//! `mesh_heal`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeromesh_kernel::Access;
+use zeromesh_protocol::{ClusterCommand, ClusterOutcome, Command, CommandReply};
 
 use super::{invalid, Invocation, NoArgs, ToolDecl, ToolEnv, ToolOutcome};
 use crate::cluster::Cluster;
@@ -28,6 +30,12 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move { Ok(mesh_peers(&env.cluster)) },
         ),
         ToolDecl::new(
+            "cluster_set_voters",
+            "Sets how many voters the cluster keeps (1 to 7): the leader promotes caught-up non-voters up to it.",
+            Access::Admin,
+            set_voters,
+        ),
+        ToolDecl::new(
             "mesh_isolate",
             "TEST ONLY: drop all mesh traffic to and from these peers.",
             Access::Admin,
@@ -45,6 +53,24 @@ pub(super) fn tools() -> Vec<ToolDecl> {
         )
         .test_only(),
     ]
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct VotersArgs {
+    /// Voters to keep, 1 to 7. A lower count than the voters there are demotes no one.
+    #[schemars(range(min = 1, max = 7))]
+    count: u64,
+}
+
+async fn set_voters(env: Arc<ToolEnv>, _: Invocation, args: VotersArgs) -> ToolOutcome {
+    let command = ClusterCommand::SetVoterCount { count: args.count };
+    command.validate().map_err(|error| invalid("cluster_set_voters", error))?;
+    let (log_index, reply) = env.cluster.propose(Command::Cluster(command)).await?;
+    let CommandReply::Cluster(ClusterOutcome::VoterCountSet { count, previous }) = reply else {
+        return Err(invalid("cluster_set_voters", format!("an unexpected reply: {reply:?}")));
+    };
+    Ok(json!({ "voter_count": count, "previous": previous, "log_index": log_index }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -109,7 +135,7 @@ async fn cluster_status(cluster: &Cluster) -> Value {
         "leader": own.leader,
         "voters": own.voters,
         "non_voters": own.non_voters,
-        "voter_count": cluster.voter_count,
+        "voter_count": cluster.voter_count(),
         "members": members,
         "mesh_peers": cluster.mesh.connected_peers().len(),
         "trace": {
