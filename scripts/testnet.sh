@@ -75,6 +75,8 @@ for index in $(seq 1 "$node_count"); do
     args=(run --data "$dir" --listen "/ip4/127.0.0.1/tcp/$((7000 + index))" --api "127.0.0.1:$((8764 + index))")
     if [ "$index" -eq 1 ]; then
         args+=(--init)
+        # One node: the single-node mode (README, "Running nodes").
+        if [ "$node_count" -eq 1 ]; then args+=(--voter-count 1); fi
     else
         args+=(--bootstrap "$bootstrap")
         if [ -f "$token_file" ]; then args+=(--join-token "$(cat "$token_file")"); fi
