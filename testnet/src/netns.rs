@@ -65,12 +65,20 @@ impl Namespaces {
         let _ = run("ip", &["netns", "del", &name]); // a stale one from a run that crashed
         run("ip", &["netns", "add", &name])?;
         self.names.push(name.clone());
-        let host_end = format!("zm{}v{index}", self.subnet);
+        let host_end = self.host_end(index);
+        // A pair left by a testnet whose processes had not exited yet when
+        // it was dropped (its namespace lives until they do).
+        let _ = run("ip", &["link", "del", &host_end]);
         run("ip", &["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &name])?;
         run("ip", &["link", "set", &host_end, "master", &self.bridge, "up"])?;
         run("ip", &["-n", &name, "addr", "add", &format!("{}/24", self.ip(index)), "dev", "eth0"])?;
         run("ip", &["-n", &name, "link", "set", "eth0", "up"])?;
         run("ip", &["-n", &name, "link", "set", "lo", "up"])
+    }
+
+    /// The host's end of node `index`'s veth pair.
+    fn host_end(&self, index: usize) -> String {
+        format!("zm{}v{index}", self.subnet)
     }
 
     /// A command that runs `program` inside node `index`'s namespace (`ip
@@ -98,8 +106,10 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its end of the veth pair, and with it the host's end.
-        for name in &self.names {
+        // A namespace outlives its name while a killed node is still exiting:
+        // delete each pair from the host's end, which takes both ends at once.
+        for (index, name) in self.names.iter().enumerate() {
+            let _ = run("ip", &["link", "del", &self.host_end(index)]);
             let _ = run("ip", &["netns", "del", name]);
         }
         let _ = run("ip", &["link", "del", &self.bridge]);
