@@ -7,12 +7,14 @@
 //! agreement with a small lifetime limit of calls, each call with an
 //! idempotency key. Each round injects one fault or two at once: `kill -9`
 //! (then a restart on the same ports, or on new ones), SIGSTOP/SIGCONT, the
-//! isolation switch and, with the nodes in network namespaces, partitions
-//! and one-way drops in the kernel, of a random node or of the leader. At
-//! the end:
+//! isolation switch, with the nodes in network namespaces partitions and
+//! one-way drops in the kernel, and under libfaketime a wall clock stepped
+//! an hour, of a random node or of the leader. At the end:
 //!
 //! - every path's history is linearizable ([`crate::linearizable`]);
 //! - every acknowledged write is on every node, at its version, with its value;
+//! - every kept version's time, in log order, never goes back and stays
+//!   near the run's real time;
 //! - the agreement never counted more calls than its limit, and counted
 //!   exactly the calls that succeeded (calls whose answer never came are
 //!   retried with the same idempotency key until their answer is definitive);
