@@ -25,9 +25,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Resolves and validates the settings `run` would use (the same flags,
+    /// ZEROMESH_* variables and --config file), prints them and exits:
+    /// non-zero, naming the setting, when one is wrong.
+    Check(RunArgs),
+}
+
+#[derive(Subcommand)]
 enum Commands {
     /// Runs a node: the mesh, Raft over the mesh and the peer API.
     Run(RunArgs),
+    /// Node settings without a node.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Makes a node key in a data directory (`run` makes one if missing).
     Keygen {
         #[arg(long, env = "ZEROMESH_DATA", default_value = zeromesh::config::DEFAULT_DATA)]
@@ -227,6 +240,20 @@ async fn run() -> anyhow::Result<()> {
                 client_cli::wait_for_members(&node, members, std::time::Duration::from_secs(wait_timeout)).await?;
             }
             client_cli::status(&node, json).await
+        }
+        Commands::Config { command: ConfigCommand::Check(args) } => {
+            let config = NodeConfig::resolve(&args)?;
+            println!("data        {}", config.data_dir.display());
+            println!("listen      {}", config.listen);
+            println!("api         {} ({})", config.api, if config.tls.is_some() { "TLS" } else { "plain" });
+            println!("bootstrap   {} peer(s){}", config.bootstrap.len(), if config.init { ", --init" } else { "" });
+            println!("voters      {}", config.voter_count);
+            println!("disk kept   {} MiB", config.min_free_disk >> 20);
+            println!("log format  {:?}", config.log_format);
+            println!("mesh        {}", if config.private_mesh_key.is_some() { "private" } else { "open" });
+            println!("auth        {}", if config.dev { "off (--dev)" } else { "tokens" });
+            println!("ok");
+            Ok(())
         }
         Commands::SetVoters { count, node } => {
             let mut client = zeromesh::client::ApiClient::connect(&node).await?;
