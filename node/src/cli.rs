@@ -221,12 +221,18 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
     );
     for advert in mesh["adverts"].as_array().into_iter().flatten() {
         println!(
-            "  {} node {} api {} load {:.2} free memory {} MiB",
+            "  {} node {} api {} load {:.2} free memory {} MiB free disk {}",
             advert["peer_id"].as_str().unwrap_or_default(),
             advert["node_id"],
             advert["api_addr"].as_str().unwrap_or_default(),
             advert["load_milli"].as_f64().unwrap_or_default() / 1000.0,
-            advert["free_memory_bytes"].as_u64().unwrap_or_default() / (1024 * 1024)
+            advert["free_memory_bytes"].as_u64().unwrap_or_default() / (1024 * 1024),
+            match (advert["free_disk_bytes"].as_u64(), advert["min_free_disk_bytes"].as_u64()) {
+                (Some(free), Some(kept)) if free < kept =>
+                    format!("{} MiB (BELOW the {} MiB kept)", free >> 20, kept >> 20),
+                (Some(free), _) => format!("{} MiB", free >> 20),
+                _ => "unknown".to_owned(),
+            }
         );
     }
     Ok(())

@@ -131,6 +131,9 @@ async fn writes_stop_on_every_node_while_one_data_disk_is_low_and_resume_when_sp
         let named = if node == small { "this node".to_owned() } else { format!("node {node_id}") };
         assert!(refused.contains(&named), "node {node}: {refused}");
     }
+    // The operator sees it in the status table.
+    let shown = zeromesh_testnet::cli(&["status", "--node", &testnet.nodes[0].address.api]).unwrap();
+    assert!(shown.contains("(BELOW the 24 MiB kept)"), "{shown}");
     // Reads go on.
     let read = testnet.call(1, "memory_get", json!({ "path": "d/on-a-small-disk" })).await.unwrap();
     assert_eq!(read["found"], true);
