@@ -24,8 +24,10 @@ pub(crate) struct Applier<'a> {
     stored: BTreeMap<String, u64>,
     /// Agent snapshots taken so far, with the count of kept ones after each.
     pub(crate) snapshots: BTreeMap<String, (zeromesh_protocol::agent::AgentSnapshot, u64)>,
-    /// The latest entry time applied so far, once read.
+    /// The latest entry time applied so far, once read, and whether it
+    /// moved past the stored one.
     clock: Option<u64>,
+    clock_moved: bool,
     /// The voter count set so far in this apply call.
     voter_count: Option<u64>,
 }
@@ -51,6 +53,7 @@ impl<'a> Applier<'a> {
             stored: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             clock: None,
+            clock_moved: false,
             voter_count: None,
         }
     }
@@ -65,8 +68,13 @@ impl<'a> Applier<'a> {
         self.clock
     }
 
-    pub fn into_batch(self) -> StateBatch<'a> {
-        self.batch
+    /// The write batch, with the latest applied time if it moved: written
+    /// once per apply call, not once per entry.
+    pub fn into_batch(mut self) -> Result<StateBatch<'a>, StorageError> {
+        if let (true, Some(at_ms)) = (self.clock_moved, self.clock) {
+            self.batch.put_applied_clock(at_ms)?;
+        }
+        Ok(self.batch)
     }
 
     /// Applies one request written at `log_index`, at [`Applier::entry_time`].
@@ -118,9 +126,7 @@ impl<'a> Applier<'a> {
             None => self.store.applied_clock()?,
         };
         let at_ms = stamped_at_ms.max(latest);
-        if at_ms != latest {
-            self.batch.put_applied_clock(at_ms)?;
-        }
+        self.clock_moved |= at_ms != latest;
         self.clock = Some(at_ms);
         Ok(at_ms)
     }

@@ -196,7 +196,7 @@ fn apply_entries(
     if let Some(version) = applier.changed_policy() {
         changes.push(StateChange::Policy { version });
     }
-    let mut batch = applier.into_batch();
+    let mut batch = applier.into_batch()?;
     for (id, hash) in nodes {
         batch.put_trace_node(id, hash)?;
     }

@@ -131,16 +131,22 @@ pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif:
     bar
 }
 
+/// A bar on stderr counting members that have done something (`message`
+/// says what); drawn only on a terminal.
+pub fn members_bar(message: &'static str) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} members")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let bar = indicatif::ProgressBar::new(0).with_style(style).with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// Waits, with a progress bar, until the cluster `node` belongs to has
 /// `members` members and `min(members, voter count)` voters.
 pub async fn wait_for_members(node: &str, members: usize, timeout: std::time::Duration) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(members as u64).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} members")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar.set_message("joining");
+    let bar = members_bar("joining");
+    bar.set_length(members as u64);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut seen = String::from("no answer yet");
     loop {

@@ -109,12 +109,7 @@ fn capability_arg(name: &str) -> anyhow::Result<Capability> {
 /// advertises module `module`, or `timeout` passes: (loaded, members).
 async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Result<(usize, usize)> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} loading the module [{bar:30}] {pos}/{len} members")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = zeromesh::cli::members_bar("loading the module");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let status = client.call_tool("cluster_status", json!({})).await.context("cluster_status")?;

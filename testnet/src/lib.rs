@@ -749,6 +749,12 @@ impl Testnet {
         .with_context(|| self.logs())
     }
 
+    /// The leader as node `asked` sees it, as an index, if it answers.
+    pub async fn leader_seen_by(&self, asked: usize) -> Option<usize> {
+        let leader = self.status(asked).await.ok()?["leader"].as_u64()?;
+        self.nodes.iter().position(|node| node.address.node_id == leader)
+    }
+
     /// The index of the node every running node agrees is the leader.
     pub async fn leader(&self, timeout: Duration) -> anyhow::Result<usize> {
         let running: Vec<usize> = (0..self.nodes.len()).filter(|index| self.nodes[*index].is_running()).collect();

@@ -358,37 +358,12 @@ async fn control(testnet: &Testnet, index: usize, tool: &str, arguments: Value) 
     Ok(tokio::time::timeout(CONTROL_TIMEOUT, call).await.context("no answer")??)
 }
 
-/// The leader as node `asked` sees it, if it answers.
-async fn leader_seen_by(testnet: &Testnet, asked: usize) -> Option<usize> {
-    let status = control(testnet, asked, "cluster_status", json!({})).await.ok()?;
-    let leader = status["leader"].as_u64()?;
-    testnet.nodes.iter().position(|node| node.address.node_id == leader)
-}
-
-/// Cuts node `index` off from every other node, asking only nodes that run and are not paused.
-async fn isolate(testnet: &Testnet, index: usize, paused: &[usize]) -> anyhow::Result<()> {
-    let peer = |other: usize| testnet.nodes[other].address.peer_id.clone();
-    let others: Vec<String> = (0..testnet.nodes.len()).filter(|other| *other != index).map(peer).collect();
-    control(testnet, index, "mesh_isolate", json!({ "peers": others })).await?;
-    for other in (0..testnet.nodes.len()).filter(|other| *other != index && !paused.contains(other)) {
-        control(testnet, other, "mesh_isolate", json!({ "peers": [peer(index)] })).await?;
-    }
-    Ok(())
-}
-
-async fn heal(testnet: &Testnet) -> anyhow::Result<()> {
-    for index in 0..testnet.nodes.len() {
-        control(testnet, index, "mesh_heal", json!({})).await.with_context(|| format!("healing node {index}"))?;
-    }
-    Ok(())
-}
-
 async fn choose_fault(testnet: &Testnet, options: &Options, rng: &mut Rng) -> Fault {
     let nodes = testnet.nodes.len();
     let random = rng.below(nodes);
     // Half the time, aim at the leader.
     let target = match rng.below(2) {
-        0 => leader_seen_by(testnet, random).await.unwrap_or(random),
+        0 => testnet.leader_seen_by(random).await.unwrap_or(random),
         _ => random,
     };
     let other = (target + 1 + rng.below(nodes - 1)) % nodes;
@@ -444,16 +419,16 @@ async fn inject(testnet: &mut Testnet, shared: &Shared, fault: &Fault, hold: Dur
             testnet.resume(index)?;
         }
         Fault::Isolate(index) => {
-            isolate(testnet, index, &[]).await?;
+            testnet.isolate(index).await?;
             tokio::time::sleep(hold).await;
-            heal(testnet).await?;
+            testnet.heal().await?;
         }
         Fault::PauseAndIsolate(paused, isolated) => {
-            isolate(testnet, isolated, &[]).await?;
+            testnet.isolate(isolated).await?;
             testnet.pause(paused)?;
             tokio::time::sleep(hold).await;
             testnet.resume(paused)?;
-            heal(testnet).await?;
+            testnet.heal().await?;
         }
         Fault::Partition(ref side) => {
             partition(testnet, side)?;
@@ -814,31 +789,23 @@ const ENTRY_TIME_SLACK_MS: u64 = 10_000;
 async fn check_entry_times(testnet: &Testnet, started_ms: u64, violations: &mut Vec<String>) -> String {
     let before = violations.len();
     let mut times: Vec<(u64, u64)> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let arguments = json!({ "prefix": "", "after": after, "limit": 1000, "consistency": "stale" });
-        let Ok(page) = control(testnet, 0, "memory_list", arguments).await else {
-            violations.push("node 0 could not list its memories".into());
-            break;
+    let memories = list_memories(testnet, 0).await.unwrap_or_else(|error| {
+        violations.push(format!("{error:#}"));
+        Vec::new()
+    });
+    for record in memories {
+        let arguments = json!({ "path": record["path"], "limit": 1000, "consistency": "stale" });
+        let Ok(kept) = control(testnet, 0, "memory_history", arguments).await else {
+            violations.push(format!("node 0 could not list {}'s versions", record["path"]));
+            continue;
         };
-        for record in page["records"].as_array().into_iter().flatten() {
-            let arguments = json!({ "path": record["path"], "limit": 1000, "consistency": "stale" });
-            let Ok(kept) = control(testnet, 0, "memory_history", arguments).await else {
-                violations.push(format!("node 0 could not list {}'s versions", record["path"]));
-                continue;
-            };
-            times.extend(
-                kept["records"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|version| Some((version["log_index"].as_u64()?, version["written_at_ms"].as_u64()?))),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(cursor) => after = Some(cursor.to_owned()),
-            None => break,
-        }
+        times.extend(
+            kept["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|version| Some((version["log_index"].as_u64()?, version["written_at_ms"].as_u64()?))),
+        );
     }
     times.sort_unstable();
     let (earliest, latest) = (started_ms - ENTRY_TIME_SLACK_MS, wall_ms() + ENTRY_TIME_SLACK_MS);
@@ -882,31 +849,42 @@ async fn check_usage(testnet: &Testnet, calls: &[(String, Call)], limit: u64, vi
     format!("agreement usage: {verdict} ({served} calls served, limit {limit}, counted {used_seen:?} by the nodes)")
 }
 
+/// Every live memory in node `index`'s applied state, page after page.
+async fn list_memories(testnet: &Testnet, index: usize) -> anyhow::Result<Vec<Value>> {
+    let mut memories = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let arguments = json!({ "prefix": "", "after": after, "limit": 1000, "consistency": "stale" });
+        let page = control(testnet, index, "memory_list", arguments)
+            .await
+            .with_context(|| format!("node {index} could not list its memories"))?;
+        memories.extend(page["records"].as_array().into_iter().flatten().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => return Ok(memories),
+        }
+    }
+}
+
 /// Every node holds the same memories (paths, versions, values, log indices).
 async fn check_same_state(testnet: &Testnet, violations: &mut Vec<String>) -> String {
     let mut listings = Vec::new();
     for index in 0..testnet.nodes.len() {
-        let mut listing = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let arguments = json!({ "prefix": "", "after": after, "limit": 1000, "consistency": "stale" });
-            let Ok(page) = control(testnet, index, "memory_list", arguments).await else {
-                violations.push(format!("node {index} could not list its memories"));
-                break;
-            };
-            listing.extend(page["records"].as_array().into_iter().flatten().map(|record| {
+        let memories = list_memories(testnet, index).await.unwrap_or_else(|error| {
+            violations.push(format!("{error:#}"));
+            Vec::new()
+        });
+        let listing: Vec<_> = memories
+            .iter()
+            .map(|record| {
                 (
                     record["path"].clone(),
                     record["version"].clone(),
                     record["value"].clone(),
                     record["log_index"].clone(),
                 )
-            }));
-            match page["next_cursor"].as_str() {
-                Some(cursor) => after = Some(cursor.to_owned()),
-                None => break,
-            }
-        }
+            })
+            .collect();
         listings.push(listing);
     }
     let differing: Vec<usize> = (1..listings.len()).filter(|index| listings[*index] != listings[0]).collect();

@@ -26,12 +26,6 @@ async fn stale_value(testnet: &Testnet, node: usize, path: &str) -> Option<Strin
     answer["record"]["value"].as_str().map(str::to_owned)
 }
 
-/// The leader node `asked` names, as an index.
-async fn leader_seen_by(testnet: &Testnet, asked: usize) -> Option<usize> {
-    let leader = testnet.status(asked).await.ok()?["leader"].as_u64()?;
-    testnet.nodes.iter().position(|node| node.address.node_id == leader)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_partitioned_in_the_kernel_is_replaced_and_catches_up_after_healing() {
     if !Network::namespaces_available() {
@@ -50,8 +44,8 @@ async fn a_leader_partitioned_in_the_kernel_is_replaced_and_catches_up_after_hea
     }
     // The majority elects another leader and serves writes.
     let new = wait_until("the majority to elect another leader", WAIT, || async {
-        let first = leader_seen_by(&testnet, others[0]).await?;
-        (first != old && leader_seen_by(&testnet, others[1]).await == Some(first)).then_some(first)
+        let first = testnet.leader_seen_by(others[0]).await?;
+        (first != old && testnet.leader_seen_by(others[1]).await == Some(first)).then_some(first)
     })
     .await
     .unwrap();
@@ -62,7 +56,7 @@ async fn a_leader_partitioned_in_the_kernel_is_replaced_and_catches_up_after_hea
 
     testnet.heal_network().unwrap();
     wait_until("the old leader to follow and catch up", WAIT, || async {
-        (leader_seen_by(&testnet, old).await == Some(new)
+        (testnet.leader_seen_by(old).await == Some(new)
             && stale_value(&testnet, old, "a/during").await.as_deref() == Some("2"))
         .then_some(())
     })

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::service::{Cluster, ServiceError};
 
@@ -17,12 +18,20 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
-fn low_disk(who: &str, free: u64, reserve: u64) -> ServiceError {
-    ServiceError::Unavailable(format!(
+/// How long a verdict on the disks stands before writes look again: the
+/// check reads the filesystem, the membership and every advert, too much to
+/// do for each write.
+const VERDICT_KEPT: Duration = Duration::from_millis(250);
+
+/// Why writes are refused now, if they are, and when that was found.
+pub(super) type DiskVerdict = std::sync::Mutex<Option<(Instant, Option<String>)>>;
+
+fn low_disk(who: &str, free: u64, reserve: u64) -> String {
+    format!(
         "{who} has {} MiB free on its data disk, below the {} MiB it keeps free: writes are refused on every node until space is freed there",
         free >> 20,
         reserve >> 20
-    ))
+    )
 }
 
 impl Cluster {
@@ -37,10 +46,23 @@ impl Cluster {
     }
 
     /// Refuses a write while this node's data disk, or any member's (as its
-    /// latest advert says), is below its reserve.
+    /// latest advert says), is below its reserve ([`VERDICT_KEPT`] old at most).
     pub(super) fn check_disk(&self) -> Result<(), ServiceError> {
+        let mut verdict = self.disk_verdict.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let refusal = match &*verdict {
+            Some((found, refusal)) if found.elapsed() < VERDICT_KEPT => refusal.clone(),
+            _ => {
+                let refusal = self.disk_refusal();
+                *verdict = Some((Instant::now(), refusal.clone()));
+                refusal
+            }
+        };
+        refusal.map_or(Ok(()), |reason| Err(ServiceError::Unavailable(reason)))
+    }
+
+    fn disk_refusal(&self) -> Option<String> {
         if let Some(free) = self.free_disk_bytes().filter(|free| *free < self.min_free_disk) {
-            return Err(low_disk("this node", free, self.min_free_disk));
+            return Some(low_disk("this node", free, self.min_free_disk));
         }
         // Only members count: any peer of an open mesh can publish an advert.
         let members: HashSet<String> = self
@@ -54,9 +76,9 @@ impl Cluster {
             let Some(free) = advert.free_disk_bytes else { continue };
             if free < advert.min_free_disk_bytes && members.contains(&advert.peer_id) {
                 let who = format!("node {} ({})", advert.node_id, advert.peer_id);
-                return Err(low_disk(&who, free, advert.min_free_disk_bytes));
+                return Some(low_disk(&who, free, advert.min_free_disk_bytes));
             }
         }
-        Ok(())
+        None
     }
 }

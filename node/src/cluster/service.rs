@@ -115,6 +115,7 @@ pub struct Cluster {
     pub(super) data_dir: PathBuf,
     /// Bytes this node keeps free on its data disk (see `disk`).
     pub min_free_disk: u64,
+    pub(super) disk_verdict: super::disk::DiskVerdict,
     token_hash: Mutex<Option<String>>,
     pub checkpoints: super::checkpoint::Checkpoints,
 }
@@ -146,6 +147,7 @@ impl Cluster {
             remove_after: Duration::from_millis(crate::config::DEFAULT_MEMBER_REMOVE_AFTER_MS),
             data_dir: data_dir.to_owned(),
             min_free_disk: crate::config::DEFAULT_MIN_FREE_DISK_MB << 20,
+            disk_verdict: Default::default(),
             token_hash: Mutex::new(stored),
             checkpoints: super::checkpoint::Checkpoints::default(),
         })
