@@ -7,6 +7,8 @@
 #   ZEROMESH_MCP_TS2_DIR          node_modules with @modelcontextprotocol/client 2.x
 #   ZEROMESH_MCP_CONFORMANCE_DIR  the MCP conformance suite (0.2) and Node 22
 #   ZEROMESH_MCP_INSPECTOR_DIR    MCP Inspector (its CLI mode)
+#   ZEROMESH_PLAYWRIGHT_DIR       node_modules with playwright-core, which drives
+#                                 Debian's chromium (setup.sh) for the dashboard test
 mcp_clients="${XDG_CACHE_HOME:-$HOME/.cache}/zeromesh/mcp-clients"
 
 # python_sdk <folder> <requirement> <module to import>
@@ -42,9 +44,11 @@ npm_packages ts "@modelcontextprotocol/sdk@1.32.2" "ws@8.23.0"
 npm_packages ts2 "@modelcontextprotocol/client@2.4.0"
 npm_packages conformance "@modelcontextprotocol/conformance@0.2.0-alpha.12" "node@22"
 npm_packages inspector "@modelcontextprotocol/inspector@2.12.0"
+npm_packages browser "playwright-core@1.65.1"
 export ZEROMESH_MCP_PYTHON="$mcp_clients/venv/bin/python"
 export ZEROMESH_MCP_PYTHON2="$mcp_clients/venv2/bin/python"
 export ZEROMESH_MCP_TS_DIR="$mcp_clients/ts"
 export ZEROMESH_MCP_TS2_DIR="$mcp_clients/ts2"
 export ZEROMESH_MCP_CONFORMANCE_DIR="$mcp_clients/conformance"
 export ZEROMESH_MCP_INSPECTOR_DIR="$mcp_clients/inspector"
+export ZEROMESH_PLAYWRIGHT_DIR="$mcp_clients/browser"

@@ -4,13 +4,15 @@
 # C example plugins (wasm32), Python's venv and Node for the MCP client
 # tests, iproute2 and iptables for the partition tests and the nemesis
 # (network namespaces, packets dropped in the kernel), faketime for the
-# clock tests, and a Rust toolchain check. Safe to run again: it installs only what is absent.
+# clock tests, chromium for the dashboard's browser test, promtool for the
+# alert rules' tests, and a Rust toolchain check.
+# Safe to run again: it installs only what is absent.
 # Extra Debian packages may be named as arguments (bench.sh adds etcd's).
 #
 # usage: scripts/setup.sh [extra Debian package...]
 set -euo pipefail
 
-packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables faketime "$@")
+packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables faketime chromium "$@")
 # The MCP client interoperability tests need Python's venv and Node with npm;
 # a machine that already has them (any install) is left alone.
 if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then packages+=(python3-venv); fi
@@ -35,4 +37,23 @@ rust_minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
 if [ "$rust_minor" -lt 88 ]; then
     echo "setup: rustc $(rustc --version) is too old; zeromesh needs 1.88 or newer" >&2
     exit 1
+fi
+
+# promtool, which tests the Prometheus alert rules in deploy/prometheus: taken
+# out of Debian's prometheus package rather than installing it, which would
+# start a Prometheus server.
+promtool="${XDG_CACHE_HOME:-$HOME/.cache}/zeromesh/tools/promtool"
+if [ ! -x "$promtool" ] && ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: fetching promtool from Debian's prometheus package"
+    download="$(mktemp -d)"
+    if ! (cd "$download" && apt-get download -qq prometheus 2>/dev/null); then
+        sudo_cmd=()
+        if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+        "${sudo_cmd[@]}" apt-get update -qq
+        (cd "$download" && apt-get download -qq prometheus 2>/dev/null)
+    fi
+    dpkg-deb -x "$download"/prometheus_*.deb "$download/unpacked"
+    mkdir -p "$(dirname "$promtool")"
+    install -m 0755 "$download/unpacked/usr/bin/promtool" "$promtool"
+    rm -rf "$download"
 fi

@@ -32,7 +32,7 @@ pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork}
 pub use node::{ClusterView, ConsensusNode, WriteReceipt};
 pub use reads::{Consistency, ReadQuery, ReadReply};
 pub use settings::RaftSettings;
-pub use state_machine::{MemoryStateMachine, StateChange};
+pub use state_machine::{check_snapshot, MemoryStateMachine, StateChange};
 pub use trace::{entry_leaf, trace_leaf, trace_payload, TraceError, TraceHead};
 pub use types::{Entry, Raft, TypeConfig};
 pub use zeromesh_storage::{HistoryPage, ListPage};

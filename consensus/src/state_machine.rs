@@ -12,7 +12,7 @@ use std::sync::Arc;
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
 use zeromesh_protocol::{CommandReply, MemoryPath};
-use zeromesh_storage::{SnapshotFile, SnapshotHeader, Store};
+use zeromesh_storage::{SnapshotFile, SnapshotHeader, SnapshotStats, Store};
 use zeromesh_trace::merkle::{self, CompactRange};
 
 use crate::applied::AppliedState;
@@ -214,6 +214,17 @@ fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_stora
         last_membership: applied.membership,
         snapshot_id: header.snapshot_id.clone(),
     })
+}
+
+/// Checks a snapshot read from `source` (named `path` in errors) as an
+/// install does before it replaces anything: its structure, every record,
+/// the checksum, and the applied state its header describes.
+pub fn check_snapshot(
+    source: impl std::io::Read,
+    path: &std::path::Path,
+) -> Result<(SnapshotMeta, SnapshotStats), zeromesh_storage::StorageError> {
+    let (header, stats) = zeromesh_storage::verify_snapshot(source, path)?;
+    Ok((snapshot_meta(&header)?, stats))
 }
 
 impl RaftStateMachine<TypeConfig> for MemoryStateMachine {

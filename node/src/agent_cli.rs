@@ -135,7 +135,7 @@ pub async fn run(node: &str, command: AgentCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         AgentCommand::Import { file, into, trust } => {
-            let text = crate::plugin_cli::read_limited(file, MAX_API_MESSAGE_BYTES - 64 * 1024, "export file")?;
+            let text = zeromesh::files::read_limited(file, MAX_API_MESSAGE_BYTES - 64 * 1024, "export file")?;
             let document: Value = serde_json::from_slice(&text).context("the export file is not JSON")?;
             let (snapshot, signer) =
                 verify_export(&document).map_err(|reason| anyhow::anyhow!("{}: {reason}", file.display()))?;
@@ -207,7 +207,7 @@ pub fn public_key_text(given: &str) -> anyhow::Result<String> {
     if given.len() == 64 && given.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Ok(given.to_owned());
     }
-    let text = crate::plugin_cli::read_limited(std::path::Path::new(given), 1024, "public key file")?;
+    let text = zeromesh::files::read_limited(std::path::Path::new(given), 1024, "public key file")?;
     let text = String::from_utf8(text).context("the public key file is not text")?;
     let key = text.trim();
     if key.len() != 64 || !key.bytes().all(|byte| byte.is_ascii_hexdigit()) {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use libp2p::Multiaddr;
 use serde::Deserialize;
 use zeromesh_consensus::RaftSettings;
@@ -164,18 +164,10 @@ pub struct NodeConfig {
 /// Reads a pre-shared key file in the swarm key format
 /// (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
 pub fn read_private_mesh_key(path: &Path) -> anyhow::Result<libp2p::pnet::PreSharedKey> {
-    const MAX_KEY_FILE_BYTES: u64 = 1024;
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("setting `private_mesh_key`: cannot read {}", path.display()))?
-        .len();
-    if size > MAX_KEY_FILE_BYTES {
-        bail!(
-            "setting `private_mesh_key`: {} is {size} bytes; a key file is under {MAX_KEY_FILE_BYTES}",
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("setting `private_mesh_key`: cannot read {}", path.display()))?;
+    const MAX_KEY_FILE_BYTES: usize = 1024;
+    let bytes = crate::files::read_limited(path, MAX_KEY_FILE_BYTES, "setting `private_mesh_key`")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("setting `private_mesh_key`: {} is not a swarm key (not text)", path.display()))?;
     text.parse().map_err(|error| {
         anyhow::anyhow!(
             "setting `private_mesh_key`: {} is not a swarm key ({error}); accepted: a file made by `zeromesh mesh-key`",
@@ -200,13 +192,9 @@ pub const DEFAULT_API_IDLE_TIMEOUT_MS: u64 = 90_000;
 /// Most calls one lease may hold.
 pub const MAX_LEASE_CALLS: u64 = 10_000;
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let size = std::fs::metadata(path).with_context(|| format!("config: cannot read {}", path.display()))?.len();
-    if size > MAX_CONFIG_FILE_BYTES as u64 {
-        bail!("config: {} is {size} bytes, over the limit of {MAX_CONFIG_FILE_BYTES}", path.display());
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("config: cannot read {}", path.display()))?;
-    toml::from_str(&text).map_err(|error| anyhow::anyhow!("config: {} is not valid: {error}", path.display()))
+fn read_config_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = crate::files::read_limited(path, MAX_CONFIG_FILE_BYTES, "config")?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("config: {} is not UTF-8 text", path.display()))
 }
 
 /// A number from a flag or variable (text) or the file (a number), within `range`.
@@ -245,10 +233,21 @@ impl NodeConfig {
     /// Merges flags and environment (already in `args`), the file and the
     /// defaults, and validates the result.
     pub fn resolve(args: &RunArgs) -> anyhow::Result<NodeConfig> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
+        match &args.config {
+            Some(path) => NodeConfig::resolve_text(args, path, &read_config_text(path)?),
+            None => NodeConfig::merge(args, FileConfig::default()),
+        }
+    }
+
+    /// [`NodeConfig::resolve`] with `text` as the contents of the file
+    /// `path` (which is not read).
+    pub fn resolve_text(args: &RunArgs, path: &Path, text: &str) -> anyhow::Result<NodeConfig> {
+        let file = toml::from_str(text)
+            .map_err(|error| anyhow::anyhow!("config: {} is not valid: {error}", path.display()))?;
+        NodeConfig::merge(args, file)
+    }
+
+    fn merge(args: &RunArgs, file: FileConfig) -> anyhow::Result<NodeConfig> {
         let data_dir = args.data.clone().or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
         let listen = multiaddr("listen", args.listen.as_deref().or(file.listen.as_deref()).unwrap_or(DEFAULT_LISTEN))?;
         let api_text = args.api.clone().or(file.api).unwrap_or_else(|| DEFAULT_API.to_owned());

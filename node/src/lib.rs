@@ -11,6 +11,8 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod files;
+pub mod fuzzing;
 pub mod identity;
 pub mod logging;
 pub mod mesh;

@@ -12,6 +12,7 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use zeromesh::cli::DEFAULT_NODE;
 use zeromesh::client::ApiClient;
+use zeromesh::files::read_limited;
 use zeromesh_plugins::{generate_signing_key, Capability, Manifest, Package, PublisherKey};
 use zeromesh_protocol::limits::{MAX_PLUGIN_MANIFEST_BYTES, MAX_PLUGIN_PACKAGE_BYTES};
 
@@ -168,14 +169,6 @@ fn show_list(answer: &Value) {
     for trusted in answer["trusted_publishers"].as_array().into_iter().flatten() {
         println!("trusted publisher {}", trusted["publisher"].as_str().unwrap_or_default());
     }
-}
-
-pub fn read_limited(path: &Path, limit: usize, what: &str) -> anyhow::Result<Vec<u8>> {
-    let size = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?.len();
-    if size > limit as u64 {
-        bail!("{what} {} is {size} bytes, over the {limit}-byte limit", path.display());
-    }
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
 pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {

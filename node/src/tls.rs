@@ -12,19 +12,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// The variable naming a PEM file of certificates a client trusts for `wss://`.
 pub const CA_CERT_ENV: &str = "ZEROMESH_CA_CERT";
 /// Largest certificate or key file read, in bytes.
-const MAX_PEM_FILE_BYTES: u64 = 256 * 1024;
+const MAX_PEM_FILE_BYTES: usize = 256 * 1024;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn read_pem(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    let size =
-        std::fs::metadata(path).with_context(|| format!("setting `{setting}`: cannot read {}", path.display()))?.len();
-    if size > MAX_PEM_FILE_BYTES {
-        bail!("setting `{setting}`: {} is {size} bytes, over the limit of {MAX_PEM_FILE_BYTES}", path.display());
-    }
-    std::fs::read(path).with_context(|| format!("setting `{setting}`: cannot read {}", path.display()))
+    crate::files::read_limited(path, MAX_PEM_FILE_BYTES, &format!("setting `{setting}`"))
 }
 
 fn certificates(setting: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {

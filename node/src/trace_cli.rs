@@ -84,7 +84,7 @@ pub enum TraceCommand {
 
 /// A text file of at most `max_bytes`.
 fn read_text(path: &Path, max_bytes: usize, what: &str) -> anyhow::Result<String> {
-    let bytes = crate::plugin_cli::read_limited(path, max_bytes, what)?;
+    let bytes = zeromesh::files::read_limited(path, max_bytes, what)?;
     String::from_utf8(bytes).with_context(|| format!("{what} {} is not UTF-8 text", path.display()))
 }
 

@@ -20,7 +20,7 @@ mod usage;
 
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use snapshot::{SnapshotHeader, SnapshotStats};
+pub use snapshot::{verify_snapshot, SnapshotHeader, SnapshotStats};
 pub use snapshot_file::SnapshotFile;
 pub use store::{ReleaseProbe, Store};
 pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};

@@ -120,12 +120,14 @@ impl<W: Write> Write for HashingWriter<W> {
 struct HashingReader<R: Read> {
     inner: R,
     hasher: crc32fast::Hasher,
+    bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
         self.hasher.update(&buf[..read]);
+        self.bytes += read as u64;
         Ok(read)
     }
 }
@@ -150,10 +152,11 @@ fn tag_table(tag: u8) -> Option<&'static str> {
     }
 }
 
-/// Reads records from a snapshot file, checking every length against the
-/// limits before allocating.
-struct RecordReader {
-    reader: HashingReader<BufReader<File>>,
+/// Reads records from a snapshot file (or any reader of one; `path` names
+/// it in errors), checking every length against the limits before
+/// allocating.
+struct RecordReader<R: Read> {
+    reader: HashingReader<R>,
     path: PathBuf,
 }
 
@@ -162,12 +165,20 @@ enum Item {
     End { count: u64 },
 }
 
-impl RecordReader {
-    fn open(path: &Path) -> Result<(RecordReader, SnapshotHeader), StorageError> {
+impl RecordReader<BufReader<File>> {
+    fn open(path: &Path) -> Result<(Self, SnapshotHeader), StorageError> {
         let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
-        let inner = BufReader::with_capacity(IO_BUFFER_BYTES, file);
-        let mut reader =
-            RecordReader { reader: HashingReader { inner, hasher: crc32fast::Hasher::new() }, path: path.to_owned() };
+        RecordReader::start(BufReader::with_capacity(IO_BUFFER_BYTES, file), path)
+    }
+}
+
+impl<R: Read> RecordReader<R> {
+    /// Reads and checks the magic and the header.
+    fn start(inner: R, path: &Path) -> Result<(Self, SnapshotHeader), StorageError> {
+        let mut reader = RecordReader {
+            reader: HashingReader { inner, hasher: crc32fast::Hasher::new(), bytes: 0 },
+            path: path.to_owned(),
+        };
         let mut magic = [0u8; 8];
         reader.read_exact(&mut magic)?;
         if &magic != MAGIC {
@@ -231,7 +242,8 @@ impl RecordReader {
     }
 
     /// Reads the trailing checksum and checks it, and that nothing follows.
-    fn finish(mut self) -> Result<(), StorageError> {
+    /// Returns the bytes read.
+    fn finish(mut self) -> Result<u64, StorageError> {
         let computed = self.reader.hasher.clone().finalize();
         let mut stored = [0u8; 4];
         self.reader.inner.read_exact(&mut stored).map_err(|_| self.bad("its checksum is missing"))?;
@@ -240,14 +252,14 @@ impl RecordReader {
         }
         let mut extra = [0u8; 1];
         match self.reader.inner.read(&mut extra) {
-            Ok(0) => Ok(()),
+            Ok(0) => Ok(self.reader.bytes + 4),
             Ok(_) => Err(self.bad("bytes follow its checksum")),
             Err(e) => Err(StorageError::io(&self.path, e)),
         }
     }
 }
 
-fn check_record(reader: &RecordReader, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+fn check_record<R: Read>(reader: &RecordReader<R>, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
     if table == CF_PLUGIN_REGISTRY {
         return crate::registry::check_registry_record(key, value)
             .map_err(|reason| reader.bad(format!("a plugin registry record is invalid: {reason}")));
@@ -277,7 +289,16 @@ fn check_record(reader: &RecordReader, table: &str, key: &[u8], value: &[u8]) ->
 /// Reads a whole snapshot file and checks its structure, every record, the
 /// record count and the checksum. Returns its header and size.
 fn verify_snapshot_file(path: &Path) -> Result<(SnapshotHeader, SnapshotStats), StorageError> {
-    let (mut reader, header) = RecordReader::open(path)?;
+    let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    verify_snapshot(BufReader::with_capacity(IO_BUFFER_BYTES, file), path)
+}
+
+/// Reads a whole snapshot from `source` (named `path` in errors) and checks
+/// it as [`Store::install_snapshot`] does before an install changes
+/// anything: structure, every record, the record count and the checksum.
+/// Returns its header and size.
+pub fn verify_snapshot(source: impl Read, path: &Path) -> Result<(SnapshotHeader, SnapshotStats), StorageError> {
+    let (mut reader, header) = RecordReader::start(source, path)?;
     let mut records = 0u64;
     loop {
         match reader.next()? {
@@ -293,8 +314,7 @@ fn verify_snapshot_file(path: &Path) -> Result<(SnapshotHeader, SnapshotStats), 
             }
         }
     }
-    reader.finish()?;
-    let bytes = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?.len();
+    let bytes = reader.finish()?;
     Ok((header, SnapshotStats { records, bytes }))
 }
 

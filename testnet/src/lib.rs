@@ -647,6 +647,13 @@ impl Testnet {
         Ok(())
     }
 
+    /// SIGTERM of node `index`, as systemd or Kubernetes stops a node, and
+    /// waits for it to exit; returns its exit status.
+    pub async fn stop(&mut self, index: usize, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(index, "TERM")?;
+        Ok(self.wait_exit(index, timeout).await?.0)
+    }
+
     /// SIGSTOP of node `index`: the process stays, frozen, its sockets open.
     pub fn pause(&self, index: usize) -> anyhow::Result<()> {
         self.signal(index, "STOP")

@@ -49,8 +49,10 @@ const KEYS_PER_ROUND: usize = 4;
 const CALLS_PER_ROUND: u64 = 4;
 /// How long the checker may search one path's history.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
-const AGENT: &str = "meter";
-const AGREEMENT: &str = "cap";
+/// The agent the nemesis (and the dashboard test) calls as.
+pub const AGENT: &str = "meter";
+/// Its agreement: `calls=<limit>/lifetime` over `memory_*`.
+pub const AGREEMENT: &str = "cap";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -464,7 +466,7 @@ async fn inject(testnet: &mut Testnet, shared: &Shared, fault: &Fault, hold: Dur
 
 /// Sets up the agent, its key, the policy and agreement `cap` with a
 /// lifetime limit of `limit` calls, through the command line; the agent's token.
-fn set_up_agreement(testnet: &Testnet, admin: &str, keys: &Path, limit: u64) -> anyhow::Result<String> {
+pub fn set_up_agreement(testnet: &Testnet, admin: &str, keys: &Path, limit: u64) -> anyhow::Result<String> {
     let run = |args: &[&str]| cli_as(Some(admin), args);
     let key = |party: &str| keys.join(format!("{party}.key")).to_string_lossy().into_owned();
     let public = |party: &str| format!("{}.pub", key(party));

@@ -303,7 +303,8 @@ async fn route(
         }
     }
     let path = request.uri().path().to_owned();
-    let caller = if matches!(path.as_str(), "/health" | "/ready") {
+    // The dashboard's page holds no data: its state (`/ui/state`) needs a token.
+    let caller = if matches!(path.as_str(), "/health" | "/ready" | "/ui" | "/ui/") {
         None
     } else {
         let presented = presented_token(request.headers(), request.uri(), listener);
@@ -328,7 +329,21 @@ async fn route(
         (Method::GET, "/metrics") => {
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", super::metrics::render(&state))
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: the peer API serves /, /ws, /mcp, /health, /ready and /metrics"),
+        (Method::GET, "/ui" | "/ui/") => {
+            let mut page = respond(StatusCode::OK, "text/html; charset=utf-8", super::dashboard::PAGE);
+            page.headers_mut().insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            );
+            page
+        }
+        (Method::GET, "/ui/state") => json_response(StatusCode::OK, super::dashboard::state(&state, &caller).await),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: the peer API serves /, /ws, /mcp, /health, /ready, /metrics, /ui (the dashboard) and /ui/state",
+        ),
     })
 }
 

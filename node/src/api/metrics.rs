@@ -1,6 +1,7 @@
 //! The node's Prometheus metrics (`GET /metrics`, text format 0.0.4):
 //! API requests by method and outcome, their latency histogram, Raft's
-//! term, log, commit and applied positions, peers, plugins and connections.
+//! term, log, commit and applied positions, peers, plugins, connections,
+//! the data disk's free space and reserve, and agreement violations.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -73,6 +74,20 @@ impl ApiMetrics {
         histogram.buckets[bucket] += 1;
         histogram.sum_s += seconds;
         histogram.count += 1;
+    }
+
+    /// Messages answered and the seconds spent on them, by method, since
+    /// the node started: `{"tools/call": {"count": 3, "sum_s": 0.01}, ...}`.
+    pub fn request_totals(&self) -> serde_json::Value {
+        let latency = self.latency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        serde_json::Value::Object(
+            latency
+                .iter()
+                .map(|(method, histogram)| {
+                    (method.to_string(), serde_json::json!({ "count": histogram.count, "sum_s": histogram.sum_s }))
+                })
+                .collect(),
+        )
     }
 
     /// Counts one tool call by the kernel's decision.
@@ -208,6 +223,18 @@ pub fn render(state: &ApiState) -> String {
     gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
     gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
     gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
+    if let Some(free) = state.cluster.free_disk_bytes() {
+        gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
+    }
+    gauge(
+        &mut out,
+        "zeromesh_disk_reserve_bytes",
+        "Bytes this node keeps free on its data disk: below, writes stop on every node.",
+        state.cluster.min_free_disk,
+    );
+    if let Ok(recorded) = state.cluster.consensus.next_violation_seq() {
+        counter(&mut out, "zeromesh_agreement_violations_total", "Agreement violations recorded in the log.", recorded);
+    }
     write_trace(&mut out, &state.cluster);
     out
 }

@@ -3,6 +3,7 @@
 //! with `/health`, `/ready` and `/metrics` beside them.
 
 pub mod auth;
+mod dashboard;
 mod http;
 mod mcp;
 pub mod metrics;

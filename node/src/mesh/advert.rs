@@ -124,6 +124,11 @@ impl AdvertTable {
         AdvertTable { ttl, adverts: HashMap::new(), rejected: 0 }
     }
 
+    /// How long an advert is kept after it arrived.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Keeps `advert` unless a newer one from the same peer is already
     /// here. When the table is full, the stalest advert makes room.
     pub fn insert(&mut self, peer: PeerId, advert: Advert, now: Instant) {

@@ -340,6 +340,12 @@ impl MeshHandle {
         lock(&self.adverts).snapshot(Instant::now())
     }
 
+    /// How long a received advert is kept: a node silent for longer has
+    /// none in [`MeshHandle::adverts`].
+    pub fn advert_ttl(&self) -> Duration {
+        lock(&self.adverts).ttl()
+    }
+
     pub fn connected_peers(&self) -> Vec<PeerSummary> {
         let mut peers: Vec<PeerSummary> = lock(&self.shared).peers.values().cloned().collect();
         peers.sort_by_key(|peer| peer.peer_id.to_string());

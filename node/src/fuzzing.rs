@@ -1,0 +1,88 @@
+//! Every decoder of outside input, run on arbitrary bytes: what the fuzz
+//! targets in `fuzz/` call, and what the seed and regression test replays.
+//! Each returns whether the input was accepted. None may panic, hang or
+//! allocate past the limits of its input, whatever the bytes.
+
+use std::path::Path;
+
+use crate::mesh::advert::{Advert, SignedAdvert};
+use crate::mesh::codec;
+use crate::mesh::messages::{MeshRequest, MeshResponse};
+
+/// A fixed "now" for checks that depend on the time (plugin expiry), so a
+/// crash found today replays the same way later.
+const FIXED_NOW_MS: u64 = 1_800_000_000_000;
+
+/// The decoders, by fuzz target name.
+pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+    ("mesh_message", mesh_message),
+    ("advert", advert),
+    ("snapshot", snapshot),
+    ("plugin_package", plugin_package),
+    ("config", config),
+    ("agent_export", agent_export),
+    ("request", request),
+];
+
+/// A message from a peer on the request-response protocol, as a request and
+/// as a response. What decodes encodes again, and that decodes too.
+pub fn mesh_message(data: &[u8]) -> bool {
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) -> bool {
+        let Ok(message) = codec::decode::<T>(data) else { return false };
+        let again = codec::encode(&message).expect("a decoded mesh message encodes");
+        codec::decode::<T>(&again).expect("an encoded mesh message decodes");
+        true
+    }
+    let request = round_trip::<MeshRequest>(data);
+    round_trip::<MeshResponse>(data) || request
+}
+
+/// A gossiped advert: the signed envelope with all its checks, and the
+/// advert inside (which a forged signature would otherwise keep the fuzzer
+/// from reaching).
+pub fn advert(data: &[u8]) -> bool {
+    let inner = codec::decode::<Advert>(data).is_ok();
+    SignedAdvert::verify(data).is_ok() || inner
+}
+
+/// A snapshot file as a leader sends it: every check an install makes
+/// before it replaces anything.
+pub fn snapshot(data: &[u8]) -> bool {
+    zeromesh_consensus::check_snapshot(data, Path::new("fuzz.snap")).is_ok()
+}
+
+/// A plugin package file: its structure, then every check of its signed
+/// manifest, trusting its own publisher. The manifest is also checked
+/// unsigned, as a publisher's `plugin package` reads it.
+pub fn plugin_package(data: &[u8]) -> bool {
+    let Ok(package) = zeromesh_plugins::Package::decode(data) else { return false };
+    if let Ok(manifest) = serde_json::from_slice::<zeromesh_plugins::Manifest>(&package.signed_manifest().manifest_json)
+    {
+        let _ = manifest.validate();
+    }
+    package.verify(&[package.publisher()], FIXED_NOW_MS).is_ok()
+}
+
+/// A node's TOML configuration file, resolved against no flags.
+pub fn config(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    crate::config::NodeConfig::resolve_text(&Default::default(), Path::new("fuzz.toml"), text).is_ok()
+}
+
+/// An agent export file, as `agent import` and the `agent_import` tool read
+/// it: JSON, then format, limits, hash and signature.
+pub fn agent_export(data: &[u8]) -> bool {
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(data) else { return false };
+    crate::tools::agents::verify_export(&document).is_ok()
+}
+
+/// A client's message to the peer API (a WebSocket text frame; HTTP bodies
+/// are the same JSON-RPC). What decodes encodes again, and that decodes.
+pub fn request(data: &[u8]) -> bool {
+    // Text frames and HTTP bodies that are not UTF-8 are refused before.
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let Ok(message) = crate::api::decode_websocket_message(text) else { return false };
+    let encoded = serde_json::to_string(&message).expect("a decoded message encodes");
+    crate::api::decode_websocket_message(&encoded).expect("an encoded message decodes");
+    true
+}
