@@ -13,6 +13,7 @@ mod apply_plugin;
 mod apply_snapshot;
 mod apply_token;
 mod apply_usage;
+mod backup;
 mod clock;
 mod error;
 mod in_process;
@@ -26,6 +27,7 @@ mod state_machine;
 mod trace;
 mod types;
 
+pub use backup::{restore, Backup, Restored};
 pub use error::ConsensusError;
 pub use in_process::InProcessRouter;
 pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork};

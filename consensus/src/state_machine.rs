@@ -216,6 +216,11 @@ fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_stora
     })
 }
 
+/// The last log index a snapshot covers (0 when it covers none).
+pub(crate) fn snapshot_log_index(header: &SnapshotHeader) -> Result<u64, zeromesh_storage::StorageError> {
+    Ok(snapshot_meta(header)?.last_log_id.map_or(0, |log_id| log_id.index))
+}
+
 /// Checks a snapshot read from `source` (named `path` in errors) as an
 /// install does before it replaces anything: its structure, every record,
 /// the checksum, and the applied state its header describes.

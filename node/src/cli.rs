@@ -131,6 +131,19 @@ pub fn spinner(message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif:
     bar
 }
 
+/// A bar on stderr counting `total` bytes (`message` says of what); drawn
+/// only on a terminal.
+pub fn bytes_bar(total: u64, message: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let bar = indicatif::ProgressBar::new(total).with_style(style).with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// A bar on stderr counting members that have done something (`message`
 /// says what); drawn only on a terminal.
 pub fn members_bar(message: &'static str) -> indicatif::ProgressBar {

@@ -39,15 +39,34 @@ pub async fn open_websocket_as(url: &str, ca_pem: Option<Vec<u8>>, token: Option
             .map_err(|_| format!("{TOKEN_ENV} holds characters a header cannot carry"))?;
         request.headers_mut().insert("authorization", value);
     }
-    let uri = request.uri().clone();
+    let stream = connect(url, ca_pem).await?;
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| {
+        match error {
+            // The node says why it refused the connection (e.g. a revoked token) in the body.
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                format!("{}: {}", response.status(), body.trim())
+            }
+            other => other.to_string(),
+        }
+    })?;
+    Ok(socket)
+}
+
+/// A TCP stream to the host and port of `url`, or a TLS one for `wss://`
+/// and `https://`, trusting the PEM certificates `ca_pem` (by default the
+/// file named by `ZEROMESH_CA_CERT`).
+async fn connect(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Box<dyn Io>, String> {
+    let uri: tokio_tungstenite::tungstenite::http::Uri =
+        url.parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let secure = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
+        Some("ws" | "http") => false,
+        Some("wss" | "https") => true,
         other => return Err(format!("the URL's scheme {other:?} is not ws or wss")),
     };
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let stream: Box<dyn Io> = if secure {
+    if secure {
         let ca_pem = match ca_pem {
             Some(pem) => pem,
             None => {
@@ -62,25 +81,80 @@ pub async fn open_websocket_as(url: &str, ca_pem: Option<Vec<u8>>, token: Option
             }
         };
         let config = crate::tls::client_config(&ca_pem).map_err(|error| format!("{error:#}"))?;
-        Box::new(crate::tls::connect(&host, port, config).await.map_err(|error| format!("TLS: {error:#}"))?)
+        Ok(Box::new(crate::tls::connect(&host, port, config).await.map_err(|error| format!("TLS: {error:#}"))?))
     } else {
         let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
             .await
             .map_err(|error| error.to_string())?;
         let _ = tcp.set_nodelay(true);
-        Box::new(tcp)
-    };
-    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| {
-        match error {
-            // The node says why it refused the connection (e.g. a revoked token) in the body.
-            tokio_tungstenite::tungstenite::Error::Http(response) => {
-                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                format!("{}: {}", response.status(), body.trim())
-            }
-            other => other.to_string(),
+        Ok(Box::new(tcp))
+    }
+}
+
+/// The answer to one HTTP `GET`, its head read.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// `Content-Length`, when the node sent one.
+    pub length: Option<u64>,
+    /// The body: at most `length` bytes, or up to the end of the connection.
+    pub body: Box<dyn AsyncRead + Unpin + Send>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(header, _)| header == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// Longest response head read, in bytes.
+const MAX_HEAD_BYTES: u64 = 16 * 1024;
+
+/// `GET path` on the node at `url` (as for every command: `ws://host:port`
+/// or `wss://`), with `token` (by default `ZEROMESH_TOKEN`) as the bearer
+/// token, over a connection of its own.
+pub async fn http_get(url: &str, path: &str, token: Option<String>) -> Result<HttpAnswer, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let token = token.or_else(|| std::env::var(TOKEN_ENV).ok()).filter(|token| !token.is_empty());
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {}\r\n", token.trim()));
+    }
+    head.push_str("\r\n");
+    let mut stream = connect(url, None).await?;
+    stream.write_all(head.as_bytes()).await.map_err(|error| error.to_string())?;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut limited = (&mut reader).take(MAX_HEAD_BYTES);
+    loop {
+        let mut line = String::new();
+        if limited.read_line(&mut line).await.map_err(|error| error.to_string())? == 0 {
+            return Err("the node closed the connection before answering".into());
         }
-    })?;
-    Ok(socket)
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    let status = lines
+        .first()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or("the node's answer is not HTTP")?;
+    let headers: Vec<(String, String)> = lines[1..]
+        .iter()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length = headers.iter().find(|(name, _)| name == "content-length").and_then(|(_, value)| value.parse().ok());
+    let body: Box<dyn AsyncRead + Unpin + Send> = match length {
+        Some(length) => Box::new(reader.take(length)),
+        None => Box::new(reader),
+    };
+    Ok(HttpAnswer { status, headers, length, body })
 }
 
 /// How long the client waits for one answer.

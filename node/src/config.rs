@@ -159,6 +159,8 @@ pub struct NodeConfig {
     pub api_idle_timeout: Duration,
     /// Calls per lease of an agreement's allowance; 0: no leases.
     pub lease_calls: u64,
+    /// A backup to start a new cluster from (`zeromesh restore`).
+    pub restore: Option<PathBuf>,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -371,6 +373,7 @@ impl NodeConfig {
                 300..=86_400_000,
             )?),
             lease_calls: number("lease_calls", args.lease_calls.as_deref(), file.lease_calls, 0, 0..=MAX_LEASE_CALLS)?,
+            restore: None,
             rate_limit_per_token: number(
                 "rate_limit_per_token",
                 args.rate_limit_per_token.as_deref(),

@@ -386,6 +386,16 @@ impl Store {
         Ok(Some((header.clone(), SnapshotFile::new(path, file))))
     }
 
+    /// The current snapshot's header and the file, opened for reading (a
+    /// snapshot replacing it later leaves what this handle reads intact).
+    pub fn current_snapshot_file(&self) -> Result<Option<(SnapshotHeader, File)>, StorageError> {
+        let current = self.snapshots.lock_current();
+        let Some(header) = current.as_ref() else { return Ok(None) };
+        let path = self.snapshots.current_path();
+        let file = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
+        Ok(Some((header.clone(), file)))
+    }
+
     /// A fresh file for receiving a snapshot in chunks. Only one snapshot is
     /// received at a time, so earlier unfinished ones are removed.
     pub fn begin_receiving_snapshot(&self) -> Result<SnapshotFile, StorageError> {

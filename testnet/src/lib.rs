@@ -77,6 +77,16 @@ pub struct TestnetOptions {
     /// Runs every node under libfaketime (Debian's `faketime`), so that
     /// [`Testnet::set_clock`] can step its wall clock (not its monotonic one).
     pub faketime: bool,
+    /// Starts node 0 with `zeromesh restore <backup> --init` rather than
+    /// `run --init`: a new cluster holding a backup's state.
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A backup to start a testnet from, and the admin token it holds.
+#[derive(Debug, Clone)]
+pub struct RestoreFrom {
+    pub backup: PathBuf,
+    pub admin_token: String,
 }
 
 /// Whether libfaketime is installed, for [`TestnetOptions::faketime`].
@@ -413,9 +423,10 @@ struct Started {
     admin_token: Option<String>,
 }
 
-/// Starts `command` (the node binary, perhaps wrapped) with `run --data
-/// data_dir` and `args`, and waits for its ready line.
-async fn spawn(mut command: Command, data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
+/// Starts `command` (the node binary, perhaps wrapped) with `subcommand`
+/// (`run`, or `restore <backup>`), `--data data_dir` and `args`, and waits
+/// for its ready line.
+async fn spawn(mut command: Command, subcommand: &[&str], data_dir: &Path, args: &[String]) -> anyhow::Result<Started> {
     std::fs::create_dir_all(data_dir)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
     let program = format!("{:?}", command.as_std().get_program());
@@ -423,7 +434,7 @@ async fn spawn(mut command: Command, data_dir: &Path, args: &[String]) -> anyhow
         command.env("ZEROMESH_LOG", std::env::var("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()));
     }
     let mut child = command
-        .arg("run")
+        .args(subcommand)
         .arg("--data")
         .arg(data_dir)
         .args(args)
@@ -490,9 +501,17 @@ impl Testnet {
         let mut args = testnet.base_args();
         args.push("--init".into());
         args.extend(testnet.listen_args(0, "0", "0")?);
-        let started = spawn(testnet.command(0)?, &data_dir, &args).await?;
+        let backup = testnet.options.restore.as_ref().map(|restore| restore.backup.to_string_lossy().into_owned());
+        let subcommand: Vec<&str> = match &backup {
+            Some(backup) => vec!["restore", backup.as_str()],
+            None => vec!["run"],
+        };
+        let started = spawn(testnet.command(0)?, &subcommand, &data_dir, &args).await?;
         testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
-        testnet.admin_token = started.admin_token.clone();
+        testnet.admin_token = match &testnet.options.restore {
+            Some(restore) => Some(restore.admin_token.clone()),
+            None => started.admin_token.clone(),
+        };
         testnet.nodes.push(TestNode {
             data_dir,
             address: started.address,
@@ -616,7 +635,7 @@ impl Testnet {
             args.extend(["--join-token".into(), self.join_token.clone()]);
         }
         args.extend(extra_args.iter().cloned());
-        let started = spawn(self.command(index)?, &data_dir, &args).await?;
+        let started = spawn(self.command(index)?, &["run"], &data_dir, &args).await?;
         self.nodes.push(TestNode { data_dir, address: started.address, extra_args, child: Some(started.child) });
         Ok(index)
     }
@@ -693,7 +712,7 @@ impl Testnet {
         args.extend(self.listen_args(index, p2p_port, api_port)?);
         let node = &self.nodes[index];
         args.extend(node.extra_args.iter().cloned());
-        let started = spawn(self.command(index)?, &node.data_dir, &args).await?;
+        let started = spawn(self.command(index)?, &["run"], &node.data_dir, &args).await?;
         let node = &mut self.nodes[index];
         assert_eq!(started.address.node_id, node.address.node_id, "a restarted node keeps its id");
         node.address = started.address;

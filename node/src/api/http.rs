@@ -340,11 +340,68 @@ async fn route(
             page
         }
         (Method::GET, "/ui/state") => json_response(StatusCode::OK, super::dashboard::state(&state, &caller).await),
+        (Method::GET, "/backup") => backup(&state, &caller).await,
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: the peer API serves /, /ws, /mcp, /health, /ready, /metrics, /ui (the dashboard) and /ui/state",
+            "not found: the peer API serves /, /ws, /mcp, /health, /ready, /metrics, /ui (the dashboard), /ui/state and /backup",
         ),
     })
+}
+
+/// How long a backup waits for the snapshot it asked for.
+const BACKUP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes read from the snapshot file per chunk sent.
+const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
+
+/// `GET /backup`, for admin tokens: a snapshot taken now (the whole
+/// replicated state at one log index, checksummed), streamed from its open
+/// file. One at a time per node. The log index and snapshot id are in
+/// `X-Zeromesh-Log-Index` and `X-Zeromesh-Snapshot-Id`.
+async fn backup(state: &ApiState, caller: &Caller) -> Response<Body> {
+    if caller.role != zeromesh_protocol::auth::Role::Admin {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("{} may not take backups: an admin token is needed", caller.describe()),
+        );
+    }
+    let Ok(running) = state.backup.clone().try_lock_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a backup is being taken on this node already; retry when it ends",
+        );
+    };
+    let backup = match state.cluster.consensus.backup(BACKUP_SNAPSHOT_TIMEOUT).await {
+        Ok(backup) => backup,
+        Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("no backup: {error}")),
+    };
+    tracing::info!(log_index = backup.log_index, bytes = backup.bytes, "streaming a backup");
+    let file = tokio::fs::File::from_std(backup.file);
+    let chunks = futures::stream::unfold((file, running), |(mut file, running)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; BACKUP_CHUNK_BYTES];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(read) => {
+                chunk.truncate(read);
+                Some((Ok(hyper::body::Frame::data(Bytes::from(chunk))), (file, running)))
+            }
+            // Ends the body short of its length: the client sees the
+            // backup cut and refuses it.
+            Err(error) => {
+                tracing::warn!(%error, "reading the snapshot file for a backup failed");
+                None
+            }
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(backup.bytes));
+    headers.insert("x-zeromesh-log-index", HeaderValue::from(backup.log_index));
+    if let Ok(id) = HeaderValue::from_str(&backup.header.snapshot_id) {
+        headers.insert("x-zeromesh-snapshot-id", id);
+    }
+    response
 }
 
 /// Ready: a member of a cluster that knows its leader.

@@ -47,4 +47,6 @@ pub struct ApiState {
     pub idle_timeout: Duration,
     /// Long tool calls running or kept as MCP tasks.
     pub tasks: tasks::Tasks,
+    /// Held while a backup is streamed: one at a time.
+    pub backup: Arc<tokio::sync::Mutex<()>>,
 }

@@ -52,15 +52,31 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let api_scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("{api_scheme}://{api_addr}") };
 
+    let raft_dir = config.data_dir.join("raft");
+    let restored = match &config.restore {
+        Some(backup) => {
+            let restoring = crate::cli::spinner(format!("restoring {}", backup.display()));
+            let restored = zeromesh_consensus::restore(&raft_dir, backup, node_id, info.clone())
+                .await
+                .with_context(|| format!("restoring {} into {}", backup.display(), raft_dir.display()));
+            restoring.finish_and_clear();
+            let restored = restored?;
+            println!(
+                "restored log index {} ({} records, {} bytes) from {}",
+                restored.log_index,
+                restored.records,
+                restored.bytes,
+                backup.display()
+            );
+            true
+        }
+        None => false,
+    };
     let liveness = Liveness::default();
-    let consensus = ConsensusNode::open(
-        node_id,
-        &config.data_dir.join("raft"),
-        &config.raft,
-        MeshTransport::new(mesh.clone(), liveness.clone()),
-    )
-    .await
-    .with_context(|| format!("opening the Raft store in {}", config.data_dir.join("raft").display()))?;
+    let consensus =
+        ConsensusNode::open(node_id, &raft_dir, &config.raft, MeshTransport::new(mesh.clone(), liveness.clone()))
+            .await
+            .with_context(|| format!("opening the Raft store in {}", raft_dir.display()))?;
     let cluster = Arc::new(
         Cluster::new(
             consensus,
@@ -95,11 +111,17 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         metrics: Default::default(),
         idle_timeout: config.api_idle_timeout,
         tasks: Default::default(),
+        backup: Default::default(),
     });
 
     let initialized = cluster.consensus.is_initialized().await?;
     let mut join_token_line = None;
-    if !initialized && config.init {
+    if restored {
+        // A new cluster: its own join token; the backup's API tokens stay.
+        let token = new_token()?;
+        cluster.remember_token(&token)?;
+        println!("join_token={token}");
+    } else if !initialized && config.init {
         let token = new_token()?;
         cluster.remember_token(&token)?;
         cluster.consensus.initialize(BTreeMap::from([(node_id, info.clone())])).await?;
