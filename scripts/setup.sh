@@ -4,15 +4,15 @@
 # C example plugins (wasm32), Python's venv and Node for the MCP client
 # tests, iproute2 and iptables for the partition tests and the nemesis
 # (network namespaces, packets dropped in the kernel), faketime for the
-# clock tests, chromium for the dashboard's browser test, promtool for the
-# alert rules' tests, and a Rust toolchain check.
+# clock tests, chromium for the dashboard's browser test, promtool and
+# python3-yaml for the deployment examples' tests, and a Rust toolchain check.
 # Safe to run again: it installs only what is absent.
 # Extra Debian packages may be named as arguments (bench.sh adds etcd's).
 #
 # usage: scripts/setup.sh [extra Debian package...]
 set -euo pipefail
 
-packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables faketime chromium "$@")
+packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables faketime chromium python3-yaml "$@")
 # The MCP client interoperability tests need Python's venv and Node with npm;
 # a machine that already has them (any install) is left alone.
 if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then packages+=(python3-venv); fi

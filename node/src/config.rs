@@ -13,8 +13,6 @@ use serde::Deserialize;
 use zeromesh_consensus::RaftSettings;
 use zeromesh_protocol::limits::{MAX_BOOTSTRAP_PEERS, MAX_CONFIG_FILE_BYTES, MAX_JOIN_TOKEN_BYTES, MAX_VOTER_COUNT};
 
-use crate::mesh::peer_of;
-
 /// `zeromesh run`'s flags; each may also come from its environment variable.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
@@ -30,17 +28,31 @@ pub struct RunArgs {
     /// Peer API listen address (host:port).
     #[arg(long, env = "ZEROMESH_API")]
     pub api: Option<String>,
-    /// A peer to join through (`/ip4/.../tcp/.../p2p/<peer id>`); repeatable.
-    /// In the environment: comma-separated.
+    /// How other nodes and clients reach this one: a DNS name or an IP,
+    /// put in its mesh and API addresses in the membership. By default the
+    /// address it listens on, or, listening on all interfaces, the first
+    /// address of an interface other than loopback.
+    #[arg(long, env = "ZEROMESH_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// A peer to join through (`/ip4/.../tcp/...` or `/dns4/name/tcp/...`,
+    /// with `/p2p/<peer id>` or without); repeatable. In the environment:
+    /// comma-separated.
     #[arg(long, env = "ZEROMESH_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
     /// Start a new cluster with this node as its first voter, and print the
     /// join token the other nodes need. Ignored on a node that has a cluster.
     #[arg(long)]
     pub init: bool,
-    /// The cluster's join token (printed once by the `--init` node).
+    /// The cluster's join token, which joining nodes present. With
+    /// `--init`, the new cluster's (a secret the operator keeps, the same
+    /// for every node); without it, `--init` makes one and prints it once.
     #[arg(long, env = "ZEROMESH_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// With `--init`: the new cluster's first admin token (from `zeromesh
+    /// token generate`; a deployment's secret, say). Without it, `--init`
+    /// makes one and prints it once.
+    #[arg(long, env = "ZEROMESH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Voters the cluster keeps (1 to 7); further nodes stay non-voting members.
     #[arg(long, env = "ZEROMESH_VOTER_COUNT")]
     pub voter_count: Option<String>,
@@ -111,6 +123,7 @@ struct FileConfig {
     listen: Option<String>,
     api: Option<String>,
     bootstrap: Option<Vec<String>>,
+    advertise_host: Option<String>,
     join_token: Option<String>,
     voter_count: Option<u64>,
     voter_timeout_ms: Option<u64>,
@@ -137,8 +150,12 @@ pub struct NodeConfig {
     pub listen: Multiaddr,
     pub api: SocketAddr,
     pub bootstrap: Vec<Multiaddr>,
+    /// The host other nodes and clients reach this node at, if set.
+    pub advertise_host: Option<String>,
     pub init: bool,
     pub join_token: Option<String>,
+    /// The first admin token of a cluster this node founds, if given.
+    pub admin_token: Option<String>,
     pub voter_count: usize,
     pub voter_timeout: Duration,
     pub member_remove_after: Duration,
@@ -223,6 +240,22 @@ fn number(
     Ok(value)
 }
 
+/// A DNS name or an IP address (IPv6 without brackets).
+fn host_name(name: &str, text: &str) -> anyhow::Result<String> {
+    let host = text.trim();
+    let dns_name = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        });
+    if dns_name || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(host.to_owned());
+    }
+    bail!("setting `{name}`: {text:?} is neither a DNS name nor an IP address; accepted: e.g. node-1.example.org or 10.0.0.1")
+}
+
 fn multiaddr(name: &str, text: &str) -> anyhow::Result<Multiaddr> {
     text.trim().parse::<Multiaddr>().map_err(|error| {
         anyhow::anyhow!(
@@ -267,8 +300,8 @@ impl NodeConfig {
         let mut bootstrap = Vec::new();
         for text in bootstrap_texts.iter().filter(|text| !text.trim().is_empty()) {
             let address = multiaddr("bootstrap", text)?;
-            if peer_of(&address).is_none() {
-                bail!("setting `bootstrap`: {text:?} has no peer id; accepted: an address ending in /p2p/<peer id>, as scripts/testnet.sh prints");
+            if !address.iter().any(|part| matches!(part, libp2p::multiaddr::Protocol::Tcp(_))) {
+                bail!("setting `bootstrap`: {text:?} is not a TCP address; accepted: /ip4/10.0.0.1/tcp/7001 or /dns4/node-1/tcp/7001, optionally ending in /p2p/<peer id>");
             }
             bootstrap.push(address);
         }
@@ -327,8 +360,23 @@ impl NodeConfig {
             listen,
             api,
             bootstrap,
+            advertise_host: match args.advertise_host.clone().or(file.advertise_host) {
+                Some(host) => Some(host_name("advertise_host", &host)?),
+                None => None,
+            },
             init: args.init,
             join_token,
+            admin_token: match args.admin_token.as_deref().map(str::trim).filter(|token| !token.is_empty()) {
+                Some(token) => {
+                    crate::tokens::parse(token).map_err(|error| {
+                        anyhow::anyhow!(
+                            "setting `admin_token`: {error}; accepted: what `zeromesh token generate` prints"
+                        )
+                    })?;
+                    Some(token.to_owned())
+                }
+                None => None,
+            },
             voter_count: voter_count as usize,
             voter_timeout: Duration::from_millis(voter_timeout_ms),
             member_remove_after: Duration::from_millis(number(
@@ -412,9 +460,21 @@ mod tests {
         let error = NodeConfig::resolve(&args).expect_err("9 voters is over the limit").to_string();
         assert!(error.contains("voter_count") && error.contains("1..=7"), "{error}");
 
-        let args = RunArgs { bootstrap: vec!["/ip4/127.0.0.1/tcp/7001".into()], ..RunArgs::default() };
-        let error = NodeConfig::resolve(&args).expect_err("a bootstrap needs a peer id").to_string();
-        assert!(error.contains("bootstrap") && error.contains("/p2p/"), "{error}");
+        let args = RunArgs { bootstrap: vec!["/ip4/127.0.0.1/udp/7001".into()], ..RunArgs::default() };
+        let error = NodeConfig::resolve(&args).expect_err("a bootstrap address is TCP").to_string();
+        assert!(error.contains("bootstrap") && error.contains("/tcp/"), "{error}");
+        let args = RunArgs { bootstrap: vec!["/dns4/node-1/tcp/7001".into()], ..RunArgs::default() };
+        assert!(NodeConfig::resolve(&args).is_ok(), "a peer id is optional");
+
+        for host in ["node-1.example.org", "10.0.0.1", "::1", "zeromesh-0.zeromesh"] {
+            let args = RunArgs { advertise_host: Some(host.into()), ..RunArgs::default() };
+            assert_eq!(NodeConfig::resolve(&args).expect("a host").advertise_host.as_deref(), Some(host));
+        }
+        for host in ["", "a b", "-x.org", "x..org", "http://x"] {
+            let args = RunArgs { advertise_host: Some(host.into()), ..RunArgs::default() };
+            let error = NodeConfig::resolve(&args).expect_err("not a host").to_string();
+            assert!(error.contains("advertise_host"), "{error}");
+        }
 
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("node.toml");

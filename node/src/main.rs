@@ -192,6 +192,9 @@ enum TokenCommand {
     },
     /// Revokes a token by id (the 16 hex digits after `zm_`).
     Revoke { id: String },
+    /// Prints a new token's text without asking any node: for
+    /// `run --init --admin-token` (a deployment's secret, say).
+    Generate,
     /// Lists tokens: ids, roles, agents.
     List,
 }
@@ -279,6 +282,7 @@ async fn run() -> anyhow::Result<()> {
             println!("listen      {}", config.listen);
             println!("api         {} ({})", config.api, if config.tls.is_some() { "TLS" } else { "plain" });
             println!("bootstrap   {} peer(s){}", config.bootstrap.len(), if config.init { ", --init" } else { "" });
+            println!("advertise   {}", config.advertise_host.as_deref().unwrap_or("(the listen address)"));
             println!("voters      {}", config.voter_count);
             println!("disk kept   {} MiB", config.min_free_disk >> 20);
             println!("log format  {:?}", config.log_format);
@@ -300,9 +304,15 @@ async fn run() -> anyhow::Result<()> {
         }
         Commands::Memory { node, command } => client_cli::memory(&node, command).await,
         Commands::Demo { data, nodes, writes, clean } => demo::run(&data, nodes, writes, clean).await,
+        Commands::Token { command: TokenCommand::Generate, .. } => {
+            let (text, _) = zeromesh::tokens::mint(zeromesh_protocol::auth::Role::Admin, None)?;
+            println!("{text}");
+            Ok(())
+        }
         Commands::Token { node, command } => {
             let mut client = zeromesh::client::ApiClient::connect(&node).await?;
             match command {
+                TokenCommand::Generate => unreachable!("handled above"),
                 TokenCommand::Create { role, agent } => {
                     let made =
                         client.call_tool("token_create", serde_json::json!({ "role": role, "agent": agent })).await?;

@@ -17,6 +17,13 @@ pub fn mint(role: Role, agent: Option<String>) -> anyhow::Result<(String, TokenC
     Ok((format!("zm_{id}_{secret}"), TokenCommand::Create { id, secret_sha256, role, agent }))
 }
 
+/// The command that creates the admin token whose text is `token` (one
+/// `mint` made, given back by an operator).
+pub fn admin_command(token: &str) -> anyhow::Result<TokenCommand> {
+    let (id, secret_sha256) = parse(token).map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok(TokenCommand::Create { id: id.to_owned(), secret_sha256, role: Role::Admin, agent: None })
+}
+
 /// A token's id and the SHA-256 of its secret, if `token` has the shape of one.
 pub fn parse(token: &str) -> Result<(&str, [u8; 32]), &'static str> {
     let rest = token.strip_prefix("zm_").ok_or(MALFORMED)?;

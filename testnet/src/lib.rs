@@ -507,10 +507,15 @@ impl Testnet {
             None => vec!["run"],
         };
         let started = spawn(testnet.command(0)?, &subcommand, &data_dir, &args).await?;
-        testnet.join_token = started.join_token.clone().context("the --init node printed no join token")?;
+        // A join token given to the --init node is not printed.
+        let given = testnet.options.env.iter().find(|(name, _)| name == "ZEROMESH_JOIN_TOKEN").map(|(_, token)| token);
+        testnet.join_token =
+            started.join_token.clone().or(given.cloned()).context("the --init node printed no join token")?;
+        // Neither is an admin token given to the --init node.
+        let given = testnet.options.env.iter().find(|(name, _)| name == "ZEROMESH_ADMIN_TOKEN").map(|(_, token)| token);
         testnet.admin_token = match &testnet.options.restore {
             Some(restore) => Some(restore.admin_token.clone()),
-            None => started.admin_token.clone(),
+            None => started.admin_token.clone().or(given.cloned()),
         };
         testnet.nodes.push(TestNode {
             data_dir,

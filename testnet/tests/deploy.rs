@@ -3,12 +3,14 @@
 //! command it starts is one the binary accepts, and the settings file it
 //! names passes `zeromesh config check`; the Prometheus alert rules load,
 //! fire as their scenarios say (`promtool test rules`), and use only
-//! metrics a node serves.
+//! metrics a node serves; and what deployments where addresses are names
+//! rely on: a join token chosen by the operator, a bootstrap address
+//! without a peer id, an advertised host name.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use zeromesh_testnet::{cli, http_request, zeromesh_binary, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli, connect_when_known, http_request, zeromesh_binary, Testnet, TestnetOptions};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -103,4 +105,186 @@ async fn every_metric_the_alert_rules_use_is_on_a_nodes_metrics_page() {
         page.lines().filter(|line| !line.starts_with('#')).filter_map(|line| line.split(['{', ' ']).next()).collect();
     let missing: Vec<_> = used.iter().filter(|name| !served.contains(*name)).collect();
     assert!(missing.is_empty(), "the alert rules use metrics no node serves: {missing:?}\n{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_through_a_host_name_with_the_operators_tokens_and_is_reached_at_its_advertised_host() {
+    use tokio::io::AsyncBufReadExt;
+    let token = "operator-chosen-join-token-6b1f0e";
+    let admin = cli(&["token", "generate"]).unwrap().trim().to_owned();
+    let options = TestnetOptions {
+        auth: true,
+        args: vec!["--advertise-host".into(), "localhost".into()],
+        env: vec![("ZEROMESH_JOIN_TOKEN".into(), token.into()), ("ZEROMESH_ADMIN_TOKEN".into(), admin.clone())],
+        ..Default::default()
+    };
+    let testnet = Testnet::start(1, options).await.unwrap();
+    let first = testnet.nodes[0].address.clone();
+    assert!(first.p2p.starts_with("/dns/localhost/tcp/"), "the advertised host is in the mesh address: {}", first.p2p);
+    assert!(first.api.starts_with("ws://localhost:"), "and in the API address: {}", first.api);
+    let port = first.p2p.split('/').nth(4).unwrap();
+
+    // A second node knows only a host name and a port, and the token.
+    let data = tempfile::tempdir().unwrap();
+    let mut second = tokio::process::Command::new(zeromesh_binary().unwrap())
+        .args(["run", "--data", data.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--bootstrap", &format!("/dns4/localhost/tcp/{port}"), "--join-token", token])
+        .env("ZEROMESH_LOG", "warn,openraft=off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(second.stdout.take().unwrap()).lines();
+    let mut second_api = None;
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(api) = line.split_whitespace().find_map(|word| word.strip_prefix("api=")) {
+                second_api = Some(api.to_owned());
+            }
+            if line.starts_with("joined ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(joined, Ok(true), "the second node joins through /dns4/localhost/tcp/{port}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    // Through the second node, with the admin token the operator chose.
+    assert_eq!(testnet.admin_token.as_deref(), Some(admin.as_str()));
+    let mut client =
+        connect_when_known(&second_api.unwrap(), &admin, std::time::Duration::from_secs(60)).await.unwrap();
+    let written = client
+        .call_tool("memory_put", serde_json::json!({ "path": "deploy/joined", "value": "through a name" }))
+        .await
+        .expect("a write through the joined node");
+    assert!(written["log_index"].as_u64().is_some(), "{written}");
+    let status = testnet.status(0).await.unwrap();
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{status}");
+    let own = members.iter().find(|member| member["node_id"] == status["node_id"]).unwrap();
+    assert!(own["p2p_addr"].as_str().unwrap().starts_with("/dns/localhost/"), "{own}");
+    drop(second);
+}
+
+/// The YAML documents of `path`, as JSON (Debian's python3-yaml reads them;
+/// scripts/setup.sh installs it).
+fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let script = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let output = Command::new("python3").args(["-c", script]).arg(path).output().expect("python3 runs");
+    assert!(output.status.success(), "{} is not YAML: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Every `ZEROMESH_*` variable `zeromesh run` reads, from its help.
+fn known_variables() -> std::collections::BTreeSet<String> {
+    let help = cli(&["run", "--help"]).unwrap();
+    help.split("[env: ").skip(1).filter_map(|rest| rest.split(['=', ']']).next()).map(str::to_owned).collect()
+}
+
+/// `zeromesh config check` with exactly `environment` and `args`, as a
+/// container would start the node.
+fn config_check(what: &str, environment: &[(String, String)], args: &[&str]) {
+    let output = Command::new(zeromesh_binary().unwrap())
+        .args(["config", "check"])
+        .args(args)
+        .env_clear()
+        .envs(environment.iter().map(|(name, value)| (name, value)))
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && said.ends_with("ok\n"), "{what}: config check refused it: {said}");
+}
+
+#[test]
+fn the_container_image_compose_file_and_kubernetes_manifests_start_nodes_the_binary_accepts() {
+    let known = known_variables();
+    assert!(known.contains("ZEROMESH_ADVERTISE_HOST") && known.contains("ZEROMESH_JOIN_TOKEN"), "{known:?}");
+    let admin = cli(&["token", "generate"]).unwrap().trim().to_owned();
+    let join = "a-join-token-from-a-secret".to_owned();
+    let check_names = |what: &str, environment: &[(String, String)]| {
+        for (name, _) in environment.iter().filter(|(name, _)| name.starts_with("ZEROMESH_")) {
+            assert!(known.contains(name), "{what} sets {name}, which `zeromesh run` does not read");
+        }
+    };
+
+    // The image: its ENV, ENTRYPOINT and CMD.
+    let dockerfile = std::fs::read_to_string(deploy().join("docker/Dockerfile")).unwrap();
+    let joined = dockerfile.replace("\\\n", " ");
+    let runtime_stage = joined.rsplit("\nFROM ").next().unwrap();
+    let image_env: Vec<(String, String)> = runtime_stage
+        .lines()
+        .filter_map(|line| line.strip_prefix("ENV "))
+        .flat_map(|pairs| pairs.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    assert!(image_env.len() >= 4, "{image_env:?}");
+    check_names("the Dockerfile", &image_env);
+    assert!(
+        runtime_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/zeromesh"]"#) && runtime_stage.contains(r#"CMD ["run"]"#)
+    );
+    assert!(runtime_stage.contains("USER 10001"), "the image runs unprivileged");
+    config_check("the image", &image_env, &[]);
+
+    // Compose: each service, on the image's environment.
+    let compose = yaml_documents(&deploy().join("docker/compose.yaml")).remove(0);
+    let services = compose["services"].as_object().unwrap();
+    assert_eq!(services.len(), 3, "a 3-node mesh");
+    let mut founders = 0;
+    for (name, service) in services {
+        let mut environment = image_env.clone();
+        for (variable, value) in service["environment"].as_object().unwrap() {
+            let value = value.as_str().unwrap();
+            let value = if value.starts_with("${ZEROMESH_JOIN_TOKEN") {
+                join.clone()
+            } else if value.starts_with("${ZEROMESH_ADMIN_TOKEN") {
+                admin.clone()
+            } else {
+                value.to_owned()
+            };
+            environment.push((variable.clone(), value));
+        }
+        check_names(&format!("compose service {name}"), &environment);
+        let command: Vec<&str> = match service["command"].as_array() {
+            Some(words) => words.iter().map(|word| word.as_str().unwrap()).collect(),
+            None => vec!["run"],
+        };
+        assert_eq!(command[0], "run", "{name}");
+        founders += usize::from(command.contains(&"--init"));
+        config_check(&format!("compose service {name}"), &environment, &command[1..]);
+    }
+    assert_eq!(founders, 1, "one service founds the cluster");
+
+    // Kubernetes: the StatefulSet's container, as pod 0 and as pod 1.
+    let documents = yaml_documents(&deploy().join("kubernetes/zeromesh.yaml"));
+    let kinds: Vec<&str> = documents.iter().filter_map(|document| document["kind"].as_str()).collect();
+    assert_eq!(kinds, ["Service", "Service", "StatefulSet"]);
+    assert_eq!(documents[0]["spec"]["clusterIP"], "None", "a headless service names each pod");
+    let set = &documents[2]["spec"];
+    assert!(set["volumeClaimTemplates"].as_array().is_some_and(|claims| !claims.is_empty()), "persistent volumes");
+    let container = &set["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
+    let script = container["args"][0].as_str().unwrap();
+    assert!(script.contains("zeromesh run --init") && script.contains("zeromesh run;"), "{script}");
+    for (pod, args) in [("zeromesh-0", vec!["--init"]), ("zeromesh-1", vec![])] {
+        let mut environment = Vec::new();
+        for variable in container["env"].as_array().unwrap() {
+            let name = variable["name"].as_str().unwrap().to_owned();
+            let value = match (&variable["value"], variable["valueFrom"]["secretKeyRef"]["key"].as_str()) {
+                (serde_json::Value::String(value), _) => {
+                    value.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", "default")
+                }
+                (_, Some("join-token")) => join.clone(),
+                (_, Some("admin-token")) => admin.clone(),
+                _ => continue,
+            };
+            environment.push((name, value));
+        }
+        check_names(&format!("kubernetes pod {pod}"), &environment);
+        config_check(&format!("kubernetes pod {pod}"), &environment, &args);
+    }
 }

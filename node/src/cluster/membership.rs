@@ -101,7 +101,18 @@ pub async fn join(cluster: &Cluster, bootstrap: &[Multiaddr], token: &str) -> an
     let mut backoff = JOIN_BACKOFF_MIN;
     loop {
         for address in bootstrap {
-            let Some(peer) = peer_of(address) else { continue };
+            // An address without a peer id (a DNS name in a deployment) is
+            // dialled first, to learn whose it is.
+            let peer = match peer_of(address) {
+                Some(peer) => peer,
+                None => match cluster.mesh.discover(address.clone(), JOIN_REQUEST_TIMEOUT).await {
+                    Ok(peer) => peer,
+                    Err(error) => {
+                        tracing::info!(%address, %error, "bootstrap address not reachable yet; retrying");
+                        continue;
+                    }
+                },
+            };
             let answer = cluster
                 .mesh
                 .request(peer, vec![address.clone()], MeshRequest::Join(request.clone()), JOIN_REQUEST_TIMEOUT)

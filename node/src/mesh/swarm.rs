@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{connection_limits, gossipsub, identify, identity::Keypair, kad, noise, ping, tcp, yamux};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -92,6 +93,11 @@ enum MeshCommand {
         reply: oneshot::Sender<Result<MeshResponse, MeshSendError>>,
     },
     SetAdvert(Vec<u8>),
+    /// Dials an address without a peer id, to learn whose it is.
+    Discover {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, String>>,
+    },
 }
 
 /// The rest of the node's door to the swarm task. Cheap to clone.
@@ -188,6 +194,8 @@ struct MeshTask {
     redials: Vec<Redial>,
     advert: Option<Vec<u8>>,
     publish_soon: bool,
+    /// Dials made to learn a peer id, by connection.
+    discovering: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
 }
 
 /// TCP, then (with a pre-shared key) the private-network handshake, then
@@ -268,6 +276,7 @@ impl MeshHandle {
             redials,
             advert: None,
             publish_soon: false,
+            discovering: HashMap::new(),
         };
         tokio::spawn(task.run(commands_rx, responses_rx));
         let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts };
@@ -301,6 +310,21 @@ impl MeshHandle {
 
     /// Sends `request` to `peer` (dialling one of `addresses` if needed) and
     /// waits at most `timeout` for its answer.
+    /// Whose node answers at `address` (one without `/p2p/`, a DNS name
+    /// say): dials it and returns the peer id the connection proved.
+    pub async fn discover(&self, address: Multiaddr, timeout: Duration) -> Result<PeerId, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(MeshCommand::Discover { address: address.clone(), reply })
+            .await
+            .map_err(|_| "the mesh has stopped".to_owned())?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(_)) => Err("the mesh has stopped".to_owned()),
+            Err(_) => Err(format!("no answer from {address} within {timeout:?}")),
+        }
+    }
+
     pub async fn request(
         &self,
         peer: PeerId,
@@ -440,6 +464,18 @@ impl MeshTask {
                 let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(&peer, request, addresses);
                 self.pending.insert(id, (peer, reply));
             }
+            MeshCommand::Discover { address, reply } => {
+                let dial = DialOpts::unknown_peer_id().address(address).build();
+                let connection = dial.connection_id();
+                match self.swarm.dial(dial) {
+                    Ok(()) => {
+                        self.discovering.insert(connection, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+            }
             MeshCommand::SetAdvert(bytes) => {
                 self.advert = Some(bytes);
                 self.publish_soon = true;
@@ -494,7 +530,10 @@ impl MeshTask {
                 tracing::info!(%address, "mesh listening");
                 lock(&self.shared).listen_addrs.push(address);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, .. } => {
+                if let Some(reply) = self.discovering.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
                 let mut shared = lock(&self.shared);
                 let summary = shared.peers.entry(peer_id).or_insert_with(|| PeerSummary {
                     peer_id,
@@ -508,6 +547,11 @@ impl MeshTask {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 lock(&self.shared).peers.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some(reply) = self.discovering.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
 use zeromesh_consensus::ConsensusNode;
 use zeromesh_plugins::HostLimits;
 use zeromesh_protocol::{ClusterCommand, Command, MemberInfo};
@@ -48,9 +50,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("the mesh cannot listen on {} (setting `listen`)", config.listen))?;
-    let p2p_addr = mesh.listen_addrs().first().cloned().context("the mesh has no listen address")?;
+    let p2p_addr = advertised_p2p(&mesh, &config).await?;
     let api_scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("{api_scheme}://{api_addr}") };
+    let api_host = advertised_api_host(&config, &p2p_addr, api_addr);
+    let info = MemberInfo { p2p_addr: p2p_addr.to_string(), api_addr: format!("{api_scheme}://{api_host}") };
 
     let raft_dir = config.data_dir.join("raft");
     let restored = match &config.restore {
@@ -115,24 +118,36 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     });
 
     let initialized = cluster.consensus.is_initialized().await?;
-    let mut join_token_line = None;
+    let mut founded = false;
     if restored {
         // A new cluster: its own join token; the backup's API tokens stay.
         let token = new_token()?;
         cluster.remember_token(&token)?;
         println!("join_token={token}");
     } else if !initialized && config.init {
-        let token = new_token()?;
+        // The operator's join token (from a secret store, say) if given;
+        // else a new one, shown once: nodes keep only its hash.
+        let token = match &config.join_token {
+            Some(given) => given.clone(),
+            None => {
+                let token = new_token()?;
+                println!("join_token={token}");
+                token
+            }
+        };
         cluster.remember_token(&token)?;
         cluster.consensus.initialize(BTreeMap::from([(node_id, info.clone())])).await?;
-        join_token_line = Some(token);
+        founded = true;
     } else if initialized && config.init {
         tracing::warn!("this node already belongs to a cluster; --init is ignored");
     }
-    if let Some(token) = &join_token_line {
-        // Shown once: nodes keep only its hash.
-        println!("join_token={token}");
-        println!("admin_token={}", first_admin_token(&cluster).await?);
+    if founded {
+        // The operator's (not shown again), or a new one shown once.
+        let given = config.admin_token.as_deref();
+        let token = first_admin_token(&cluster, given).await?;
+        if given.is_none() {
+            println!("admin_token={token}");
+        }
         // The cluster's voter count is the founding node's, whichever node leads later.
         let count = config.voter_count as u64;
         cluster.propose(Command::Cluster(ClusterCommand::SetVoterCount { count })).await?;
@@ -175,9 +190,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 }
 
 /// Creates the cluster's first admin token through Raft, once this new
-/// single-member cluster has elected itself. Shown once: nodes keep its hash.
-async fn first_admin_token(cluster: &Cluster) -> anyhow::Result<String> {
-    let (token, command) = crate::tokens::mint(zeromesh_protocol::auth::Role::Admin, None)?;
+/// single-member cluster has elected itself: `given`, or a new one. Nodes
+/// keep only its hash.
+async fn first_admin_token(cluster: &Cluster, given: Option<&str>) -> anyhow::Result<String> {
+    let (token, command) = match given {
+        Some(text) => (text.to_owned(), crate::tokens::admin_command(text)?),
+        None => crate::tokens::mint(zeromesh_protocol::auth::Role::Admin, None)?,
+    };
     let (_, reply) = cluster
         .propose(zeromesh_protocol::Command::Token(command))
         .await
@@ -186,6 +205,77 @@ async fn first_admin_token(cluster: &Cluster) -> anyhow::Result<String> {
         zeromesh_protocol::CommandReply::Token(zeromesh_protocol::auth::TokenOutcome::Created { .. }) => Ok(token),
         other => anyhow::bail!("the first admin token was not created: {other:?}"),
     }
+}
+
+/// How long a node listening on every interface waits for one other than
+/// loopback to be reported, before it settles for loopback.
+const INTERFACE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The mesh address the membership holds for this node: on the
+/// `advertise_host` if set; else where it listens, preferring, when it
+/// listens on every interface, one other than loopback.
+async fn advertised_p2p(mesh: &MeshHandle, config: &NodeConfig) -> anyhow::Result<Multiaddr> {
+    let everywhere = config.listen.iter().any(|part| match part {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    let deadline = tokio::time::Instant::now() + INTERFACE_WAIT;
+    let listening = loop {
+        let listening = mesh.listen_addrs();
+        let outside = listening.iter().any(|address| !is_loopback(address));
+        if !everywhere || outside || tokio::time::Instant::now() >= deadline {
+            break listening;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let first = listening.iter().find(|address| !is_loopback(address)).or(listening.first());
+    let first = first.cloned().context("the mesh has no listen address")?;
+    let Some(host) = &config.advertise_host else { return Ok(first) };
+    let port = first
+        .iter()
+        .find_map(|part| if let Protocol::Tcp(port) = part { Some(port) } else { None })
+        .context("the mesh listens on no TCP port")?;
+    let mut address = host_multiaddr(host);
+    address.push(Protocol::Tcp(port));
+    address.push(Protocol::P2p(mesh.peer_id()));
+    Ok(address)
+}
+
+fn is_loopback(address: &Multiaddr) -> bool {
+    address.iter().any(|part| match part {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// `/ip4/...`, `/ip6/...` or `/dns/...` for a host.
+fn host_multiaddr(host: &str) -> Multiaddr {
+    let part = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => Protocol::Ip4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => Protocol::Ip6(ip),
+        Err(_) => Protocol::Dns(host.to_owned().into()),
+    };
+    Multiaddr::empty().with(part)
+}
+
+/// `host:port` of the API as others reach it: the bound address, with the
+/// advertised host (or the mesh address's IP) in place of an unspecified IP.
+fn advertised_api_host(config: &NodeConfig, p2p: &Multiaddr, bound: std::net::SocketAddr) -> String {
+    let port = bound.port();
+    if let Some(host) = &config.advertise_host {
+        return if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let ip = p2p.iter().find_map(|part| match part {
+        Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    });
+    std::net::SocketAddr::new(ip.unwrap_or(bound.ip()), port).to_string()
 }
 
 fn new_token() -> anyhow::Result<String> {
