@@ -405,6 +405,12 @@ fn parse_ready(line: &str) -> Option<NodeAddress> {
     })
 }
 
+/// The applied index a node reports for itself in its `cluster_status`.
+pub fn own_applied_index(status: &Value) -> Option<u64> {
+    let members = status["members"].as_array()?;
+    members.iter().find(|member| member["node_id"] == status["node_id"])?["applied_index"].as_u64()
+}
+
 /// Port of a `/ip4/.../tcp/<port>/...` address or a `ws://host:port` URL.
 fn port_of(address: &str) -> Option<&str> {
     if let Some(rest) = address.strip_prefix("ws://") {
@@ -753,6 +759,34 @@ impl Testnet {
     /// Node `index`'s `cluster_status`.
     pub async fn status(&self, index: usize) -> Result<Value, ClientError> {
         self.call(index, "cluster_status", json!({})).await
+    }
+
+    /// Every live memory under `prefix` in node `index`'s own applied state
+    /// (stale reads, page by page): path to value.
+    pub async fn memories(
+        &self,
+        index: usize,
+        prefix: &str,
+    ) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        let mut client = self.client(index).await?;
+        let mut held = std::collections::HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = client
+                .call_tool(
+                    "memory_list",
+                    json!({ "prefix": prefix, "after": after, "limit": 1000, "consistency": "stale" }),
+                )
+                .await?;
+            for record in page["records"].as_array().context("a page of records")? {
+                let path = record["path"].as_str().context("a record's path")?;
+                held.insert(path.to_owned(), record["value"].as_str().unwrap_or_default().to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(cursor) => after = Some(cursor.to_owned()),
+                None => return Ok(held),
+            }
+        }
     }
 
     /// Waits until every running node's status satisfies `condition`.

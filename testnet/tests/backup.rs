@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use zeromesh::client::ApiClient;
-use zeromesh_testnet::{cli_as, wait_until, RestoreFrom, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, own_applied_index, wait_until, RestoreFrom, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -41,29 +41,6 @@ async fn writer(apis: Vec<String>, token: String, id: usize, stop: Arc<AtomicBoo
                 Err(_) => break,
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-/// Every memory under `backup/` in node `index`'s own applied state.
-async fn memories(testnet: &Testnet, index: usize) -> std::collections::HashMap<String, String> {
-    let mut client = testnet.client(index).await.unwrap();
-    let mut held = std::collections::HashMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = client
-            .call_tool(
-                "memory_list",
-                json!({ "prefix": "backup/", "after": after, "limit": 1000, "consistency": "stale" }),
-            )
-            .await
-            .unwrap();
-        for record in page["records"].as_array().unwrap() {
-            held.insert(record["path"].as_str().unwrap().to_owned(), record["value"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(cursor) => after = Some(cursor.to_owned()),
-            None => return held,
         }
     }
 }
@@ -147,15 +124,12 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_write_up_to_
     let marker = marker.expect("the backup's admin token writes to the new cluster")["log_index"].as_u64().unwrap();
     assert!(marker > backup_index, "the new cluster goes on after index {backup_index}: {marker}");
     new.wait_for_cluster("both nodes to apply the marker", WAIT, |status| {
-        let own = status["members"].as_array().and_then(|members| {
-            members.iter().find(|member| member["node_id"] == status["node_id"])?["applied_index"].as_u64()
-        });
-        own.is_some_and(|applied| applied >= marker)
+        own_applied_index(status).is_some_and(|applied| applied >= marker)
     })
     .await
     .unwrap();
     for index in 0..2 {
-        let held = memories(&new, index).await;
+        let held = new.memories(index, "backup/").await.unwrap();
         for (path, value, log_index) in &before {
             assert_eq!(held.get(path), Some(value), "node {index} lacks {path} (index {log_index} <= {backup_index})");
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use zeromesh::client::ApiClient;
-use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{own_applied_index, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 const WRITERS: usize = 2;
@@ -66,25 +66,14 @@ async fn writer(apis: Vec<String>, token: String, id: usize, stop: Arc<AtomicBoo
     }
 }
 
-/// The applied index a node reports for itself in `cluster_status`.
-fn applied_index(status: &serde_json::Value) -> Option<u64> {
-    let members = status["members"].as_array()?;
-    members.iter().find(|member| member["node_id"] == status["node_id"])?["applied_index"].as_u64()
-}
-
 fn acknowledged_since(seen: &Mutex<Seen>, since: Instant) -> usize {
     seen.lock().unwrap().acknowledged.iter().filter(|(_, _, _, at)| *at > since).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_keeps_the_mesh_serving_and_loses_no_acknowledged_write() {
+    // Started, the testnet has its three voters.
     let mut testnet = Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.unwrap();
-    testnet
-        .wait_for_cluster("three voters", WAIT, |status| {
-            status["voters"].as_array().is_some_and(|voters| voters.len() == 3) && status["leader"].is_u64()
-        })
-        .await
-        .unwrap();
     let apis: Vec<String> = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
     let token = testnet.admin_token.clone().expect("an authenticated testnet has an admin token");
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,7 +116,7 @@ async fn a_rolling_restart_keeps_the_mesh_serving_and_loses_no_acknowledged_writ
                 .find(|(_, _, _, at)| *at > restarted_at)
                 .map(|(_, _, index, _)| *index)?;
             let status = testnet.status(index).await.ok()?;
-            (applied_index(&status)? >= target && status["leader"].is_u64()).then_some(())
+            (own_applied_index(&status)? >= target && status["leader"].is_u64()).then_some(())
         })
         .await
         .unwrap_or_else(|error| {
@@ -145,40 +134,14 @@ async fn a_rolling_restart_keeps_the_mesh_serving_and_loses_no_acknowledged_writ
     let last = seen.acknowledged.iter().map(|(_, _, index, _)| *index).max().unwrap();
     testnet
         .wait_for_cluster("every node to apply the last acknowledged write", WAIT, |status| {
-            applied_index(status).is_some_and(|applied| applied >= last)
+            own_applied_index(status).is_some_and(|applied| applied >= last)
         })
         .await
         .unwrap();
     for index in 0..3 {
-        let held = memories(&testnet, index).await;
+        let held = testnet.memories(index, "rolling/").await.unwrap();
         for (path, value, _, _) in &seen.acknowledged {
             assert_eq!(held.get(path), Some(value), "node {index} lost the acknowledged write of {path}");
-        }
-    }
-}
-
-/// Every memory under `rolling/` in node `index`'s own applied state.
-async fn memories(testnet: &Testnet, index: usize) -> std::collections::HashMap<String, String> {
-    let mut client = testnet.client(index).await.unwrap();
-    let mut held = std::collections::HashMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = client
-            .call_tool(
-                "memory_list",
-                json!({ "prefix": "rolling/", "after": after, "limit": 1000, "consistency": "stale" }),
-            )
-            .await
-            .unwrap();
-        for record in page["records"].as_array().unwrap() {
-            held.insert(
-                record["path"].as_str().unwrap().to_owned(),
-                record["value"].as_str().unwrap_or_default().to_owned(),
-            );
-        }
-        match page["next_cursor"].as_str() {
-            Some(cursor) => after = Some(cursor.to_owned()),
-            None => return held,
         }
     }
 }
