@@ -27,7 +27,7 @@ mod state_machine;
 mod trace;
 mod types;
 
-pub use backup::{restore, Backup, Restored};
+pub use backup::{restore, verify_backup, Backup, Restored, VerifiedBackup};
 pub use error::ConsensusError;
 pub use in_process::InProcessRouter;
 pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork};

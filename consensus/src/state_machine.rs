@@ -207,7 +207,7 @@ fn apply_entries(
     Ok(Applied { applied, trace, replies, registry_changed, changes, clock })
 }
 
-fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
+pub(crate) fn snapshot_meta(header: &SnapshotHeader) -> Result<SnapshotMeta, zeromesh_storage::StorageError> {
     let applied = decode_applied(Some(&header.applied))?;
     Ok(SnapshotMeta {
         last_log_id: applied.last_applied,

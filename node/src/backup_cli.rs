@@ -1,6 +1,7 @@
 //! `zeromesh backup`: the whole replicated state of a cluster at one log
-//! index, streamed from a node into a file (never whole in memory), with a
-//! progress bar, then verified end to end before the file gets its name.
+//! index and the plugin modules, streamed from a node into a file (never
+//! whole in memory), with a progress bar, then verified end to end before
+//! the file gets its name.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ pub async fn backup(node: &str, out: &Path) -> anyhow::Result<()> {
     }
     let length = answer.length.context("the node sent no Content-Length")?;
     let log_index = answer.header("x-zeromesh-log-index").unwrap_or("?").to_owned();
+    let missing: usize = answer.header("x-zeromesh-modules-missing").and_then(|count| count.parse().ok()).unwrap_or(0);
     let partial = PathBuf::from(format!("{}.part", out.display()));
     let mut file =
         tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
@@ -50,15 +52,15 @@ pub async fn backup(node: &str, out: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&partial);
         bail!("the backup was cut after {received} of {length} bytes; nothing was kept");
     }
-    let checking = zeromesh::cli::spinner("verifying every record and the checksum");
+    let checking = zeromesh::cli::spinner("verifying every record, the checksum and every module");
     let verified_path = partial.clone();
     let verified = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&verified_path)?;
-        Ok::<_, anyhow::Error>(zeromesh_consensus::check_snapshot(std::io::BufReader::new(file), &verified_path)?)
+        Ok::<_, anyhow::Error>(zeromesh_consensus::verify_backup(file, &verified_path)?)
     })
     .await?;
     checking.finish_and_clear();
-    let (meta, stats) = match verified {
+    let verified = match verified {
         Ok(verified) => verified,
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
@@ -67,12 +69,18 @@ pub async fn backup(node: &str, out: &Path) -> anyhow::Result<()> {
     };
     std::fs::rename(&partial, out).with_context(|| format!("naming {}", out.display()))?;
     println!(
-        "backup of log index {} ({} records, {} bytes, sha256 {}) in {}",
-        meta.last_log_id.map_or(0, |log_id| log_id.index),
-        stats.records,
-        stats.bytes,
+        "backup of log index {} ({} records, {} plugin modules, {} bytes, sha256 {}) in {}",
+        verified.log_index,
+        verified.records,
+        verified.modules,
+        verified.bytes,
         hex::encode(hasher.finalize()),
         out.display()
     );
+    if missing > 0 {
+        eprintln!(
+            "warning: {node} lacked the modules of {missing} installed plugin(s) (not fetched yet); a backup from another node holds them"
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("mesh_message", mesh_message),
     ("advert", advert),
     ("snapshot", snapshot),
+    ("backup", backup),
     ("plugin_package", plugin_package),
     ("config", config),
     ("agent_export", agent_export),
@@ -49,6 +50,12 @@ pub fn advert(data: &[u8]) -> bool {
 /// before it replaces anything.
 pub fn snapshot(data: &[u8]) -> bool {
     zeromesh_consensus::check_snapshot(data, Path::new("fuzz.snap")).is_ok()
+}
+
+/// A backup file an operator restores from: the snapshot in it, checked as
+/// above, and every plugin module against its hash.
+pub fn backup(data: &[u8]) -> bool {
+    zeromesh_consensus::verify_backup(data, Path::new("fuzz.zmbackup")).is_ok()
 }
 
 /// A plugin package file: its structure, then every check of its signed

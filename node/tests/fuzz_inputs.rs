@@ -119,6 +119,26 @@ fn adverts() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// A backup file around `snapshot`, with `modules`.
+fn backup_file(snapshot: &[u8], modules: &[&[u8]]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut file = [b"ZMBACK01".as_slice(), &(snapshot.len() as u64).to_be_bytes(), snapshot].concat();
+    file.extend_from_slice(&(modules.len() as u32).to_be_bytes());
+    for module in modules {
+        file.extend_from_slice(&sha2::Sha256::digest(module));
+        file.extend_from_slice(&(module.len() as u32).to_be_bytes());
+        file.extend_from_slice(module);
+    }
+    file
+}
+
+fn backups(snapshot: &[u8]) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("no-modules".into(), backup_file(snapshot, &[])),
+        ("one-module".into(), backup_file(snapshot, &[b"\0asm\x01\0\0\0"])),
+    ]
+}
+
 /// A real snapshot: one consensus node on RocksDB takes it after a few writes.
 fn snapshots() -> Vec<(String, Vec<u8>)> {
     let dir = tempfile::tempdir().expect("a temporary folder");
@@ -237,10 +257,13 @@ fn requests() -> Vec<(String, Vec<u8>)> {
 }
 
 fn generated() -> Vec<(&'static str, Vec<(String, Vec<u8>)>)> {
+    let snapshots = snapshots();
+    let backups = backups(&snapshots[0].1);
     vec![
         ("mesh_message", mesh_messages()),
         ("advert", adverts()),
-        ("snapshot", snapshots()),
+        ("snapshot", snapshots),
+        ("backup", backups),
         ("plugin_package", plugin_packages()),
         ("config", configs()),
         ("agent_export", agent_exports()),
@@ -272,7 +295,7 @@ fn every_decoder_accepts_what_zeromesh_writes_and_survives_it_cut_and_flipped() 
             // Cut short at up to 64 places, and one bit flipped at up to 64
             // others: refused or accepted, never a panic. Formats that mark
             // their end (a checksum, a length, a closing brace) refuse a cut.
-            let marks_its_end = matches!(*target, "snapshot" | "plugin_package" | "agent_export");
+            let marks_its_end = matches!(*target, "snapshot" | "backup" | "plugin_package" | "agent_export");
             let step = (bytes.len() / 64).max(1);
             for cut in (0..bytes.len()).step_by(step) {
                 let accepted = decode(&bytes[..cut]);

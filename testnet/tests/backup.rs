@@ -2,9 +2,11 @@
 //! authenticated 3-node mesh under write load, then `zeromesh restore
 //! --init` into a new cluster that a second node joins. Every write
 //! acknowledged at or before the backup's log index is there, on both
-//! nodes, and none after it; the backup's admin token still works, and the
-//! new cluster takes writes. A damaged backup is refused whole.
+//! nodes, and none after it; the backup's admin token still works, the
+//! plugin installed before it runs there (its module came in the backup),
+//! and the new cluster takes writes. A damaged backup is refused whole.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +16,25 @@ use zeromesh::client::ApiClient;
 use zeromesh_testnet::{cli_as, own_applied_index, wait_until, RestoreFrom, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// A plugin with one tool and no capabilities.
+const IDLE_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "zm_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "zm_call") (param i32 i32 i32 i32) (result i64) (i64.const 0)))"#;
+const IDLE_MANIFEST: &str = r#"{ "name": "idle", "version": "1", "description": "does nothing",
+  "tools": [{ "name": "idle", "description": "returns nothing", "input_schema": { "type": "object" } }],
+  "limits": { "fuel_per_call": 100000, "memory_bytes": 65536, "wall_clock_ms": 1000 } }"#;
+
+/// Whether node `index` runs plugin `name`.
+async fn runs_plugin(testnet: &Testnet, index: usize, name: &str) -> bool {
+    let Ok(listed) = testnet.call(index, "plugin_list", json!({})).await else { return false };
+    listed["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|plugin| plugin["name"] == name && plugin["running_here"] == true)
+}
 
 type Acknowledged = Arc<Mutex<Vec<(String, String, u64)>>>;
 
@@ -50,6 +71,17 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_write_up_to_
     let old = Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.unwrap();
     let admin = old.admin_token.clone().unwrap();
     let apis: Vec<String> = old.nodes.iter().map(|node| node.address.api.clone()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let publisher = cli_as(Some(&admin), &["plugin", "keygen", "--out", &path("publisher.key")]).unwrap();
+    cli_as(Some(&admin), &["plugin", "trust", publisher.lines().next().unwrap().trim(), "--node", &apis[0]]).unwrap();
+    std::fs::write(path("idle.wasm"), wat::parse_str(IDLE_WAT).unwrap()).unwrap();
+    std::fs::write(path("idle.json"), IDLE_MANIFEST).unwrap();
+    let (module, manifest, key, package) =
+        (path("idle.wasm"), path("idle.json"), path("publisher.key"), path("idle.zmp"));
+    zeromesh_testnet::sign_plugin(Path::new(&module), Path::new(&manifest), Path::new(&key), Path::new(&package))
+        .unwrap();
+    cli_as(Some(&admin), &["plugin", "install", &package, "--wait", "--node", &apis[0]]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged: Acknowledged = Arc::default();
     let writers: Vec<_> = (0..2)
@@ -59,7 +91,6 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_write_up_to_
     wait_until("writes before the backup", WAIT, || async { (count() >= 30).then_some(()) }).await.unwrap();
 
     // The backup, through a follower, while the writers go on.
-    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.zmbackup");
     let leader = old.leader(WAIT).await.unwrap();
     let follower = apis[(leader + 1) % 3].clone();
@@ -78,6 +109,7 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_write_up_to_
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|index| index.parse().ok())
         .unwrap_or_else(|| panic!("the backup says its log index: {said}"));
+    assert!(said.contains(" 1 plugin modules"), "the plugin's module is in the backup: {said}");
     let at_backup = count();
     wait_until("writes after the backup", WAIT, || async { (count() >= at_backup + 20).then_some(()) }).await.unwrap();
     stop.store(true, Ordering::SeqCst);
@@ -129,6 +161,11 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_write_up_to_
     .await
     .unwrap();
     for index in 0..2 {
+        wait_until(&format!("node {index} to run the plugin"), WAIT, || async {
+            runs_plugin(&new, index, "idle").await.then_some(())
+        })
+        .await
+        .unwrap();
         let held = new.memories(index, "backup/").await.unwrap();
         for (path, value, log_index) in &before {
             assert_eq!(held.get(path), Some(value), "node {index} lacks {path} (index {log_index} <= {backup_index})");

@@ -355,8 +355,11 @@ const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
 
 /// `GET /backup`, for admin tokens: a snapshot taken now (the whole
 /// replicated state at one log index, checksummed), streamed from its open
-/// file. One at a time per node. The log index and snapshot id are in
-/// `X-Zeromesh-Log-Index` and `X-Zeromesh-Snapshot-Id`.
+/// file, and the plugin modules this node holds (`consensus::backup` has
+/// the layout). One at a time per node. The log index and snapshot id are
+/// in `X-Zeromesh-Log-Index` and `X-Zeromesh-Snapshot-Id`; installed
+/// plugins whose module this node lacks are counted in
+/// `X-Zeromesh-Modules-Missing`.
 async fn backup(state: &ApiState, caller: &Caller) -> Response<Body> {
     if caller.role != zeromesh_protocol::auth::Role::Admin {
         return text(
@@ -374,31 +377,55 @@ async fn backup(state: &ApiState, caller: &Caller) -> Response<Body> {
         Ok(backup) => backup,
         Err(error) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("no backup: {error}")),
     };
-    tracing::info!(log_index = backup.log_index, bytes = backup.bytes, "streaming a backup");
+    tracing::info!(log_index = backup.log_index, bytes = backup.bytes(), "streaming a backup");
+    use futures::StreamExt;
+    let bytes = backup.bytes();
+    let head = futures::stream::iter([Bytes::from(backup.prefix())]);
+    let modules_head = futures::stream::iter([Bytes::from(backup.modules_prefix())]);
+    let (log_index, missing, snapshot_id) = (backup.log_index, backup.modules_missing, backup.header.snapshot_id);
     let file = tokio::fs::File::from_std(backup.file);
-    let chunks = futures::stream::unfold((file, running), |(mut file, running)| async move {
+    // The snapshot file, chunk by chunk; a read error ends the body short of
+    // its length, and the client sees the backup cut and refuses it.
+    let snapshot = futures::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut chunk = vec![0u8; BACKUP_CHUNK_BYTES];
         match file.read(&mut chunk).await {
             Ok(0) => None,
             Ok(read) => {
                 chunk.truncate(read);
-                Some((Ok(hyper::body::Frame::data(Bytes::from(chunk))), (file, running)))
+                Some((Bytes::from(chunk), file))
             }
-            // Ends the body short of its length: the client sees the
-            // backup cut and refuses it.
             Err(error) => {
                 tracing::warn!(%error, "reading the snapshot file for a backup failed");
                 None
             }
         }
     });
+    let cluster = state.cluster.clone();
+    let modules = futures::stream::iter(backup.modules).filter_map(move |(sha256, len)| {
+        let cluster = cluster.clone();
+        async move {
+            match cluster.consensus.module(sha256).await {
+                Ok(Some(module)) if module.len() as u64 == len => {
+                    Some(Bytes::from([zeromesh_consensus::Backup::module_prefix(&sha256, len), module].concat()))
+                }
+                // Gone meanwhile: the body ends short and the client refuses it.
+                _ => None,
+            }
+        }
+    });
+    let chunks = head.chain(snapshot).chain(modules_head).chain(modules).map(move |bytes| {
+        // The backup slot is held for as long as the body is sent.
+        let _running = &running;
+        Ok::<_, Infallible>(hyper::body::Frame::data(bytes))
+    });
     let mut response = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(backup.bytes));
-    headers.insert("x-zeromesh-log-index", HeaderValue::from(backup.log_index));
-    if let Ok(id) = HeaderValue::from_str(&backup.header.snapshot_id) {
+    headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(bytes));
+    headers.insert("x-zeromesh-log-index", HeaderValue::from(log_index));
+    headers.insert("x-zeromesh-modules-missing", HeaderValue::from(missing));
+    if let Ok(id) = HeaderValue::from_str(&snapshot_id) {
         headers.insert("x-zeromesh-snapshot-id", id);
     }
     response

@@ -65,10 +65,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             restoring.finish_and_clear();
             let restored = restored?;
             println!(
-                "restored log index {} ({} records, {} bytes) from {}",
+                "restored log index {} ({} records, {} plugin modules) from {}",
                 restored.log_index,
                 restored.records,
-                restored.bytes,
+                restored.modules,
                 backup.display()
             );
             true
