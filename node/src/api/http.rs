@@ -339,8 +339,15 @@ async fn route(
             );
             page
         }
-        (Method::GET, "/ui/state") => json_response(StatusCode::OK, super::dashboard::state(&state, &caller).await),
-        (Method::GET, "/backup") => backup(&state, &caller).await,
+        // Like every MCP request: the token still exists, within its rate limit.
+        (Method::GET, path @ ("/ui/state" | "/backup")) => match state.auth.admit(&state.cluster.consensus, &caller) {
+            Err(refusal) if refusal.code.0 == super::auth::RATE_LIMITED => {
+                text(StatusCode::TOO_MANY_REQUESTS, &refusal.message)
+            }
+            Err(refusal) => text(StatusCode::FORBIDDEN, &refusal.message),
+            Ok(()) if path == "/backup" => backup(&state, &caller).await,
+            Ok(()) => json_response(StatusCode::OK, super::dashboard::state(&state, &caller).await),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: the peer API serves /, /ws, /mcp, /health, /ready, /metrics, /ui (the dashboard), /ui/state and /backup",
