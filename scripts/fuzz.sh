@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder of outside input (mesh messages, adverts, snapshot
-# files, plugin packages, configuration files, agent exports, API requests)
-# with libFuzzer, each for the given time, and stops non-zero when one
-# crashes, hangs or runs out of memory, naming the input that did it.
+# and backup files, plugin packages, configuration files, agent exports, API
+# requests) with libFuzzer, each for the given time, and stops non-zero when
+# one crashes, hangs or runs out of memory, naming the input that did it.
 #
 #   scripts/fuzz.sh [--time SECONDS] [--jobs N] [target...]
 #

@@ -13,8 +13,11 @@ use crate::mesh::messages::{MeshRequest, MeshResponse};
 /// crash found today replays the same way later.
 const FIXED_NOW_MS: u64 = 1_800_000_000_000;
 
+/// A decoder run on arbitrary bytes: whether it accepted them.
+pub type Decoder = fn(&[u8]) -> bool;
+
 /// The decoders, by fuzz target name.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Decoder)] = &[
     ("mesh_message", mesh_message),
     ("advert", advert),
     ("snapshot", snapshot),

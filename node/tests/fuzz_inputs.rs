@@ -19,11 +19,14 @@ use zeromesh_plugins::{Manifest, Package};
 use zeromesh_protocol::agent::AgentSnapshot;
 use zeromesh_protocol::{Command, MemberInfo, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
 
+/// Named inputs for one target.
+type Inputs = Vec<(String, Vec<u8>)>;
+
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("node/ is in the repository").to_owned()
 }
 
-fn decoder(target: &str) -> fn(&[u8]) -> bool {
+fn decoder(target: &str) -> zeromesh::fuzzing::Decoder {
     TARGETS.iter().find(|(name, _)| *name == target).unwrap_or_else(|| panic!("no fuzz target {target}")).1
 }
 
@@ -40,7 +43,7 @@ fn put(path: &str, value: &str) -> MemoryBatch {
     }
 }
 
-fn mesh_messages() -> Vec<(String, Vec<u8>)> {
+fn mesh_messages() -> Inputs {
     let log_id = |index| LogId::new(CommittedLeaderId::new(2, 1), index);
     let entry = openraft::Entry::<TypeConfig> {
         log_id: log_id(8),
@@ -97,7 +100,7 @@ fn mesh_messages() -> Vec<(String, Vec<u8>)> {
     inputs
 }
 
-fn adverts() -> Vec<(String, Vec<u8>)> {
+fn adverts() -> Inputs {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes([7; 32]).expect("a key from 32 bytes");
     let advert = Advert {
         peer_id: keypair.public().to_peer_id().to_string(),
@@ -132,7 +135,7 @@ fn backup_file(snapshot: &[u8], modules: &[&[u8]]) -> Vec<u8> {
     file
 }
 
-fn backups(snapshot: &[u8]) -> Vec<(String, Vec<u8>)> {
+fn backups(snapshot: &[u8]) -> Inputs {
     vec![
         ("no-modules".into(), backup_file(snapshot, &[])),
         ("one-module".into(), backup_file(snapshot, &[b"\0asm\x01\0\0\0"])),
@@ -140,7 +143,7 @@ fn backups(snapshot: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A real snapshot: one consensus node on RocksDB takes it after a few writes.
-fn snapshots() -> Vec<(String, Vec<u8>)> {
+fn snapshots() -> Inputs {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let bytes = runtime.block_on(async {
@@ -174,7 +177,7 @@ fn snapshots() -> Vec<(String, Vec<u8>)> {
     vec![("three-writes".into(), bytes)]
 }
 
-fn plugin_packages() -> Vec<(String, Vec<u8>)> {
+fn plugin_packages() -> Inputs {
     let manifest: Manifest = serde_json::from_value(json!({
         "name": "echo",
         "version": "1.0.0",
@@ -190,7 +193,7 @@ fn plugin_packages() -> Vec<(String, Vec<u8>)> {
     vec![("echo".into(), package.encode())]
 }
 
-fn configs() -> Vec<(String, Vec<u8>)> {
+fn configs() -> Inputs {
     let systemd = std::fs::read(repository().join("deploy/systemd/zeromesh.toml")).expect("the systemd example");
     let every_setting = r#"
 data = "/var/lib/zeromesh"
@@ -215,7 +218,7 @@ lease_calls = 16
     vec![("systemd".into(), systemd), ("every-setting".into(), every_setting.as_bytes().to_vec())]
 }
 
-fn agent_exports() -> Vec<(String, Vec<u8>)> {
+fn agent_exports() -> Inputs {
     let snapshot: AgentSnapshot = serde_json::from_value(json!({
         "snapshot": "s-1",
         "agent": {
@@ -233,7 +236,7 @@ fn agent_exports() -> Vec<(String, Vec<u8>)> {
     vec![("agent-1".into(), serde_json::to_vec_pretty(&document).expect("encodes"))]
 }
 
-fn requests() -> Vec<(String, Vec<u8>)> {
+fn requests() -> Inputs {
     let messages = [
         (
             "initialize",
@@ -256,7 +259,7 @@ fn requests() -> Vec<(String, Vec<u8>)> {
     messages.iter().map(|(name, message)| (name.to_string(), message.to_string().into_bytes())).collect()
 }
 
-fn generated() -> Vec<(&'static str, Vec<(String, Vec<u8>)>)> {
+fn generated() -> Vec<(&'static str, Inputs)> {
     let snapshots = snapshots();
     let backups = backups(&snapshots[0].1);
     vec![
