@@ -118,5 +118,6 @@ echo
 echo
 echo "admin token: $admin_token_file (the API needs a token: export ZEROMESH_TOKEN=\$(cat $admin_token_file))"
 echo "try: ZEROMESH_TOKEN=\$(cat $admin_token_file) $binary memory put agent-7/notes/today \"met the client\" --node ws://127.0.0.1:8765"
+echo "dashboard: http://127.0.0.1:8765/ui (paste the admin token; any node's API port serves it)"
 echo "logs: $mesh_dir/node-*/log   stop: Ctrl-C"
 wait "${pids[@]}"
