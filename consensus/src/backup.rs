@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use openraft::storage::RaftLogStorage;
 use openraft::{Membership, StoredMembership, Vote};
-use tokio::io::AsyncWriteExt;
 use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES};
 use zeromesh_protocol::{MemberInfo, NodeId};
-use zeromesh_storage::{LogStore, SnapshotHeader, SnapshotStats, Store};
+use zeromesh_storage::{LogStore, SnapshotHeader, Store};
 
 use crate::applied::AppliedState;
 use crate::{ConsensusError, ConsensusNode, TypeConfig};
@@ -202,47 +201,30 @@ pub async fn restore(dir: &Path, backup: &Path, id: NodeId, info: MemberInfo) ->
     let file = std::fs::File::open(backup).map_err(|error| invalid(format!("{}: {error}", backup.display())))?;
     verify_backup(file, backup)?;
 
-    let opened = dir.to_owned();
-    let store = tokio::task::spawn_blocking(move || Store::open(&opened))
-        .await
-        .map_err(|error| invalid(format!("opening the store panicked: {error}")))??;
-    // Installed as a received snapshot is: copied in, verified again, loaded.
-    let mut receiving = store.begin_receiving_snapshot()?;
-    let mut source =
-        tokio::io::BufReader::new(tokio::fs::File::open(backup).await.map_err(|e| invalid(e.to_string()))?);
-    let mut prefix = [0u8; 16];
-    tokio::io::AsyncReadExt::read_exact(&mut source, &mut prefix).await.map_err(|e| invalid(e.to_string()))?;
-    let snapshot_bytes = u64::from_be_bytes(prefix[8..].try_into().expect("8 bytes"));
-    let mut snapshot = tokio::io::AsyncReadExt::take(source, snapshot_bytes);
-    tokio::io::copy(&mut snapshot, &mut receiving).await.map_err(|error| invalid(error.to_string()))?;
-    receiving.flush().await.map_err(|error| invalid(error.to_string()))?;
-    receiving.sync().await.map_err(|error| invalid(error.to_string()))?;
-    let received = receiving.path().to_owned();
-    drop(receiving);
-    let installing = store.clone();
-    let header = store.snapshot_header(&received)?;
-    let meta = crate::state_machine::snapshot_meta(&header)?;
-    let Some(last) = meta.last_log_id else {
-        return Err(invalid(format!("{} holds no applied entry: there is nothing to restore", backup.display())));
-    };
-    let (_, stats): (SnapshotHeader, SnapshotStats) =
-        tokio::task::spawn_blocking(move || installing.install_snapshot(&received, &meta.snapshot_id))
-            .await
-            .map_err(|error| invalid(format!("installing the backup panicked: {error}")))??;
-
-    // The modules, kept as if fetched from a peer.
-    let modules_from = backup.to_owned();
-    let keeping = store.clone();
-    let modules = tokio::task::spawn_blocking(move || {
-        let mut reader =
-            std::io::BufReader::new(std::fs::File::open(&modules_from).map_err(|e| invalid(e.to_string()))?);
-        let snapshot_bytes = read_prefix(&mut reader, &modules_from)?;
-        std::io::copy(&mut (&mut reader).take(snapshot_bytes), &mut std::io::sink())
-            .map_err(|e| invalid(e.to_string()))?;
-        read_modules(&mut reader, &modules_from, |sha256, module| Ok(keeping.put_plugin_blob(&sha256, &module)?))
+    // One pass over the file: the snapshot is copied where a received one
+    // goes, verified again and installed; the modules are kept as if
+    // fetched from a peer.
+    let (dir, backup) = (dir.to_owned(), backup.to_owned());
+    let (store, last, records, modules) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&dir)?;
+        let io = |error: std::io::Error| invalid(format!("{}: {error}", backup.display()));
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&backup).map_err(io)?);
+        let snapshot_bytes = read_prefix(&mut reader, &backup)?;
+        let received = store.begin_receiving_snapshot()?.path().to_owned();
+        let mut copy = std::fs::OpenOptions::new().write(true).open(&received).map_err(io)?;
+        std::io::copy(&mut (&mut reader).take(snapshot_bytes), &mut copy).map_err(io)?;
+        copy.sync_all().map_err(io)?;
+        let meta = crate::state_machine::snapshot_meta(&store.snapshot_header(&received)?)?;
+        let Some(last) = meta.last_log_id else {
+            return Err(invalid(format!("{} holds no applied entry: there is nothing to restore", backup.display())));
+        };
+        let (_, stats) = store.install_snapshot(&received, &meta.snapshot_id)?;
+        let modules =
+            read_modules(&mut reader, &backup, |sha256, module| Ok(store.put_plugin_blob(&sha256, &module)?))?;
+        Ok::<_, ConsensusError>((store, last, stats.records, modules))
     })
     .await
-    .map_err(|error| invalid(format!("keeping the modules panicked: {error}")))??;
+    .map_err(|error| invalid(format!("installing the backup panicked: {error}")))??;
 
     // The membership becomes the restoring node alone, from the backup's
     // last entry on; the snapshot is taken again so that it says so too
@@ -262,5 +244,5 @@ pub async fn restore(dir: &Path, backup: &Path, id: NodeId, info: MemberInfo) ->
     log.save_vote(&Vote::new(last.leader_id.term, id)).await.map_err(|error| invalid(error.to_string()))?;
     log.purge(last).await.map_err(|error| invalid(error.to_string()))?;
     store.flush()?;
-    Ok(Restored { log_index: last.index, records: stats.records, modules })
+    Ok(Restored { log_index: last.index, records, modules })
 }

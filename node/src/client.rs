@@ -115,16 +115,35 @@ const MAX_HEAD_BYTES: u64 = 16 * 1024;
 /// or `wss://`), with `token` (by default `ZEROMESH_TOKEN`) as the bearer
 /// token, over a connection of its own.
 pub async fn http_get(url: &str, path: &str, token: Option<String>) -> Result<HttpAnswer, String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let token = token.or_else(|| std::env::var(TOKEN_ENV).ok()).filter(|token| !token.is_empty());
+    let authorization = token.map(|token| format!("Bearer {}", token.trim()));
+    let headers: Vec<(&str, &str)> = authorization.iter().map(|value| ("Authorization", value.as_str())).collect();
+    http_request(url, "GET", path, &headers, b"").await
+}
+
+/// One HTTP/1.1 request to the node at `url` (`ws://`, `wss://`, `http://`
+/// or `https://`), with exactly `headers` and `body`, over a connection of
+/// its own; the answer's head read, its body left to read.
+pub async fn http_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpAnswer, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {}\r\n", token.trim()));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let mut stream = connect(url, None).await?;
     stream.write_all(head.as_bytes()).await.map_err(|error| error.to_string())?;
+    stream.write_all(body).await.map_err(|error| error.to_string())?;
     let mut reader = tokio::io::BufReader::new(stream);
     let mut lines = Vec::new();
     let mut limited = (&mut reader).take(MAX_HEAD_BYTES);

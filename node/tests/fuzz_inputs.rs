@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
@@ -21,6 +21,9 @@ use zeromesh_protocol::{Command, MemberInfo, MemoryBatch, MemoryCommand, MemoryP
 
 /// Named inputs for one target.
 type Inputs = Vec<(String, Vec<u8>)>;
+
+/// How long the snapshot's node may take to elect itself and to snapshot.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("node/ is in the repository").to_owned()
@@ -157,19 +160,12 @@ fn snapshots() -> Inputs {
         let node = ConsensusNode::open(1, dir.path(), &settings, router.endpoint(1)).await.expect("opens");
         router.connect(1, node.raft().clone());
         node.initialize(BTreeMap::from([(1, member())])).await.expect("initialises");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while node.cluster_view().leader != Some(1) {
-            assert!(Instant::now() < deadline, "no leader within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        node.wait_for("a leader", WAIT, |view| view.leader == Some(1)).await.expect("elects itself");
         for (path, value) in [("agent-1/notes/today", "hello"), ("agent-1/notes/today", "again"), ("b/c", "x")] {
             node.write(put(path, value)).await.expect("writes");
         }
         node.raft().trigger().snapshot().await.expect("asks for a snapshot");
-        while node.cluster_view().snapshot_index.is_none() {
-            assert!(Instant::now() < deadline, "no snapshot within 30 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        node.wait_for("a snapshot", WAIT, |view| view.snapshot_index.is_some()).await.expect("takes a snapshot");
         let bytes = std::fs::read(dir.path().join("snapshots/current.snap")).expect("the snapshot file");
         node.shutdown().await.expect("shuts down");
         bytes

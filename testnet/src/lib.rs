@@ -219,39 +219,17 @@ pub async fn http_exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<HttpAnswer> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = api.trim_start_matches("ws://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+    use tokio::io::AsyncReadExt;
+    let url = if api.contains("://") { api.to_owned() } else { format!("ws://{api}") };
+    let mut answer = zeromesh::client::http_request(&url, method, path, headers, body).await.map_err(|e| anyhow!(e))?;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), answer.body.read_to_end(&mut bytes))
         .await
         .context("no HTTP answer within 30 s")??;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").context("the answer has no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("no status in {head:?}"))?;
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let chunked = headers.iter().any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Ok(HttpAnswer { status, headers, body })
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let chunked = answer.header("transfer-encoding").is_some_and(|value| value.contains("chunked"));
+    let body = if chunked { dechunk(&body) } else { body };
+    Ok(HttpAnswer { status: answer.status, headers: answer.headers, body })
 }
 
 /// A 2026-07-28 request: self-contained, the revision and the client's
