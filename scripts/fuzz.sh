@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes every decoder of outside input (mesh messages, adverts, snapshot
+# Fuzzes every decoder of outside input (mesh and offload messages, adverts, snapshot
 # and backup files, plugin packages, configuration files, agent exports, API
 # requests) with libFuzzer, each for the given time, and stops non-zero when
 # one crashes, hangs or runs out of memory, naming the input that did it.

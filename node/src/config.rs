@@ -109,6 +109,16 @@ pub struct RunArgs {
     /// governed call reserves through the log.
     #[arg(long, env = "ZEROMESH_LEASE_CALLS")]
     pub lease_calls: Option<String>,
+    /// Whether this node runs plugins (true, the default, or false): a node
+    /// that does not fetches no modules and serves plugin tools through the
+    /// peers that run them.
+    #[arg(long, env = "ZEROMESH_RUN_PLUGINS")]
+    pub run_plugins: Option<String>,
+    /// One-minute load average per core (e.g. 0.8) at or above which this
+    /// node sends calls of plugins it runs to less loaded peers that run
+    /// them too. By default it runs every call of a plugin it runs itself.
+    #[arg(long, env = "ZEROMESH_OFFLOAD_ABOVE_LOAD")]
+    pub offload_above_load: Option<String>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -141,6 +151,8 @@ struct FileConfig {
     rate_limit_per_token: Option<u64>,
     api_idle_timeout_ms: Option<u64>,
     lease_calls: Option<u64>,
+    run_plugins: Option<bool>,
+    offload_above_load: Option<f64>,
 }
 
 /// A node's validated settings.
@@ -178,6 +190,10 @@ pub struct NodeConfig {
     pub lease_calls: u64,
     /// A backup to start a new cluster from (`zeromesh restore`).
     pub restore: Option<PathBuf>,
+    /// Whether this node runs plugins itself.
+    pub run_plugins: bool,
+    /// Load per core, in thousandths, from which calls go to less loaded peers.
+    pub offload_above_milli: Option<u64>,
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -238,6 +254,36 @@ fn number(
         bail!("setting `{name}`: {value} is out of range; accepted: {}..={}", range.start(), range.end());
     }
     Ok(value)
+}
+
+/// Most load per core `offload_above_load` may be.
+const MAX_OFFLOAD_LOAD: f64 = 1_000.0;
+
+/// A load per core (a decimal number) from a flag or the file, in thousandths.
+fn load_per_core(name: &str, flag: Option<&str>, file: Option<f64>) -> anyhow::Result<Option<u64>> {
+    let value = match flag {
+        Some(text) => text.trim().parse::<f64>().map_err(|_| {
+            anyhow::anyhow!("setting `{name}`: {text:?} is not a number; accepted: a load per core such as 0.8")
+        })?,
+        None => match file {
+            Some(value) => value,
+            None => return Ok(None),
+        },
+    };
+    if !(0.0..=MAX_OFFLOAD_LOAD).contains(&value) {
+        bail!("setting `{name}`: {value} is out of range; accepted: 0 to {MAX_OFFLOAD_LOAD} (load per core)");
+    }
+    Ok(Some((value * 1000.0).round() as u64))
+}
+
+/// `true` or `false` from a flag or the file.
+fn boolean(name: &str, flag: Option<&str>, file: Option<bool>, default: bool) -> anyhow::Result<bool> {
+    match flag.map(str::trim) {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => bail!("setting `{name}`: {other:?} is not a boolean; accepted: true or false"),
+        None => Ok(file.unwrap_or(default)),
+    }
 }
 
 /// A DNS name or an IP address (IPv6 without brackets).
@@ -422,6 +468,12 @@ impl NodeConfig {
             )?),
             lease_calls: number("lease_calls", args.lease_calls.as_deref(), file.lease_calls, 0, 0..=MAX_LEASE_CALLS)?,
             restore: None,
+            run_plugins: boolean("run_plugins", args.run_plugins.as_deref(), file.run_plugins, true)?,
+            offload_above_milli: load_per_core(
+                "offload_above_load",
+                args.offload_above_load.as_deref(),
+                file.offload_above_load,
+            )?,
             rate_limit_per_token: number(
                 "rate_limit_per_token",
                 args.rate_limit_per_token.as_deref(),
@@ -482,5 +534,22 @@ mod tests {
         let args = RunArgs { config: Some(file), ..RunArgs::default() };
         let error = NodeConfig::resolve(&args).expect_err("unknown keys are refused").to_string();
         assert!(error.contains("voters"), "{error}");
+
+        let args = RunArgs { run_plugins: Some("no".into()), ..RunArgs::default() };
+        let error = NodeConfig::resolve(&args).expect_err("not a boolean").to_string();
+        assert!(error.contains("run_plugins") && error.contains("true or false"), "{error}");
+        for load in ["-1", "x", "1e9"] {
+            let args = RunArgs { offload_above_load: Some(load.into()), ..RunArgs::default() };
+            let error = NodeConfig::resolve(&args).expect_err("not a load").to_string();
+            assert!(error.contains("offload_above_load"), "{error}");
+        }
+        let args = RunArgs {
+            run_plugins: Some("false".into()),
+            offload_above_load: Some("0.75".into()),
+            ..RunArgs::default()
+        };
+        let config = NodeConfig::resolve(&args).expect("valid");
+        assert_eq!((config.run_plugins, config.offload_above_milli), (false, Some(750)));
+        assert!(NodeConfig::resolve(&RunArgs::default()).expect("valid").run_plugins);
     }
 }

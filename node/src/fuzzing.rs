@@ -8,6 +8,8 @@ use std::path::Path;
 use crate::mesh::advert::{Advert, SignedAdvert};
 use crate::mesh::codec;
 use crate::mesh::messages::{MeshRequest, MeshResponse};
+use crate::mesh::offload::{OffloadRequest, OffloadResponse, Receipt};
+use zeromesh_protocol::limits::MAX_OFFLOAD_MESSAGE_BYTES;
 
 /// A fixed "now" for checks that depend on the time (plugin expiry), so a
 /// crash found today replays the same way later.
@@ -19,6 +21,7 @@ pub type Decoder = fn(&[u8]) -> bool;
 /// The decoders, by fuzz target name.
 pub const TARGETS: &[(&str, Decoder)] = &[
     ("mesh_message", mesh_message),
+    ("offload_message", offload_message),
     ("advert", advert),
     ("snapshot", snapshot),
     ("backup", backup),
@@ -39,6 +42,27 @@ pub fn mesh_message(data: &[u8]) -> bool {
     }
     let request = round_trip::<MeshRequest>(data);
     round_trip::<MeshResponse>(data) || request
+}
+
+/// A message from a peer on the offload protocol, as a request (with the
+/// checks a node makes before running it) and as a response (with the
+/// receipt inside it). What decodes encodes again, and that decodes too.
+pub fn offload_message(data: &[u8]) -> bool {
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {
+        let message = codec::decode_within::<T>(data, MAX_OFFLOAD_MESSAGE_BYTES).ok()?;
+        let again = codec::encode_within(&message, MAX_OFFLOAD_MESSAGE_BYTES).expect("a decoded message encodes");
+        codec::decode_within::<T>(&again, MAX_OFFLOAD_MESSAGE_BYTES).expect("an encoded message decodes");
+        Some(message)
+    }
+    let request = round_trip::<OffloadRequest>(data).is_some_and(|request| request.check().is_ok());
+    let response = match round_trip::<OffloadResponse>(data) {
+        Some(OffloadResponse::Ran { receipt, .. }) => {
+            codec::decode_within::<Receipt>(&receipt.receipt, MAX_OFFLOAD_MESSAGE_BYTES).is_ok()
+        }
+        Some(OffloadResponse::NotRun(_)) => true,
+        None => false,
+    };
+    request || response
 }
 
 /// A gossiped advert: the signed envelope with all its checks, and the

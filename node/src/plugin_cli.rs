@@ -106,9 +106,19 @@ fn capability_arg(name: &str) -> anyhow::Result<Capability> {
     })
 }
 
-/// Waits, with a progress bar, until every member of `node`'s cluster
-/// advertises module `module`, or `timeout` passes: (loaded, members).
-async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Result<(usize, usize)> {
+/// How far a module has loaded across the cluster.
+struct Loaded {
+    /// Members that advertise running it.
+    loaded: usize,
+    /// Members that run plugins (all but those whose advert says they do not).
+    members: usize,
+    /// Members that run no plugins (`run_plugins = false`).
+    without_plugins: usize,
+}
+
+/// Waits, with a progress bar, until every member of `node`'s cluster that
+/// runs plugins advertises module `module`, or `timeout` passes.
+async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Result<Loaded> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
     let bar = zeromesh::cli::members_bar("loading the module");
     let deadline = tokio::time::Instant::now() + timeout;
@@ -121,20 +131,25 @@ async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Res
             .flatten()
             .filter_map(|member| member["p2p_addr"].as_str()?.rsplit_once("/p2p/").map(|(_, peer)| peer))
             .collect();
-        let loaded = mesh["adverts"]
+        let adverts: Vec<&Value> = mesh["adverts"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|advert| advert["peer_id"].as_str().is_some_and(|peer| members.contains(&peer)))
+            .collect();
+        let without_plugins = adverts.iter().filter(|advert| advert["runs_plugins"] == false).count();
+        let loaded = adverts
+            .iter()
             .filter(|advert| {
                 advert["plugin_hashes"].as_array().is_some_and(|hashes| hashes.iter().any(|h| h == module))
             })
             .count();
-        bar.set_length(members.len() as u64);
+        let running_plugins = members.len() - without_plugins;
+        bar.set_length(running_plugins as u64);
         bar.set_position(loaded as u64);
-        if loaded >= members.len() || tokio::time::Instant::now() > deadline {
+        if loaded >= running_plugins || tokio::time::Instant::now() > deadline {
             bar.finish_and_clear();
-            return Ok((loaded, members.len()));
+            return Ok(Loaded { loaded, members: running_plugins, without_plugins });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -207,8 +222,14 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 tools.join(", ")
             );
             if let Some(seconds) = wait {
-                let (loaded, members) = wait_loaded(&node, module, Duration::from_secs(seconds)).await?;
-                println!("loaded on {loaded} of {members} members");
+                let Loaded { loaded, members, without_plugins } =
+                    wait_loaded(&node, module, Duration::from_secs(seconds)).await?;
+                match without_plugins {
+                    0 => println!("loaded on {loaded} of {members} members"),
+                    others => println!(
+                        "loaded on {loaded} of {members} members that run plugins ({others} run none and call through them)"
+                    ),
+                }
             }
         }
         PluginCommand::Uninstall { name, node } => {

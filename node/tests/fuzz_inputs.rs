@@ -14,6 +14,7 @@ use zeromesh::fuzzing::TARGETS;
 use zeromesh::mesh::advert::{Advert, SignedAdvert};
 use zeromesh::mesh::codec;
 use zeromesh::mesh::messages::{JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted};
+use zeromesh::mesh::offload::{sha256, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt};
 use zeromesh_consensus::{ConsensusNode, InProcessRouter, RaftSettings, TypeConfig};
 use zeromesh_plugins::{Manifest, Package};
 use zeromesh_protocol::agent::AgentSnapshot;
@@ -103,6 +104,47 @@ fn mesh_messages() -> Inputs {
     inputs
 }
 
+fn offload_messages() -> Inputs {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).expect("a key from 32 bytes");
+    let request = OffloadRequest {
+        call_id: [5; 16],
+        plugin: "echo".into(),
+        module_sha256: [0xab; 32],
+        tool: "echo".into(),
+        arguments: br#"{"text":"hello"}"#.to_vec(),
+        agent: "agent-1".into(),
+        fuel: Some(1_000_000),
+        wall_ms: 2_000,
+        reservation: Some(ReceiptReservation { agreement: "deal-1".into(), key: "k-1".into(), log_index: 42 }),
+    };
+    let output = br#"{"text":"hello"}"#.to_vec();
+    let receipt = Receipt {
+        call_id: request.call_id,
+        peer_id: keypair.public().to_peer_id().to_string(),
+        node_id: 3,
+        plugin: request.plugin.clone(),
+        tool: request.tool.clone(),
+        module_sha256: request.module_sha256,
+        input_sha256: sha256(&request.arguments),
+        output_sha256: sha256(&output),
+        is_error: false,
+        fuel_used: 5_000,
+        wall_ms: 2,
+        reservation: request.reservation.clone(),
+    };
+    let receipt = SignedReceipt::sign(&receipt, &keypair).expect("signs");
+    vec![
+        ("request".into(), offload_encode(&request)),
+        ("response-ran".into(), offload_encode(&OffloadResponse::Ran { output, receipt })),
+        ("response-not-run".into(), offload_encode(&OffloadResponse::NotRun("busy".into()))),
+    ]
+}
+
+/// A message encoded within the offload protocol's limit.
+fn offload_encode<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    codec::encode_within(message, zeromesh_protocol::limits::MAX_OFFLOAD_MESSAGE_BYTES).expect("encodes")
+}
+
 fn adverts() -> Inputs {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes([7; 32]).expect("a key from 32 bytes");
     let advert = Advert {
@@ -114,6 +156,8 @@ fn adverts() -> Inputs {
         free_cpu_millicores: 1500,
         free_memory_bytes: 8 << 30,
         load_milli: 420,
+        cores: 2,
+        runs_plugins: true,
         plugin_hashes: vec!["ab".repeat(32)],
         free_disk_bytes: Some(20 << 30),
         min_free_disk_bytes: 128 << 20,
@@ -210,6 +254,8 @@ dev = false
 rate_limit_per_token = 1000
 api_idle_timeout_ms = 90000
 lease_calls = 16
+run_plugins = true
+offload_above_load = 0.8
 "#;
     vec![("systemd".into(), systemd), ("every-setting".into(), every_setting.as_bytes().to_vec())]
 }
@@ -260,6 +306,7 @@ fn generated() -> Vec<(&'static str, Inputs)> {
     let backups = backups(&snapshots[0].1);
     vec![
         ("mesh_message", mesh_messages()),
+        ("offload_message", offload_messages()),
         ("advert", adverts()),
         ("snapshot", snapshots),
         ("backup", backups),

@@ -90,6 +90,20 @@ pub const MAX_MESH_REQUESTS_IN_FLIGHT: usize = 1024;
 pub const MAX_MESH_STREAMS_PER_CONNECTION: usize = 256;
 /// Mesh connections kept at once (both directions).
 pub const MAX_MESH_CONNECTIONS: u32 = 256;
+/// Largest message of the offload protocol (a plugin call run on a peer
+/// and its answer): the arguments or the result, a receipt, names.
+pub const MAX_OFFLOAD_MESSAGE_BYTES: usize =
+    if MAX_PLUGIN_ARGS_BYTES > MAX_PLUGIN_RESULT_BYTES { MAX_PLUGIN_ARGS_BYTES } else { MAX_PLUGIN_RESULT_BYTES }
+        + 64 * 1024;
+/// Plugin calls a node runs for its peers at once; more are answered
+/// "busy" without running, so the caller tries another peer.
+pub const MAX_OFFLOAD_SERVED_IN_FLIGHT: usize = 32;
+/// Plugin calls a node has running on its peers at once; more wait.
+pub const MAX_OFFLOAD_SENT_IN_FLIGHT: usize = 64;
+/// Concurrent offload streams per peer connection.
+pub const MAX_OFFLOAD_STREAMS_PER_CONNECTION: usize = 64;
+/// Peers one call is tried on before it runs locally (or fails).
+pub const MAX_OFFLOAD_ATTEMPTS: usize = 3;
 /// Bootstrap peers a node may be given.
 pub const MAX_BOOTSTRAP_PEERS: usize = 32;
 /// Longest join token, in bytes (the generated ones are 64 hex digits).

@@ -20,6 +20,7 @@ use zeromesh::client::{ApiClient, ClientError};
 pub mod linearizable;
 pub mod nemesis;
 mod netns;
+pub mod parties;
 
 /// How long a node may take to print its `ready` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -732,6 +733,16 @@ impl Testnet {
             .await?;
         }
         Ok(())
+    }
+
+    /// The value of a counter or gauge (`name`, with its labels if it has
+    /// any) on node `index`'s `/metrics` page.
+    pub async fn metric(&self, index: usize, name: &str) -> Option<u64> {
+        let authorization = self.admin_token.as_ref().map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> =
+            authorization.as_deref().map(|value| ("Authorization", value)).into_iter().collect();
+        let (_, body) = http_request(&self.nodes[index].address.api, "GET", "/metrics", &headers, b"").await.ok()?;
+        body.lines().find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
     }
 
     /// Node `index`'s `cluster_status`.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::{ApiClient, ClientError};
-use zeromesh_testnet::{cli_as, connect_when_known, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::parties::Parties;
+use zeromesh_testnet::{connect_when_known, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The agreement's lifetime limit of calls.
@@ -28,116 +29,6 @@ fn path(path: &Path) -> String {
 
 /// An operator of a testnet, through the command line with its admin token:
 /// a provider key the mesh trusts, and an agent spawned with a key of its own.
-struct Parties {
-    admin: String,
-    api: Vec<String>,
-    keys: tempfile::TempDir,
-}
-
-impl Parties {
-    /// Makes both keys, trusts the provider's, and spawns `agent` allowed `tools`.
-    fn new(testnet: &Testnet, agent: &str, tools: &[&str]) -> Parties {
-        let admin = testnet.admin_token.clone().expect("node 0 printed the first admin token");
-        let api = testnet.nodes.iter().map(|node| node.address.api.clone()).collect();
-        let parties = Parties { admin, api, keys: tempfile::tempdir().unwrap() };
-        parties.run(&["plugin", "keygen", "--out", &parties.key("provider")]).unwrap();
-        parties.run(&["plugin", "keygen", "--out", &parties.key("consumer")]).unwrap();
-        parties.run(&["plugin", "trust", &parties.public("provider"), "--node", &parties.api[0]]).unwrap();
-        let mut spawn = vec!["agent", "spawn", agent, "--owner", "ops", "--node", &parties.api[2]];
-        for tool in tools {
-            spawn.extend(["--tool", tool]);
-        }
-        let consumer = parties.public("consumer");
-        spawn.extend(["--key", &consumer, "--tag", "tested"]);
-        assert!(parties.run(&spawn).unwrap().contains(&format!("agent {agent} running")));
-        // An agent with agreements calls only what a policy permits.
-        parties.set_policies(r#"@id("agents-may-call") permit(principal, action, resource);"#, &[]);
-        parties
-    }
-
-    /// Sets the mesh's policy set to `text` through node 1 (with `extra`
-    /// arguments); what the command line printed, or why it failed.
-    fn set_policies(&self, text: &str, extra: &[&str]) -> String {
-        let file = self.keys.path().join("policies.cedar");
-        std::fs::write(&file, text).unwrap();
-        let file = path(&file);
-        let mut set = vec!["policy", "set", &file, "--node", &self.api[1]];
-        set.extend(extra);
-        self.run(&set).unwrap_or_else(|error| format!("{error:#}"))
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        cli_as(Some(&self.admin), args)
-    }
-
-    /// The secret key file of `party` (`provider` or `consumer`).
-    fn key(&self, party: &str) -> String {
-        path(&self.keys.path().join(format!("{party}.key")))
-    }
-
-    fn public(&self, party: &str) -> String {
-        format!("{}.pub", self.key(party))
-    }
-
-    /// Creates draft agreement `id` for `agent`, covering `tool`, within `limits`.
-    fn create(&self, id: &str, agent: &str, tool: &str, limits: &[&str]) -> String {
-        let provider = self.public("provider");
-        let mut create = vec![
-            "agreement",
-            "create",
-            id,
-            "--consumer",
-            agent,
-            "--provider",
-            &provider,
-            "--tool",
-            tool,
-            "--expires-in",
-            "1h",
-        ];
-        for limit in limits {
-            create.extend(["--limit", limit]);
-        }
-        create.extend(["--node", &self.api[0]]);
-        self.run(&create).unwrap()
-    }
-
-    /// Both parties sign agreement `id` (through different nodes) and it is activated.
-    fn sign_and_activate(&self, id: &str) -> String {
-        self.run(&["agreement", "sign", id, "--key", &self.key("consumer"), "--node", &self.api[1]]).unwrap();
-        self.run(&["agreement", "sign", id, "--key", &self.key("provider"), "--node", &self.api[2]]).unwrap();
-        self.run(&["agreement", "activate", id, "--node", &self.api[0]]).unwrap()
-    }
-
-    /// A connection with `token` to every node, once each node knows it.
-    async fn clients(&self, token: &str) -> Vec<ApiClient> {
-        let mut clients = Vec::new();
-        for node in &self.api {
-            let client = connect_when_known(&node, token, WAIT).await.unwrap();
-            clients.push(client);
-        }
-        clients
-    }
-
-    /// The provider signs the `echo` example plugin and installs it.
-    fn install_echo(&self) {
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
-        let package = path(&self.keys.path().join("echo.zmp"));
-        let (wat, manifest) = (path(&examples.join("echo.wat")), path(&examples.join("echo.json")));
-        let provider = self.key("provider");
-        self.run(&["plugin", "sign", &wat, "--manifest", &manifest, "--key", &provider, "--out", &package])
-            .expect("the WebAssembly text is signed");
-        self.run(&["plugin", "install", &package, "--node", &self.api[1]]).unwrap();
-    }
-
-    /// A new token for `agent`.
-    fn agent_token(&self, agent: &str) -> String {
-        let token = self.run(&["token", "create", "--role", "agent", "--agent", agent, "--node", &self.api[0]]);
-        token.unwrap().trim().to_owned()
-    }
-}
-
-/// Waits until every node of `testnet` holds agreement `id` active.
 async fn wait_active(testnet: &Testnet, id: &str) {
     for index in 0..testnet.nodes.len() {
         wait_until(&format!("node {index} to know agreement {id} active"), WAIT, || async {
@@ -220,7 +111,7 @@ async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_kille
     // A provider publishes echo; the agent signs an agreement with it.
     let parties = Parties::new(&testnet, "meter", &["echo", "memory_*"]);
     let api = parties.api.clone();
-    parties.install_echo();
+    parties.install_example("echo", &[]);
     let limit = format!("calls={LIMIT}/lifetime");
     assert!(parties.create("cap", "meter", "echo", &[&limit]).contains("agreement cap draft: created"));
     let half = parties.run(&["agreement", "activate", "cap", "--node", &api[1]]).unwrap_err().to_string();
@@ -520,7 +411,7 @@ async fn a_proof_of_usage_shows_a_window_within_its_limit_offline_and_anything_a
     };
     let testnet = Testnet::start(3, options).await.expect("a testnet starts");
     let parties = Parties::new(&testnet, "audited", &["echo"]);
-    parties.install_echo();
+    parties.install_example("echo", &[]);
     assert!(parties
         .create("metered", "audited", "echo", &["calls=80/lifetime", "bytes_in=100000/day"])
         .contains("created"));

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use zeromesh_testnet::{cli_as, http_request, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -204,12 +204,6 @@ async fn voters_cosign_checkpoints_and_entries_are_proved_offline_even_by_a_node
     assert!(verified.contains("compacted"), "the new node never held the entry's bytes: {verified}");
 }
 
-/// The value of a counter or gauge on node `api`'s /metrics page.
-async fn metric(api: &str, name: &str) -> Option<u64> {
-    let (_, body) = http_request(api, "GET", "/metrics", &[], b"").await.ok()?;
-    body.lines().find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_whose_tree_was_altered_refuses_to_cosign_and_raises_the_alarm() {
     let options =
@@ -236,16 +230,14 @@ async fn a_voter_whose_tree_was_altered_refuses_to_cosign_and_raises_the_alarm()
     testnet.restart(victim).await.unwrap();
     client.call_tool("memory_put", json!({ "path": "a/after", "value": "x" })).await.unwrap();
 
-    let victim_api = testnet.nodes[victim].address.api.clone();
     wait_until("the victim to count a root mismatch", WAIT, || async {
-        metric(&victim_api, "zeromesh_trace_root_mismatches_total").await.filter(|count| *count > 0)
+        testnet.metric(victim, "zeromesh_trace_root_mismatches_total").await.filter(|count| *count > 0)
     })
     .await
     .unwrap();
     assert!(testnet.nodes[victim].log_tail(200).contains("ALARM"), "{}", testnet.nodes[victim].log_tail(50));
 
     // The two others still cosign: a majority of three.
-    let leader_api = testnet.nodes[leader].address.api.clone();
     let answer = wait_until("a checkpoint past the alteration", WAIT, || async {
         let answer = testnet.call(leader, "trace_checkpoint", json!({})).await.ok()?;
         let text = answer["checkpoint"].as_str()?.to_owned();
@@ -258,5 +250,5 @@ async fn a_voter_whose_tree_was_altered_refuses_to_cosign_and_raises_the_alarm()
     assert_eq!(text.lines().filter(|line| line.starts_with('\u{2014}')).count(), 2, "{text}");
     let victim_peer = &testnet.nodes[victim].address.peer_id;
     assert!(!text.contains(victim_peer.as_str()), "the victim must not have cosigned: {text}");
-    assert!(metric(&leader_api, "zeromesh_trace_root_mismatches_total").await == Some(0));
+    assert!(testnet.metric(leader, "zeromesh_trace_root_mismatches_total").await == Some(0));
 }

@@ -13,7 +13,7 @@ use zeromesh_protocol::auth::Role;
 
 use crate::access::{memory_target, permits, Access};
 use crate::caller::{acting_agent, Caller};
-use crate::metering::{budget, governing, wanted, Budget, Meter, Metered};
+use crate::metering::{budget, governing, wanted, Budget, Meter, Metered, Reservation};
 use crate::policy::{Policies, PolicyCall, Verdict};
 
 /// Times a call is decided again when the policy set changed between its
@@ -353,7 +353,9 @@ impl Kernel {
     ) -> Result<Served<W::Outcome>, Refusal> {
         let Reserved { key, granted, log_index } = reserved;
         let mut unsettled = Unsettled { world, record, key: &key, armed: true };
-        let ran = world.run(call.tool, agent, call.arguments, budget(record, &granted)).await;
+        let reservation = Reservation { agreement: record.terms.id.clone(), key: key.clone(), log_index };
+        let allowed = Budget { reservation: Some(reservation), ..budget(record, &granted) };
+        let ran = world.run(call.tool, agent, call.arguments, allowed).await;
         let mut used = ran.used;
         used.calls = granted.calls;
         used.bytes_in = granted.bytes_in;
@@ -804,9 +806,13 @@ mod tests {
     #[tokio::test]
     async fn a_retried_key_counts_once() {
         let tools = bot_under(vec![agreement("deal", &["*"], &["calls=1/minute"], AgreementState::Active)]);
-        metered_call(&tools, "bot", "echo.say", Some("try-1")).await.unwrap();
+        let metered = metered_call(&tools, "bot", "echo.say", Some("try-1")).await.unwrap().unwrap();
         metered_call(&tools, "bot", "echo.say", Some("try-1")).await.unwrap();
         assert!(metered_call(&tools, "bot", "echo.say", Some("try-2")).await.is_err());
+        // The tool is told the reservation it runs under (a peer's receipt names it).
+        let reservation = tools.runs.lock().unwrap()[0].3.reservation.clone();
+        let expected = Reservation { agreement: "deal".into(), key: "try-1".into(), log_index: metered.log_index };
+        assert_eq!(reservation, Some(expected));
         assert_eq!(tools.ledger.lock().unwrap().windows[0].used, 1);
         let bad = metered_call(&tools, "bot", "echo.say", Some("no spaces")).await.unwrap_err();
         assert!(matches!(bad, Refusal::InvalidKey { .. }), "{bad}");

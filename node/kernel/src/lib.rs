@@ -9,6 +9,7 @@ mod call;
 mod caller;
 mod leases;
 mod metering;
+pub mod placement;
 mod policy;
 #[cfg(test)]
 mod testing;
@@ -17,5 +18,5 @@ pub use access::{memory_target, permits, Access};
 pub use call::{Kernel, Ran, Refusal, Registry, Served, ToolCall, Tools};
 pub use caller::{acting_agent, Caller, ANONYMOUS_AGENT};
 pub use leases::{LeaseBook, Spent, Taken};
-pub use metering::{budget, needs_settling, Budget, Meter, Metered};
+pub use metering::{budget, needs_settling, Budget, Meter, Metered, Reservation};
 pub use policy::{Policies, PolicyCall, PolicyErrors, Verdict, SCHEMA};

@@ -50,12 +50,23 @@ pub trait Meter {
 }
 
 /// What a call may use of the amounts known only afterwards; `None` leaves
-/// the tool's own limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// the tool's own limit. A governed call's budget names the reservation
+/// it is settled against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Budget {
     pub fuel: Option<u64>,
     pub wall_ms: Option<u64>,
     pub bytes_out: Option<u64>,
+    pub reservation: Option<Reservation>,
+}
+
+/// The reservation a governed call runs under: its agreement, its key and
+/// the log entry that granted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub agreement: String,
+    pub key: String,
+    pub log_index: u64,
 }
 
 impl Budget {

@@ -26,7 +26,7 @@ const VIOLATIONS_SHOWN: u64 = 10;
 async fn part(state: &ApiState, caller: &Caller, name: &str, arguments: Value) -> Value {
     let no_progress: crate::tools::Progress = Arc::new(|_, _, _| {});
     match state.tools.call(caller, name, arguments, CallMeta::default(), no_progress).await {
-        Ok(served) => served.outcome.unwrap_or_else(|error| json!({ "error": error.to_string() })),
+        Ok(served) => served.outcome.outcome.unwrap_or_else(|error| json!({ "error": error.to_string() })),
         Err(refusal) => json!({ "error": refusal.to_string() }),
     }
 }

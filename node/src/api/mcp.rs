@@ -46,6 +46,11 @@ pub const USAGE_META_KEY: &str = "zeromesh/usage";
 /// `refused`, `unavailable`, or `outcome_unknown` when it may have been
 /// applied).
 pub const ERROR_META_KEY: &str = "zeromesh/error";
+/// A plugin tool's result's `_meta` key: the node that ran the call
+/// (`nodeId`, `offloaded`, and for a peer its `peerId`).
+pub const HOST_META_KEY: &str = "zeromesh/host";
+/// An offloaded call's result's `_meta` key: the receipt the peer signed.
+pub const RECEIPT_META_KEY: &str = "zeromesh/receipt";
 
 const INSTRUCTIONS: &str = "A zeromesh node. Memory tools read and write agents' memories in the replicated log; cluster_status and mesh_peers describe the mesh; plugin_* tools manage signed WASM plugins, whose tools are listed too. Memories are resources mem://{agent}/{path}; subscribe to hear when one changes anywhere in the mesh. Name the calling agent in tools/call params._meta[\"zeromesh/agent\"].";
 

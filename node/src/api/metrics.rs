@@ -196,6 +196,30 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The whole metrics page.
+fn write_offload(out: &mut String, counters: &crate::plugins::OffloadCounters) {
+    out.push_str("# HELP zeromesh_offload_sent_total Plugin calls this node sent to a peer, by outcome: ran (a verified receipt), not_run (the peer did not run it), unknown (no answer, or a receipt that did not verify).\n");
+    out.push_str("# TYPE zeromesh_offload_sent_total counter\n");
+    for (outcome, count) in
+        [("ran", counters.sent_ran), ("not_run", counters.sent_not_run), ("unknown", counters.sent_unknown)]
+    {
+        let _ = writeln!(out, "zeromesh_offload_sent_total{{outcome=\"{outcome}\"}} {count}");
+    }
+    counter(
+        out,
+        "zeromesh_offload_receipts_refused_total",
+        "Receipts of offloaded calls that did not verify.",
+        counters.receipts_refused,
+    );
+    out.push_str(
+        "# HELP zeromesh_offload_served_total Plugin calls peers sent to this node, by outcome: ran, or not_run.\n",
+    );
+    out.push_str("# TYPE zeromesh_offload_served_total counter\n");
+    for (outcome, count) in [("ran", counters.served_ran), ("not_run", counters.served_not_run)] {
+        let _ = writeln!(out, "zeromesh_offload_served_total{{outcome=\"{outcome}\"}} {count}");
+    }
+    gauge(out, "zeromesh_offload_serving", "Plugin calls running on this node for peers now.", counters.serving);
+}
+
 pub fn render(state: &ApiState) -> String {
     let mut out = String::new();
     state.metrics.write_api(&mut out);
@@ -223,6 +247,7 @@ pub fn render(state: &ApiState) -> String {
     gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
     gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
     gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
+    write_offload(&mut out, &state.plugins.offload_counters());
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
     }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
 
-use super::mcp::{ERROR_META_KEY, USAGE_META_KEY};
+use super::mcp::{ERROR_META_KEY, HOST_META_KEY, RECEIPT_META_KEY, USAGE_META_KEY};
 use super::{ApiState, RpcError};
 use crate::tools::{CallMeta, Progress, ToolError};
 use zeromesh_kernel::{Caller, Metered};
@@ -64,7 +64,13 @@ pub async fn call(
     state.metrics.count_call(&served);
     let served = served.map_err(|refusal| super::auth::refusal_error(&refusal))?;
     let mut meta = MetaObject::default();
-    let answer = match served.outcome {
+    if let Some(served_by) = &served.outcome.served_by {
+        meta.insert(HOST_META_KEY.to_owned(), served_by.host_meta());
+        if let Some(receipt) = served_by.receipt_meta() {
+            meta.insert(RECEIPT_META_KEY.to_owned(), receipt);
+        }
+    }
+    let answer = match served.outcome.outcome {
         Ok(result) => CallToolResult::structured(result),
         Err(error @ ToolError::InvalidArguments { .. }) => {
             return Err(RpcError::invalid_params(error.to_string(), None))

@@ -29,7 +29,13 @@ pub struct Advert {
     pub free_memory_bytes: u64,
     /// The one-minute load average, in thousandths.
     pub load_milli: u64,
-    /// SHA-256 (hex) of every plugin module this node holds.
+    /// Cores the node may use.
+    pub cores: u64,
+    /// Whether the node runs plugins (`run_plugins`): one that does not
+    /// serves their tools through its peers.
+    pub runs_plugins: bool,
+    /// SHA-256 (hex) of every plugin module this node runs: it takes
+    /// offloaded calls of those.
     pub plugin_hashes: Vec<String>,
     /// Bytes free on the node's data disk (`None`: could not be read).
     pub free_disk_bytes: Option<u64>,
@@ -102,11 +108,32 @@ impl SignedAdvert {
     }
 }
 
+/// Cores this process may use.
+pub fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get() as u64)
+}
+
+/// This machine's one-minute load average in thousandths, read from /proc
+/// (zero elsewhere).
+pub fn load_milli() -> u64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|first| first.parse::<f64>().ok()))
+        .map_or(0, |load| (load * 1000.0) as u64)
+}
+
 /// An advert as kept in the table.
 #[derive(Debug, Clone)]
 pub struct KnownAdvert {
     pub advert: Advert,
     pub received_at: Instant,
+}
+
+impl Advert {
+    /// The one-minute load average per core, in thousandths.
+    pub fn load_per_core_milli(&self) -> u64 {
+        self.load_milli / self.cores.max(1)
+    }
 }
 
 /// The adverts this node has received, at most [`MAX_ADVERTS`], each kept
@@ -176,6 +203,8 @@ mod tests {
             free_cpu_millicores: 1000,
             free_memory_bytes: 1 << 30,
             load_milli: 100,
+            cores: 2,
+            runs_plugins: true,
             plugin_hashes: vec![],
             free_disk_bytes: Some(1 << 40),
             min_free_disk_bytes: 128 << 20,

@@ -1,6 +1,7 @@
-//! The wire codec of the mesh's request-response protocol: each message is a
-//! big-endian `u32` length and that many bytes of bincode, refused whole when
-//! the length is over [`MAX_MESH_MESSAGE_BYTES`].
+//! The wire codec of the mesh's request-response protocols: each message is
+//! a big-endian `u32` length and that many bytes of bincode, refused whole
+//! when the length is over the protocol's limit ([`MAX_MESH_MESSAGE_BYTES`]
+//! for the main one).
 
 use std::io;
 use std::marker::PhantomData;
@@ -17,61 +18,72 @@ use zeromesh_protocol::limits::MAX_MESH_MESSAGE_BYTES;
 /// offered this one.
 pub const MESH_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/rpc/1");
 
-fn options() -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX_MESH_MESSAGE_BYTES as u64)
+fn options(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(limit as u64)
 }
 
-/// Encodes `message`, refusing it when it would exceed the message limit.
+/// Encodes `message`, refusing it when it would exceed the mesh message limit.
 pub fn encode<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
-    options().serialize(message).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+    encode_within(message, MAX_MESH_MESSAGE_BYTES)
+}
+
+/// Encodes `message`, refusing it when it would exceed `limit` bytes.
+pub fn encode_within<T: Serialize>(message: &T, limit: usize) -> io::Result<Vec<u8>> {
+    options(limit).serialize(message).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 /// Decodes `bytes`; any trailing or missing byte is an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
-    options()
+    decode_within(bytes, MAX_MESH_MESSAGE_BYTES)
+}
+
+/// Decodes `bytes` of a protocol whose messages are at most `limit` bytes.
+pub fn decode_within<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> io::Result<T> {
+    options(limit)
         .reject_trailing_bytes()
         .deserialize(bytes)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T) -> io::Result<M> {
+async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T, limit: usize) -> io::Result<M> {
     let mut length = [0u8; 4];
     io.read_exact(&mut length).await?;
     let length = u32::from_be_bytes(length) as usize;
-    if length > MAX_MESH_MESSAGE_BYTES {
+    if length > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("mesh message of {length} bytes is over the limit of {MAX_MESH_MESSAGE_BYTES} bytes"),
+            format!("mesh message of {length} bytes is over the limit of {limit} bytes"),
         ));
     }
     let mut bytes = vec![0u8; length];
     io.read_exact(&mut bytes).await?;
-    decode(&bytes)
+    decode_within(&bytes, limit)
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
-    // `encode` is bounded by MAX_MESH_MESSAGE_BYTES, which fits in a u32.
+    // Encoding is bounded by a protocol's limit, at most MAX_MESH_MESSAGE_BYTES, which fits in a u32.
     io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
     io.write_all(&bytes).await?;
     io.close().await
 }
 
-/// A length-prefixed bincode codec for the request type `Q` and response `A`.
-pub struct BincodeCodec<Q, A>(PhantomData<fn() -> (Q, A)>);
+/// A length-prefixed bincode codec for the request type `Q` and response
+/// `A`, whose messages are at most `LIMIT` bytes.
+pub struct BincodeCodec<Q, A, const LIMIT: usize = MAX_MESH_MESSAGE_BYTES>(PhantomData<fn() -> (Q, A)>);
 
-impl<Q, A> Default for BincodeCodec<Q, A> {
+impl<Q, A, const LIMIT: usize> Default for BincodeCodec<Q, A, LIMIT> {
     fn default() -> Self {
         BincodeCodec(PhantomData)
     }
 }
 
-impl<Q, A> Clone for BincodeCodec<Q, A> {
+impl<Q, A, const LIMIT: usize> Clone for BincodeCodec<Q, A, LIMIT> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl<Q, A> Codec for BincodeCodec<Q, A>
+impl<Q, A, const LIMIT: usize> Codec for BincodeCodec<Q, A, LIMIT>
 where
     Q: Serialize + DeserializeOwned + Send + 'static,
     A: Serialize + DeserializeOwned + Send + 'static,
@@ -81,11 +93,11 @@ where
     type Response = A;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Q> {
-        read_frame(io).await
+        read_frame(io, LIMIT).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<A> {
-        read_frame(io).await
+        read_frame(io, LIMIT).await
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
@@ -94,7 +106,7 @@ where
         io: &mut T,
         request: Q,
     ) -> io::Result<()> {
-        write_frame(io, encode(&request)?).await
+        write_frame(io, encode_within(&request, LIMIT)?).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -103,7 +115,7 @@ where
         io: &mut T,
         response: A,
     ) -> io::Result<()> {
-        write_frame(io, encode(&response)?).await
+        write_frame(io, encode_within(&response, LIMIT)?).await
     }
 }
 
@@ -115,7 +127,8 @@ mod tests {
     fn a_frame_over_the_limit_is_refused_before_it_is_read() {
         let mut frame = ((MAX_MESH_MESSAGE_BYTES + 1) as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&[0; 16]);
-        let result: io::Result<Vec<u8>> = futures::executor::block_on(read_frame(&mut frame.as_slice()));
+        let result: io::Result<Vec<u8>> =
+            futures::executor::block_on(read_frame(&mut frame.as_slice(), MAX_MESH_MESSAGE_BYTES));
         let error = result.expect_err("an over-limit frame must be refused");
         assert!(error.to_string().contains("over the limit"), "{error}");
     }
@@ -129,7 +142,8 @@ mod tests {
         ))
         .expect("writing to memory works");
         let decoded: (u64, String) =
-            futures::executor::block_on(read_frame(&mut buffer.as_slice())).expect("round trip");
+            futures::executor::block_on(read_frame(&mut buffer.as_slice(), MAX_MESH_MESSAGE_BYTES))
+                .expect("round trip");
         assert_eq!(decoded, (7, "x".to_string()));
         let mut bytes = encode(&5u64).expect("encodes");
         bytes.push(0);

@@ -5,7 +5,7 @@
 //! [`InboundHandler`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -19,17 +19,26 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zeromesh_protocol::limits::{
     MAX_ADVERT_ADDRESSES, MAX_ADVERT_BYTES, MAX_MESH_CONNECTIONS, MAX_MESH_REQUESTS_IN_FLIGHT,
-    MAX_MESH_STREAMS_PER_CONNECTION,
+    MAX_MESH_STREAMS_PER_CONNECTION, MAX_OFFLOAD_MESSAGE_BYTES, MAX_OFFLOAD_SENT_IN_FLIGHT,
+    MAX_OFFLOAD_SERVED_IN_FLIGHT, MAX_OFFLOAD_STREAMS_PER_CONNECTION, MAX_PLUGIN_WALL_CLOCK_MS,
 };
 
 use super::advert::{AdvertTable, SignedAdvert, ADVERT_TOPIC};
 use super::codec::{BincodeCodec, MESH_PROTOCOL};
 use super::messages::{MeshError, MeshRequest, MeshResponse};
+use super::offload::{OffloadRequest, OffloadResponse, OFFLOAD_PROTOCOL};
 
 /// Answers requests that other nodes send to this one.
 pub trait InboundHandler: Send + Sync + 'static {
     fn handle(&self, peer: PeerId, request: MeshRequest) -> BoxFuture<'static, MeshResponse>;
 }
+
+/// Runs plugin calls that peers offload to this node.
+pub trait OffloadHandler: Send + Sync + 'static {
+    fn handle(&self, peer: PeerId, request: OffloadRequest) -> BoxFuture<'static, OffloadResponse>;
+}
+
+type OffloadCodec = BincodeCodec<OffloadRequest, OffloadResponse, MAX_OFFLOAD_MESSAGE_BYTES>;
 
 /// Why a request to another node got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,6 +84,9 @@ pub struct MeshCounters {
     pub adverts_rejected: u64,
     pub adverts_published: u64,
     pub inbound_refused_busy: u64,
+    /// Offloaded calls answered "busy" because this node already ran
+    /// [`MAX_OFFLOAD_SERVED_IN_FLIGHT`] for peers.
+    pub offload_refused_busy: u64,
 }
 
 #[derive(Default)]
@@ -92,6 +104,12 @@ enum MeshCommand {
         request: MeshRequest,
         reply: oneshot::Sender<Result<MeshResponse, MeshSendError>>,
     },
+    Offload {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: OffloadRequest,
+        reply: oneshot::Sender<Result<OffloadResponse, MeshSendError>>,
+    },
     SetAdvert(Vec<u8>),
     /// Dials an address without a peer id, to learn whose it is.
     Discover {
@@ -107,6 +125,7 @@ pub struct MeshHandle {
     commands: mpsc::Sender<MeshCommand>,
     shared: Arc<Mutex<Shared>>,
     adverts: Arc<Mutex<AdvertTable>>,
+    offload_handler: Arc<OnceLock<Arc<dyn OffloadHandler>>>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -117,11 +136,15 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     rpc: request_response::Behaviour<BincodeCodec<MeshRequest, MeshResponse>>,
+    offload: request_response::Behaviour<OffloadCodec>,
 }
 
 /// The slowest a request-response exchange may be before libp2p gives up on
 /// it; callers use their own, shorter, deadlines.
 const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest an offloaded call may be: the longest a plugin call may run,
+/// and time to carry it; callers use the call's own deadline.
+const OFFLOAD_TIMEOUT: Duration = Duration::from_millis(MAX_PLUGIN_WALL_CLOCK_MS + 10_000);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 const REDIAL_TICK: Duration = Duration::from_millis(250);
 const REDIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -172,8 +195,14 @@ fn build_behaviour(keypair: &Keypair) -> Result<Behaviour, Box<dyn std::error::E
             .with_request_timeout(RPC_TIMEOUT)
             .with_max_concurrent_streams(MAX_MESH_STREAMS_PER_CONNECTION),
     );
+    let offload = request_response::Behaviour::new(
+        [(OFFLOAD_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(OFFLOAD_TIMEOUT)
+            .with_max_concurrent_streams(MAX_OFFLOAD_STREAMS_PER_CONNECTION),
+    );
     let ping = ping::Behaviour::new(ping::Config::new());
-    Ok(Behaviour { limits: connection_limits::Behaviour::new(limits), identify, ping, kad, gossipsub, rpc })
+    Ok(Behaviour { limits: connection_limits::Behaviour::new(limits), identify, ping, kad, gossipsub, rpc, offload })
 }
 
 struct Redial {
@@ -196,6 +225,10 @@ struct MeshTask {
     publish_soon: bool,
     /// Dials made to learn a peer id, by connection.
     discovering: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    offload_handler: Arc<OnceLock<Arc<dyn OffloadHandler>>>,
+    offload_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<OffloadResponse, MeshSendError>>>,
+    offload_slots: Arc<Semaphore>,
+    offload_responses_tx: mpsc::Sender<(ResponseChannel<OffloadResponse>, OffloadResponse)>,
 }
 
 /// TCP, then (with a pre-shared key) the private-network handshake, then
@@ -247,6 +280,8 @@ impl MeshHandle {
         let adverts = Arc::new(Mutex::new(AdvertTable::new(config.advert_ttl)));
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (responses_tx, responses_rx) = mpsc::channel(MAX_MESH_REQUESTS_IN_FLIGHT);
+        let (offload_responses_tx, offload_responses_rx) = mpsc::channel(MAX_OFFLOAD_SERVED_IN_FLIGHT);
+        let offload_handler = Arc::new(OnceLock::new());
         let now = Instant::now();
         let redials: Vec<Redial> = config
             .bootstrap
@@ -277,9 +312,13 @@ impl MeshHandle {
             advert: None,
             publish_soon: false,
             discovering: HashMap::new(),
+            offload_handler: offload_handler.clone(),
+            offload_pending: HashMap::new(),
+            offload_slots: Arc::new(Semaphore::new(MAX_OFFLOAD_SERVED_IN_FLIGHT)),
+            offload_responses_tx,
         };
-        tokio::spawn(task.run(commands_rx, responses_rx));
-        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts };
+        tokio::spawn(task.run(commands_rx, responses_rx, offload_responses_rx));
+        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts, offload_handler };
         handle.wait_listening(Duration::from_secs(10)).await?;
         Ok(handle)
     }
@@ -308,8 +347,6 @@ impl MeshHandle {
             .collect()
     }
 
-    /// Sends `request` to `peer` (dialling one of `addresses` if needed) and
-    /// waits at most `timeout` for its answer.
     /// Whose node answers at `address` (one without `/p2p/`, a DNS name
     /// say): dials it and returns the peer id the connection proved.
     pub async fn discover(&self, address: Multiaddr, timeout: Duration) -> Result<PeerId, String> {
@@ -325,6 +362,8 @@ impl MeshHandle {
         }
     }
 
+    /// Sends `request` to `peer` (dialling one of `addresses` if needed) and
+    /// waits at most `timeout` for its answer.
     pub async fn request(
         &self,
         peer: PeerId,
@@ -332,14 +371,33 @@ impl MeshHandle {
         request: MeshRequest,
         timeout: Duration,
     ) -> Result<MeshResponse, MeshSendError> {
+        self.exchange(peer, timeout, |reply| MeshCommand::Request { peer, addresses, request, reply }).await
+    }
+
+    /// Has `peer` run an offloaded plugin call, waiting at most `timeout`.
+    pub async fn offload(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: OffloadRequest,
+        timeout: Duration,
+    ) -> Result<OffloadResponse, MeshSendError> {
+        self.exchange(peer, timeout, |reply| MeshCommand::Offload { peer, addresses, request, reply }).await
+    }
+
+    /// Hands the swarm task the command `command` makes around a reply
+    /// channel, and waits at most `timeout` for the answer from `peer`.
+    async fn exchange<A>(
+        &self,
+        peer: PeerId,
+        timeout: Duration,
+        command: impl FnOnce(oneshot::Sender<Result<A, MeshSendError>>) -> MeshCommand,
+    ) -> Result<A, MeshSendError> {
         if self.is_isolated(&peer) {
             return Err(MeshSendError::Unreachable { peer, reason: "traffic to it is cut by the test switch".into() });
         }
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(MeshCommand::Request { peer, addresses, request, reply })
-            .await
-            .map_err(|_| MeshSendError::Stopped)?;
+        self.commands.send(command(reply)).await.map_err(|_| MeshSendError::Stopped)?;
         let response = match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result?,
             Ok(Err(_)) => return Err(MeshSendError::Stopped),
@@ -350,6 +408,12 @@ impl MeshHandle {
             return Err(MeshSendError::Lost { peer, reason: "traffic to it is cut by the test switch".into() });
         }
         Ok(response)
+    }
+
+    /// Who runs the plugin calls peers offload here; until it is set, they
+    /// are answered "starting" without running.
+    pub fn set_offload_handler(&self, handler: Arc<dyn OffloadHandler>) {
+        let _ = self.offload_handler.set(handler);
     }
 
     /// Replaces the advert this node publishes and publishes it (now, or as
@@ -419,6 +483,7 @@ impl MeshTask {
         mut self,
         mut commands: mpsc::Receiver<MeshCommand>,
         mut responses: mpsc::Receiver<(ResponseChannel<MeshResponse>, MeshResponse)>,
+        mut offload_responses: mpsc::Receiver<(ResponseChannel<OffloadResponse>, OffloadResponse)>,
     ) {
         let mut redial_tick = tokio::time::interval(REDIAL_TICK);
         redial_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -432,6 +497,9 @@ impl MeshTask {
                 Some((channel, response)) = responses.recv() => {
                     // The requester may have gone; nothing to do then.
                     let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+                }
+                Some((channel, response)) = offload_responses.recv() => {
+                    let _ = self.swarm.behaviour_mut().offload.send_response(channel, response);
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial_tick.tick() => {
@@ -463,6 +531,20 @@ impl MeshTask {
                 }
                 let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(&peer, request, addresses);
                 self.pending.insert(id, (peer, reply));
+            }
+            MeshCommand::Offload { peer, addresses, request, reply } => {
+                if self.offload_pending.len() >= MAX_OFFLOAD_SENT_IN_FLIGHT {
+                    let _ = reply.send(Err(MeshSendError::Unreachable {
+                        peer,
+                        reason: format!("{MAX_OFFLOAD_SENT_IN_FLIGHT} offloaded calls are already in flight"),
+                    }));
+                    return;
+                }
+                for address in &addresses {
+                    self.swarm.add_peer_address(peer, address.clone());
+                }
+                let id = self.swarm.behaviour_mut().offload.send_request_with_addresses(&peer, request, addresses);
+                self.offload_pending.insert(id, reply);
             }
             MeshCommand::Discover { address, reply } => {
                 let dial = DialOpts::unknown_peer_id().address(address).build();
@@ -580,6 +662,7 @@ impl MeshTask {
                 self.publish_if_due();
             }
             BehaviourEvent::Rpc(event) => self.on_rpc_event(event),
+            BehaviourEvent::Offload(event) => self.on_offload_event(event),
             _ => {}
         }
     }
@@ -640,6 +723,51 @@ impl MeshTask {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound mesh request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_offload_event(&mut self, event: request_response::Event<OffloadRequest, OffloadResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    if lock(&self.shared).isolated.contains(&peer) {
+                        return;
+                    }
+                    let Ok(slot) = self.offload_slots.clone().try_acquire_owned() else {
+                        lock(&self.shared).counters.offload_refused_busy += 1;
+                        let busy = OffloadResponse::NotRun(format!(
+                            "node is running {MAX_OFFLOAD_SERVED_IN_FLIGHT} calls for peers already"
+                        ));
+                        let _ = self.swarm.behaviour_mut().offload.send_response(channel, busy);
+                        return;
+                    };
+                    let Some(handler) = self.offload_handler.get().cloned() else {
+                        let starting = OffloadResponse::NotRun("node is starting".into());
+                        let _ = self.swarm.behaviour_mut().offload.send_response(channel, starting);
+                        return;
+                    };
+                    let responses = self.offload_responses_tx.clone();
+                    tokio::spawn(async move {
+                        let response = handler.handle(peer, request).await;
+                        drop(slot);
+                        let _ = responses.send((channel, response)).await;
+                    });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.offload_pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some(reply) = self.offload_pending.remove(&request_id) {
+                    let _ = reply.send(Err(outbound_error(peer, error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound offload request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }

@@ -1,10 +1,12 @@
 //! The node's plugins: keeps the loaded set equal to the replicated
 //! registry (fetching missing modules from peers by SHA-256 and verifying
-//! them), names their tools, installs packages and runs tool calls.
+//! them), names their tools, installs packages and runs tool calls, here or
+//! on a peer that runs the plugin (`offload`).
 
 mod context;
 mod fetch;
 mod naming;
+mod offload;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -20,12 +22,15 @@ use zeromesh_protocol::{Command, CommandReply};
 
 use crate::cluster::{Cluster, ServiceError};
 pub use naming::ExposedTool;
+pub use offload::{Counters as OffloadCounters, OffloadServer, OffloadSettings, PluginRun, ServedBy};
 
 /// How long an install waits for this node to load what it installed, and a
 /// call for a plugin the registry has but this node is still fetching.
 const LOAD_WAIT: Duration = Duration::from_secs(10);
 /// Pause before fetching missing modules again when no peer had them.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
+/// How often a call waiting for a plugin to be served looks at the adverts.
+const ADVERT_POLL: Duration = Duration::from_millis(100);
 
 /// One plugin as this node runs it.
 struct Running {
@@ -40,6 +45,8 @@ enum NotRunning {
     Fetching,
     /// It failed a check or did not load; retried only when the registry changes.
     Failed(String),
+    /// This node runs no plugins (`run_plugins = false`).
+    NotHere,
 }
 
 impl NotRunning {
@@ -47,8 +54,15 @@ impl NotRunning {
         match self {
             NotRunning::Fetching => "its module is being fetched from peers".to_owned(),
             NotRunning::Failed(reason) => reason.clone(),
+            NotRunning::NotHere => "this node runs no plugins (run_plugins = false); peers serve its tools".to_owned(),
         }
     }
+}
+
+/// A plugin of the replicated registry, with its verified manifest.
+struct Registered {
+    record: InstalledPlugin,
+    manifest: zeromesh_protocol::plugin::Manifest,
 }
 
 #[derive(Default)]
@@ -56,7 +70,12 @@ struct Loaded {
     running: BTreeMap<String, Arc<Running>>,
     /// Plugins in the registry that do not run here, and why.
     not_running: BTreeMap<String, NotRunning>,
+    /// The tools of the plugins that run here, by exposed name.
     tools: BTreeMap<String, ExposedTool>,
+    /// Every plugin of the registry, and every tool by its exposed name,
+    /// wherever they run.
+    registry: BTreeMap<String, Arc<Registered>>,
+    named: BTreeMap<String, ExposedTool>,
     /// Module hashes an install on this node has stored and not yet seen
     /// applied: kept from blob cleanup.
     pinned: BTreeSet<[u8; 32]>,
@@ -65,6 +84,8 @@ struct Loaded {
 /// The plugins of one node.
 pub struct PluginRuntime {
     host: PluginHost,
+    limits: HostLimits,
+    offload: offload::Offload,
     loaded: RwLock<Loaded>,
     /// Fires when the tools this node offers change (MCP `list_changed`).
     tools_changed: broadcast::Sender<()>,
@@ -89,9 +110,15 @@ async fn trusted_keys(consensus: &ConsensusNode) -> Result<Vec<PublisherKey>, Se
 }
 
 impl PluginRuntime {
-    pub fn new(limits: HostLimits, reserved_names: Vec<&'static str>) -> anyhow::Result<PluginRuntime> {
+    pub fn new(
+        limits: HostLimits,
+        reserved_names: Vec<&'static str>,
+        settings: OffloadSettings,
+    ) -> anyhow::Result<PluginRuntime> {
         Ok(PluginRuntime {
             host: PluginHost::new(limits)?,
+            limits,
+            offload: offload::Offload::new(settings),
             loaded: RwLock::new(Loaded::default()),
             tools_changed: broadcast::channel(16).0,
             loaded_changes: watch::Sender::new(0),
@@ -130,18 +157,27 @@ impl PluginRuntime {
         hashes.into_iter().collect()
     }
 
-    /// The plugin tools this node offers, as `tools/list` shows them.
-    pub fn tool_definitions(&self) -> Vec<Value> {
+    /// Whether this node runs plugins itself (`run_plugins`).
+    pub fn runs_plugins(&self) -> bool {
+        self.offload.settings.run_plugins
+    }
+
+    /// The plugin tools this node serves, here or through a peer that runs
+    /// them, as `tools/list` shows them.
+    pub fn tool_definitions(&self, cluster: &Cluster) -> Vec<Value> {
+        let elsewhere = offload::modules_on_peers(cluster);
         let loaded = self.read();
         loaded
-            .tools
+            .named
             .iter()
             .filter_map(|(exposed, tool)| {
-                let running = loaded.running.get(&tool.plugin)?;
-                let spec = running.plugin.package().manifest.tool(&tool.tool)?;
+                let registered = loaded.registry.get(&tool.plugin)?;
+                let served = loaded.tools.contains_key(exposed) || elsewhere.contains(&registered.record.module_sha256);
+                let spec = registered.manifest.tool(&tool.tool).filter(|_| served)?;
+                let record = &registered.record;
                 Some(json!({
                     "name": exposed,
-                    "title": format!("{} ({} {})", spec.name, running.record.name, running.record.version),
+                    "title": format!("{} ({} {})", spec.name, record.name, record.version),
                     "description": spec.description,
                     "inputSchema": spec.input_schema,
                 }))
@@ -154,12 +190,30 @@ impl PluginRuntime {
         self.read().tools.contains_key(exposed)
     }
 
-    /// The most fuel and wall-clock time a call of tool `exposed` may take
-    /// here, or `None` when no plugin offers it.
+    /// Whether tool `exposed` is served here or by a peer that runs it.
+    pub fn offers_in_mesh(&self, cluster: &Cluster, exposed: &str) -> bool {
+        if self.offers(exposed) {
+            return true;
+        }
+        let module = {
+            let loaded = self.read();
+            let Some(tool) = loaded.named.get(exposed) else { return false };
+            let Some(registered) = loaded.registry.get(&tool.plugin) else { return false };
+            registered.record.module_sha256
+        };
+        offload::modules_on_peers(cluster).contains(&module)
+    }
+
+    /// The most fuel and wall-clock time a call of tool `exposed` may take,
+    /// wherever it runs, or `None` when the registry names no such tool.
     pub fn ceiling(&self, exposed: &str) -> Option<CallCaps> {
         let loaded = self.read();
-        let tool = loaded.tools.get(exposed)?;
-        Some(self.host.ceiling(&loaded.running.get(&tool.plugin)?.plugin))
+        let tool = loaded.named.get(exposed)?;
+        let limits = &loaded.registry.get(&tool.plugin)?.manifest.limits;
+        Some(CallCaps {
+            fuel: Some(limits.fuel_per_call.min(self.limits.max_fuel_per_call)),
+            wall_clock_ms: Some(limits.wall_clock_ms.min(self.limits.max_wall_clock_ms)),
+        })
     }
 
     /// Keeps the loaded set equal to the registry, forever.
@@ -193,6 +247,10 @@ impl PluginRuntime {
         let mut not_running = BTreeMap::new();
         let mut running = BTreeMap::new();
         for record in &registry {
+            if !self.runs_plugins() {
+                not_running.insert(record.name.clone(), NotRunning::NotHere);
+                continue;
+            }
             let current = self.read().running.get(&record.name).cloned();
             if let Some(current) = current.filter(|current| current.record == *record) {
                 running.insert(record.name.clone(), current);
@@ -214,9 +272,20 @@ impl PluginRuntime {
             }
         }
         let tools = naming::expose(&registry, &self.reserved_names, |name| running.contains_key(name));
+        let named = naming::expose(&registry, &self.reserved_names, |_| true);
+        let registered: BTreeMap<String, Arc<Registered>> = registry
+            .iter()
+            .filter_map(|record| {
+                // The registry holds only manifests whose signature verified at apply.
+                let manifest = zeromesh_protocol::plugin::SignedManifest::check_signature(&record.manifest).ok()?;
+                Some((record.name.clone(), Arc::new(Registered { record: record.clone(), manifest })))
+            })
+            .collect();
         let (tools_changed, loaded_changed, referenced, pinned) = {
             let mut loaded = self.write();
-            let tools_changed = loaded.tools != tools;
+            let tools_changed = loaded.tools != tools || loaded.named != named;
+            loaded.named = named;
+            loaded.registry = registered;
             let loaded_changed = loaded.running.keys().ne(running.keys())
                 || loaded.running.iter().zip(running.iter()).any(|((_, old), (_, new))| !Arc::ptr_eq(old, new));
             loaded.running = running;
@@ -342,6 +411,8 @@ impl PluginRuntime {
         }
         match loaded.not_running.get(name) {
             Some(NotRunning::Failed(reason)) => Some(Err(reason.clone())),
+            // Running elsewhere only: installed is all this node can wait for.
+            Some(NotRunning::NotHere) => Some(Ok(())),
             Some(NotRunning::Fetching) | None => None,
         }
     }
@@ -359,25 +430,29 @@ impl PluginRuntime {
         let plugin = named.get(exposed)?.plugin.clone();
         Some(match self.read().not_running.get(&plugin) {
             Some(NotRunning::Failed(reason)) => Err((plugin, reason.clone())),
-            Some(NotRunning::Fetching) | None => Ok(plugin),
+            Some(NotRunning::Fetching | NotRunning::NotHere) | None => Ok(plugin),
         })
     }
 
-    /// Waits at most `timeout` for tool `exposed` to be offered here.
-    pub async fn wait_offered(&self, exposed: &str, timeout: std::time::Duration) -> bool {
+    /// Waits at most `timeout` for tool `exposed` to be served here or by
+    /// a peer that runs it: the plugins loaded here change, or a peer's
+    /// advert (looked at every [`ADVERT_POLL`]) says it runs the plugin.
+    pub async fn wait_offered(&self, cluster: &Cluster, exposed: &str, timeout: std::time::Duration) -> bool {
         let mut changes = self.subscribe_tools_changed();
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.offers(exposed) {
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
+        while !self.offers_in_mesh(cluster, exposed) {
+            let next = (tokio::time::Instant::now() + ADVERT_POLL).min(deadline);
+            match tokio::time::timeout_at(next, changes.recv()).await {
                 Ok(Ok(())) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return self.offers(exposed),
+                Err(_) if next < deadline => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return self.offers_in_mesh(cluster, exposed),
             }
         }
         true
     }
 
     fn exposed_tools_of(&self, plugin: &str) -> Vec<String> {
-        self.read().tools.iter().filter(|(_, tool)| tool.plugin == plugin).map(|(name, _)| name.clone()).collect()
+        self.read().named.iter().filter(|(_, tool)| tool.plugin == plugin).map(|(name, _)| name.clone()).collect()
     }
 
     /// The registry as this node sees it, with what runs here.
@@ -399,7 +474,7 @@ impl PluginRuntime {
                     "log_index": record.log_index,
                     "running_here": running,
                     "not_running_because": loaded.not_running.get(&record.name).map(NotRunning::reason),
-                    "tools": loaded.tools.iter().filter(|(_, tool)| tool.plugin == record.name).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+                    "tools": loaded.named.iter().filter(|(_, tool)| tool.plugin == record.name).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -410,8 +485,10 @@ impl PluginRuntime {
         Ok(json!({ "plugins": plugins, "trusted_publishers": trusted }))
     }
 
-    /// Runs plugin tool `exposed` under `caps`, or returns `None` when no
-    /// plugin offers it. Tells the fuel burnt too.
+    /// Runs plugin tool `exposed` for `agent` under `caps`, here or on a
+    /// peer that runs it (`offload`), or returns `None` when the registry
+    /// names no such tool. `reservation` is the agreement's reservation the
+    /// call settles, which a peer's receipt names.
     pub async fn call(
         &self,
         cluster: &Arc<Cluster>,
@@ -419,21 +496,43 @@ impl PluginRuntime {
         arguments: Value,
         agent: &str,
         caps: CallCaps,
-    ) -> Option<(PluginCallResult, u64)> {
-        let (running, tool) = {
+        reservation: Option<crate::mesh::offload::ReceiptReservation>,
+    ) -> Option<PluginRun> {
+        let (registered, tool) = {
             let loaded = self.read();
-            let tool = loaded.tools.get(exposed)?;
-            (loaded.running.get(&tool.plugin)?.clone(), tool.tool.clone())
+            let tool = loaded.named.get(exposed)?;
+            (loaded.registry.get(&tool.plugin)?.clone(), tool.tool.clone())
         };
+        let call = offload::Call { record: &registered.record, tool: &tool, arguments, agent, caps, reservation };
+        Some(self.offload.route(self, cluster, call).await)
+    }
+
+    /// The plugin `name` as it runs here, if it runs here as the registry
+    /// holds it with module `module`.
+    fn running_here(&self, name: &str, module: &[u8; 32]) -> Option<Arc<Running>> {
+        self.read().running.get(name).filter(|running| running.record.module_sha256 == *module).cloned()
+    }
+
+    /// Runs `tool` of a plugin running here: the answer and the fuel burnt,
+    /// or why it did not run at all (no slot free, the runtime stopping).
+    async fn run_here(
+        &self,
+        cluster: &Arc<Cluster>,
+        running: &Running,
+        tool: &str,
+        arguments: &Value,
+        agent: &str,
+        caps: CallCaps,
+    ) -> Result<(PluginCallResult, u64), String> {
         let Ok(_slot) = self.calls.acquire().await else {
-            return Some((Err("the plugin runtime is stopping".into()), 0));
+            return Err("the plugin runtime is stopping".into());
         };
         let needs_memory = [Capability::MemoryRead, Capability::MemoryWrite]
             .iter()
             .any(|capability| running.record.granted.contains(capability));
         let context = context::NodeContext::new(cluster.clone(), agent, &running.record.name, needs_memory);
         let (outcome, fuel_used) = tokio::task::block_in_place(|| {
-            self.host.call_capped(&running.plugin, &tool, &arguments, Box::new(context), caps)
+            self.host.call_capped(&running.plugin, tool, arguments, Box::new(context), caps)
         });
         let answer = match outcome {
             Ok(output) if output.is_error => Err(output.result.get("error").map_or_else(
@@ -441,10 +540,21 @@ impl PluginRuntime {
                 |error| error.as_str().map_or_else(|| error.to_string(), str::to_owned),
             )),
             Ok(output) => Ok(output.result),
-            Err(error @ CallError::Busy) => Err(error.to_string()),
+            Err(error @ CallError::Busy) => return Err(error.to_string()),
             Err(error) => Err(format!("plugin {} tool {tool}: {error}", running.record.name)),
         };
-        Some((answer, fuel_used))
+        Ok((answer, fuel_used))
+    }
+
+    /// Offload counters, for metrics.
+    pub fn offload_counters(&self) -> OffloadCounters {
+        self.offload.counters()
+    }
+
+    /// Test switch: this node signs the receipts of calls it runs for peers
+    /// with a key that is not its own.
+    pub fn forge_receipts(&self, forge: bool) {
+        self.offload.forge_receipts(forge);
     }
 }
 

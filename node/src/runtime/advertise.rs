@@ -7,16 +7,12 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 
 use crate::cluster::Cluster;
-use crate::mesh::advert::{Advert, SignedAdvert};
+use crate::mesh::advert::{cores, load_milli, Advert, SignedAdvert};
 use crate::plugins::PluginRuntime;
 
-/// Free memory and the one-minute load, read from /proc (zero elsewhere).
+/// Free CPU and memory and the one-minute load, read from /proc (zero elsewhere).
 fn machine_load() -> (u64, u64, u64) {
-    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get() as u64);
-    let load_milli = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().and_then(|first| first.parse::<f64>().ok()))
-        .map_or(0, |load| (load * 1000.0) as u64);
+    let (cores, load_milli) = (cores(), load_milli());
     let free_memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -41,6 +37,8 @@ fn current_advert(cluster: &Cluster, plugins: &PluginRuntime, sequence: u64) -> 
         free_cpu_millicores,
         free_memory_bytes,
         load_milli,
+        cores: cores(),
+        runs_plugins: plugins.runs_plugins(),
         plugin_hashes: plugins.module_hashes(),
         free_disk_bytes: cluster.free_disk_bytes(),
         min_free_disk_bytes: cluster.min_free_disk,

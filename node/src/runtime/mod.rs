@@ -20,7 +20,7 @@ use crate::cluster::{self, Cluster, Inbound, Liveness, MeshTransport};
 use crate::config::NodeConfig;
 use crate::identity;
 use crate::mesh::{MeshConfig, MeshHandle};
-use crate::plugins::PluginRuntime;
+use crate::plugins::{OffloadServer, OffloadSettings, PluginRuntime};
 use crate::tools::{self, ToolEnv, Tooling};
 
 /// Starts the node described by `config` and runs it until Ctrl-C or
@@ -96,7 +96,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     cluster.load_checkpoint().await;
     inbound.set(cluster.clone());
-    let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names())?);
+    let offload = OffloadSettings {
+        run_plugins: config.run_plugins,
+        offload_above_milli: config.offload_above_milli,
+        keypair: keypair.clone(),
+    };
+    let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names(), offload)?);
+    mesh.set_offload_handler(Arc::new(OffloadServer { runtime: plugins.clone(), cluster: cluster.clone() }));
     let tool_env = Arc::new(ToolEnv {
         cluster: cluster.clone(),
         plugins: plugins.clone(),

@@ -31,6 +31,7 @@ use zeromesh_protocol::agreement::{AgreementRecord, Usage, UsageCommand, UsageOu
 use zeromesh_protocol::{Command, CommandReply};
 
 use crate::cluster::{Cluster, ServiceError};
+use crate::mesh::offload::ReceiptReservation;
 use crate::plugins::PluginRuntime;
 
 /// What tools reach: the cluster and the plugin runtime.
@@ -74,6 +75,13 @@ pub enum ToolError {
 
 /// What a tool answers.
 pub type ToolOutcome = Result<Value, ToolError>;
+
+/// What a call answered, and where a plugin tool's call ran.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: ToolOutcome,
+    pub served_by: Option<crate::plugins::ServedBy>,
+}
 
 type Handler = Box<dyn Fn(Arc<ToolEnv>, Invocation, Value) -> BoxFuture<'static, ToolOutcome> + Send + Sync>;
 
@@ -200,7 +208,7 @@ impl Tooling {
     /// `tools/list` shows them.
     pub fn definitions(&self) -> Vec<Value> {
         let mut all: Vec<Value> = self.builtin.iter().map(ToolDecl::definition).collect();
-        all.extend(self.env.plugins.tool_definitions());
+        all.extend(self.env.plugins.tool_definitions(&self.env.cluster));
         all
     }
 
@@ -213,7 +221,7 @@ impl Tooling {
         arguments: Value,
         meta: CallMeta<'_>,
         progress: Progress,
-    ) -> Result<Served<ToolOutcome>, Refusal> {
+    ) -> Result<Served<Answer>, Refusal> {
         if self.builtin(name).is_none() {
             self.wait_for_plugin(name).await?;
         }
@@ -233,11 +241,14 @@ const PLUGIN_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const UNKNOWN_TOOL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Tooling {
-    /// A plugin tool that the registry names but this node does not run yet
-    /// is waited for a bounded time, then refused as loading (or failed),
-    /// never as unknown.
+    /// A plugin tool that the registry names but neither this node nor a
+    /// peer runs yet is waited for a bounded time, then refused as loading
+    /// (or failed), never as unknown.
     async fn wait_for_plugin(&self, name: &str) -> Result<(), Refusal> {
         let (plugins, cluster) = (&self.env.plugins, &self.env.cluster);
+        if plugins.offers_in_mesh(cluster, name) {
+            return Ok(());
+        }
         let mut named = plugins.not_running_for(cluster, name).await;
         if named.is_none() && !plugins.offers(name) {
             // Unknown here: this node may not have applied the install yet.
@@ -250,8 +261,16 @@ impl Tooling {
         match named {
             None => Ok(()),
             Some(Err((plugin, reason))) => Err(Refusal::ToolFailed { name: name.to_owned(), plugin, reason }),
-            Some(Ok(plugin)) => match plugins.wait_offered(name, PLUGIN_LOAD_WAIT).await {
+            Some(Ok(plugin)) => match plugins.wait_offered(cluster, name, PLUGIN_LOAD_WAIT).await {
                 true => Ok(()),
+                false if !plugins.runs_plugins() => Err(Refusal::ToolFailed {
+                    name: name.to_owned(),
+                    plugin,
+                    reason: format!(
+                        "this node runs no plugins (run_plugins = false) and no peer has advertised running it within {} ms",
+                        PLUGIN_LOAD_WAIT.as_millis()
+                    ),
+                }),
                 false => Err(Refusal::ToolLoading { name: name.to_owned(), plugin }),
             },
         }
@@ -416,12 +435,15 @@ struct Site<'a> {
 }
 
 impl Tools for Site<'_> {
-    type Outcome = ToolOutcome;
+    type Outcome = Answer;
 
     fn access(&self, name: &str) -> Option<Access> {
         match self.tooling.builtin(name) {
             Some(tool) => Some(tool.access),
-            None => self.tooling.env.plugins.offers(name).then_some(Access::RunPlugin),
+            None => {
+                let env = &self.tooling.env;
+                env.plugins.offers_in_mesh(&env.cluster, name).then_some(Access::RunPlugin)
+            }
         }
     }
 
@@ -441,7 +463,7 @@ impl Tools for Site<'_> {
         agent: &str,
         arguments: Value,
         budget: Budget,
-    ) -> impl Future<Output = Ran<ToolOutcome>> + Send {
+    ) -> impl Future<Output = Ran<Answer>> + Send {
         let env = self.tooling.env.clone();
         let (name, agent) = (name.to_owned(), agent.to_owned());
         let builtin = match self.tooling.builtin(&name) {
@@ -453,25 +475,29 @@ impl Tools for Site<'_> {
         };
         async move {
             let started = std::time::Instant::now();
-            let (outcome, fuel) = match builtin {
+            let (outcome, fuel, served_by) = match builtin {
                 Ok(running) => match budget.wall_ms {
-                    None => (running.await, 0),
+                    None => (running.await, 0, None),
                     Some(ms) => match tokio::time::timeout(std::time::Duration::from_millis(ms), running).await {
-                        Ok(outcome) => (outcome, 0),
-                        Err(_) => (Err(out_of("wall_ms", ms)), 0),
+                        Ok(outcome) => (outcome, 0, None),
+                        Err(_) => (Err(out_of("wall_ms", ms)), 0, None),
                     },
                 },
                 Err(arguments) => {
                     let caps = CallCaps { fuel: budget.fuel, wall_clock_ms: budget.wall_ms };
-                    match env.plugins.call(&env.cluster, &name, arguments, &agent, caps).await {
-                        Some((answer, fuel)) => {
-                            (answer.map_err(|failure| ToolError::Failed(ServiceError::Refused(failure))), fuel)
-                        }
+                    let reservation = budget.reservation.map(|reserved| ReceiptReservation {
+                        agreement: reserved.agreement,
+                        key: reserved.key,
+                        log_index: reserved.log_index,
+                    });
+                    match env.plugins.call(&env.cluster, &name, arguments, &agent, caps, reservation).await {
+                        Some(run) => (run.answer.map_err(ToolError::Failed), run.fuel, run.served_by),
                         None => (
                             Err(ToolError::Failed(ServiceError::Unavailable(format!(
-                                "plugin tool {name:?} is no longer offered by this node"
+                                "plugin tool {name:?} is no longer installed"
                             )))),
                             0,
+                            None,
                         ),
                     }
                 }
@@ -485,7 +511,7 @@ impl Tools for Site<'_> {
                 Some(allowed) if bytes_out > allowed => Err(out_of("bytes_out", allowed)),
                 _ => outcome,
             };
-            Ran { outcome, used: Usage { fuel, wall_ms, bytes_out, ..Usage::default() } }
+            Ran { outcome: Answer { outcome, served_by }, used: Usage { fuel, wall_ms, bytes_out, ..Usage::default() } }
         }
     }
 }
@@ -526,6 +552,6 @@ mod tests {
     #[test]
     fn the_fault_switch_is_declared_test_only() {
         let test_only: Vec<&str> = declarations().iter().filter(|tool| tool.test_only).map(|tool| tool.name).collect();
-        assert_eq!(test_only, ["mesh_isolate", "mesh_heal"]);
+        assert_eq!(test_only, ["mesh_isolate", "mesh_heal", "offload_forge_receipts"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The tools that describe the node: `cluster_status` (with each member's
 //! trace tree size and root) and `mesh_peers`; `cluster_set_voters`, the
-//! cluster's voter count; and, with `--test-faults`, `mesh_isolate` and
-//! `mesh_heal`.
+//! cluster's voter count; and, with `--test-faults`, `mesh_isolate`,
+//! `mesh_heal` and `offload_forge_receipts`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,7 +52,24 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             },
         )
         .test_only(),
+        ToolDecl::new(
+            "offload_forge_receipts",
+            "TEST ONLY: sign the receipts of calls this node runs for peers with a key not its own.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, args: ForgeArgs| async move {
+                env.plugins.forge_receipts(args.forge);
+                Ok(json!({ "forging": args.forge }))
+            },
+        )
+        .test_only(),
     ]
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ForgeArgs {
+    /// Forge from now on (true) or sign with the node's own key again (false).
+    forge: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -176,6 +193,8 @@ fn mesh_peers(cluster: &Cluster) -> Value {
                 "free_cpu_millicores": advert.free_cpu_millicores,
                 "free_memory_bytes": advert.free_memory_bytes,
                 "load_milli": advert.load_milli,
+                "cores": advert.cores,
+                "runs_plugins": advert.runs_plugins,
                 "plugin_hashes": advert.plugin_hashes,
                 "free_disk_bytes": advert.free_disk_bytes,
                 "min_free_disk_bytes": advert.min_free_disk_bytes,
@@ -192,5 +211,6 @@ fn mesh_peers(cluster: &Cluster) -> Value {
         "adverts_received": counters.adverts_received,
         "adverts_rejected": counters.adverts_rejected,
         "adverts_published": counters.adverts_published,
+        "offload_refused_busy": counters.offload_refused_busy,
     })
 }
