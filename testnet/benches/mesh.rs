@@ -362,6 +362,30 @@ async fn agreement_overhead(scale: &Scale) {
     println!("mesh/agreement: {counted} calls counted for {ran} that ran, limit {LIMIT}");
 }
 
+/// `echo` called through a member that runs no plugins (each call runs on
+/// a peer, with a receipt) against the same call run locally (`local`: the
+/// rates at 1, 10 and 64 clients measured just before, on the follower).
+async fn offload_overhead(testnet: &mut Testnet, scale: &Scale, local: &[f64]) {
+    let caller = testnet.add_node_with(&["--run-plugins", "false"]).await.expect("a node without plugins joins");
+    wait_until("the node without plugins to call echo on a peer", Duration::from_secs(60), || async {
+        let mut client = testnet.client(caller).await.ok()?;
+        let result = client.request("tools/call", json!({ "name": "echo", "arguments": {} })).await.ok()?;
+        (result["_meta"]["zeromesh/host"]["offloaded"] == true).then_some(())
+    })
+    .await
+    .expect("the node without plugins offloads echo");
+    println!("mesh/offload: echo called on node {caller}, which runs no plugins: every call runs on a peer");
+    let on_caller = Target::Zeromesh { api: testnet.nodes[caller].address.api.clone() };
+    for (clients, local) in [1, 10, 64].into_iter().zip(local) {
+        let offloaded = report(
+            &format!("mesh/plugin-echo/offloaded/clients={clients}"),
+            "calls",
+            load(&on_caller, clients, scale, Operation::PluginEcho).await,
+        );
+        println!("mesh/offload/clients={clients}: {:.2}x the local rate", offloaded / local);
+    }
+}
+
 /// The benchmark agreement's limit: never reached, always checked.
 const LIMIT: u64 = 1_000_000_000;
 
@@ -509,7 +533,7 @@ async fn main() {
         return;
     }
 
-    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
     testnet
         .wait_for_cluster("three voters", Duration::from_secs(60), |status| {
             status["voters"].as_array().is_some_and(|v| v.len() == 3)
@@ -556,14 +580,16 @@ async fn main() {
     .await
     .expect("the follower runs the echo plugin");
     println!("mesh/plugin: the echo example plugin, installed through node {leader}, called on node {follower}");
+    let mut local = Vec::new();
     for clients in [1, 10, 64] {
-        report(
+        local.push(report(
             &format!("mesh/plugin-echo/follower/clients={clients}"),
             "calls",
             load(&on_follower, clients, scale, Operation::PluginEcho).await,
-        );
+        ));
     }
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
+    offload_overhead(&mut testnet, scale, &local).await;
     drop(testnet);
 
     agreement_overhead(scale).await;
