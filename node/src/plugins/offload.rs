@@ -34,7 +34,7 @@ use zeromesh_protocol::plugin::{Capability, InstalledPlugin};
 use super::PluginRuntime;
 use crate::cluster::{Cluster, ServiceError};
 use crate::identity::node_id_of;
-use crate::mesh::advert::{cores, load_milli};
+use crate::mesh::advert::{cores, load_milli, Advert};
 use crate::mesh::offload::{sha256, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt};
 use crate::mesh::{MeshSendError, OffloadHandler};
 
@@ -166,16 +166,28 @@ enum Attempt {
     Unknown(String),
 }
 
-/// Module hashes that members other than this node advertise running.
-pub fn modules_on_peers(cluster: &Cluster) -> HashSet<[u8; 32]> {
-    let own = cluster.mesh.peer_id().to_string();
+/// The live adverts of members other than this node, with their peer ids:
+/// the advert's node id must be the one its (signing) peer id derives.
+fn peer_adverts(cluster: &Cluster) -> Vec<(PeerId, Advert)> {
+    let own = cluster.mesh.peer_id();
     let members = cluster.consensus.members();
     cluster
         .mesh
         .adverts()
         .into_iter()
-        .filter(|known| known.advert.peer_id != own && members.contains_key(&known.advert.node_id))
-        .flat_map(|known| known.advert.plugin_hashes)
+        .filter_map(|known| {
+            let peer: PeerId = known.advert.peer_id.parse().ok()?;
+            let member = node_id_of(&peer) == known.advert.node_id && members.contains_key(&known.advert.node_id);
+            (peer != own && member).then_some((peer, known.advert))
+        })
+        .collect()
+}
+
+/// Module hashes that members other than this node advertise running.
+pub fn modules_on_peers(cluster: &Cluster) -> HashSet<[u8; 32]> {
+    peer_adverts(cluster)
+        .into_iter()
+        .flat_map(|(_, advert)| advert.plugin_hashes)
         .filter_map(|text| hex::decode(text).ok()?.try_into().ok())
         .collect()
 }
@@ -185,28 +197,20 @@ type Peer = (PeerId, Vec<Multiaddr>, u64);
 
 /// Members other than this node whose live advert says they run `module`.
 fn candidates(cluster: &Cluster, module: &[u8; 32]) -> Vec<Candidate<Peer>> {
-    let own = cluster.mesh.peer_id();
-    let members = cluster.consensus.members();
     let module = hex::encode(module);
     let rtts: std::collections::HashMap<PeerId, Duration> =
         cluster.mesh.connected_peers().into_iter().filter_map(|peer| Some((peer.peer_id, peer.rtt?))).collect();
-    cluster
-        .mesh
-        .adverts()
+    peer_adverts(cluster)
         .into_iter()
-        .filter_map(|known| {
-            let advert = known.advert;
-            let peer: PeerId = advert.peer_id.parse().ok()?;
-            let member = members.contains_key(&node_id_of(&peer)) && node_id_of(&peer) == advert.node_id;
-            if peer == own || !member || !advert.plugin_hashes.contains(&module) {
-                return None;
-            }
-            let addresses = advert.listen_addrs.iter().filter_map(|address| address.parse().ok()).collect();
-            Some(Candidate {
-                load_per_core_milli: advert.load_per_core_milli(),
-                rtt_ms: rtts.get(&peer).map(|rtt| rtt.as_millis() as u64),
-                peer: (peer, addresses, advert.node_id),
-            })
+        .filter(|(_, advert)| advert.plugin_hashes.contains(&module))
+        .map(|(peer, advert)| Candidate {
+            load_per_core_milli: advert.load_per_core_milli(),
+            rtt_ms: rtts.get(&peer).map(|rtt| rtt.as_millis() as u64),
+            peer: (
+                peer,
+                advert.listen_addrs.iter().filter_map(|address| address.parse().ok()).collect(),
+                advert.node_id,
+            ),
         })
         .collect()
 }
