@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use zeromesh_protocol::limits::{MAX_INSTALLED_PLUGINS, MAX_TRUSTED_PUBLISHERS};
+use zeromesh_protocol::limits::{MAX_FEDERATED_SERVERS, MAX_INSTALLED_PLUGINS, MAX_TRUSTED_PUBLISHERS};
 use zeromesh_protocol::plugin::{
-    InstalledPlugin, PackageError, PluginCommand, PluginOutcome, PublisherKey, SignedManifest, TrustedPublisher,
+    InstalledPlugin, PackageError, PluginCommand, PluginOutcome, PublisherKey, RegisteredServer, SignedManifest,
+    TrustedPublisher,
 };
 use zeromesh_storage::StorageError;
 
@@ -18,11 +19,12 @@ use crate::apply::Applier;
 pub(crate) struct RegistryOverlay {
     plugins: BTreeMap<String, Option<InstalledPlugin>>,
     publishers: BTreeMap<PublisherKey, Option<TrustedPublisher>>,
+    servers: BTreeMap<String, Option<RegisteredServer>>,
 }
 
 impl RegistryOverlay {
     pub fn changed(&self) -> bool {
-        !self.plugins.is_empty() || !self.publishers.is_empty()
+        !self.plugins.is_empty() || !self.publishers.is_empty() || !self.servers.is_empty()
     }
 }
 
@@ -44,6 +46,31 @@ impl Applier<'_> {
             };
         }
         Ok(merged.into_values().collect())
+    }
+
+    fn server(&self, name: &str) -> Result<Option<RegisteredServer>, StorageError> {
+        match self.registry.servers.get(name) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.registered_server(name),
+        }
+    }
+
+    fn server_count(&self) -> Result<usize, StorageError> {
+        let mut names: BTreeMap<String, bool> =
+            self.store.registered_servers()?.into_iter().map(|server| (server.registration.name, true)).collect();
+        for (name, staged) in &self.registry.servers {
+            names.insert(name.clone(), staged.is_some());
+        }
+        Ok(names.values().filter(|present| **present).count())
+    }
+
+    fn stage_server(&mut self, name: &str, server: Option<RegisteredServer>) -> Result<(), StorageError> {
+        match &server {
+            Some(server) => self.batch.put_registered_server(server)?,
+            None => self.batch.delete_registered_server(name)?,
+        }
+        self.registry.servers.insert(name.to_owned(), server);
+        Ok(())
     }
 
     pub(crate) fn is_trusted(&self, publisher: &PublisherKey) -> Result<bool, StorageError> {
@@ -139,6 +166,26 @@ impl Applier<'_> {
                     PluginOutcome::Uninstalled { name: name.clone() }
                 } else {
                     PluginOutcome::NotInstalled { name: name.clone() }
+                }
+            }
+            PluginCommand::RegisterServer { registration } => {
+                let name = registration.name.clone();
+                let replaced = self.server(&name)?.is_some();
+                if !replaced && self.server_count()? >= MAX_FEDERATED_SERVERS {
+                    PluginOutcome::Full { what: "federated servers".into(), limit: MAX_FEDERATED_SERVERS }
+                } else {
+                    let server =
+                        RegisteredServer { registration: registration.clone(), registered_at_ms: at_ms, log_index };
+                    self.stage_server(&name, Some(server))?;
+                    PluginOutcome::ServerRegistered { name, replaced }
+                }
+            }
+            PluginCommand::UnregisterServer { name } => {
+                if self.server(name)?.is_some() {
+                    self.stage_server(name, None)?;
+                    PluginOutcome::ServerUnregistered { name: name.clone() }
+                } else {
+                    PluginOutcome::ServerNotRegistered { name: name.clone() }
                 }
             }
         })

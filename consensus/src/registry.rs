@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use zeromesh_protocol::agent::{AgentRecord, AgentSnapshot};
 use zeromesh_protocol::agreement::{AgreementRecord, Ledger, Violation};
 use zeromesh_protocol::auth::TokenRecord;
-use zeromesh_protocol::plugin::{InstalledPlugin, TrustedPublisher};
+use zeromesh_protocol::plugin::{InstalledPlugin, RegisteredServer, TrustedPublisher};
 use zeromesh_protocol::policy::PolicyRecord;
 use zeromesh_storage::{StorageError, Store};
 
@@ -107,6 +107,11 @@ impl ConsensusNode {
     /// Every installed plugin, in name order.
     pub async fn installed_plugins(&self) -> Result<Vec<InstalledPlugin>, ConsensusError> {
         self.off_thread(|store| store.installed_plugins()).await
+    }
+
+    /// Every registered federated MCP server, in name order.
+    pub async fn registered_servers(&self) -> Result<Vec<RegisteredServer>, ConsensusError> {
+        self.off_thread(|store| store.registered_servers()).await
     }
 
     /// Every trusted publisher key.

@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// them too. By default it runs every call of a plugin it runs itself.
     #[arg(long, env = "ZEROMESH_OFFLOAD_ABOVE_LOAD")]
     pub offload_above_load: Option<String>,
+    /// This node's labels, comma-separated (e.g. `gpu,eu`): federated MCP
+    /// servers registered for a label run on the nodes that carry it.
+    #[arg(long, env = "ZEROMESH_LABELS")]
+    pub labels: Option<String>,
     /// Enables the fault-injection tools (`mesh_isolate`, `mesh_heal`) that
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
@@ -153,6 +157,7 @@ struct FileConfig {
     lease_calls: Option<u64>,
     run_plugins: Option<bool>,
     offload_above_load: Option<f64>,
+    labels: Option<Vec<String>>,
 }
 
 /// A node's validated settings.
@@ -194,6 +199,27 @@ pub struct NodeConfig {
     pub run_plugins: bool,
     /// Load per core, in thousandths, from which calls go to less loaded peers.
     pub offload_above_milli: Option<u64>,
+    /// Labels federated server registrations may name as hosts.
+    pub labels: Vec<String>,
+}
+
+/// Longest list of labels a node may carry.
+const MAX_LABELS: usize = 16;
+
+/// `labels` from the command line (comma-separated) or the file, each a
+/// name of ASCII letters, digits, `_` and `-`.
+fn labels(given: Option<&str>, file: Option<Vec<String>>) -> anyhow::Result<Vec<String>> {
+    let labels: Vec<String> = match given {
+        Some(text) => text.split(',').map(str::trim).filter(|label| !label.is_empty()).map(str::to_owned).collect(),
+        None => file.unwrap_or_default(),
+    };
+    if labels.len() > MAX_LABELS {
+        anyhow::bail!("labels: {} given, at most {MAX_LABELS}", labels.len());
+    }
+    for label in &labels {
+        zeromesh_protocol::plugin::check_name("label", label).map_err(|error| anyhow::anyhow!("labels: {error}"))?;
+    }
+    Ok(labels)
 }
 
 /// Reads a pre-shared key file in the swarm key format
@@ -474,6 +500,7 @@ impl NodeConfig {
                 args.offload_above_load.as_deref(),
                 file.offload_above_load,
             )?,
+            labels: labels(args.labels.as_deref(), file.labels)?,
             rate_limit_per_token: number(
                 "rate_limit_per_token",
                 args.rate_limit_per_token.as_deref(),
@@ -551,5 +578,9 @@ mod tests {
         let config = NodeConfig::resolve(&args).expect("valid");
         assert_eq!((config.run_plugins, config.offload_above_milli), (false, Some(750)));
         assert!(NodeConfig::resolve(&RunArgs::default()).expect("valid").run_plugins);
+        let args = RunArgs { labels: Some("gpu, eu".into()), ..RunArgs::default() };
+        assert_eq!(NodeConfig::resolve(&args).expect("valid").labels, ["gpu", "eu"]);
+        let args = RunArgs { labels: Some("g p u".into()), ..RunArgs::default() };
+        assert!(NodeConfig::resolve(&args).expect_err("refused").to_string().contains("label"));
     }
 }

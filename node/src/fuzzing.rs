@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::mesh::advert::{Advert, SignedAdvert};
 use crate::mesh::codec;
 use crate::mesh::messages::{MeshRequest, MeshResponse};
-use crate::mesh::offload::{OffloadRequest, OffloadResponse, Receipt};
+use crate::mesh::offload::{OffloadMessage, OffloadResponse, Receipt};
 use zeromesh_protocol::limits::MAX_OFFLOAD_MESSAGE_BYTES;
 
 /// A fixed "now" for checks that depend on the time (plugin expiry), so a
@@ -54,12 +54,12 @@ pub fn offload_message(data: &[u8]) -> bool {
         codec::decode_within::<T>(&again, MAX_OFFLOAD_MESSAGE_BYTES).expect("an encoded message decodes");
         Some(message)
     }
-    let request = round_trip::<OffloadRequest>(data).is_some_and(|request| request.check().is_ok());
+    let request = round_trip::<OffloadMessage>(data).is_some_and(|message| message.check().is_ok());
     let response = match round_trip::<OffloadResponse>(data) {
         Some(OffloadResponse::Ran { receipt, .. }) => {
             codec::decode_within::<Receipt>(&receipt.receipt, MAX_OFFLOAD_MESSAGE_BYTES).is_ok()
         }
-        Some(OffloadResponse::NotRun(_)) => true,
+        Some(OffloadResponse::NotRun(_) | OffloadResponse::Described(_)) => true,
         None => false,
     };
     request || response

@@ -8,6 +8,7 @@ mod backup_cli;
 mod demo;
 mod plugin_cli;
 mod policy_cli;
+mod server_cli;
 mod trace_cli;
 
 use zeromesh::cli::{self as client_cli, DEFAULT_NODE};
@@ -165,6 +166,14 @@ enum Commands {
         node: String,
         #[command(subcommand)]
         command: policy_cli::PolicyCommand,
+    },
+    /// External MCP servers federated into the mesh: register, unregister,
+    /// list. Changes need an admin token in ZEROMESH_TOKEN.
+    Server {
+        #[arg(long, env = "ZEROMESH_NODE", default_value = DEFAULT_NODE, global = true)]
+        node: String,
+        #[command(subcommand)]
+        command: server_cli::ServerCommand,
     },
     /// The trace log: checkpoints cosigned by the voters, inclusion and
     /// consistency proofs, and their offline verification.
@@ -369,5 +378,6 @@ async fn run() -> anyhow::Result<()> {
         Commands::Agreement { node, command } => agreement_cli::run(&node, command).await,
         Commands::Policy { node, command } => policy_cli::run(&node, command).await,
         Commands::Trace { node, command } => trace_cli::run(&node, command).await,
+        Commands::Server { node, command } => server_cli::run(&node, command).await,
     }
 }

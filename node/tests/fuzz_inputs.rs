@@ -11,10 +11,12 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 use serde_json::json;
 use zeromesh::fuzzing::TARGETS;
-use zeromesh::mesh::advert::{Advert, SignedAdvert};
+use zeromesh::mesh::advert::{Advert, AdvertServer, SignedAdvert};
 use zeromesh::mesh::codec;
 use zeromesh::mesh::messages::{JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted};
-use zeromesh::mesh::offload::{sha256, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt};
+use zeromesh::mesh::offload::{
+    sha256, CallKind, OffloadMessage, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt,
+};
 use zeromesh_consensus::{ConsensusNode, InProcessRouter, RaftSettings, TypeConfig};
 use zeromesh_plugins::{Manifest, Package};
 use zeromesh_protocol::agent::AgentSnapshot;
@@ -108,6 +110,7 @@ fn offload_messages() -> Inputs {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).expect("a key from 32 bytes");
     let request = OffloadRequest {
         call_id: [5; 16],
+        kind: CallKind::Plugin,
         plugin: "echo".into(),
         module_sha256: [0xab; 32],
         tool: "echo".into(),
@@ -120,6 +123,7 @@ fn offload_messages() -> Inputs {
     let output = br#"{"text":"hello"}"#.to_vec();
     let receipt = Receipt {
         call_id: request.call_id,
+        kind: request.kind,
         peer_id: keypair.public().to_peer_id().to_string(),
         node_id: 3,
         plugin: request.plugin.clone(),
@@ -133,10 +137,14 @@ fn offload_messages() -> Inputs {
         reservation: request.reservation.clone(),
     };
     let receipt = SignedReceipt::sign(&receipt, &keypair).expect("signs");
+    let describe = OffloadMessage::Describe { server: "notes".into(), definitions: vec![[0xcd; 32]] };
+    let described = OffloadResponse::Described(vec![br#"{"inputSchema":{"type":"object"},"name":"lookup"}"#.to_vec()]);
     vec![
-        ("request".into(), offload_encode(&request)),
+        ("request".into(), offload_encode(&OffloadMessage::Call(request))),
+        ("request-describe".into(), offload_encode(&describe)),
         ("response-ran".into(), offload_encode(&OffloadResponse::Ran { output, receipt })),
         ("response-not-run".into(), offload_encode(&OffloadResponse::NotRun("busy".into()))),
+        ("response-described".into(), offload_encode(&described)),
     ]
 }
 
@@ -161,6 +169,12 @@ fn adverts() -> Inputs {
         plugin_hashes: vec!["ab".repeat(32)],
         free_disk_bytes: Some(20 << 30),
         min_free_disk_bytes: 128 << 20,
+        servers: vec![AdvertServer {
+            name: "notes".into(),
+            log_index: 40,
+            serving: true,
+            tools: vec![("lookup".into(), [0xcd; 32])],
+        }],
         sequence: 12,
     };
     vec![

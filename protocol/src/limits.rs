@@ -104,12 +104,44 @@ pub const MAX_OFFLOAD_SENT_IN_FLIGHT: usize = 64;
 pub const MAX_OFFLOAD_STREAMS_PER_CONNECTION: usize = 64;
 /// Peers one call is tried on before it runs locally (or fails).
 pub const MAX_OFFLOAD_ATTEMPTS: usize = 3;
+/// Federated MCP servers registered in a cluster at once.
+pub const MAX_FEDERATED_SERVERS: usize = 32;
+/// Federated servers one node hosts at once (each may be a child process):
+/// registrations past it are not started there, and say so.
+pub const MAX_HOSTED_SERVERS: usize = 16;
+/// Tools of one federated server the mesh offers; more are left out, and
+/// the host says so.
+pub const MAX_FEDERATED_TOOLS: usize = 64;
+/// Names in a registration's tool allow-list.
+pub const MAX_FEDERATED_ALLOWED_TOOLS: usize = 64;
+/// Arguments of a federated server's command line, and bytes in each.
+pub const MAX_FEDERATED_ARGV: usize = 64;
+pub const MAX_FEDERATED_ARG_BYTES: usize = 1024;
+/// Longest Streamable HTTP URL of a federated server.
+pub const MAX_FEDERATED_URL_BYTES: usize = 2048;
+/// Nodes and labels one registration may name as hosts.
+pub const MAX_FEDERATED_HOSTS: usize = 16;
+/// Environment variables (in clear and from secrets) of one server, and
+/// the longest value in clear; a secret read on the host is at most
+/// `MAX_FEDERATED_SECRET_BYTES`.
+pub const MAX_FEDERATED_ENV: usize = 32;
+pub const MAX_FEDERATED_ENV_VALUE_BYTES: usize = 4096;
+pub const MAX_FEDERATED_SECRET_BYTES: usize = 16 * 1024;
+/// Longest per-call timeout a registration may set.
+pub const MAX_FEDERATED_CALL_TIMEOUT_MS: u64 = 300_000;
+/// Largest address space limit a registration may set for its process, in MiB.
+pub const MAX_FEDERATED_MEMORY_MB: u64 = 1 << 20;
+/// Largest tool definition (name, description, schemas) taken from a
+/// federated server, in bytes; larger ones are left out.
+pub const MAX_FEDERATED_TOOL_DEFINITION_BYTES: usize = 64 * 1024;
+/// Federated tools one advert may list (over all the servers the node hosts).
+pub const MAX_ADVERT_FEDERATED_TOOLS: usize = 256;
 /// Bootstrap peers a node may be given.
 pub const MAX_BOOTSTRAP_PEERS: usize = 32;
 /// Longest join token, in bytes (the generated ones are 64 hex digits).
 pub const MAX_JOIN_TOKEN_BYTES: usize = 256;
 /// Largest resource advert on the gossip topic, in bytes.
-pub const MAX_ADVERT_BYTES: usize = 16 * 1024;
+pub const MAX_ADVERT_BYTES: usize = 48 * 1024;
 /// Adverts kept in a node's resource table; the stalest is evicted.
 pub const MAX_ADVERTS: usize = 1024;
 /// Listen addresses one advert may list.

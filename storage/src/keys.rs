@@ -40,6 +40,11 @@ pub(crate) const PLUGIN_KEY_PREFIX: &[u8] = b"p/";
 pub(crate) const PUBLISHER_KEY_PREFIX: &[u8] = b"k/";
 pub(crate) const TOKEN_KEY_PREFIX: &[u8] = b"t/";
 pub(crate) const AGENT_KEY_PREFIX: &[u8] = b"a/";
+pub(crate) const SERVER_KEY_PREFIX: &[u8] = b"m/";
+
+pub(crate) fn server_key(name: &str) -> Vec<u8> {
+    [SERVER_KEY_PREFIX, name.as_bytes()].concat()
+}
 
 pub(crate) fn agent_key(id: &str) -> Vec<u8> {
     [AGENT_KEY_PREFIX, id.as_bytes()].concat()

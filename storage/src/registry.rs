@@ -6,9 +6,10 @@ use rocksdb::{Direction, IteratorMode};
 use zeromesh_protocol::agent::AgentRecord;
 use zeromesh_protocol::auth::TokenRecord;
 use zeromesh_protocol::limits::{
-    MAX_AGENTS, MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TOKENS, MAX_TRUSTED_PUBLISHERS,
+    MAX_AGENTS, MAX_FEDERATED_SERVERS, MAX_INSTALLED_PLUGINS, MAX_PLUGIN_PACKAGE_BYTES, MAX_TOKENS,
+    MAX_TRUSTED_PUBLISHERS,
 };
-use zeromesh_protocol::plugin::{InstalledPlugin, PublisherKey, TrustedPublisher};
+use zeromesh_protocol::plugin::{InstalledPlugin, PublisherKey, RegisteredServer, TrustedPublisher};
 
 use crate::error::{decode, encode, StorageError};
 use crate::keys::*;
@@ -40,6 +41,13 @@ pub(crate) fn check_registry_record(key: &[u8], value: &[u8]) -> Result<(), Stri
         let token: TokenRecord = decode("access token", value).map_err(|e| e.to_string())?;
         if token.id.as_bytes() != id {
             return Err("an access token's key and record disagree".into());
+        }
+        return Ok(());
+    }
+    if let Some(name) = key.strip_prefix(SERVER_KEY_PREFIX) {
+        let server: RegisteredServer = decode("federated server", value).map_err(|e| e.to_string())?;
+        if server.registration.name.as_bytes() != name {
+            return Err("a federated server's key and record disagree".into());
         }
         return Ok(());
     }
@@ -82,6 +90,18 @@ impl Store {
     pub fn installed_plugin(&self, name: &str) -> Result<Option<InstalledPlugin>, StorageError> {
         match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, plugin_key(name))? {
             Some(bytes) => Ok(Some(decode("installed plugin", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every registered federated MCP server, in name order.
+    pub fn registered_servers(&self) -> Result<Vec<RegisteredServer>, StorageError> {
+        self.registry_scan(SERVER_KEY_PREFIX, "federated server", MAX_FEDERATED_SERVERS)
+    }
+
+    pub fn registered_server(&self, name: &str) -> Result<Option<RegisteredServer>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(CF_PLUGIN_REGISTRY)?, server_key(name))? {
+            Some(bytes) => Ok(Some(decode("federated server", &bytes)?)),
             None => Ok(None),
         }
     }
@@ -168,6 +188,17 @@ impl StateBatch<'_> {
 
     pub fn delete_installed_plugin(&mut self, name: &str) -> Result<(), StorageError> {
         self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, plugin_key(name));
+        Ok(())
+    }
+
+    pub fn put_registered_server(&mut self, server: &RegisteredServer) -> Result<(), StorageError> {
+        let bytes = encode("federated server", server)?;
+        self.batch.put_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, server_key(&server.registration.name), bytes);
+        Ok(())
+    }
+
+    pub fn delete_registered_server(&mut self, name: &str) -> Result<(), StorageError> {
+        self.batch.delete_cf(self.store.cf(CF_PLUGIN_REGISTRY)?, server_key(name));
         Ok(())
     }
 

@@ -29,6 +29,8 @@ pub enum Refusal {
     ToolLoading { name: String, plugin: String },
     #[error("tool {name:?} of plugin {plugin} does not run on this node: {reason}")]
     ToolFailed { name: String, plugin: String, reason: String },
+    #[error("no host of federated server {server} serves tool {name:?} now (see server_list); retry when one does")]
+    ServerUnavailable { name: String, server: String },
     #[error("the agent named in the call is not valid: {reason}")]
     InvalidAgent { reason: String },
     #[error("the call's idempotency key is not valid: {reason}")]
@@ -72,6 +74,7 @@ impl Refusal {
             Refusal::UnknownTool { .. } => "unknown_tool",
             Refusal::ToolLoading { .. } => "tool_loading",
             Refusal::ToolFailed { .. } => "tool_failed",
+            Refusal::ServerUnavailable { .. } => "server_unavailable",
             Refusal::InvalidAgent { .. } => "invalid_agent",
             Refusal::InvalidKey { .. } => "invalid_key",
             Refusal::Forbidden { .. } => "forbidden",

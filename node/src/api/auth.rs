@@ -142,7 +142,7 @@ pub fn refusal_error(refusal: &Refusal) -> RpcError {
         Refusal::UnknownTool { .. } | Refusal::InvalidAgent { .. } | Refusal::InvalidKey { .. } => {
             RpcError::invalid_params(refusal.to_string(), None)
         }
-        Refusal::ToolLoading { .. } => rpc_error(NOT_READY, refusal.to_string()),
+        Refusal::ToolLoading { .. } | Refusal::ServerUnavailable { .. } => rpc_error(NOT_READY, refusal.to_string()),
         Refusal::Unavailable { .. } | Refusal::ToolFailed { .. } => {
             rpc_error(rmcp::model::ErrorCode::INTERNAL_ERROR.0, refusal.to_string())
         }

@@ -248,6 +248,20 @@ pub fn render(state: &ApiState) -> String {
     gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
     gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
     write_offload(&mut out, &state.plugins.offload_counters());
+    let federation = &state.plugins.federation;
+    gauge(&mut out, "zeromesh_federation_hosted", "Federated MCP servers this node hosts.", federation.hosted_count());
+    gauge(
+        &mut out,
+        "zeromesh_federation_serving",
+        "Federated MCP servers hosted here that take calls now (healthy, circuit closed).",
+        federation.serving_count(),
+    );
+    gauge(
+        &mut out,
+        "zeromesh_federation_schema_mismatches",
+        "Federated tools whose hosts give different definitions.",
+        federation.schema_mismatches(),
+    );
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
     }

@@ -71,6 +71,11 @@ pub async fn call(
         }
     }
     let answer = match served.outcome.outcome {
+        Ok(result) if served.outcome.mcp_result => {
+            serde_json::from_value::<CallToolResult>(result).unwrap_or_else(|error| {
+                CallToolResult::error(vec![ContentBlock::text(format!("the server's result does not decode: {error}"))])
+            })
+        }
         Ok(result) => CallToolResult::structured(result),
         Err(error @ ToolError::InvalidArguments { .. }) => {
             return Err(RpcError::invalid_params(error.to_string(), None))

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use zeromesh_protocol::limits::{MAX_ADVERTS, MAX_ADVERT_ADDRESSES, MAX_ADVERT_BYTES, MAX_ADVERT_PLUGINS};
+use zeromesh_protocol::limits::{
+    MAX_ADVERTS, MAX_ADVERT_ADDRESSES, MAX_ADVERT_BYTES, MAX_ADVERT_FEDERATED_TOOLS, MAX_ADVERT_PLUGINS,
+    MAX_HOSTED_SERVERS,
+};
 
 use super::codec;
 
@@ -41,9 +44,23 @@ pub struct Advert {
     pub free_disk_bytes: Option<u64>,
     /// Bytes the node keeps free there: below it, writes stop everywhere.
     pub min_free_disk_bytes: u64,
+    /// The federated MCP servers this node hosts.
+    pub servers: Vec<AdvertServer>,
     /// Rises with every advert a node publishes, so a stale one never
     /// replaces a newer one.
     pub sequence: u64,
+}
+
+/// A federated server as a node that hosts it advertises it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertServer {
+    pub name: String,
+    /// The log index of the registration the node runs.
+    pub log_index: u64,
+    /// Healthy, and its circuit not open: it takes calls.
+    pub serving: bool,
+    /// Its tools, by name, with the SHA-256 of each one's definition.
+    pub tools: Vec<(String, [u8; 32])>,
 }
 
 /// An advert with its publisher's public key and signature over its bytes.
@@ -103,6 +120,13 @@ impl SignedAdvert {
         }
         if advert.plugin_hashes.len() > MAX_ADVERT_PLUGINS {
             return Err(AdvertError::TooMany(advert.plugin_hashes.len()));
+        }
+        if advert.servers.len() > MAX_HOSTED_SERVERS {
+            return Err(AdvertError::TooMany(advert.servers.len()));
+        }
+        let tools: usize = advert.servers.iter().map(|server| server.tools.len()).sum();
+        if tools > MAX_ADVERT_FEDERATED_TOOLS {
+            return Err(AdvertError::TooMany(tools));
         }
         Ok(advert)
     }
@@ -208,6 +232,12 @@ mod tests {
             plugin_hashes: vec![],
             free_disk_bytes: Some(1 << 40),
             min_free_disk_bytes: 128 << 20,
+            servers: vec![AdvertServer {
+                name: "notes".into(),
+                log_index: 4,
+                serving: true,
+                tools: vec![("search".into(), [3; 32])],
+            }],
             sequence,
         }
     }

@@ -1,32 +1,57 @@
-//! The offload protocol: a plugin call one node asks a peer to run, and the
-//! peer's answer with a receipt signed by its peer key. It has its own
-//! stream protocol, message limit, timeout and concurrency budget, so long
-//! calls never hold the slots Raft's messages need.
+//! The offload protocol: a plugin call one node asks a peer to run, or a
+//! call of a federated MCP server's tool one node asks a host of that
+//! server to make, and the peer's answer with a receipt signed by its peer
+//! key; and the definitions of a federated server's tools, asked by hash.
+//! It has its own stream protocol, message limit, timeout and concurrency
+//! budget, so long calls never hold the slots Raft's messages need.
 
 use libp2p::identity::{Keypair, PublicKey};
 use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeromesh_protocol::limits::{MAX_OFFLOAD_MESSAGE_BYTES, MAX_PLUGIN_NAME_BYTES};
+use zeromesh_protocol::limits::{MAX_FEDERATED_TOOLS, MAX_OFFLOAD_MESSAGE_BYTES, MAX_PLUGIN_NAME_BYTES};
 
 use super::codec;
 
 /// The offload protocol's name, versioned.
-pub const OFFLOAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/offload/1");
+pub const OFFLOAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/offload/2");
 
 /// What a receipt's signature covers: this prefix, then the receipt's bytes.
-const RECEIPT_CONTEXT: &[u8] = b"zeromesh offload receipt v1\0";
+const RECEIPT_CONTEXT: &[u8] = b"zeromesh offload receipt v2\0";
 
-/// A plugin call for a peer to run.
+/// What a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallKind {
+    /// A tool of a WebAssembly plugin.
+    Plugin,
+    /// A tool of a federated MCP server.
+    Federated,
+}
+
+/// What one node asks a peer on the offload protocol.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OffloadMessage {
+    /// Run a call.
+    Call(OffloadRequest),
+    /// The definitions of a federated server's tools with these SHA-256
+    /// hashes (at most [`MAX_FEDERATED_TOOLS`]).
+    Describe { server: String, definitions: Vec<[u8; 32]> },
+}
+
+/// A call for a peer to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OffloadRequest {
     /// Random: ties the receipt to this request.
     pub call_id: [u8; 16],
+    pub kind: CallKind,
+    /// The plugin's name, or the federated server's.
     pub plugin: String,
-    /// The module the caller's registry names for the plugin: the peer runs
-    /// exactly this one or nothing.
+    /// For a plugin, the module the caller's registry names: the peer runs
+    /// exactly this one or nothing. For a federated tool, the SHA-256 of
+    /// the tool's definition the caller listed: the host calls it only
+    /// while its server's tool has that definition.
     pub module_sha256: [u8; 32],
-    /// The plugin's own name for the tool.
+    /// The plugin's (or server's) own name for the tool.
     pub tool: String,
     /// The call's arguments, JSON.
     pub arguments: Vec<u8>,
@@ -49,6 +74,9 @@ pub enum OffloadResponse {
     /// The call did not run at all (the peer lacks the module, is busy, or
     /// refused the request): another node may run it.
     NotRun(String),
+    /// The tool definitions asked for that the peer has (JSON, each at most
+    /// `MAX_FEDERATED_TOOL_DEFINITION_BYTES`), as many as fit one message.
+    Described(Vec<Vec<u8>>),
 }
 
 /// An agreement's reservation, as a receipt names it.
@@ -63,6 +91,7 @@ pub struct ReceiptReservation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub call_id: [u8; 16],
+    pub kind: CallKind,
     pub peer_id: String,
     pub node_id: u64,
     pub plugin: String,
@@ -134,6 +163,7 @@ impl SignedReceipt {
         let checks = [
             (receipt.peer_id == peer.to_string(), "peer id"),
             (receipt.call_id == request.call_id, "call id"),
+            (receipt.kind == request.kind, "kind"),
             (receipt.plugin == request.plugin, "plugin"),
             (receipt.tool == request.tool, "tool"),
             (receipt.module_sha256 == request.module_sha256, "module hash"),
@@ -148,6 +178,24 @@ impl SignedReceipt {
             return Err(ReceiptError::OverCap { metric: "fuel", claimed: receipt.fuel_used, cap });
         }
         Ok(receipt)
+    }
+}
+
+impl OffloadMessage {
+    /// Why a received message cannot be served as it is, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            OffloadMessage::Call(request) => request.check(),
+            OffloadMessage::Describe { server, definitions } => {
+                if server.len() > MAX_PLUGIN_NAME_BYTES {
+                    return Err(format!("server names are at most {MAX_PLUGIN_NAME_BYTES} bytes"));
+                }
+                if definitions.len() > MAX_FEDERATED_TOOLS {
+                    return Err(format!("at most {MAX_FEDERATED_TOOLS} definitions are asked at once"));
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -176,6 +224,7 @@ mod tests {
     fn request() -> OffloadRequest {
         OffloadRequest {
             call_id: [7; 16],
+            kind: CallKind::Plugin,
             plugin: "echo".into(),
             module_sha256: [1; 32],
             tool: "say".into(),
@@ -190,6 +239,7 @@ mod tests {
     fn receipt(keypair: &Keypair, request: &OffloadRequest, output: &[u8]) -> Receipt {
         Receipt {
             call_id: request.call_id,
+            kind: request.kind,
             peer_id: keypair.public().to_peer_id().to_string(),
             node_id: 5,
             plugin: request.plugin.clone(),
@@ -225,6 +275,9 @@ mod tests {
         changed.module_sha256 = [2; 32];
         assert_eq!(signed.verify(&peer_id, &changed, &output), Err(ReceiptError::Mismatch("module hash")));
         let mut changed = request.clone();
+        changed.kind = CallKind::Federated;
+        assert_eq!(signed.verify(&peer_id, &changed, &output), Err(ReceiptError::Mismatch("kind")));
+        let mut changed = request.clone();
         changed.reservation = None;
         assert_eq!(signed.verify(&peer_id, &changed, &output), Err(ReceiptError::Mismatch("reservation")));
 
@@ -248,5 +301,8 @@ mod tests {
         let mut bad_agent = request();
         bad_agent.agent = "no spaces allowed".into();
         assert!(bad_agent.check().is_err());
+        let greedy =
+            OffloadMessage::Describe { server: "notes".into(), definitions: vec![[0; 32]; MAX_FEDERATED_TOOLS + 1] };
+        assert!(greedy.check().is_err());
     }
 }

@@ -26,7 +26,7 @@ use zeromesh_protocol::limits::{
 use super::advert::{AdvertTable, SignedAdvert, ADVERT_TOPIC};
 use super::codec::{BincodeCodec, MESH_PROTOCOL};
 use super::messages::{MeshError, MeshRequest, MeshResponse};
-use super::offload::{OffloadRequest, OffloadResponse, OFFLOAD_PROTOCOL};
+use super::offload::{OffloadMessage, OffloadResponse, OFFLOAD_PROTOCOL};
 
 /// Answers requests that other nodes send to this one.
 pub trait InboundHandler: Send + Sync + 'static {
@@ -35,10 +35,10 @@ pub trait InboundHandler: Send + Sync + 'static {
 
 /// Runs plugin calls that peers offload to this node.
 pub trait OffloadHandler: Send + Sync + 'static {
-    fn handle(&self, peer: PeerId, request: OffloadRequest) -> BoxFuture<'static, OffloadResponse>;
+    fn handle(&self, peer: PeerId, message: OffloadMessage) -> BoxFuture<'static, OffloadResponse>;
 }
 
-type OffloadCodec = BincodeCodec<OffloadRequest, OffloadResponse, MAX_OFFLOAD_MESSAGE_BYTES>;
+type OffloadCodec = BincodeCodec<OffloadMessage, OffloadResponse, MAX_OFFLOAD_MESSAGE_BYTES>;
 
 /// Why a request to another node got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -107,7 +107,7 @@ enum MeshCommand {
     Offload {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: OffloadRequest,
+        request: OffloadMessage,
         reply: oneshot::Sender<Result<OffloadResponse, MeshSendError>>,
     },
     SetAdvert(Vec<u8>),
@@ -379,7 +379,7 @@ impl MeshHandle {
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        request: OffloadRequest,
+        request: OffloadMessage,
         timeout: Duration,
     ) -> Result<OffloadResponse, MeshSendError> {
         self.exchange(peer, timeout, |reply| MeshCommand::Offload { peer, addresses, request, reply }).await
@@ -728,7 +728,7 @@ impl MeshTask {
         }
     }
 
-    fn on_offload_event(&mut self, event: request_response::Event<OffloadRequest, OffloadResponse>) {
+    fn on_offload_event(&mut self, event: request_response::Event<OffloadMessage, OffloadResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {

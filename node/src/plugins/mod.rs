@@ -4,6 +4,7 @@
 //! on a peer that runs the plugin (`offload`).
 
 mod context;
+mod federation;
 mod fetch;
 mod naming;
 mod offload;
@@ -20,7 +21,10 @@ use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
 use zeromesh_protocol::plugin::{Capability, CapabilitySet, InstalledPlugin, PluginCommand, PluginOutcome};
 use zeromesh_protocol::{Command, CommandReply};
 
+use crate::mesh::offload::CallKind;
+
 use crate::cluster::{Cluster, ServiceError};
+pub use federation::{Federation, FederationSettings};
 pub use naming::ExposedTool;
 pub use offload::{Counters as OffloadCounters, OffloadServer, OffloadSettings, PluginRun, ServedBy};
 
@@ -86,6 +90,8 @@ pub struct PluginRuntime {
     host: PluginHost,
     limits: HostLimits,
     offload: offload::Offload,
+    /// The federated MCP servers: those this node hosts, and the mesh's.
+    pub federation: Arc<Federation>,
     loaded: RwLock<Loaded>,
     /// Fires when the tools this node offers change (MCP `list_changed`).
     tools_changed: broadcast::Sender<()>,
@@ -114,13 +120,16 @@ impl PluginRuntime {
         limits: HostLimits,
         reserved_names: Vec<&'static str>,
         settings: OffloadSettings,
+        federation: FederationSettings,
     ) -> anyhow::Result<PluginRuntime> {
+        let tools_changed = broadcast::channel(16).0;
         Ok(PluginRuntime {
             host: PluginHost::new(limits)?,
             limits,
             offload: offload::Offload::new(settings),
+            federation: Arc::new(Federation::new(federation, tools_changed.clone())),
             loaded: RwLock::new(Loaded::default()),
-            tools_changed: broadcast::channel(16).0,
+            tools_changed,
             loaded_changes: watch::Sender::new(0),
             calls: Semaphore::new(MAX_PLUGIN_CALLS_IN_FLIGHT),
             reserved_names,
@@ -182,6 +191,13 @@ impl PluginRuntime {
                     "inputSchema": spec.input_schema,
                 }))
             })
+            .chain(
+                // A plugin's name wins over a federated tool's.
+                self.federation
+                    .tool_definitions(cluster)
+                    .into_iter()
+                    .filter(|tool| tool["name"].as_str().is_some_and(|name| !loaded.named.contains_key(name))),
+            )
             .collect()
     }
 
@@ -197,7 +213,7 @@ impl PluginRuntime {
         }
         let module = {
             let loaded = self.read();
-            let Some(tool) = loaded.named.get(exposed) else { return false };
+            let Some(tool) = loaded.named.get(exposed) else { return self.federation.offers(cluster, exposed) };
             let Some(registered) = loaded.registry.get(&tool.plugin) else { return false };
             registered.record.module_sha256
         };
@@ -208,7 +224,10 @@ impl PluginRuntime {
     /// wherever it runs, or `None` when the registry names no such tool.
     pub fn ceiling(&self, exposed: &str) -> Option<CallCaps> {
         let loaded = self.read();
-        let tool = loaded.named.get(exposed)?;
+        let Some(tool) = loaded.named.get(exposed) else {
+            let wall_ms = self.federation.call_timeout_ms(exposed)?;
+            return Some(CallCaps { fuel: None, wall_clock_ms: Some(wall_ms) });
+        };
         let limits = &loaded.registry.get(&tool.plugin)?.manifest.limits;
         Some(CallCaps {
             fuel: Some(limits.fuel_per_call.min(self.limits.max_fuel_per_call)),
@@ -498,13 +517,30 @@ impl PluginRuntime {
         caps: CallCaps,
         reservation: Option<crate::mesh::offload::ReceiptReservation>,
     ) -> Option<PluginRun> {
-        let (registered, tool) = {
+        let plugin = {
             let loaded = self.read();
-            let tool = loaded.named.get(exposed)?;
-            (loaded.registry.get(&tool.plugin)?.clone(), tool.tool.clone())
+            loaded
+                .named
+                .get(exposed)
+                .and_then(|tool| Some((loaded.registry.get(&tool.plugin)?.clone(), tool.tool.clone())))
         };
-        let call = offload::Call { record: &registered.record, tool: &tool, arguments, agent, caps, reservation };
-        Some(self.offload.route(self, cluster, call).await)
+        let Some((registered, tool)) = plugin else {
+            let timeout = self.federation.call_timeout_ms(exposed)?;
+            let wall_ms = caps.wall_clock_ms.map_or(timeout, |cap| cap.min(timeout));
+            return self.federation.call(&self.offload, cluster, exposed, arguments, agent, wall_ms, reservation).await;
+        };
+        let record = &registered.record;
+        let call = offload::Call {
+            kind: CallKind::Plugin,
+            name: &record.name,
+            hash: record.module_sha256,
+            tool: &tool,
+            arguments,
+            agent,
+            caps,
+            reservation,
+        };
+        Some(self.offload.route(self, cluster, record, call).await)
     }
 
     /// The plugin `name` as it runs here, if it runs here as the registry

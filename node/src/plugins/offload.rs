@@ -35,7 +35,9 @@ use super::PluginRuntime;
 use crate::cluster::{Cluster, ServiceError};
 use crate::identity::node_id_of;
 use crate::mesh::advert::{cores, load_milli, Advert};
-use crate::mesh::offload::{sha256, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt};
+use crate::mesh::offload::{
+    sha256, CallKind, OffloadMessage, OffloadRequest, OffloadResponse, Receipt, ReceiptReservation, SignedReceipt,
+};
 use crate::mesh::{MeshSendError, OffloadHandler};
 
 /// Time an offloaded call's answer may take past the call's own wall-clock
@@ -90,9 +92,13 @@ pub(super) struct Offload {
     counters: AtomicCounters,
 }
 
-/// One plugin call, as the runtime resolved it from the registry.
+/// One call, as the runtime resolved it from the registry: of a plugin's
+/// tool (`hash`: its module's SHA-256) or a federated server's (`hash`: the
+/// tool's definition's SHA-256).
 pub(super) struct Call<'a> {
-    pub record: &'a InstalledPlugin,
+    pub kind: CallKind,
+    pub name: &'a str,
+    pub hash: [u8; 32],
     pub tool: &'a str,
     pub arguments: Value,
     pub agent: &'a str,
@@ -125,6 +131,7 @@ impl ServedBy {
         let ServedBy::Peer { receipt, signed, .. } = self else { return None };
         Some(json!({
             "callId": hex::encode(receipt.call_id),
+            "kind": match receipt.kind { CallKind::Plugin => "plugin", CallKind::Federated => "federated" },
             "peerId": receipt.peer_id,
             "nodeId": receipt.node_id.to_string(),
             "plugin": receipt.plugin,
@@ -155,10 +162,13 @@ pub struct PluginRun {
     /// a peer's), plus the whole cap of any run whose outcome is unknown.
     pub fuel: u64,
     pub served_by: Option<ServedBy>,
+    /// The answer is an MCP tool result already (a federated server's),
+    /// to pass on as it is.
+    pub mcp_result: bool,
 }
 
 /// What one try on a peer came to.
-enum Attempt {
+pub(super) enum Attempt {
     Ran(PluginRun),
     /// Certainly not run there.
     NotRun(String),
@@ -168,7 +178,7 @@ enum Attempt {
 
 /// The live adverts of members other than this node, with their peer ids:
 /// the advert's node id must be the one its (signing) peer id derives.
-fn peer_adverts(cluster: &Cluster) -> Vec<(PeerId, Advert)> {
+pub(super) fn peer_adverts(cluster: &Cluster) -> Vec<(PeerId, Advert)> {
     let own = cluster.mesh.peer_id();
     let members = cluster.consensus.members();
     cluster
@@ -193,7 +203,7 @@ pub fn modules_on_peers(cluster: &Cluster) -> HashSet<[u8; 32]> {
 }
 
 /// A peer that may run a call: its id, addresses and node id.
-type Peer = (PeerId, Vec<Multiaddr>, u64);
+pub(super) type Peer = (PeerId, Vec<Multiaddr>, u64);
 
 /// Members other than this node whose live advert says they run `module`.
 fn candidates(cluster: &Cluster, module: &[u8; 32]) -> Vec<Candidate<Peer>> {
@@ -254,8 +264,13 @@ impl Offload {
     /// Runs `call` at the places [`placement::plan`] gives, in order, until
     /// one answers (see the module's documentation for when a call goes on
     /// to the next).
-    pub(super) async fn route(&self, runtime: &PluginRuntime, cluster: &Arc<Cluster>, call: Call<'_>) -> PluginRun {
-        let record = call.record;
+    pub(super) async fn route(
+        &self,
+        runtime: &PluginRuntime,
+        cluster: &Arc<Cluster>,
+        record: &InstalledPlugin,
+        call: Call<'_>,
+    ) -> PluginRun {
         let running = runtime.running_here(&record.name, &record.module_sha256);
         let threshold = self.settings.offload_above_milli;
         let load = if threshold.is_some() { load_milli() / cores().max(1) } else { 0 };
@@ -282,6 +297,7 @@ impl Offload {
                                 answer: answer.map_err(ServiceError::Refused),
                                 fuel: fuel.saturating_add(unknown_fuel),
                                 served_by: Some(ServedBy::Here { node_id: cluster.node_id() }),
+                                mcp_result: false,
                             }
                         }
                         Err(reason) => {
@@ -311,6 +327,7 @@ impl Offload {
                         ))),
                         fuel: unknown_fuel.saturating_add(call.caps.fuel.unwrap_or(0)),
                         served_by: None,
+                        mcp_result: false,
                     }
                 }
             }
@@ -327,11 +344,11 @@ impl Offload {
         // Only lost runs (of a plugin that writes nothing) can have burnt fuel here.
         let answer =
             if unknown_fuel > 0 { Err(ServiceError::Refused(reason)) } else { Err(ServiceError::Unavailable(reason)) };
-        PluginRun { answer, fuel: unknown_fuel, served_by: None }
+        PluginRun { answer, fuel: unknown_fuel, served_by: None, mcp_result: false }
     }
 
     /// Sends `call` to `peer` and checks what comes back.
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         cluster: &Cluster,
         peer: PeerId,
@@ -351,8 +368,9 @@ impl Offload {
         };
         let request = OffloadRequest {
             call_id: random_call_id(),
-            plugin: call.record.name.clone(),
-            module_sha256: call.record.module_sha256,
+            kind: call.kind,
+            plugin: call.name.to_owned(),
+            module_sha256: call.hash,
             tool: call.tool.to_owned(),
             arguments,
             agent: call.agent.to_owned(),
@@ -360,7 +378,8 @@ impl Offload {
             wall_ms,
             reservation: call.reservation.clone(),
         };
-        let answer = cluster.mesh.offload(peer, addresses, request.clone(), deadline + OFFLOAD_MARGIN).await;
+        let message = OffloadMessage::Call(request.clone());
+        let answer = cluster.mesh.offload(peer, addresses, message, deadline + OFFLOAD_MARGIN).await;
         let attempt = match answer {
             Ok(OffloadResponse::Ran { output, receipt: signed }) => match signed.verify(&peer, &request, &output) {
                 Ok(receipt) => match serde_json::from_slice::<Value>(&output) {
@@ -372,7 +391,8 @@ impl Offload {
                         };
                         let fuel = receipt.fuel_used;
                         let served_by = ServedBy::Peer { node_id, peer_id: peer, receipt: Box::new(receipt), signed };
-                        Attempt::Ran(PluginRun { answer, fuel, served_by: Some(served_by) })
+                        let mcp_result = call.kind == CallKind::Federated;
+                        Attempt::Ran(PluginRun { answer, fuel, served_by: Some(served_by), mcp_result })
                     }
                     Err(error) => Attempt::Unknown(format!("answered an output that is not JSON ({error})")),
                 },
@@ -383,6 +403,7 @@ impl Offload {
                 }
             },
             Ok(OffloadResponse::NotRun(reason)) => Attempt::NotRun(reason),
+            Ok(OffloadResponse::Described(_)) => Attempt::Unknown("answered a call with tool definitions".into()),
             Err(MeshSendError::Unreachable { reason, .. }) => Attempt::NotRun(format!("unreachable: {reason}")),
             Err(MeshSendError::Stopped) => Attempt::NotRun("this node's mesh has stopped".into()),
             Err(error) => Attempt::Unknown(format!("gave no answer ({error})")),
@@ -408,7 +429,7 @@ impl Offload {
         self.counters.serving.fetch_sub(1, Ordering::Relaxed);
         bump(match &response {
             OffloadResponse::Ran { .. } => &self.counters.served_ran,
-            OffloadResponse::NotRun(_) => &self.counters.served_not_run,
+            OffloadResponse::NotRun(_) | OffloadResponse::Described(_) => &self.counters.served_not_run,
         });
         response
     }
@@ -420,14 +441,27 @@ impl Offload {
         peer: PeerId,
         request: OffloadRequest,
     ) -> OffloadResponse {
-        if !self.settings.run_plugins {
-            return OffloadResponse::NotRun("this node runs no plugins".into());
-        }
         if let Err(reason) = request.check() {
             return OffloadResponse::NotRun(reason);
         }
         if !cluster.consensus.members().contains_key(&node_id_of(&peer)) {
             return OffloadResponse::NotRun(format!("peer {peer} is not a member of this node's cluster"));
+        }
+        if request.kind == CallKind::Federated {
+            let started = Instant::now();
+            return match runtime.federation.serve(&request).await {
+                Ok((output, is_error)) => {
+                    let wall_ms = started.elapsed().as_millis() as u64;
+                    OffloadResponse::Ran {
+                        receipt: self.receipt(cluster, &request, &output, is_error, 0, wall_ms),
+                        output,
+                    }
+                }
+                Err(reason) => OffloadResponse::NotRun(reason),
+            };
+        }
+        if !self.settings.run_plugins {
+            return OffloadResponse::NotRun("this node runs no plugins".into());
         }
         let Some(running) = runtime.running_here(&request.plugin, &request.module_sha256) else {
             return OffloadResponse::NotRun(format!(
@@ -454,15 +488,29 @@ impl Offload {
         };
         // A JSON value always encodes; an empty output fails the caller's checks.
         let output = output.unwrap_or_default();
+        OffloadResponse::Ran { receipt: self.receipt(cluster, &request, &output, is_error, fuel_used, wall_ms), output }
+    }
+
+    /// The signed receipt of `request`, run here with `output`.
+    fn receipt(
+        &self,
+        cluster: &Cluster,
+        request: &OffloadRequest,
+        output: &[u8],
+        is_error: bool,
+        fuel_used: u64,
+        wall_ms: u64,
+    ) -> SignedReceipt {
         let receipt = Receipt {
             call_id: request.call_id,
+            kind: request.kind,
             peer_id: cluster.mesh.peer_id().to_string(),
             node_id: cluster.node_id(),
             plugin: request.plugin.clone(),
             tool: request.tool.clone(),
             module_sha256: request.module_sha256,
             input_sha256: sha256(&request.arguments),
-            output_sha256: sha256(&output),
+            output_sha256: sha256(output),
             is_error,
             fuel_used,
             wall_ms,
@@ -476,11 +524,10 @@ impl Offload {
             &self.settings.keypair
         };
         // It ran: a receipt that cannot be signed still says so, and fails verification.
-        let receipt = SignedReceipt::sign(&receipt, key).unwrap_or_else(|error| {
+        SignedReceipt::sign(&receipt, key).unwrap_or_else(|error| {
             tracing::warn!(%error, "an offloaded call's receipt could not be signed");
             SignedReceipt { receipt: Vec::new(), public_key: Vec::new(), signature: Vec::new() }
-        });
-        OffloadResponse::Ran { output, receipt }
+        })
     }
 }
 
@@ -491,8 +538,22 @@ pub struct OffloadServer {
 }
 
 impl OffloadHandler for OffloadServer {
-    fn handle(&self, peer: PeerId, request: OffloadRequest) -> BoxFuture<'static, OffloadResponse> {
+    fn handle(&self, peer: PeerId, message: OffloadMessage) -> BoxFuture<'static, OffloadResponse> {
         let (runtime, cluster) = (self.runtime.clone(), self.cluster.clone());
-        async move { runtime.offload.serve(&runtime, &cluster, peer, request).await }.boxed()
+        async move {
+            if let Err(reason) = message.check() {
+                return OffloadResponse::NotRun(reason);
+            }
+            match message {
+                OffloadMessage::Call(request) => runtime.offload.serve(&runtime, &cluster, peer, request).await,
+                OffloadMessage::Describe { server, definitions } => {
+                    if !cluster.consensus.members().contains_key(&node_id_of(&peer)) {
+                        return OffloadResponse::NotRun(format!("peer {peer} is not a member of this node's cluster"));
+                    }
+                    OffloadResponse::Described(runtime.federation.describe(&server, &definitions))
+                }
+            }
+        }
+        .boxed()
     }
 }

@@ -42,6 +42,7 @@ fn current_advert(cluster: &Cluster, plugins: &PluginRuntime, sequence: u64) -> 
         plugin_hashes: plugins.module_hashes(),
         free_disk_bytes: cluster.free_disk_bytes(),
         min_free_disk_bytes: cluster.min_free_disk,
+        servers: plugins.federation.advertised(),
         sequence,
     }
 }
@@ -51,12 +52,13 @@ fn current_advert(cluster: &Cluster, plugins: &PluginRuntime, sequence: u64) -> 
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publishes the advert every `interval`, whenever the plugins this node
-/// runs change, and whenever its data disk crosses its reserve, forever.
+/// runs or the federated servers it hosts change, and whenever its data disk crosses its reserve, forever.
 pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair: Keypair, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     let mut disk_tick = tokio::time::interval(DISK_CHECK_INTERVAL);
     let mut disk_low = cluster.disk_low();
     let mut plugins_changed = plugins.subscribe_loaded();
+    let mut servers_changed = plugins.federation.subscribe_changes();
     // Sequence numbers start from the clock so a restarted node's adverts
     // are never taken for older ones.
     let mut sequence = std::time::SystemTime::now()
@@ -66,6 +68,7 @@ pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair
         tokio::select! {
             _ = tick.tick() => {}
             changed = plugins_changed.changed() => if changed.is_err() { return },
+            changed = servers_changed.changed() => if changed.is_err() { return },
             _ = disk_tick.tick() => {
                 let low = cluster.disk_low();
                 if low == disk_low {

@@ -20,7 +20,7 @@ use crate::cluster::{self, Cluster, Inbound, Liveness, MeshTransport};
 use crate::config::NodeConfig;
 use crate::identity;
 use crate::mesh::{MeshConfig, MeshHandle};
-use crate::plugins::{OffloadServer, OffloadSettings, PluginRuntime};
+use crate::plugins::{FederationSettings, OffloadServer, OffloadSettings, PluginRuntime};
 use crate::tools::{self, ToolEnv, Tooling};
 
 /// Starts the node described by `config` and runs it until Ctrl-C or
@@ -101,7 +101,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         offload_above_milli: config.offload_above_milli,
         keypair: keypair.clone(),
     };
-    let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names(), offload)?);
+    let federation =
+        FederationSettings { node_id, labels: config.labels.clone(), folder: config.data_dir.join("federation") };
+    let plugins = Arc::new(PluginRuntime::new(HostLimits::default(), tools::builtin_names(), offload, federation)?);
     mesh.set_offload_handler(Arc::new(OffloadServer { runtime: plugins.clone(), cluster: cluster.clone() }));
     let tool_env = Arc::new(ToolEnv {
         cluster: cluster.clone(),
@@ -164,6 +166,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(cluster::upkeep(cluster.clone()));
     tokio::spawn(cluster::checkpoints(cluster.clone(), config.checkpoint_interval));
     tokio::spawn(plugins.clone().run(cluster.clone()));
+    tokio::spawn(plugins.federation.clone().run(cluster.clone()));
+    let federation = plugins.federation.clone();
     tokio::spawn(advertise::publish(cluster.clone(), plugins, keypair, config.advert_interval));
 
     let joining = async {
@@ -186,6 +190,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         outcome = joining => outcome,
         signal = shutdown_signal() => signal,
     };
+    // The federated servers' processes go first, so none outlives the node.
+    federation.stop_all().await;
     // Background tasks still hold the cluster: stop Raft through its handle.
     // Why the node stops matters more than how the stop went: report both,
     // return the first.

@@ -9,6 +9,7 @@ mod leasing;
 mod memory;
 mod plugins;
 mod policies;
+mod servers;
 mod status;
 mod tokens;
 mod trace;
@@ -81,6 +82,9 @@ pub type ToolOutcome = Result<Value, ToolError>;
 pub struct Answer {
     pub outcome: ToolOutcome,
     pub served_by: Option<crate::plugins::ServedBy>,
+    /// The outcome is an MCP tool result already (a federated server's),
+    /// passed on as it is.
+    pub mcp_result: bool,
 }
 
 type Handler = Box<dyn Fn(Arc<ToolEnv>, Invocation, Value) -> BoxFuture<'static, ToolOutcome> + Send + Sync>;
@@ -167,6 +171,7 @@ fn declarations() -> Vec<ToolDecl> {
     let mut all = memory::tools();
     all.extend(status::tools());
     all.extend(plugins::tools());
+    all.extend(servers::tools());
     all.extend(tokens::tools());
     all.extend(agents::tools());
     all.extend(agreements::tools());
@@ -248,6 +253,14 @@ impl Tooling {
         let (plugins, cluster) = (&self.env.plugins, &self.env.cluster);
         if plugins.offers_in_mesh(cluster, name) {
             return Ok(());
+        }
+        if plugins.federation.names(name) {
+            // A federated tool: served once a host advertises it serving.
+            if plugins.wait_offered(cluster, name, PLUGIN_LOAD_WAIT).await {
+                return Ok(());
+            }
+            let server = name.split_once('.').map_or(name, |(server, _)| server).to_owned();
+            return Err(Refusal::ServerUnavailable { name: name.to_owned(), server });
         }
         let mut named = plugins.not_running_for(cluster, name).await;
         if named.is_none() && !plugins.offers(name) {
@@ -475,12 +488,12 @@ impl Tools for Site<'_> {
         };
         async move {
             let started = std::time::Instant::now();
-            let (outcome, fuel, served_by) = match builtin {
+            let (outcome, fuel, served_by, mcp_result) = match builtin {
                 Ok(running) => match budget.wall_ms {
-                    None => (running.await, 0, None),
+                    None => (running.await, 0, None, false),
                     Some(ms) => match tokio::time::timeout(std::time::Duration::from_millis(ms), running).await {
-                        Ok(outcome) => (outcome, 0, None),
-                        Err(_) => (Err(out_of("wall_ms", ms)), 0, None),
+                        Ok(outcome) => (outcome, 0, None, false),
+                        Err(_) => (Err(out_of("wall_ms", ms)), 0, None, false),
                     },
                 },
                 Err(arguments) => {
@@ -491,13 +504,14 @@ impl Tools for Site<'_> {
                         log_index: reserved.log_index,
                     });
                     match env.plugins.call(&env.cluster, &name, arguments, &agent, caps, reservation).await {
-                        Some(run) => (run.answer.map_err(ToolError::Failed), run.fuel, run.served_by),
+                        Some(run) => (run.answer.map_err(ToolError::Failed), run.fuel, run.served_by, run.mcp_result),
                         None => (
                             Err(ToolError::Failed(ServiceError::Unavailable(format!(
-                                "plugin tool {name:?} is no longer installed"
+                                "tool {name:?} is no longer installed or registered"
                             )))),
                             0,
                             None,
+                            false,
                         ),
                     }
                 }
@@ -511,7 +525,10 @@ impl Tools for Site<'_> {
                 Some(allowed) if bytes_out > allowed => Err(out_of("bytes_out", allowed)),
                 _ => outcome,
             };
-            Ran { outcome: Answer { outcome, served_by }, used: Usage { fuel, wall_ms, bytes_out, ..Usage::default() } }
+            Ran {
+                outcome: Answer { outcome, served_by, mcp_result },
+                used: Usage { fuel, wall_ms, bytes_out, ..Usage::default() },
+            }
         }
     }
 }

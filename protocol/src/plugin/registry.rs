@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::capability::CapabilitySet;
+use super::federation::ServerRegistration;
 use super::manifest::check_name;
 use super::signed::{PackageError, PublisherKey, SignedManifest};
 use crate::validate::ValidationError;
@@ -22,6 +23,10 @@ pub enum PluginCommand {
     Install { manifest: SignedManifest, granted: CapabilitySet },
     /// Removes an installed plugin by name.
     Uninstall { name: String },
+    /// Registers (or replaces, by name) a federated MCP server.
+    RegisterServer { registration: ServerRegistration },
+    /// Removes a federated server by name: its hosts stop it.
+    UnregisterServer { name: String },
 }
 
 impl PluginCommand {
@@ -32,6 +37,8 @@ impl PluginCommand {
                 ValidationError::BadField { what: "signed manifest", value: error.to_string(), reason: "is malformed" }
             }),
             PluginCommand::Uninstall { name } => check_name("plugin name", name),
+            PluginCommand::RegisterServer { registration } => registration.validate(),
+            PluginCommand::UnregisterServer { name } => check_name("server name", name),
         }
     }
 }
@@ -58,6 +65,17 @@ pub enum PluginOutcome {
         name: String,
     },
     NotInstalled {
+        name: String,
+    },
+    /// A federated server was registered; `replaced` when one of that name was.
+    ServerRegistered {
+        name: String,
+        replaced: bool,
+    },
+    ServerUnregistered {
+        name: String,
+    },
+    ServerNotRegistered {
         name: String,
     },
     /// The install was refused; nothing changed.
