@@ -206,26 +206,9 @@ async fn register(env: Arc<ToolEnv>, invocation: Invocation, args: RegisterArgs)
 async fn wait_serving(env: &ToolEnv, name: &str, log_index: u64, wait: Duration) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let listed = env.plugins.federation.list(&env.cluster);
-        let server = listed["servers"].as_array().into_iter().flatten().find(|server| server["name"] == name).cloned();
-        let current = server.as_ref().is_some_and(|server| server["logIndex"] == json!(log_index));
-        let serving = server.as_ref().is_some_and(|server| {
-            server["running"].as_array().into_iter().flatten().any(|host| host["serving"] == json!(true))
-        });
-        if current && serving {
-            let tools = server.as_ref().map(|server| server["tools"].clone()).unwrap_or_default();
-            let names: Vec<String> = tools
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
-                .collect();
-            if !names.is_empty() || tokio::time::Instant::now() >= deadline {
-                return names;
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Vec::new();
+        let tools = env.plugins.federation.serving_tools(&env.cluster, name, log_index);
+        if !tools.is_empty() || tokio::time::Instant::now() >= deadline {
+            return tools;
         }
         tokio::time::sleep(WAIT_POLL).await;
     }

@@ -50,8 +50,15 @@ pub struct HostedTool {
     pub sha256: [u8; 32],
     /// The server's definition of the tool, canonical JSON (keys sorted).
     pub definition: Arc<Vec<u8>>,
-    /// The server says the tool only reads, or may be repeated safely.
-    pub retry_safe: bool,
+}
+
+/// Whether a tool's definition (JSON) says it only reads, or may be
+/// repeated safely: a call that may have reached a server may then be
+/// made again on another host.
+pub fn retry_safe(definition: &[u8]) -> bool {
+    let tool: Value = serde_json::from_slice(definition).unwrap_or(Value::Null);
+    let annotations = &tool["annotations"];
+    annotations["readOnlyHint"] == Value::Bool(true) || annotations["idempotentHint"] == Value::Bool(true)
 }
 
 /// How a hosted server is doing.
@@ -145,8 +152,6 @@ pub fn offered_tools(server: &ServerRegistration, listed: Vec<Tool>) -> (Vec<Hos
             left_out.push(format!("{name}: the mesh offers at most {MAX_FEDERATED_TOOLS} tools of one server"));
             continue;
         }
-        let annotations = tool.annotations.clone().unwrap_or_default();
-        let retry_safe = annotations.read_only_hint == Some(true) || annotations.idempotent_hint == Some(true);
         let definition = canonical(&serde_json::to_value(&tool).unwrap_or(Value::Null));
         if definition.len() > MAX_FEDERATED_TOOL_DEFINITION_BYTES {
             left_out.push(format!(
@@ -155,7 +160,7 @@ pub fn offered_tools(server: &ServerRegistration, listed: Vec<Tool>) -> (Vec<Hos
             ));
             continue;
         }
-        offered.push(HostedTool { name, sha256: sha256(&definition), definition: Arc::new(definition), retry_safe });
+        offered.push(HostedTool { name, sha256: sha256(&definition), definition: Arc::new(definition) });
     }
     offered.sort_by(|a, b| a.name.cmp(&b.name));
     (offered, left_out)
@@ -331,6 +336,11 @@ impl Host {
     /// Reads the state under its lock.
     pub fn with_state<T>(&self, read: impl FnOnce(&HostState) -> T) -> T {
         read(&self.state())
+    }
+
+    /// Its tools by name, with their definitions' hashes.
+    pub fn tool_hashes(&self) -> BTreeMap<String, [u8; 32]> {
+        self.state().tools.iter().map(|tool| (tool.name.clone(), tool.sha256)).collect()
     }
 
     /// Whether calls may be sent to the server now: healthy, circuit not open.
@@ -585,5 +595,14 @@ mod tests {
     fn canonical_json_sorts_keys_at_every_level() {
         let a = json!({ "b": 1, "a": { "d": [ { "z": 1, "y": 2 } ], "c": null } });
         assert_eq!(canonical(&a), br#"{"a":{"c":null,"d":[{"y":2,"z":1}]},"b":1}"#.to_vec());
+    }
+
+    #[test]
+    fn only_read_only_or_idempotent_tools_may_be_called_again() {
+        assert!(retry_safe(br#"{"annotations":{"readOnlyHint":true}}"#));
+        assert!(retry_safe(br#"{"annotations":{"idempotentHint":true}}"#));
+        assert!(!retry_safe(br#"{"annotations":{"readOnlyHint":false,"destructiveHint":true}}"#));
+        assert!(!retry_safe(br#"{"name":"lookup"}"#));
+        assert!(!retry_safe(b"not json"));
     }
 }

@@ -145,16 +145,11 @@ impl Federation {
     pub fn advertised(&self) -> Vec<AdvertServer> {
         lock(&self.hosted)
             .values()
-            .map(|host| {
-                let serving = host.serving();
-                let tools =
-                    host.with_state(|state| state.tools.iter().map(|tool| (tool.name.clone(), tool.sha256)).collect());
-                AdvertServer {
-                    name: host.server.registration.name.clone(),
-                    log_index: host.server.log_index,
-                    serving,
-                    tools,
-                }
+            .map(|host| AdvertServer {
+                name: host.server.registration.name.clone(),
+                log_index: host.server.log_index,
+                serving: host.serving(),
+                tools: host.tool_hashes().into_iter().collect(),
             })
             .collect()
     }
@@ -251,8 +246,7 @@ impl Federation {
         let name = &server.registration.name;
         let mut hosts = Vec::new();
         if let Some(host) = self.hosted(name).filter(|host| host.server.log_index == server.log_index) {
-            let tools =
-                host.with_state(|state| state.tools.iter().map(|tool| (tool.name.clone(), tool.sha256)).collect());
+            let tools = host.tool_hashes();
             hosts.push(HostView {
                 node_id: cluster.node_id(),
                 peer: None,
@@ -421,6 +415,19 @@ impl Federation {
         listed_definition(&hosts, &tool).is_some()
     }
 
+    /// The exposed names of the tools that some host serving `name`'s
+    /// registration at `log_index` gives (none while it is registered at
+    /// another index, or no host serves it).
+    pub fn serving_tools(&self, cluster: &Cluster, name: &str, log_index: u64) -> Vec<String> {
+        let Some(server) = self.registry().get(name).filter(|server| server.log_index == log_index).cloned() else {
+            return Vec::new();
+        };
+        let hosts = self.hosts_of(cluster, &peer_adverts(cluster), &server);
+        let tools: BTreeSet<&String> =
+            hosts.iter().filter(|host| host.serving).flat_map(|host| host.tools.keys()).collect();
+        tools.into_iter().map(|tool| format!("{name}.{tool}")).collect()
+    }
+
     /// Whether `exposed` names a registered server's allowed tool.
     pub fn names(&self, exposed: &str) -> bool {
         self.resolve(exposed).is_some()
@@ -451,10 +458,7 @@ impl Federation {
         let Some((hash, _)) = listed_definition(&hosts, &tool) else {
             return Some(unserved(format!("no host of server {name} serves tool {tool} now; retry when one does")));
         };
-        let retry_safe = self.definition(&hash).is_some_and(|definition| {
-            let tool: Value = serde_json::from_slice(&definition).unwrap_or(Value::Null);
-            tool["annotations"]["readOnlyHint"] == json!(true) || tool["annotations"]["idempotentHint"] == json!(true)
-        });
+        let retry_safe = self.definition(&hash).is_some_and(|definition| host::retry_safe(&definition));
         let here = hosts.iter().any(|host| host.peer.is_none() && host.serving && host.tools.get(&tool) == Some(&hash));
         let candidates: Vec<Candidate<Peer>> = hosts
             .iter()
