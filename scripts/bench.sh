@@ -12,15 +12,21 @@
 # the API moved to rmcp), in a worktree beside the cache, sharing the build
 # directory so that only the workspace's own crates are compiled again.
 #
+# The federation part calls an MCP server written with the Python SDK:
+# scripts/mcp-clients.sh installs it.
+#
 # usage: scripts/bench.sh [filter]   (a criterion filter, `mesh`,
-#        `mesh-api` for the API layer comparison alone, or `mesh-trace` for
-#        writes against ZEROMESH_BASELINE_COMMIT=<commit before the trace>)
+#        `mesh-api` for the API layer comparison alone, `mesh-trace` for
+#        writes against ZEROMESH_BASELINE_COMMIT=<commit before the trace>,
+#        or `mesh-tools` for plugin calls offloaded and federated servers)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
 bash scripts/setup.sh etcd-server protobuf-compiler
+source scripts/mcp-clients.sh
 features=(--features zeromesh-testnet/etcd)
-if [[ "${1:-}" == mesh* ]]; then
+# Only the full mesh run and the API and trace comparisons need the baseline.
+if [[ "${1:-}" == mesh || "${1:-}" == mesh-api || "${1:-}" == mesh-trace ]]; then
     baseline_commit="${ZEROMESH_BASELINE_COMMIT:-c4fb570}"
     baseline_dir="${XDG_CACHE_HOME:-$HOME/.cache}/zeromesh/baseline-$baseline_commit"
     if [ ! -x "$baseline_dir/zeromesh" ]; then

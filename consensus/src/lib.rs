@@ -37,4 +37,4 @@ pub use settings::RaftSettings;
 pub use state_machine::{check_snapshot, MemoryStateMachine, StateChange};
 pub use trace::{entry_leaf, trace_leaf, trace_payload, TraceError, TraceHead};
 pub use types::{Entry, Raft, TypeConfig};
-pub use zeromesh_storage::{HistoryPage, ListPage};
+pub use zeromesh_storage::{HistoryPage, ListPage, MemoryUsage, MIN_MEMORY_BUDGET_BYTES};

@@ -72,7 +72,8 @@ impl ConsensusNode {
     ) -> Result<ConsensusNode, ConsensusError> {
         let config = settings.to_config()?;
         let dir = dir.to_owned();
-        let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let budget = settings.storage_memory_bytes;
+        let store = tokio::task::spawn_blocking(move || Store::open_with_budget(&dir, budget))
             .await
             .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
         let log_store = LogStore::<TypeConfig>::new(store.clone());
@@ -114,6 +115,11 @@ impl ConsensusNode {
 
     pub(crate) fn trace_heads(&self) -> &tokio::sync::watch::Receiver<crate::trace::TraceHead> {
         &self.trace_heads
+    }
+
+    /// What RocksDB holds in memory now, against its budget.
+    pub fn storage_memory(&self) -> zeromesh_storage::MemoryUsage {
+        self.store.memory_usage()
     }
 
     /// Lets a caller wait until every handle on this node's store is gone,

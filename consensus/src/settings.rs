@@ -20,6 +20,8 @@ pub struct RaftSettings {
     pub log_entries_kept_after_snapshot: u64,
     pub snapshot_chunk_bytes: u64,
     pub max_entries_per_append: u64,
+    /// What RocksDB may hold in memory (`storage_memory_mb`).
+    pub storage_memory_bytes: usize,
 }
 
 impl Default for RaftSettings {
@@ -33,6 +35,7 @@ impl Default for RaftSettings {
             log_entries_kept_after_snapshot: 1_000,
             snapshot_chunk_bytes: 1024 * 1024,
             max_entries_per_append: 256,
+            storage_memory_bytes: zeromesh_storage::DEFAULT_MEMORY_BUDGET_BYTES,
         }
     }
 }

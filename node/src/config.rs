@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// A snapshot is built every this many applied entries.
     #[arg(long, env = "ZEROMESH_SNAPSHOT_EVERY_ENTRIES")]
     pub snapshot_every_entries: Option<String>,
+    /// MiB RocksDB may hold in memory: its block cache, memtables included.
+    #[arg(long, env = "ZEROMESH_STORAGE_MEMORY_MB")]
+    pub storage_memory_mb: Option<String>,
     /// A pre-shared key file (`zeromesh mesh-key`): only nodes holding the
     /// same key can connect to this node's mesh at all.
     #[arg(long, env = "ZEROMESH_PRIVATE_MESH_KEY")]
@@ -148,6 +151,7 @@ struct FileConfig {
     advert_ttl_ms: Option<u64>,
     checkpoint_interval_ms: Option<u64>,
     snapshot_every_entries: Option<u64>,
+    storage_memory_mb: Option<u64>,
     private_mesh_key: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -422,9 +426,17 @@ impl NodeConfig {
             defaults.snapshot_every_entries,
             100..=10_000_000,
         )?;
+        let storage_memory_mb = number(
+            "storage_memory_mb",
+            args.storage_memory_mb.as_deref(),
+            file.storage_memory_mb,
+            (defaults.storage_memory_bytes >> 20) as u64,
+            (zeromesh_consensus::MIN_MEMORY_BUDGET_BYTES >> 20) as u64..=1 << 20,
+        )?;
         let raft = RaftSettings {
             snapshot_every_entries,
             log_entries_kept_after_snapshot: defaults.log_entries_kept_after_snapshot.min(snapshot_every_entries / 2),
+            storage_memory_bytes: (storage_memory_mb as usize) << 20,
             ..defaults
         };
         Ok(NodeConfig {

@@ -95,10 +95,16 @@ pub const MAX_MESH_CONNECTIONS: u32 = 256;
 pub const MAX_OFFLOAD_MESSAGE_BYTES: usize =
     if MAX_PLUGIN_ARGS_BYTES > MAX_PLUGIN_RESULT_BYTES { MAX_PLUGIN_ARGS_BYTES } else { MAX_PLUGIN_RESULT_BYTES }
         + 64 * 1024;
-/// Plugin calls a node runs for its peers at once; more are answered
-/// "busy" without running, so the caller tries another peer.
+/// Plugin calls a node runs for its peers at once; more wait for a slot
+/// (at most [`MAX_OFFLOAD_QUEUED`] of them, each no longer than its own
+/// wall-clock budget, which the wait uses up).
 pub const MAX_OFFLOAD_SERVED_IN_FLIGHT: usize = 32;
-/// Plugin calls a node has running on its peers at once; more wait.
+/// Calls from peers that wait for one of [`MAX_OFFLOAD_SERVED_IN_FLIGHT`]
+/// slots; more are answered "busy" without running, so the caller tries
+/// another peer.
+pub const MAX_OFFLOAD_QUEUED: usize = 256;
+/// Plugin calls a node has running on its peers at once; more wait, each
+/// within its own deadline.
 pub const MAX_OFFLOAD_SENT_IN_FLIGHT: usize = 64;
 /// Concurrent offload streams per peer connection.
 pub const MAX_OFFLOAD_STREAMS_PER_CONNECTION: usize = 64;

@@ -22,6 +22,6 @@ pub use error::StorageError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, SnapshotHeader, SnapshotStats};
 pub use snapshot_file::SnapshotFile;
-pub use store::{ReleaseProbe, Store};
+pub use store::{MemoryUsage, ReleaseProbe, Store, DEFAULT_MEMORY_BUDGET_BYTES, MIN_MEMORY_BUDGET_BYTES};
 pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};
 pub use usage::{UsageWindow, OVERFLOW_ORDINAL};

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, WriteBufferManager,
+    WriteOptions, DB,
+};
 
 use crate::error::StorageError;
 use crate::keys::*;
@@ -19,7 +22,35 @@ pub struct Store {
     pub(crate) snapshots: Arc<SnapshotDir>,
     /// Kept for its statistics (fsync counts).
     options: Arc<Options>,
+    memory: Arc<Memory>,
     dir: PathBuf,
+}
+
+/// What RocksDB may hold in memory when a store is opened without a budget
+/// of its own: `storage_memory_mb`'s default.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 64 << 20;
+/// The smallest budget a store accepts.
+pub const MIN_MEMORY_BUDGET_BYTES: usize = 8 << 20;
+
+/// One budget for all of RocksDB's memory that grows with data: one block
+/// cache shared by every column family, holding data, index and filter
+/// blocks, with the memtables charged to it as well (a write buffer
+/// manager); writes wait for a flush when memtables reach half of it.
+struct Memory {
+    budget: usize,
+    cache: Cache,
+    /// Held for as long as the database uses it.
+    _write_buffers: WriteBufferManager,
+}
+
+/// What a store holds in memory now, against its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub budget_bytes: usize,
+    /// The shared block cache, memtables' charge included.
+    pub cache_bytes: usize,
+    /// Of which memtables.
+    pub memtable_bytes: usize,
 }
 
 /// The open database. When the last handle drops it, RocksDB is closed
@@ -86,11 +117,22 @@ fn damaged(db_dir: &Path, error: rocksdb::Error) -> StorageError {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. An interrupted snapshot install
-    /// found here is redone before the store is returned.
+    /// Opens (or creates) the store in `dir` with the default memory
+    /// budget. An interrupted snapshot install found here is redone before
+    /// the store is returned.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        Store::open_with_budget(dir, DEFAULT_MEMORY_BUDGET_BYTES)
+    }
+
+    /// [`Store::open`] with RocksDB's memory held to `budget_bytes` (at
+    /// least [`MIN_MEMORY_BUDGET_BYTES`]).
+    pub fn open_with_budget(dir: &Path, budget_bytes: usize) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        let budget = budget_bytes.max(MIN_MEMORY_BUDGET_BYTES);
+        let cache = Cache::new_lru_cache(budget);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, true, cache.clone());
         let mut options = Options::default();
+        options.set_write_buffer_manager(&write_buffers);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(4);
@@ -104,7 +146,15 @@ impl Store {
         options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
         options.enable_statistics();
         options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
-        let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let mut tables = BlockBasedOptions::default();
+        tables.set_block_cache(&cache);
+        tables.set_cache_index_and_filter_blocks(true);
+        tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        let mut family = Options::default();
+        family.set_block_based_table_factory(&tables);
+        // Eight families: one memtable may not take a budget's share alone.
+        family.set_write_buffer_size((budget / 8).min(64 << 20));
+        let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));
         let db_dir = dir.join("db");
         let db = DB::open_cf_descriptors(&options, &db_dir, descriptors).map_err(|error| damaged(&db_dir, error))?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
@@ -112,6 +162,7 @@ impl Store {
             db: Arc::new(OpenDb { db: Some(db), closed: Arc::default() }),
             snapshots: Arc::new(snapshots),
             options: Arc::new(options),
+            memory: Arc::new(Memory { budget, cache, _write_buffers: write_buffers }),
             dir: dir.to_owned(),
         };
         store.finish_interrupted_install()?;
@@ -134,6 +185,17 @@ impl Store {
     /// How many times RocksDB has fsynced its write-ahead log since open.
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
+    }
+
+    /// RocksDB's memory now, against the budget. Memtables are counted
+    /// from each column family's own figure, not the budget's bookkeeping.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let memtable_bytes = ALL_CFS
+            .iter()
+            .filter_map(|name| self.cf(name).ok())
+            .filter_map(|cf| self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables").ok().flatten())
+            .sum::<u64>() as usize;
+        MemoryUsage { budget_bytes: self.memory.budget, cache_bytes: self.memory.cache.get_usage(), memtable_bytes }
     }
 
     pub fn release_probe(&self) -> ReleaseProbe {

@@ -5,7 +5,11 @@
 //! and 64 clients, the same tool under an agreement (each call reserved
 //! through the log, or served from the node's lease), the time an advert
 //! takes to reach every node of a 10-node testnet, and one idle node's RSS
-//! and CPU. Then the peer API layer alone (`memory_get`, stale, and the
+//! and CPU. The same plugin tool offloaded (called on a member that runs no
+//! plugins), and a federated MCP server's tool through its host, through
+//! another node and called directly, with how long a failed host keeps
+//! receiving calls (mesh/federation.rs); `mesh-tools` runs only these.
+//! Then the peer API layer alone (`memory_get`, stale, and the
 //! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
 //! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
 //! node binary (scripts/bench.sh builds the commit before the API moved to
@@ -30,6 +34,8 @@ struct Scale {
     advert_nodes: usize,
     advert_rounds: usize,
     idle: Duration,
+    /// Rounds of each fault in the federated failover measure.
+    fault_rounds: usize,
 }
 
 const FULL: Scale = Scale {
@@ -38,6 +44,7 @@ const FULL: Scale = Scale {
     advert_nodes: 10,
     advert_rounds: 10,
     idle: Duration::from_secs(10),
+    fault_rounds: 5,
 };
 const SMOKE: Scale = Scale {
     measure: Duration::from_millis(300),
@@ -45,6 +52,7 @@ const SMOKE: Scale = Scale {
     advert_nodes: 3,
     advert_rounds: 1,
     idle: Duration::from_millis(500),
+    fault_rounds: 1,
 };
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -64,6 +72,11 @@ enum Target {
     ZeromeshHttp {
         api: String,
     },
+    /// An MCP server called directly, every client through one connection
+    /// (as a node that hosts it calls it).
+    McpDirect {
+        peer: rmcp::service::Peer<rmcp::RoleClient>,
+    },
     #[cfg(feature = "etcd")]
     Etcd {
         endpoints: Vec<String>,
@@ -72,6 +85,7 @@ enum Target {
 
 enum Connection {
     Zeromesh(zeromesh::client::ApiClient),
+    McpDirect(rmcp::service::Peer<rmcp::RoleClient>),
     /// `modern`: the node speaks 2026-07-28 (stateless requests); otherwise
     /// each POST is one message of the handshake era without a session, as
     /// nodes before rmcp served them.
@@ -98,6 +112,9 @@ enum Operation {
     PluginEchoMetered {
         own_key: bool,
     },
+    /// `tools/call` of the notes fixture's `lookup`, a federated MCP
+    /// server's tool (`notes.lookup` through a node).
+    FederatedLookup,
 }
 
 /// Calls for agent `bench` that ran; keys are numbered from it too.
@@ -116,6 +133,7 @@ impl Target {
                     connection.post(&stateless_headers(&discover), &discover.to_string()).await.expect("answers");
                 Connection::Http { connection, modern: status == 200, next_id: 1 }
             }
+            Target::McpDirect { peer } => Connection::McpDirect(peer.clone()),
             #[cfg(feature = "etcd")]
             Target::Etcd { endpoints } => {
                 Connection::Etcd(etcd_client::Client::connect(endpoints, None).await.expect("connects to etcd"))
@@ -153,6 +171,7 @@ impl Connection {
                     }
                     Operation::StaleRead => ("memory_get", json!({ "path": path, "consistency": "stale" })),
                     Operation::PluginEcho => ("echo", json!({ "path": path })),
+                    Operation::FederatedLookup => ("notes.lookup", json!({ "key": path })),
                     Operation::PluginEchoMetered { own_key } => {
                         let call = METERED_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let mut meta = json!({ "zeromesh/agent": "bench" });
@@ -167,12 +186,22 @@ impl Connection {
                 };
                 client.call_tool(tool, arguments).await.expect("the call succeeds");
             }
+            Connection::McpDirect(peer) => {
+                assert!(operation == Operation::FederatedLookup, "an MCP server is only called for lookup");
+                let arguments = json!({ "key": path }).as_object().cloned().unwrap();
+                let params = rmcp::model::CallToolRequestParams::new("lookup").with_arguments(arguments);
+                let result = peer.call_tool(params).await.expect("the server answers");
+                assert_ne!(result.is_error, Some(true), "{result:?}");
+            }
             #[cfg(feature = "etcd")]
             Connection::Etcd(client) => match operation {
                 Operation::Write => drop(client.put(path, value, None).await.expect("etcd put succeeds")),
                 // etcd's default range read is linearizable.
                 Operation::LinearizableRead => drop(client.get(path, None).await.expect("etcd get succeeds")),
-                Operation::StaleRead | Operation::PluginEcho | Operation::PluginEchoMetered { .. } => {
+                Operation::StaleRead
+                | Operation::PluginEcho
+                | Operation::PluginEchoMetered { .. }
+                | Operation::FederatedLookup => {
                     unreachable!("etcd runs no plugins")
                 }
             },
@@ -514,6 +543,49 @@ async fn trace_cost_comparison(scale: &Scale) {
     }
 }
 
+/// A 3-node testnet once all three are voters, its leader and a follower.
+async fn three_voters() -> (Testnet, usize, usize) {
+    let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
+    testnet
+        .wait_for_cluster("three voters", Duration::from_secs(60), |status| {
+            status["voters"].as_array().is_some_and(|v| v.len() == 3)
+        })
+        .await
+        .expect("three voters");
+    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+    (testnet, leader, (leader + 1) % 3)
+}
+
+/// The echo plugin installed through the leader and called on a follower at
+/// 1, 10 and 64 clients, then the same through a member that runs no
+/// plugins (offloaded).
+async fn plugin_calls(testnet: &mut Testnet, leader: usize, follower: usize, scale: &Scale) {
+    install_echo_plugin(testnet, leader);
+    wait_until("the follower to run the plugin", Duration::from_secs(60), || async {
+        testnet.call(follower, "echo", json!({})).await.ok()
+    })
+    .await
+    .expect("the follower runs the echo plugin");
+    println!("mesh/plugin: the echo example plugin, installed through node {leader}, called on node {follower}");
+    let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
+    let local = calls_at_1_10_64("mesh/plugin-echo/follower", &on_follower, scale, Operation::PluginEcho).await;
+    offload_overhead(testnet, scale, &local).await;
+}
+
+/// `operation` against `target` at 1, 10 and 64 clients, each reported as
+/// `{name}/clients=N`: the calls/s of each.
+async fn calls_at_1_10_64(name: &str, target: &Target, scale: &Scale, operation: Operation) -> Vec<f64> {
+    let mut rates = Vec::new();
+    for clients in [1, 10, 64] {
+        rates.push(report(
+            &format!("{name}/clients={clients}"),
+            "calls",
+            load(target, clients, scale, operation).await,
+        ));
+    }
+    rates
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -532,16 +604,15 @@ async fn main() {
         trace_cost_comparison(scale).await;
         return;
     }
+    if std::env::args().any(|arg| arg == "mesh-tools") {
+        let (mut testnet, leader, follower) = three_voters().await;
+        plugin_calls(&mut testnet, leader, follower, scale).await;
+        drop(testnet);
+        federation::compare(scale).await;
+        return;
+    }
 
-    let mut testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
-    testnet
-        .wait_for_cluster("three voters", Duration::from_secs(60), |status| {
-            status["voters"].as_array().is_some_and(|v| v.len() == 3)
-        })
-        .await
-        .expect("three voters");
-    let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
-    let follower = (leader + 1) % 3;
+    let (mut testnet, leader, follower) = three_voters().await;
     let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
     let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
     println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
@@ -573,26 +644,12 @@ async fn main() {
         load(&on_follower, 64, scale, Operation::LinearizableRead).await,
     );
     etcd::compare(scale, &zeromesh_writes).await;
-    install_echo_plugin(&testnet, leader);
-    wait_until("the follower to run the plugin", Duration::from_secs(60), || async {
-        testnet.call(follower, "echo", json!({})).await.ok()
-    })
-    .await
-    .expect("the follower runs the echo plugin");
-    println!("mesh/plugin: the echo example plugin, installed through node {leader}, called on node {follower}");
-    let mut local = Vec::new();
-    for clients in [1, 10, 64] {
-        local.push(report(
-            &format!("mesh/plugin-echo/follower/clients={clients}"),
-            "calls",
-            load(&on_follower, clients, scale, Operation::PluginEcho).await,
-        ));
-    }
+    plugin_calls(&mut testnet, leader, follower, scale).await;
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
-    offload_overhead(&mut testnet, scale, &local).await;
     drop(testnet);
 
     agreement_overhead(scale).await;
+    federation::compare(scale).await;
     api_layer_comparison(scale).await;
 
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("an idle 3-node testnet starts");
@@ -623,6 +680,9 @@ async fn main() {
         spreads.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
 }
+
+#[path = "mesh/federation.rs"]
+mod federation;
 
 /// The same write workload against a 3-member etcd on 127.0.0.1, when built
 /// with the `etcd` feature and Debian's `etcd` is installed (scripts/bench.sh

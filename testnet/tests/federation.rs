@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use zeromesh_protocol::limits::{MAX_OFFLOAD_SENT_IN_FLIGHT, MAX_OFFLOAD_SERVED_IN_FLIGHT};
 use zeromesh_testnet::parties::Parties;
 use zeromesh_testnet::{cli_as, connect_when_known, wait_until, Testnet, TestnetOptions};
 
@@ -64,8 +65,21 @@ fn fixture_processes_under(dir: &Path) -> Vec<u32> {
 /// Registers the fixture as `name` on the nodes `hosts` through node
 /// `through`, and waits for a host to serve it.
 fn register(testnet: &Testnet, through: usize, name: &str, hosts: &[usize]) -> String {
+    register_with(testnet, through, name, hosts, HEALTH_INTERVAL_MS, 10_000)
+}
+
+/// [`register`] with other health check interval and call timeout.
+fn register_with(
+    testnet: &Testnet,
+    through: usize,
+    name: &str,
+    hosts: &[usize],
+    health_interval_ms: u64,
+    call_timeout_ms: u64,
+) -> String {
     let token = testnet.admin_token.clone().unwrap();
-    let interval = HEALTH_INTERVAL_MS.to_string();
+    let interval = health_interval_ms.to_string();
+    let call_timeout = call_timeout_ms.to_string();
     let unhealthy_after = UNHEALTHY_AFTER.to_string();
     let host_ids: Vec<String> = hosts.iter().map(|index| node_id(testnet, *index)).collect();
     let mut args = vec!["server", "register", name, "--node", &testnet.nodes[through].address.api];
@@ -84,7 +98,7 @@ fn register(testnet: &Testnet, through: usize, name: &str, hosts: &[usize]) -> S
         "--unhealthy-after",
         &unhealthy_after,
         "--call-timeout-ms",
-        "10000",
+        &call_timeout,
         "--max-memory-mb",
         "2048",
         "--wait",
@@ -121,6 +135,16 @@ async fn listed_server(testnet: &Testnet, index: usize, name: &str) -> Option<Va
         }
     };
     list["servers"].as_array()?.iter().find(|server| server["name"] == name).cloned()
+}
+
+/// A call of `server.lookup` on node `index` is refused, saying that no
+/// host serves it.
+async fn assert_no_host_serves(testnet: &Testnet, index: usize, server: &str) {
+    let tool = format!("{server}.lookup");
+    let mut client = testnet.client(index).await.unwrap();
+    let refused = client.request("tools/call", json!({ "name": tool, "arguments": { "key": "k" } })).await;
+    let refused = refused.expect_err("no host serves it").to_string();
+    assert!(refused.contains(&format!("no host of federated server {server} serves tool {tool:?} now")), "{refused}");
 }
 
 /// Whether node `index` sees host `host` serving server `name`.
@@ -209,10 +233,7 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
     })
     .await
     .unwrap();
-    let mut client = testnet.client(2).await.unwrap();
-    let refused = client.request("tools/call", json!({ "name": "notes.lookup", "arguments": { "key": "k3" } })).await;
-    let refused = refused.expect_err("no host serves it").to_string();
-    assert!(refused.contains("no host of federated server notes serves tool \"notes.lookup\" now"), "{refused}");
+    assert_no_host_serves(&testnet, 2, "notes").await;
     let here = listed_server(&testnet, 0, "notes").await.unwrap()["here"].clone();
     assert_eq!(here["serving"], false, "{here}");
     assert!(here["restarts"].as_u64().unwrap() >= 1, "its host keeps trying to start it: {here}");
@@ -305,6 +326,40 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
         assert_eq!(result["_meta"]["zeromesh/host"]["nodeId"], agreeing[0], "{result}");
     }
 
+    // A hung server (stopped, so its process is there and its health
+    // checks, a minute apart, have not noticed): the call that times out
+    // there fails (`lookup` may change things), and the next calls go to
+    // the other host rather than wait on the hung one again.
+    register_with(&testnet, 2, "notes-h", &[0, 1], 60_000, 1_000);
+    for host in [0, 1] {
+        wait_until(&format!("node 2 to see node {host} serving notes-h"), WAIT, || async {
+            sees_serving(&testnet, 2, "notes-h", &node_id(&testnet, host)).await.filter(|serving| *serving)
+        })
+        .await
+        .unwrap();
+    }
+    let first = call(&testnet, 2, "notes-h.lookup", json!({ "key": "h0" })).await;
+    let hung = first["_meta"]["zeromesh/host"]["nodeId"].as_str().unwrap().to_owned();
+    let (hung_index, other) = if hung == node_id(&testnet, 0) { (0, 1) } else { (1, 0) };
+    let pid = listed_server(&testnet, hung_index, "notes-h").await.unwrap()["here"]["pid"].as_u64().unwrap() as u32;
+    signal_process(pid, "STOP");
+    let mut client = testnet.client(2).await.unwrap();
+    let timed_out =
+        client.request("tools/call", json!({ "name": "notes-h.lookup", "arguments": { "key": "h1" } })).await;
+    let timed_out = timed_out.unwrap();
+    assert_eq!(timed_out["isError"], true, "{timed_out}");
+    assert_eq!(timed_out["_meta"]["zeromesh/error"], "outcome_unknown", "{timed_out}");
+    assert!(text_of(&timed_out).contains("no answer within 1000 ms"), "{timed_out}");
+    for attempt in 2..5 {
+        let result = call(&testnet, 2, "notes-h.lookup", json!({ "key": format!("h{attempt}") })).await;
+        assert_eq!(result["isError"], false, "{result}");
+        assert_eq!(result["_meta"]["zeromesh/host"]["nodeId"], node_id(&testnet, other), "{result}");
+    }
+    signal_process(pid, "CONT");
+    let api = testnet.nodes[2].address.api.clone();
+    let out = cli_as(testnet.admin_token.as_deref(), &["server", "unregister", "notes-h", "--node", &api]).unwrap();
+    assert!(out.contains("unregistered"), "{out}");
+
     // A node killed outright, then one stopped: neither leaves a process.
     testnet.kill9(1).await.unwrap();
     wait_until("node 1's servers to die with it", WAIT, || async {
@@ -347,8 +402,114 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
     assert!(out.contains("no federated servers"), "{out}");
 }
 
+/// The fixture serving over Streamable HTTP on 127.0.0.1:`port`, killed
+/// when dropped; returns once it accepts connections.
+async fn start_http_fixture(port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(python())
+        .args([fixture(), "http".into(), port.to_string()])
+        .env("NOTES_HOST", "the-url")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the HTTP fixture starts");
+    wait_until("the HTTP fixture to listen", WAIT, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+    })
+    .await
+    .unwrap();
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_server_is_reached_by_url_and_followed_through_its_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = start_http_fixture(port).await;
+    let testnet = Testnet::start(2, TestnetOptions { auth: true, ..Default::default() }).await.unwrap();
+    let token = testnet.admin_token.clone().unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let host = node_id(&testnet, 0);
+    let interval = HEALTH_INTERVAL_MS.to_string();
+    let unhealthy_after = UNHEALTHY_AFTER.to_string();
+    let api = testnet.nodes[1].address.api.clone();
+    #[rustfmt::skip]
+    let args = [
+        "server", "register", "web", "--node", &api, "--url", &url, "--host-node", &host,
+        "--health-interval-ms", &interval, "--health-timeout-ms", "250", "--unhealthy-after", &unhealthy_after,
+        "--wait", "60",
+    ];
+    let registered = cli_as(Some(&token), &args).unwrap_or_else(|error| panic!("{error:#}"));
+    assert!(registered.contains("server web registered") && registered.contains("web.lookup"), "{registered}");
+    let listed = listed_server(&testnet, 1, "web").await.unwrap();
+    assert_eq!(listed["transport"]["http"], url, "{listed}");
+
+    // Called through node 1, served by node 0 from the URL.
+    let result = call(&testnet, 1, "web.lookup", json!({ "key": "h1" })).await;
+    assert_eq!(text_of(&result), "note h1 from the-url", "{result}");
+    assert_eq!(result["_meta"]["zeromesh/host"]["nodeId"], host, "{result}");
+    assert_eq!(result["_meta"]["zeromesh/receipt"]["kind"], "federated", "{result}");
+
+    // More calls at once, each taking a while, than a node sends to its
+    // peers and than a host runs for them: the rest wait for a slot, and
+    // every one is made.
+    const AT_ONCE: usize = MAX_OFFLOAD_SENT_IN_FLIGHT + MAX_OFFLOAD_SERVED_IN_FLIGHT;
+    let mut clients = Vec::new();
+    for _ in 0..AT_ONCE {
+        clients.push(testnet.client(1).await.unwrap());
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for mut client in clients {
+        calls.spawn(async move {
+            let params = json!({ "name": "web.pause", "arguments": { "ms": 500 } });
+            let result = client.request("tools/call", params).await.unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(text_of(&result), "paused 500 ms", "{result}");
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+
+    // The server stops: its host's health checks fail, every node stops
+    // offering it and calls say why.
+    server.kill().await.unwrap();
+    let configured = Duration::from_millis(HEALTH_INTERVAL_MS * UNHEALTHY_AFTER) + PROPAGATION;
+    for index in 0..2 {
+        wait_until(&format!("node {index} to see web unhealthy"), configured, || async {
+            (sees_serving(&testnet, index, "web", &host).await == Some(false)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_no_host_serves(&testnet, 1, "web").await;
+
+    // Started again at the same URL (a new process, without the old
+    // session): its host connects again by itself.
+    let _server = start_http_fixture(port).await;
+    wait_until("node 1 to see web serving again", WAIT, || async {
+        sees_serving(&testnet, 1, "web", &host).await.filter(|serving| *serving)
+    })
+    .await
+    .unwrap();
+    let result = call(&testnet, 1, "web.lookup", json!({ "key": "h3" })).await;
+    assert_eq!(text_of(&result), "note h3 from the-url", "{result}");
+
+    let out = cli_as(Some(&token), &["server", "unregister", "web", "--node", &api]).unwrap();
+    assert!(out.contains("unregistered"), "{out}");
+    for index in 0..2 {
+        wait_until(&format!("node {index} to stop listing web.lookup"), WAIT, || async {
+            lists(&testnet, index, "web.lookup").await.is_none().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// `kill -9 pid`: the process dies without a word.
 fn kill_process(pid: u32) {
-    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-    assert!(status.success(), "kill -9 {pid}");
+    signal_process(pid, "KILL");
+}
+
+fn signal_process(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
 }

@@ -262,6 +262,25 @@ pub fn render(state: &ApiState) -> String {
         "Federated tools whose hosts give different definitions.",
         federation.schema_mismatches(),
     );
+    let storage = state.cluster.consensus.storage_memory();
+    gauge(
+        &mut out,
+        "zeromesh_storage_memory_budget_bytes",
+        "What RocksDB may hold in memory (storage_memory_mb).",
+        storage.budget_bytes,
+    );
+    gauge(
+        &mut out,
+        "zeromesh_storage_cache_bytes",
+        "RocksDB's shared block cache in use, the memtables' charge included.",
+        storage.cache_bytes,
+    );
+    gauge(
+        &mut out,
+        "zeromesh_storage_memtable_bytes",
+        "RocksDB's memtables, all column families.",
+        storage.memtable_bytes,
+    );
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
     }

@@ -19,7 +19,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use zeromesh_protocol::limits::{
     MAX_ADVERT_ADDRESSES, MAX_ADVERT_BYTES, MAX_MESH_CONNECTIONS, MAX_MESH_REQUESTS_IN_FLIGHT,
-    MAX_MESH_STREAMS_PER_CONNECTION, MAX_OFFLOAD_MESSAGE_BYTES, MAX_OFFLOAD_SENT_IN_FLIGHT,
+    MAX_MESH_STREAMS_PER_CONNECTION, MAX_OFFLOAD_MESSAGE_BYTES, MAX_OFFLOAD_QUEUED, MAX_OFFLOAD_SENT_IN_FLIGHT,
     MAX_OFFLOAD_SERVED_IN_FLIGHT, MAX_OFFLOAD_STREAMS_PER_CONNECTION, MAX_PLUGIN_WALL_CLOCK_MS,
 };
 
@@ -84,8 +84,8 @@ pub struct MeshCounters {
     pub adverts_rejected: u64,
     pub adverts_published: u64,
     pub inbound_refused_busy: u64,
-    /// Offloaded calls answered "busy" because this node already ran
-    /// [`MAX_OFFLOAD_SERVED_IN_FLIGHT`] for peers.
+    /// Offloaded calls answered "busy": [`MAX_OFFLOAD_QUEUED`] already
+    /// waited for a slot, or no slot came free within the call's budget.
     pub offload_refused_busy: u64,
 }
 
@@ -126,6 +126,8 @@ pub struct MeshHandle {
     shared: Arc<Mutex<Shared>>,
     adverts: Arc<Mutex<AdvertTable>>,
     offload_handler: Arc<OnceLock<Arc<dyn OffloadHandler>>>,
+    /// [`MAX_OFFLOAD_SENT_IN_FLIGHT`] permits: one per offloaded call in flight.
+    offload_sent: Arc<Semaphore>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -227,8 +229,46 @@ struct MeshTask {
     discovering: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     offload_handler: Arc<OnceLock<Arc<dyn OffloadHandler>>>,
     offload_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<OffloadResponse, MeshSendError>>>,
+    /// [`MAX_OFFLOAD_SERVED_IN_FLIGHT`] permits: one per call run for a peer.
     offload_slots: Arc<Semaphore>,
+    /// [`MAX_OFFLOAD_QUEUED`] more than the slots: one per call running or
+    /// waiting for a slot.
+    offload_queue: Arc<Semaphore>,
     offload_responses_tx: mpsc::Sender<(ResponseChannel<OffloadResponse>, OffloadResponse)>,
+}
+
+/// The longest a request for tool definitions waits for a slot.
+const DESCRIBE_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits for one of the slots calls from peers run in: a call no longer
+/// than its wall-clock budget, which the wait uses up (the call runs with
+/// what is left); answered "busy" without running when no slot comes free.
+async fn take_offload_slot(
+    slots: &Arc<Semaphore>,
+    mut request: OffloadMessage,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, OffloadMessage), OffloadResponse> {
+    let budget = match &request {
+        OffloadMessage::Call(call) => Duration::from_millis(call.wall_ms),
+        OffloadMessage::Describe { .. } => DESCRIBE_SLOT_WAIT,
+    };
+    let started = Instant::now();
+    let busy = || {
+        OffloadResponse::NotRun(format!(
+            "node was running {MAX_OFFLOAD_SERVED_IN_FLIGHT} calls for peers for the call's whole {} ms",
+            budget.as_millis()
+        ))
+    };
+    let Ok(Ok(slot)) = tokio::time::timeout(budget, slots.clone().acquire_owned()).await else {
+        return Err(busy());
+    };
+    if let OffloadMessage::Call(call) = &mut request {
+        let waited = started.elapsed().as_millis() as u64;
+        if waited >= call.wall_ms {
+            return Err(busy());
+        }
+        call.wall_ms -= waited;
+    }
+    Ok((slot, request))
 }
 
 /// TCP, then (with a pre-shared key) the private-network handshake, then
@@ -315,10 +355,12 @@ impl MeshHandle {
             offload_handler: offload_handler.clone(),
             offload_pending: HashMap::new(),
             offload_slots: Arc::new(Semaphore::new(MAX_OFFLOAD_SERVED_IN_FLIGHT)),
+            offload_queue: Arc::new(Semaphore::new(MAX_OFFLOAD_SERVED_IN_FLIGHT + MAX_OFFLOAD_QUEUED)),
             offload_responses_tx,
         };
         tokio::spawn(task.run(commands_rx, responses_rx, offload_responses_rx));
-        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts, offload_handler };
+        let offload_sent = Arc::new(Semaphore::new(MAX_OFFLOAD_SENT_IN_FLIGHT));
+        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts, offload_handler, offload_sent };
         handle.wait_listening(Duration::from_secs(10)).await?;
         Ok(handle)
     }
@@ -374,7 +416,9 @@ impl MeshHandle {
         self.exchange(peer, timeout, |reply| MeshCommand::Request { peer, addresses, request, reply }).await
     }
 
-    /// Has `peer` run an offloaded plugin call, waiting at most `timeout`.
+    /// Has `peer` run an offloaded plugin call, waiting at most `timeout`,
+    /// first for one of the [`MAX_OFFLOAD_SENT_IN_FLIGHT`] calls in flight
+    /// to end when that many are.
     pub async fn offload(
         &self,
         peer: PeerId,
@@ -382,6 +426,17 @@ impl MeshHandle {
         request: OffloadMessage,
         timeout: Duration,
     ) -> Result<OffloadResponse, MeshSendError> {
+        let started = Instant::now();
+        let Ok(Ok(_in_flight)) = tokio::time::timeout(timeout, self.offload_sent.acquire()).await else {
+            return Err(MeshSendError::Unreachable {
+                peer,
+                reason: format!(
+                    "{MAX_OFFLOAD_SENT_IN_FLIGHT} offloaded calls were in flight for the call's whole {} ms",
+                    timeout.as_millis()
+                ),
+            });
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
         self.exchange(peer, timeout, |reply| MeshCommand::Offload { peer, addresses, request, reply }).await
     }
 
@@ -735,10 +790,10 @@ impl MeshTask {
                     if lock(&self.shared).isolated.contains(&peer) {
                         return;
                     }
-                    let Ok(slot) = self.offload_slots.clone().try_acquire_owned() else {
+                    let Ok(queued) = self.offload_queue.clone().try_acquire_owned() else {
                         lock(&self.shared).counters.offload_refused_busy += 1;
                         let busy = OffloadResponse::NotRun(format!(
-                            "node is running {MAX_OFFLOAD_SERVED_IN_FLIGHT} calls for peers already"
+                            "node is running {MAX_OFFLOAD_SERVED_IN_FLIGHT} calls for peers and {MAX_OFFLOAD_QUEUED} more wait"
                         ));
                         let _ = self.swarm.behaviour_mut().offload.send_response(channel, busy);
                         return;
@@ -748,10 +803,17 @@ impl MeshTask {
                         let _ = self.swarm.behaviour_mut().offload.send_response(channel, starting);
                         return;
                     };
+                    let (slots, shared) = (self.offload_slots.clone(), self.shared.clone());
                     let responses = self.offload_responses_tx.clone();
                     tokio::spawn(async move {
-                        let response = handler.handle(peer, request).await;
-                        drop(slot);
+                        let response = match take_offload_slot(&slots, request).await {
+                            Ok((_slot, request)) => handler.handle(peer, request).await,
+                            Err(busy) => {
+                                lock(&shared).counters.offload_refused_busy += 1;
+                                busy
+                            }
+                        };
+                        drop(queued);
                         let _ = responses.send((channel, response)).await;
                     });
                 }

@@ -81,6 +81,14 @@ struct AtomicCounters {
     serving: AtomicI64,
 }
 
+/// A failure's message as a host sent it: JSON text, or other JSON.
+fn text_of(message: Value) -> String {
+    match message {
+        Value::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -386,8 +394,12 @@ impl Offload {
                     Ok(value) => {
                         let answer = match (receipt.is_error, value) {
                             (false, value) => Ok(value),
-                            (true, Value::String(message)) => Err(ServiceError::Refused(message)),
-                            (true, other) => Err(ServiceError::Refused(other.to_string())),
+                            // A host that got no answer from its server
+                            // cannot say whether the call had an effect.
+                            (true, message) if call.kind == CallKind::Federated => {
+                                Err(ServiceError::Unknown(text_of(message)))
+                            }
+                            (true, message) => Err(ServiceError::Refused(text_of(message))),
                         };
                         let fuel = receipt.fuel_used;
                         let served_by = ServedBy::Peer { node_id, peer_id: peer, receipt: Box::new(receipt), signed };

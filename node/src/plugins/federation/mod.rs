@@ -11,14 +11,16 @@
 //! did not make it (it answered "not run", or was unreachable): an MCP
 //! server's tool may change things, so a call that may have reached one
 //! is not repeated, unless the server marks the tool read-only or
-//! idempotent.
+//! idempotent. A host whose call from this node failed without an answer
+//! is tried after the others until its own health checks have had time to
+//! report it ([`Suspects`]).
 
 mod host;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use serde_json::{json, Value};
@@ -78,9 +80,34 @@ pub struct Federation {
     listed: Mutex<Vec<String>>,
     /// Mismatches reported last, so each is logged once.
     mismatches: Mutex<BTreeSet<String>>,
+    suspects: Mutex<Suspects>,
     tools_changed: broadcast::Sender<()>,
     /// Set when the node stops: nothing is started any more.
     stopping: std::sync::atomic::AtomicBool,
+}
+
+/// Hosts (server, node id) whose call from this node failed without an
+/// answer, until when they are tried after the others: long enough for
+/// the host's own health checks to find the server unhealthy and its
+/// advert to say so, so that callers do not wait on a hung server again
+/// in the meantime.
+#[derive(Default)]
+struct Suspects(HashMap<(String, u64), Instant>);
+
+impl Suspects {
+    fn failed(&mut self, server: &str, node_id: u64, until: Instant) {
+        let now = Instant::now();
+        self.0.retain(|_, expires| *expires > now);
+        self.0.insert((server.to_owned(), node_id), until);
+    }
+
+    fn answered(&mut self, server: &str, node_id: u64) {
+        self.0.remove(&(server.to_owned(), node_id));
+    }
+
+    fn suspect(&self, server: &str, node_id: u64, now: Instant) -> bool {
+        self.0.get(&(server.to_owned(), node_id)).is_some_and(|expires| *expires > now)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +140,7 @@ impl Federation {
             changes: watch::Sender::new(0),
             listed: Mutex::new(Vec::new()),
             mismatches: Mutex::new(BTreeSet::new()),
+            suspects: Mutex::new(Suspects::default()),
             tools_changed,
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
@@ -460,19 +488,37 @@ impl Federation {
         };
         let retry_safe = self.definition(&hash).is_some_and(|definition| host::retry_safe(&definition));
         let here = hosts.iter().any(|host| host.peer.is_none() && host.serving && host.tools.get(&tool) == Some(&hash));
-        let candidates: Vec<Candidate<Peer>> = hosts
-            .iter()
-            .filter(|host| host.serving && host.tools.get(&tool) == Some(&hash))
-            .filter_map(|host| {
-                Some(Candidate {
-                    load_per_core_milli: host.load_per_core_milli,
-                    rtt_ms: None,
-                    peer: host.peer.clone()?,
+        let now = Instant::now();
+        let candidates: Vec<Candidate<Peer>> = {
+            let suspects = lock(&self.suspects);
+            hosts
+                .iter()
+                .filter(|host| host.serving && host.tools.get(&tool) == Some(&hash))
+                .filter_map(|host| {
+                    // A suspect host counts as fully loaded: tried last.
+                    let suspect = suspects.suspect(&name, host.node_id, now);
+                    Some(Candidate {
+                        load_per_core_milli: if suspect { u64::MAX } else { host.load_per_core_milli },
+                        rtt_ms: None,
+                        peer: host.peer.clone()?,
+                    })
                 })
-            })
-            .collect();
-        let places =
-            placement::plan(Here { runs_plugin: here, load_per_core_milli: 0 }, candidates, None, MAX_OFFLOAD_ATTEMPTS);
+                .collect()
+        };
+        let health = &server.registration.health;
+        let suspect_for = Duration::from_millis(
+            health.interval_ms.saturating_mul(u64::from(health.unhealthy_after)).saturating_add(health.timeout_ms),
+        ) + REFRESH;
+        // This node first when it hosts the tool, then its other hosts.
+        let mut places = placement::plan(
+            Here { runs_plugin: false, load_per_core_milli: 0 },
+            candidates,
+            None,
+            MAX_OFFLOAD_ATTEMPTS,
+        );
+        if here {
+            places.insert(0, Place::Here);
+        }
         let arguments_object = match &arguments {
             Value::Object(map) => map.clone(),
             _ => {
@@ -531,7 +577,15 @@ impl Federation {
                         reservation: reservation.clone(),
                     };
                     let caps = call.caps;
-                    match offload.attempt(cluster, peer_id, addresses, node_id, &call, caps).await {
+                    let attempt = offload.attempt(cluster, peer_id, addresses, node_id, &call, caps).await;
+                    // A host that ran the call but got no answer from its
+                    // server (a timeout, a broken pipe) failed it too; the
+                    // server's own error result is an answer.
+                    match &attempt {
+                        Attempt::Ran(run) if run.answer.is_ok() => lock(&self.suspects).answered(&name, node_id),
+                        _ => lock(&self.suspects).failed(&name, node_id, Instant::now() + suspect_for),
+                    }
+                    match attempt {
                         Attempt::Ran(run) => {
                             if !retry_safe || run.answer.is_ok() {
                                 return Some(run);
@@ -698,5 +752,21 @@ mod tests {
         let unhealthy = [host(1, false, &[("search", 1)]), host(2, true, &[("search", 2)])];
         assert_eq!(listed_definition(&unhealthy, "search"), Some(([2; 32], false)), "hosts not serving do not count");
         assert_eq!(listed_definition(&unhealthy, "other"), None);
+    }
+
+    #[test]
+    fn a_host_that_failed_a_call_is_suspect_until_its_time_is_up_or_it_answers() {
+        let mut suspects = Suspects::default();
+        let now = Instant::now();
+        suspects.failed("notes", 1, now + Duration::from_secs(5));
+        assert!(suspects.suspect("notes", 1, now));
+        assert!(!suspects.suspect("notes", 2, now), "only the host that failed");
+        assert!(!suspects.suspect("other", 1, now), "only for the server that failed");
+        assert!(!suspects.suspect("notes", 1, now + Duration::from_secs(6)), "until its time is up");
+        suspects.answered("notes", 1);
+        assert!(!suspects.suspect("notes", 1, now), "an answer clears it");
+        suspects.failed("notes", 3, now);
+        suspects.failed("notes", 4, now + Duration::from_secs(5));
+        assert_eq!(suspects.0.len(), 1, "expired entries are dropped as others are added");
     }
 }
