@@ -18,7 +18,8 @@
 # usage: scripts/bench.sh [filter]   (a criterion filter, `mesh`,
 #        `mesh-api` for the API layer comparison alone, `mesh-trace` for
 #        writes against ZEROMESH_BASELINE_COMMIT=<commit before the trace>,
-#        or `mesh-tools` for plugin calls offloaded and federated servers)
+#        `mesh-tools` for plugin calls offloaded and federated servers, or
+#        `soak`: ZEROMESH_SOAK_MINUTES (10) of mixed load, memory per minute)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"

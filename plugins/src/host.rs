@@ -4,8 +4,8 @@
 //! only the host functions of capabilities it declared and was granted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -166,13 +166,74 @@ pub struct PluginHost {
     engine: Engine,
     limits: HostLimits,
     compiled: Mutex<HashMap<[u8; 32], Module>>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Drop for PluginHost {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        lock(&self.ticker.state).stopped = true;
+        self.ticker.wake.notify_one();
     }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while a call runs,
+/// and sleeps while none does: an idle node is not woken 200 times a
+/// second. A call's deadline is counted in ticks from its start, so ticks
+/// only matter while calls run.
+#[derive(Default)]
+struct Ticker {
+    state: Mutex<TickerState>,
+    wake: Condvar,
+    /// Epochs advanced since the host started.
+    ticks: AtomicU64,
+}
+
+#[derive(Default)]
+struct TickerState {
+    running: usize,
+    stopped: bool,
+}
+
+/// A call that keeps the epoch advancing until it is dropped.
+struct Ticking(Arc<Ticker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        lock(&self.0.state).running -= 1;
+    }
+}
+
+impl Ticker {
+    fn start_call(self: &Arc<Self>) -> Ticking {
+        let mut state = lock(&self.state);
+        state.running += 1;
+        if state.running == 1 {
+            self.wake.notify_one();
+        }
+        Ticking(self.clone())
+    }
+
+    /// The ticker thread's loop, until the host is dropped.
+    fn run(&self, engine: &Engine) {
+        loop {
+            {
+                let mut state = lock(&self.state);
+                while state.running == 0 && !state.stopped {
+                    state = self.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                if state.stopped {
+                    return;
+                }
+            }
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl PluginHost {
@@ -191,23 +252,22 @@ impl PluginHost {
             .max_wasm_stack(MAX_WASM_STACK_BYTES)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let stop = ticker_stop.clone();
+        let ticker = Arc::new(Ticker::default());
+        let (ticker_engine, ticking) = (engine.clone(), ticker.clone());
         std::thread::Builder::new()
             .name("zeromesh-plugin-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
+            .spawn(move || ticking.run(&ticker_engine))
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginHost { engine, limits, compiled: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(PluginHost { engine, limits, compiled: Mutex::new(HashMap::new()), ticker })
+    }
+
+    /// How many times the deadline clock has ticked: only while calls run.
+    pub fn epoch_ticks(&self) -> u64 {
+        self.ticker.ticks.load(Ordering::Relaxed)
     }
 
     fn compile(&self, package: &VerifiedPackage) -> Result<Module, LoadError> {
-        let mut compiled = self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut compiled = lock(&self.compiled);
         if let Some(module) = compiled.get(&package.module_sha256) {
             return Ok(module.clone());
         }
@@ -321,6 +381,7 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.set_fuel(fuel).map_err(|e| CallError::Trap(e.to_string()))?;
+        let _ticking = self.ticker.start_call();
         store.set_epoch_deadline(deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1));
 
         let outcome = run(&mut store, &plugin.pre, tool.as_bytes(), &arguments);

@@ -146,6 +146,24 @@ fn a_plugin_with_ample_fuel_is_stopped_at_its_wall_clock_deadline() {
 }
 
 #[test]
+fn the_deadline_clock_ticks_only_while_a_call_runs() {
+    let setup = Setup::new();
+    let idle = std::time::Duration::from_millis(60);
+    std::thread::sleep(idle);
+    assert_eq!(setup.host.epoch_ticks(), 0, "no call has run");
+    let limits = PluginLimits { fuel_per_call: 1_000_000_000, memory_bytes: 1 << 20, wall_clock_ms: 20 };
+    let looping =
+        setup.load(module("", "(loop $forever (br $forever)) (i64.const 0)"), manifest(&[], limits), &[]).unwrap();
+    let error = setup.host.call(&looping, "run", &json!({}), context("agent-a")).unwrap_err();
+    assert_eq!(error, CallError::Deadline { deadline_ms: 20 });
+    let after_call = setup.host.epoch_ticks();
+    assert!(after_call >= 1, "the call was stopped by ticks");
+    std::thread::sleep(idle);
+    // A tick already under way when the call ended may still land.
+    assert!(setup.host.epoch_ticks() <= after_call + 1, "idle again");
+}
+
+#[test]
 fn a_plugin_that_grows_memory_without_bound_hits_its_memory_limit() {
     let setup = Setup::new();
     let grow = "(loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) (i64.const 0)";

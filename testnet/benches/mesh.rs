@@ -16,7 +16,9 @@
 //! rmcp), for that one too, in the same run. With `mesh-trace`, durable
 //! writes through the leader at 1, 10 and 64 clients, for this build and the
 //! baseline (`ZEROMESH_BASELINE_COMMIT=<the commit before the trace log>`):
-//! what the trace log costs the write path, in one run.
+//! what the trace log costs the write path, in one run. With `soak`, ten
+//! minutes of mixed load on 3 nodes, memory, descriptors and p99 each
+//! minute (mesh/soak.rs).
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
@@ -591,7 +593,7 @@ async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     // `scripts/bench.sh log_append` runs only the benchmarks matching its filter.
     if let Some(filter) = std::env::args().skip(1).find(|arg| !arg.starts_with("--")) {
-        if !"mesh".contains(filter.as_str()) && !filter.contains("mesh") {
+        if !"mesh".contains(filter.as_str()) && !filter.contains("mesh") && filter != "soak" {
             return;
         }
     }
@@ -602,6 +604,10 @@ async fn main() {
     }
     if std::env::args().any(|arg| arg == "mesh-trace") {
         trace_cost_comparison(scale).await;
+        return;
+    }
+    if std::env::args().any(|arg| arg == "soak") {
+        soak::run(scale).await;
         return;
     }
     if std::env::args().any(|arg| arg == "mesh-tools") {
@@ -679,10 +685,17 @@ async fn main() {
         percentile(&spreads, 0.5).as_secs_f64() * 1e3,
         spreads.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    drop(testnet);
+    if !full {
+        // The soak run is `soak` alone (ten minutes); the smoke pass tries it.
+        soak::run(scale).await;
+    }
 }
 
 #[path = "mesh/federation.rs"]
 mod federation;
+#[path = "mesh/soak.rs"]
+mod soak;
 
 /// The same write workload against a 3-member etcd on 127.0.0.1, when built
 /// with the `etcd` feature and Debian's `etcd` is installed (scripts/bench.sh
