@@ -588,6 +588,9 @@ impl MeshTask {
                 self.pending.insert(id, (peer, reply));
             }
             MeshCommand::Offload { peer, addresses, request, reply } => {
+                // Callers wait for a permit first (`MeshHandle::offload`); a
+                // caller that gave up frees its permit while libp2p still
+                // holds its request, so the bound is kept here too.
                 if self.offload_pending.len() >= MAX_OFFLOAD_SENT_IN_FLIGHT {
                     let _ = reply.send(Err(MeshSendError::Unreachable {
                         peer,
