@@ -32,6 +32,7 @@ pub use error::ConsensusError;
 pub use in_process::InProcessRouter;
 pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork};
 pub use node::{ClusterView, ConsensusNode, WriteReceipt};
+pub use read_batch::SharedRounds;
 pub use reads::{Consistency, ReadQuery, ReadReply};
 pub use settings::RaftSettings;
 pub use state_machine::{check_snapshot, MemoryStateMachine, StateChange};

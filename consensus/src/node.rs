@@ -255,6 +255,15 @@ impl ConsensusNode {
         Ok(response.log_id.index)
     }
 
+    /// The leader this node knows of and its addresses, read in place (no
+    /// copy of the metrics): what every forwarded request asks first.
+    pub fn known_leader(&self) -> Option<(NodeId, Option<MemberInfo>)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        Some((leader, metrics.membership_config.membership().get_node(&leader).cloned()))
+    }
+
     /// Every member (voter or learner) with its addresses, as the latest
     /// membership config this node knows.
     pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {

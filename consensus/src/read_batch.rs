@@ -2,6 +2,8 @@
 //! confirmation is in flight share the next one, instead of each costing a
 //! round to a quorum. A read joins only a round that has not started yet, so
 //! the confirmation it gets began after the read arrived: linearizable.
+//! [`SharedRounds`] is that scheme for any operation (a follower shares its
+//! requests for the leader's read index the same way).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,9 +11,6 @@ use tokio::sync::watch;
 
 use crate::error::ConsensusError;
 use crate::types::Raft;
-
-/// A round's outcome: the read index, or the error (kept cloneable).
-type Outcome = Option<Result<u64, SharedError>>;
 
 #[derive(Debug, Clone)]
 enum SharedError {
@@ -40,56 +39,81 @@ impl From<SharedError> for ConsensusError {
     }
 }
 
-/// At most one confirmation in flight and one waiting to start.
-pub(crate) struct ReadIndexBatcher {
-    raft: Raft,
-    /// The round new readers join; taken when it starts.
-    pending: Arc<Mutex<Option<watch::Receiver<Outcome>>>>,
+/// Rounds of one operation whose answer callers may share: a caller joins
+/// the round that has not started yet, or makes one; at most one round runs
+/// at a time and one waits to start. A caller's round therefore starts
+/// after the caller arrived, which is what lets linearizable reads share a
+/// leadership confirmation. Each round runs in its own task, so a caller
+/// that gives up cannot strand the others.
+pub struct SharedRounds<R> {
+    /// The round new callers join; taken when it starts.
+    pending: Arc<Mutex<Option<watch::Receiver<Option<R>>>>>,
     /// Held by the round in flight.
     in_flight: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl<R> Default for SharedRounds<R> {
+    fn default() -> Self {
+        SharedRounds { pending: Arc::default(), in_flight: Arc::default() }
+    }
+}
+
+impl<R: Clone + Send + Sync + 'static> SharedRounds<R> {
+    /// The outcome of a round that starts after this call: the one waiting
+    /// to start, or a new one that runs `round()` once the round in flight
+    /// ends. `None` if the round's task was dropped (the runtime stopping).
+    pub async fn join<F, Fut>(&self, round: F) -> Option<R>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+    {
+        let mut outcome = {
+            let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &*pending {
+                Some(waiting) => waiting.clone(),
+                None => {
+                    let (publish, waiting) = watch::channel::<Option<R>>(None);
+                    *pending = Some(waiting.clone());
+                    let (pending, in_flight) = (self.pending.clone(), self.in_flight.clone());
+                    tokio::spawn(async move {
+                        let _turn = in_flight.lock_owned().await;
+                        // From here on, new callers make the next round.
+                        pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+                        let _ = publish.send(Some(round().await));
+                    });
+                    waiting
+                }
+            }
+        };
+        let shared = outcome.wait_for(Option::is_some).await.ok()?.clone();
+        shared
+    }
+}
+
+/// Linearizable reads' leadership confirmations, shared (see [`SharedRounds`]).
+pub(crate) struct ReadIndexBatcher {
+    raft: Raft,
+    rounds: SharedRounds<Result<u64, SharedError>>,
+}
+
 impl ReadIndexBatcher {
     pub fn new(raft: Raft) -> Self {
-        ReadIndexBatcher { raft, pending: Arc::default(), in_flight: Arc::default() }
+        ReadIndexBatcher { raft, rounds: SharedRounds::default() }
     }
 
     /// A read index confirmed by a quorum after this call began.
     pub async fn read_index(&self) -> Result<u64, ConsensusError> {
-        let mut outcome = {
-            let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match &*pending {
-                Some(round) => round.clone(),
-                None => {
-                    let (publish, round) = watch::channel::<Outcome>(None);
-                    *pending = Some(round.clone());
-                    self.start(publish);
-                    round
+        let raft = self.raft.clone();
+        let confirmed = self
+            .rounds
+            .join(move || async move {
+                match raft.get_read_log_id().await {
+                    Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+                    Err(error) => Err(SharedError::from(ConsensusError::from(error))),
                 }
-            }
-        };
-        // The round runs in its own task, so a caller that gives up cannot
-        // strand the others.
-        let result = outcome
-            .wait_for(Option::is_some)
+            })
             .await
-            .map_err(|_| ConsensusError::ShuttingDown)?
-            .clone()
             .unwrap_or(Err(SharedError::ShuttingDown));
-        result.map_err(ConsensusError::from)
-    }
-
-    fn start(&self, publish: watch::Sender<Outcome>) {
-        let (raft, pending, in_flight) = (self.raft.clone(), self.pending.clone(), self.in_flight.clone());
-        tokio::spawn(async move {
-            let _turn = in_flight.lock_owned().await;
-            // From here on, new readers start the next round.
-            pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-            let confirmed = match raft.get_read_log_id().await {
-                Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-                Err(error) => Err(SharedError::from(ConsensusError::from(error))),
-            };
-            let _ = publish.send(Some(confirmed));
-        });
+        confirmed.map_err(ConsensusError::from)
     }
 }

@@ -69,7 +69,7 @@ fn mesh_messages() -> Inputs {
             }),
         ),
         ("vote", MeshRequest::Vote(VoteRequest::new(Vote::new(3, 2), Some(log_id(8))))),
-        ("write", MeshRequest::Write(put("agent-1/notes/today", "hello"))),
+        ("writes", MeshRequest::Writes(vec![put("agent-1/notes/today", "hello"), put("agent-2/notes/x", "hi")])),
         ("read_index", MeshRequest::ReadIndex),
         ("join", MeshRequest::Join(JoinRequest { token: "zm1-token".into(), node_id: 4, info: member() })),
         ("cosign", MeshRequest::CosignCheckpoint { size: 9, root: [7; 32] }),
@@ -92,7 +92,13 @@ fn mesh_messages() -> Inputs {
     };
     let responses = [
         ("status", MeshResponse::Status(status)),
-        ("write_accepted", MeshResponse::Write(Ok(WriteAccepted { log_index: 9, outcomes: vec![] }))),
+        (
+            "writes_accepted",
+            MeshResponse::Writes(vec![
+                Ok(WriteAccepted { log_index: 9, outcomes: vec![] }),
+                Err(MeshError::Invalid("compare-and-set: no such path".into())),
+            ]),
+        ),
         ("not_leader", MeshResponse::ReadIndex(Err(MeshError::NotLeader { leader: Some(2) }))),
         ("module", MeshResponse::FetchPluginModule(Some(b"\0asm\x01\0\0\0".to_vec()))),
     ];

@@ -9,6 +9,8 @@
 //! plugins), and a federated MCP server's tool through its host, through
 //! another node and called directly, with how long a failed host keeps
 //! receiving calls (mesh/federation.rs); `mesh-tools` runs only these.
+//! `mesh-etcd` runs only the writes and linearizable reads on the leader and
+//! a follower and etcd's writes, with the ratios between them.
 //! Then the peer API layer alone (`memory_get`, stale, and the
 //! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
 //! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
@@ -18,7 +20,9 @@
 //! baseline (`ZEROMESH_BASELINE_COMMIT=<the commit before the trace log>`):
 //! what the trace log costs the write path, in one run. With `soak`, ten
 //! minutes of mixed load on 3 nodes, memory, descriptors and p99 each
-//! minute (mesh/soak.rs).
+//! minute (mesh/soak.rs). Last (or alone with `mesh-scale`), testnets of 3,
+//! 10 and 30 nodes: time to join, advert convergence, idle cost per node,
+//! and on the largest, writes and reads through a non-voter.
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
@@ -38,6 +42,8 @@ struct Scale {
     idle: Duration,
     /// Rounds of each fault in the federated failover measure.
     fault_rounds: usize,
+    /// Testnet sizes of the scaling measure (`mesh-scale`).
+    scaling_nodes: &'static [usize],
 }
 
 const FULL: Scale = Scale {
@@ -47,6 +53,7 @@ const FULL: Scale = Scale {
     advert_rounds: 10,
     idle: Duration::from_secs(10),
     fault_rounds: 5,
+    scaling_nodes: &[3, 10, 30],
 };
 const SMOKE: Scale = Scale {
     measure: Duration::from_millis(300),
@@ -55,6 +62,7 @@ const SMOKE: Scale = Scale {
     advert_rounds: 1,
     idle: Duration::from_millis(500),
     fault_rounds: 1,
+    scaling_nodes: &[4],
 };
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -453,6 +461,84 @@ async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str
     println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core ({when})", rss_kib(pid) / 1024);
 }
 
+/// Mean and largest RSS (MiB) and CPU (% of a core) of every node of
+/// `testnet` over `scale.idle` of idleness, after a second of rest.
+async fn idle_all(testnet: &Testnet, scale: &Scale) -> ((f64, f64), (f64, f64)) {
+    let pids: Vec<u32> = testnet.nodes.iter().filter_map(|node| node.pid()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before: Vec<u64> = pids.iter().map(|pid| cpu_ticks(*pid)).collect();
+    let started = Instant::now();
+    tokio::time::sleep(scale.idle).await;
+    let seconds = started.elapsed().as_secs_f64();
+    // Linux counts CPU time in 100 ticks per second.
+    let cpu: Vec<f64> =
+        pids.iter().zip(before).map(|(pid, before)| (cpu_ticks(*pid) - before) as f64 / seconds).collect();
+    let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid) as f64 / 1024.0).collect();
+    let mean_and_max = |values: &[f64]| {
+        (values.iter().sum::<f64>() / values.len().max(1) as f64, values.iter().copied().fold(0.0, f64::max))
+    };
+    (mean_and_max(&rss), mean_and_max(&cpu))
+}
+
+/// Testnets of growing size (3 voters, the rest non-voting members): how
+/// long every node takes to join, how long until every node holds every
+/// advert, each node's idle RSS and CPU; on the largest, writes and
+/// linearizable reads through a non-voter against the leader.
+async fn scaling(scale: &Scale) {
+    for nodes in scale.scaling_nodes {
+        // Default settings (an advert every 5 s): what idle costs as shipped.
+        let started = Instant::now();
+        let testnet = Testnet::start(*nodes, TestnetOptions::default()).await.expect("the testnet starts");
+        let joined = started.elapsed();
+        wait_until("every node to hold every advert", Duration::from_secs(120), || async {
+            for index in 0..*nodes {
+                let answer = testnet.call(index, "mesh_peers", json!({})).await.ok()?;
+                (answer["adverts"].as_array()?.len() >= *nodes).then_some(())?;
+            }
+            Some(())
+        })
+        .await
+        .expect("adverts spread");
+        let converged = started.elapsed();
+        println!(
+            "mesh/scale/{nodes}-nodes: all members and 3 voters after {:.1} s, every advert on every node after {:.1} s",
+            joined.as_secs_f64(),
+            converged.as_secs_f64()
+        );
+        let ((rss_mean, rss_max), (cpu_mean, cpu_max)) = idle_all(&testnet, scale).await;
+        println!(
+            "mesh/scale/{nodes}-nodes: idle RSS mean {rss_mean:.0} MiB (max {rss_max:.0}), CPU mean {cpu_mean:.2}% of a core (max {cpu_max:.2}%)"
+        );
+        if Some(nodes) != scale.scaling_nodes.last() {
+            continue;
+        }
+        let leader = testnet.leader(Duration::from_secs(60)).await.expect("a leader");
+        let status = testnet.status(leader).await.expect("the cluster's status");
+        let member = status["non_voters"].as_array().and_then(|ids| ids.first()?.as_u64()).expect("a non-voter");
+        let non_voter =
+            testnet.nodes.iter().position(|node| node.address.node_id == member).expect("the non-voter's node");
+        let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
+        let on_non_voter = Target::Zeromesh { api: testnet.nodes[non_voter].address.api.clone() };
+        for (name, operation) in [("write", Operation::Write), ("linearizable-read", Operation::LinearizableRead)] {
+            let here = report(
+                &format!("mesh/scale/{nodes}-nodes/{name}/leader/clients=64"),
+                "ops",
+                load(&on_leader, 64, scale, operation).await,
+            );
+            let there = report(
+                &format!("mesh/scale/{nodes}-nodes/{name}/non-voter/clients=64"),
+                "ops",
+                load(&on_non_voter, 64, scale, operation).await,
+            );
+            println!("ratio non-voter/leader {name}s/s at 64 clients: {:.2}", there / here.max(1e-9));
+        }
+        let ((rss_mean, rss_max), (cpu_mean, cpu_max)) = idle_all(&testnet, scale).await;
+        println!(
+            "mesh/scale/{nodes}-nodes: after the load, RSS mean {rss_mean:.0} MiB (max {rss_max:.0}), CPU mean {cpu_mean:.2}% (max {cpu_max:.2}%)"
+        );
+    }
+}
+
 /// The peer API layer on a follower of a 3-node `--dev` testnet running
 /// `binary`: stale `memory_get` and the echo plugin's `tools/call` at 1, 10
 /// and 64 clients, over WebSocket and over Streamable HTTP. Calls/s by name.
@@ -519,6 +605,20 @@ async fn writes(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(Str
         }
     }
     rates
+}
+
+/// A node's forwarding counters from its /metrics: writes, the requests
+/// that carried them, reads, and their read-index requests.
+async fn forwarding(api: &str) -> [f64; 4] {
+    let names = [
+        "zeromesh_forwarded_writes_total ",
+        "zeromesh_forwarded_write_requests_total ",
+        "zeromesh_forwarded_reads_total ",
+        "zeromesh_forwarded_read_index_requests_total ",
+    ];
+    let body = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.map(|(_, body)| body);
+    let body = body.unwrap_or_default();
+    names.map(|name| body.lines().find_map(|line| line.strip_prefix(name)?.parse().ok()).unwrap_or(0.0))
 }
 
 /// `zeromesh_trace_checkpoint_round_seconds` from a node's /metrics.
@@ -588,6 +688,62 @@ async fn calls_at_1_10_64(name: &str, target: &Target, scale: &Scale, operation:
     rates
 }
 
+/// Durable writes and linearizable reads on the leader and on a follower of
+/// a 3-node testnet, then the same writes against etcd: the ratios the
+/// consensus path is judged by (follower against leader, zeromesh against
+/// etcd), all from one run.
+async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usize, scale: &Scale) {
+    let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
+    let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
+    println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
+    let mut zeromesh_writes = Vec::new();
+    for clients in [1, 64] {
+        zeromesh_writes.push(report(
+            &format!("mesh/write/leader/clients={clients}"),
+            "writes",
+            load(&on_leader, clients, scale, Operation::Write).await,
+        ));
+    }
+    report("mesh/write/leader/clients=10", "writes", load(&on_leader, 10, scale, Operation::Write).await);
+    let api = &testnet.nodes[follower].address.api;
+    let before = forwarding(api).await;
+    let forwarded =
+        report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
+    println!("ratio follower/leader writes/s at 64 clients: {:.2}", forwarded / zeromesh_writes[1].max(1e-9));
+    let after = forwarding(api).await;
+    println!(
+        "mesh/write/follower/clients=64: {:.1} writes per forwarded request",
+        (after[0] - before[0]) / (after[1] - before[1]).max(1.0)
+    );
+    for clients in [1, 10] {
+        report(
+            &format!("mesh/linearizable-read/leader/clients={clients}"),
+            "reads",
+            load(&on_leader, clients, scale, Operation::LinearizableRead).await,
+        );
+    }
+    let on_leader_reads = report(
+        "mesh/linearizable-read/leader/clients=64",
+        "reads",
+        load(&on_leader, 64, scale, Operation::LinearizableRead).await,
+    );
+    let on_follower_reads = report(
+        "mesh/linearizable-read/follower/clients=64",
+        "reads",
+        load(&on_follower, 64, scale, Operation::LinearizableRead).await,
+    );
+    println!(
+        "ratio follower/leader linearizable reads/s at 64 clients: {:.2}",
+        on_follower_reads / on_leader_reads.max(1e-9)
+    );
+    let read = forwarding(api).await;
+    println!(
+        "mesh/linearizable-read/follower/clients=64: {:.1} reads per read-index request",
+        (read[2] - after[2]) / (read[3] - after[3]).max(1.0)
+    );
+    etcd::compare(scale, &zeromesh_writes).await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -610,6 +766,15 @@ async fn main() {
         soak::run(scale).await;
         return;
     }
+    if std::env::args().any(|arg| arg == "mesh-scale") {
+        scaling(scale).await;
+        return;
+    }
+    if std::env::args().any(|arg| arg == "mesh-etcd") {
+        let (testnet, leader, follower) = three_voters().await;
+        consensus_against_etcd(&testnet, leader, follower, scale).await;
+        return;
+    }
     if std::env::args().any(|arg| arg == "mesh-tools") {
         let (mut testnet, leader, follower) = three_voters().await;
         plugin_calls(&mut testnet, leader, follower, scale).await;
@@ -619,37 +784,7 @@ async fn main() {
     }
 
     let (mut testnet, leader, follower) = three_voters().await;
-    let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
-    let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
-    println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
-    let mut zeromesh_writes = Vec::new();
-    for clients in [1, 64] {
-        zeromesh_writes.push(report(
-            &format!("mesh/write/leader/clients={clients}"),
-            "writes",
-            load(&on_leader, clients, scale, Operation::Write).await,
-        ));
-    }
-    report("mesh/write/leader/clients=10", "writes", load(&on_leader, 10, scale, Operation::Write).await);
-    report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
-    for clients in [1, 10] {
-        report(
-            &format!("mesh/linearizable-read/leader/clients={clients}"),
-            "reads",
-            load(&on_leader, clients, scale, Operation::LinearizableRead).await,
-        );
-    }
-    report(
-        "mesh/linearizable-read/leader/clients=64",
-        "reads",
-        load(&on_leader, 64, scale, Operation::LinearizableRead).await,
-    );
-    report(
-        "mesh/linearizable-read/follower/clients=64",
-        "reads",
-        load(&on_follower, 64, scale, Operation::LinearizableRead).await,
-    );
-    etcd::compare(scale, &zeromesh_writes).await;
+    consensus_against_etcd(&testnet, leader, follower, scale).await;
     plugin_calls(&mut testnet, leader, follower, scale).await;
     idle_usage(&testnet.nodes[follower], scale, "after the load above").await;
     drop(testnet);
@@ -686,6 +821,7 @@ async fn main() {
         spreads.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     drop(testnet);
+    scaling(scale).await;
     if !full {
         // The soak run is `soak` alone (ten minutes); the smoke pass tries it.
         soak::run(scale).await;

@@ -101,6 +101,77 @@ async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_thr
     assert!(json["mesh"]["adverts"].is_array(), "{json}");
 }
 
+/// Concurrent writes through a follower travel to the leader together, each
+/// answered with its own outcome; concurrent linearizable reads share their
+/// requests for the leader's read index and still see every write
+/// acknowledged before they began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_and_reads_through_a_follower_share_requests_to_the_leader() {
+    let _serial = serial();
+    let testnet = three_voters().await;
+    let leader = testnet.leader(WAIT).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    put(&testnet, leader, "agent-f/cas", "first").await.expect("the first version");
+    const CLIENTS: usize = 48;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(testnet.client(follower).await.expect("a connection to the follower"));
+    }
+    let net = &testnet;
+    let metric = move |name: &'static str| async move { net.metric(follower, name).await.unwrap_or(0) };
+    // Up to ten bursts, until one had its writes and its reads grouped.
+    let mut grouped = (false, false);
+    for burst in 0..10 {
+        let (writes_before, write_requests_before) =
+            (metric("zeromesh_forwarded_writes_total").await, metric("zeromesh_forwarded_write_requests_total").await);
+        let calls = clients.iter_mut().enumerate().map(|(client, connection)| async move {
+            let answer = if client == 0 {
+                // A compare-and-set that must fail, grouped with writes that must not.
+                connection
+                    .call_tool("memory_cas", json!({ "path": "agent-f/cas", "expected_version": 99, "value": "x" }))
+            } else {
+                let path = format!("agent-f/b{burst}/c{client}");
+                connection.call_tool("memory_put", json!({ "path": path, "value": format!("{burst}-{client}") }))
+            };
+            answer.await.expect("each write is answered")
+        });
+        let answers = futures::future::join_all(calls).await;
+        assert_eq!(answers[0]["outcome"], "version_mismatch", "{}", answers[0]);
+        assert_eq!(answers[0]["current_version"], 1, "{}", answers[0]);
+        for answer in &answers[1..] {
+            assert_eq!(answer["outcome"], "written", "{answer}");
+        }
+        let (writes, write_requests) =
+            (metric("zeromesh_forwarded_writes_total").await, metric("zeromesh_forwarded_write_requests_total").await);
+        assert_eq!(writes - writes_before, CLIENTS as u64, "every write was forwarded once");
+        grouped.0 |= write_requests - write_requests_before < CLIENTS as u64;
+
+        let (reads_before, read_requests_before) = (
+            metric("zeromesh_forwarded_reads_total").await,
+            metric("zeromesh_forwarded_read_index_requests_total").await,
+        );
+        let reads = clients.iter_mut().enumerate().skip(1).map(|(client, connection)| async move {
+            let path = format!("agent-f/b{burst}/c{client}");
+            let answer = connection
+                .call_tool("memory_get", json!({ "path": path, "consistency": "linearizable" }))
+                .await
+                .expect("each read is answered");
+            assert_eq!(answer["record"]["value"], format!("{burst}-{client}"), "{answer}");
+        });
+        futures::future::join_all(reads).await;
+        let (reads, read_requests) = (
+            metric("zeromesh_forwarded_reads_total").await,
+            metric("zeromesh_forwarded_read_index_requests_total").await,
+        );
+        assert_eq!(reads - reads_before, CLIENTS as u64 - 1, "every read asked the leader");
+        grouped.1 |= read_requests - read_requests_before < CLIENTS as u64 - 1;
+        if grouped == (true, true) {
+            break;
+        }
+    }
+    assert_eq!(grouped, (true, true), "(writes, reads) grouped in one of ten bursts of {CLIENTS}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rejoins_after_restart() {
     let _serial = serial();
@@ -412,7 +483,7 @@ async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_t
     };
     let requests = || {
         [
-            ("a forwarded write", MeshRequest::Write(put())),
+            ("forwarded writes", MeshRequest::Writes(vec![put()])),
             ("a read-index request", MeshRequest::ReadIndex),
             ("a proposal", MeshRequest::Propose(zeromesh_protocol::Command::Memory(put()))),
             ("a module fetch", MeshRequest::FetchPluginModule { sha256: [0; 32] }),

@@ -186,8 +186,38 @@ fn write_trace(out: &mut String, cluster: &crate::cluster::Cluster) {
             &checkpoints.mismatches,
         ),
     ];
+    atomic_counters(out, &counters);
+}
+
+/// What this node forwarded to the leader: writes and the requests that
+/// carried them (grouped), linearizable reads and the read-index requests
+/// they shared.
+fn write_forwarding(out: &mut String, forwarded: &crate::cluster::ForwardCounters) {
+    let counters = [
+        ("zeromesh_forwarded_writes_total", "Writes this node forwarded to the leader.", &forwarded.writes),
+        (
+            "zeromesh_forwarded_write_requests_total",
+            "Requests that carried them (concurrent writes travel together).",
+            &forwarded.write_requests,
+        ),
+        (
+            "zeromesh_forwarded_reads_total",
+            "Linearizable reads this node served at a read index asked of the leader.",
+            &forwarded.reads,
+        ),
+        (
+            "zeromesh_forwarded_read_index_requests_total",
+            "Read-index requests this node sent (concurrent reads share one).",
+            &forwarded.read_index_requests,
+        ),
+    ];
+    atomic_counters(out, &counters);
+}
+
+/// Counters kept in atomics: name, help, value.
+fn atomic_counters(out: &mut String, counters: &[(&str, &str, &std::sync::atomic::AtomicU64)]) {
     for (name, help, count) in counters {
-        counter(out, name, help, count.load(Relaxed));
+        counter(out, name, help, count.load(Ordering::Relaxed));
     }
 }
 
@@ -294,5 +324,6 @@ pub fn render(state: &ApiState) -> String {
         counter(&mut out, "zeromesh_agreement_violations_total", "Agreement violations recorded in the log.", recorded);
     }
     write_trace(&mut out, &state.cluster);
+    write_forwarding(&mut out, state.cluster.forwarded());
     out
 }

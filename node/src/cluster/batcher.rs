@@ -6,18 +6,71 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use zeromesh_consensus::{ConsensusError, ConsensusNode, WriteReceipt};
 use zeromesh_protocol::limits::{MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, MAX_PENDING_WRITES, MAX_PROPOSALS_IN_FLIGHT};
 use zeromesh_protocol::{MemoryBatch, MemoryCommand};
 
 struct Pending {
     commands: Vec<MemoryCommand>,
-    reply: oneshot::Sender<Result<WriteReceipt, ConsensusError>>,
+    /// How many of `commands` each write holds, in order: one write, or the
+    /// writes a follower forwarded together.
+    shares: Vec<usize>,
+    reply: oneshot::Sender<Result<Vec<WriteReceipt>, ConsensusError>>,
 }
 
 fn batch_bytes(commands: &[MemoryCommand]) -> usize {
     commands.iter().map(MemoryCommand::encoded_bytes).sum()
+}
+
+/// Groups of queued writes, each within one Raft entry's limits, formed
+/// while up to `MAX_PROPOSALS_IN_FLIGHT` earlier groups are out: a lone
+/// write leaves at once. Shared by the leader's batcher and a follower's
+/// forwarder.
+pub(super) struct Groups<T> {
+    queue: mpsc::Receiver<T>,
+    carried: Option<T>,
+    slots: Arc<Semaphore>,
+}
+
+impl<T> Groups<T> {
+    pub fn new(queue: mpsc::Receiver<T>) -> Self {
+        Groups { queue, carried: None, slots: Arc::new(Semaphore::new(MAX_PROPOSALS_IN_FLIGHT)) }
+    }
+
+    /// The next group, with the slot it holds until it is answered; `None`
+    /// once the queue is closed. `commands` gives a write's commands;
+    /// `joins(first, next)` whether `next` may ride with the group's first.
+    pub async fn next(
+        &mut self,
+        commands: impl Fn(&T) -> &[MemoryCommand],
+        joins: impl Fn(&T, &T) -> bool,
+    ) -> Option<(Vec<T>, OwnedSemaphorePermit)> {
+        let first = match self.carried.take() {
+            Some(first) => first,
+            None => self.queue.recv().await?,
+        };
+        // Waiting for a free slot is when later writes pile up behind this
+        // one and join its group.
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let mut count = commands(&first).len();
+        let mut bytes = batch_bytes(commands(&first));
+        let mut group = vec![first];
+        while let Ok(next) = self.queue.try_recv() {
+            let next_bytes = batch_bytes(commands(&next));
+            if !joins(&group[0], &next)
+                || count + commands(&next).len() > MAX_BATCH_COMMANDS
+                || bytes + next_bytes > MAX_BATCH_BYTES
+            {
+                self.carried = Some(next);
+                break;
+            }
+            count += commands(&next).len();
+            bytes += next_bytes;
+            group.push(next);
+        }
+        Some((group, slot))
+    }
 }
 
 /// The grouping queue in front of one node's Raft proposals.
@@ -36,8 +89,17 @@ impl WriteBatcher {
 
     /// Proposes `batch` (already validated) in the next group.
     pub async fn write(&self, batch: MemoryBatch) -> Result<WriteReceipt, ConsensusError> {
+        let receipts = self.write_all(vec![batch]).await?;
+        receipts.into_iter().next().ok_or_else(|| ConsensusError::Raft("a write got no receipt".into()))
+    }
+
+    /// Proposes `batches` (each validated, together within one entry's
+    /// limits) in the next group: one receipt per batch, in order.
+    pub async fn write_all(&self, batches: Vec<MemoryBatch>) -> Result<Vec<WriteReceipt>, ConsensusError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Pending { commands: batch.commands, reply }).await.map_err(|_| ConsensusError::ShuttingDown)?;
+        let shares = batches.iter().map(|batch| batch.commands.len()).collect();
+        let commands = batches.into_iter().flat_map(|batch| batch.commands).collect();
+        self.queue.send(Pending { commands, shares, reply }).await.map_err(|_| ConsensusError::ShuttingDown)?;
         answer.await.map_err(|_| ConsensusError::ShuttingDown)?
     }
 }
@@ -55,55 +117,38 @@ fn shared_error(error: &ConsensusError) -> ConsensusError {
     }
 }
 
-async fn group_and_propose(consensus: Arc<ConsensusNode>, mut pending: mpsc::Receiver<Pending>) {
-    let proposals = Arc::new(Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
-    let mut carried: Option<Pending> = None;
-    loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match pending.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        // Waiting for a free proposal slot is when later writes pile up
-        // behind this one and join its group.
-        let Ok(slot) = proposals.clone().acquire_owned().await else { return };
-        let mut bytes = batch_bytes(&first.commands);
-        let mut count = first.commands.len();
-        let mut group = vec![first];
-        while let Ok(next) = pending.try_recv() {
-            let next_bytes = batch_bytes(&next.commands);
-            if count + next.commands.len() > MAX_BATCH_COMMANDS || bytes + next_bytes > MAX_BATCH_BYTES {
-                carried = Some(next);
-                break;
-            }
-            count += next.commands.len();
-            bytes += next_bytes;
-            group.push(next);
-        }
+async fn group_and_propose(consensus: Arc<ConsensusNode>, pending: mpsc::Receiver<Pending>) {
+    let mut groups = Groups::new(pending);
+    while let Some((group, slot)) = groups.next(|pending| &pending.commands, |_, _| true).await {
         let consensus = consensus.clone();
         tokio::spawn(async move {
-            let sizes: Vec<usize> = group.iter().map(|pending| pending.commands.len()).collect();
-            let combined =
-                MemoryBatch { commands: group.iter().flat_map(|pending| pending.commands.iter().cloned()).collect() };
-            let result = consensus.write(combined).await;
+            let mut commands = Vec::with_capacity(group.iter().map(|pending| pending.commands.len()).sum());
+            let mut replies = Vec::with_capacity(group.len());
+            for pending in group {
+                commands.extend(pending.commands);
+                replies.push((pending.shares, pending.reply));
+            }
+            let expected = commands.len();
+            let result = consensus.write(MemoryBatch { commands }).await;
             drop(slot);
             match result {
                 Ok(receipt) => {
-                    assert_eq!(receipt.outcomes.len(), sizes.iter().sum::<usize>(), "one outcome per grouped command");
+                    assert_eq!(receipt.outcomes.len(), expected, "one outcome per grouped command");
                     let mut outcomes = receipt.outcomes.into_iter();
-                    for (pending, size) in group.into_iter().zip(sizes) {
-                        let share = WriteReceipt {
-                            log_index: receipt.log_index,
-                            outcomes: outcomes.by_ref().take(size).collect(),
-                        };
-                        let _ = pending.reply.send(Ok(share));
+                    for (shares, reply) in replies {
+                        let receipts = shares
+                            .into_iter()
+                            .map(|size| WriteReceipt {
+                                log_index: receipt.log_index,
+                                outcomes: outcomes.by_ref().take(size).collect(),
+                            })
+                            .collect();
+                        let _ = reply.send(Ok(receipts));
                     }
                 }
                 Err(error) => {
-                    for pending in group {
-                        let _ = pending.reply.send(Err(shared_error(&error)));
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(shared_error(&error)));
                     }
                 }
             }
@@ -126,16 +171,20 @@ mod tests {
         MemoryBatch { commands: vec![MemoryCommand::Put { path: MemoryPath::parse(path).expect("valid path"), value }] }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// The batcher of a one-node cluster's leader, its data in `dir`.
+    async fn single_leader(dir: &std::path::Path) -> WriteBatcher {
         let router = InProcessRouter::new();
-        let node =
-            ConsensusNode::open(1, dir.path(), &RaftSettings::default(), router.endpoint(1)).await.expect("opens");
+        let node = ConsensusNode::open(1, dir, &RaftSettings::default(), router.endpoint(1)).await.expect("opens");
         router.connect(1, node.raft().clone());
         node.initialize(BTreeMap::from([(1, MemberInfo::default())])).await.expect("initialises");
         node.wait_for("leadership", Duration::from_secs(10), |view| view.leader == Some(1)).await.expect("leads");
-        let batcher = WriteBatcher::start(Arc::new(node));
+        WriteBatcher::start(Arc::new(node))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let batcher = single_leader(dir.path()).await;
 
         // Writers 0..200: even ones write their own path, odd ones all write one shared path.
         let writers: Vec<_> = (0..200)
@@ -167,5 +216,35 @@ mod tests {
             "writes that arrived together shared entries: {} entries for 200 writes",
             entries.len()
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn writes_proposed_together_get_one_receipt_each_with_their_own_outcomes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let batcher = single_leader(dir.path()).await;
+        batcher.write(put("agent-c/cas", "first")).await.expect("the first version");
+
+        let value = MemoryValue { value: b"x".to_vec(), content_type: "text/plain".into(), tags: vec![] };
+        let cas = MemoryCommand::CompareAndSet {
+            path: MemoryPath::parse("agent-c/cas").expect("valid path"),
+            expected_version: 7,
+            value,
+        };
+        let two =
+            MemoryBatch { commands: [put("agent-a/one", "1").commands, put("agent-a/two", "2").commands].concat() };
+        let receipts = batcher
+            .write_all(vec![two, MemoryBatch { commands: vec![cas] }, put("agent-b/three", "3")])
+            .await
+            .expect("the writes commit");
+        let outcomes: Vec<_> = receipts.iter().map(|receipt| receipt.outcomes.clone()).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                vec![CommandOutcome::Written { version: 1 }, CommandOutcome::Written { version: 1 }],
+                vec![CommandOutcome::VersionMismatch { current_version: 1 }],
+                vec![CommandOutcome::Written { version: 1 }],
+            ]
+        );
+        assert!(receipts.iter().all(|receipt| receipt.log_index == receipts[0].log_index), "one entry");
     }
 }

@@ -45,7 +45,10 @@ async fn answer(cluster: Arc<Cluster>, peer: PeerId, request: MeshRequest) -> Me
         MeshRequest::AppendEntries(request) => MeshResponse::AppendEntries(raft.append_entries(request).await),
         MeshRequest::Vote(request) => MeshResponse::Vote(raft.vote(request).await),
         MeshRequest::InstallSnapshot(request) => MeshResponse::InstallSnapshot(raft.install_snapshot(request).await),
-        MeshRequest::Write(batch) => MeshResponse::Write(cluster.write_as_leader(batch).await),
+        MeshRequest::Writes(batches) => match cluster.writes_as_leader(batches).await {
+            Ok(results) => MeshResponse::Writes(results),
+            Err(error) => MeshResponse::Refused(error),
+        },
         MeshRequest::ReadIndex => MeshResponse::ReadIndex(cluster.read_index_as_leader().await),
         MeshRequest::Join(request) => MeshResponse::Join(cluster.join(request).await),
         MeshRequest::Status => MeshResponse::Status(cluster.own_status()),

@@ -5,6 +5,7 @@
 mod batcher;
 mod checkpoint;
 mod disk;
+mod forward;
 mod inbound;
 mod membership;
 mod propose;
@@ -12,6 +13,7 @@ mod service;
 mod transport;
 
 pub use checkpoint::{checkpoints, member_verifier, signing_key, Checkpoints};
+pub use forward::ForwardCounters;
 pub use inbound::Inbound;
 pub use membership::{join, next_voters, upkeep};
 pub(crate) use service::write_durably;

@@ -2,8 +2,10 @@
 //! over the mesh, retried across leader changes (`through_leader`, shared by
 //! memory writes and the registry and token commands).
 
+use std::time::Duration;
+
 use zeromesh_consensus::ConsensusError;
-use zeromesh_protocol::{Command, CommandReply};
+use zeromesh_protocol::{Command, CommandReply, MemberInfo, NodeId};
 
 use super::service::{
     Cluster, ServiceError, BUSY_RETRY_PAUSE, LEADER_COMMIT_TIMEOUT, LEADER_RETRY_PAUSE, REQUEST_TIMEOUT,
@@ -28,7 +30,9 @@ impl Cluster {
         self.through_leader(
             "command",
             move || self.consensus.propose(command.clone()),
-            move || MeshRequest::Propose(command.clone()),
+            move |leader, info, remaining| async move {
+                self.send(leader, &info, MeshRequest::Propose(command.clone()), remaining).await
+            },
             |response| match response {
                 MeshResponse::Propose(result) => Ok(result),
                 other => Err(other),
@@ -38,21 +42,24 @@ impl Cluster {
         .await
     }
 
-    /// Runs `here` while this node leads; otherwise sends `request()` to the
-    /// leader and takes its answer with `answer` (which hands back any other
-    /// response). Retries across leader changes until `REQUEST_TIMEOUT`.
-    /// `here` running out of time is reported by `timed_out_here`.
-    pub(super) async fn through_leader<T, Here, HereFuture>(
+    /// Runs `here` while this node leads; otherwise asks the leader with
+    /// `send(leader, its addresses, time left)` and takes its answer with
+    /// `answer` (which hands back any other response). Retries across
+    /// leader changes until `REQUEST_TIMEOUT`. `here` running out of time is
+    /// reported by `timed_out_here`.
+    pub(super) async fn through_leader<T, Here, HereFuture, Send, SendFuture>(
         &self,
         what: &str,
         here: Here,
-        request: impl Fn() -> MeshRequest,
+        send: Send,
         answer: impl Fn(MeshResponse) -> Result<Result<T, MeshError>, MeshResponse>,
         timed_out_here: impl FnOnce() -> ServiceError,
     ) -> Result<T, ServiceError>
     where
         Here: Fn() -> HereFuture,
         HereFuture: std::future::Future<Output = Result<T, ConsensusError>>,
+        Send: Fn(NodeId, MemberInfo, Duration) -> SendFuture,
+        SendFuture: std::future::Future<Output = Result<MeshResponse, MeshSendError>>,
     {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
@@ -63,11 +70,16 @@ impl Cluster {
                     REQUEST_TIMEOUT.as_millis()
                 )));
             }
-            match tokio::time::timeout(remaining, here()).await {
-                Ok(Ok(done)) => return Ok(done),
-                Ok(Err(ConsensusError::NotLeader { .. })) => {}
-                Ok(Err(other)) => return Err(other.into()),
-                Err(_) => return Err(timed_out_here()),
+            // Tried here unless another node is known to lead: a follower
+            // does not put each request through its own Raft first.
+            let elsewhere = self.consensus.known_leader().is_some_and(|(leader, _)| leader != self.node_id());
+            if !elsewhere {
+                match tokio::time::timeout(remaining, here()).await {
+                    Ok(Ok(done)) => return Ok(done),
+                    Ok(Err(ConsensusError::NotLeader { .. })) => {}
+                    Ok(Err(other)) => return Err(other.into()),
+                    Err(_) => return Err(timed_out_here()),
+                }
             }
             let (leader, info) = self.leader(remaining).await?;
             if leader == self.node_id() {
@@ -75,7 +87,7 @@ impl Cluster {
                 tokio::time::sleep(LEADER_RETRY_PAUSE).await;
                 continue;
             }
-            match self.send(leader, &info, request(), remaining).await.map(&answer) {
+            match send(leader, info, remaining).await.map(&answer) {
                 Ok(Ok(Ok(done))) => return Ok(done),
                 // The leader changed before it proposed: nothing was done; try the new one.
                 Ok(Ok(Err(MeshError::NotLeader { .. }))) => tokio::time::sleep(LEADER_RETRY_PAUSE).await,

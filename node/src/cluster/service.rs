@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use zeromesh_consensus::{ClusterView, ConsensusError, ConsensusNode, Consistency, ReadQuery, ReadReply, TraceHead};
-use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
+use zeromesh_protocol::limits::{MAX_BATCH_BYTES, MAX_BATCH_COMMANDS};
+use zeromesh_protocol::{MemberInfo, MemoryBatch, MemoryCommand, NodeId};
 
 use super::batcher::WriteBatcher;
+use super::forward::Forwarder;
 use super::transport::{member_address, Liveness};
 use crate::mesh::messages::{
     JoinAccepted, JoinRequest, MeshError, MeshRequest, MeshResponse, NodeStatus, WriteAccepted,
@@ -104,6 +106,7 @@ enum Served {
 pub struct Cluster {
     pub consensus: Arc<ConsensusNode>,
     batcher: WriteBatcher,
+    forwarder: Forwarder,
     pub mesh: MeshHandle,
     pub info: MemberInfo,
     pub liveness: Liveness,
@@ -138,6 +141,7 @@ impl Cluster {
         let consensus = Arc::new(consensus);
         Ok(Cluster {
             batcher: WriteBatcher::start(consensus.clone()),
+            forwarder: Forwarder::start(mesh.clone()),
             consensus,
             mesh,
             info,
@@ -181,6 +185,11 @@ impl Cluster {
         self
     }
 
+    /// What this node forwarded to the leader.
+    pub fn forwarded(&self) -> &super::forward::ForwardCounters {
+        &self.forwarder.counters
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.consensus.id()
     }
@@ -205,6 +214,9 @@ impl Cluster {
 
     /// Waits (up to `timeout`) for a known leader and returns it with its addresses.
     pub(super) async fn leader(&self, timeout: Duration) -> Result<(NodeId, MemberInfo), ServiceError> {
+        if let Some((leader, Some(info))) = self.consensus.known_leader() {
+            return Ok((leader, info));
+        }
         let view =
             self.consensus.wait_for("a leader to be known", timeout, |view| view.leader.is_some()).await.map_err(
                 |_| {
@@ -255,9 +267,14 @@ impl Cluster {
                 let receipt = self.batcher.write(batch.clone()).await?;
                 Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes })
             },
-            move || MeshRequest::Write(batch.clone()),
+            move |leader, info, remaining| async move {
+                self.forwarder.write(leader, &info, batch.clone(), remaining).await
+            },
             |response| match response {
-                MeshResponse::Write(result) => Ok(result),
+                MeshResponse::Writes(results) => match <[_; 1]>::try_from(results) {
+                    Ok([result]) => Ok(result),
+                    Err(results) => Err(MeshResponse::Writes(results)),
+                },
                 other => Err(other),
             },
             super::propose::timed_out_here,
@@ -265,21 +282,58 @@ impl Cluster {
         .await
     }
 
-    /// Handles a write forwarded by another node: proposed only if this node
-    /// leads. Validated again: the mesh is outside input too.
-    pub async fn write_as_leader(&self, batch: MemoryBatch) -> Result<WriteAccepted, MeshError> {
-        batch.validate().map_err(|error| MeshError::Invalid(error.to_string()))?;
-        let Ok(written) = tokio::time::timeout(LEADER_COMMIT_TIMEOUT, self.batcher.write(batch)).await else {
-            return Err(not_committed_on_leader());
-        };
-        match written {
-            Ok(receipt) => Ok(WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes }),
-            Err(ConsensusError::NotLeader { leader, .. }) => Err(MeshError::NotLeader { leader }),
-            Err(error @ (ConsensusError::Invalid(_) | ConsensusError::Rejected(_))) => {
+    /// Handles writes forwarded together by another node: each proposed
+    /// (only if this node leads) and answered on its own, all at once so
+    /// they can share Raft entries. Validated again, the group's size too:
+    /// the mesh is outside input.
+    pub async fn writes_as_leader(
+        &self,
+        batches: Vec<MemoryBatch>,
+    ) -> Result<Vec<Result<WriteAccepted, MeshError>>, MeshError> {
+        let commands: usize = batches.iter().map(|batch| batch.commands.len()).sum();
+        let bytes: usize = batches.iter().flat_map(|batch| &batch.commands).map(MemoryCommand::encoded_bytes).sum();
+        if commands > MAX_BATCH_COMMANDS || bytes > MAX_BATCH_BYTES {
+            return Err(MeshError::Invalid(format!(
+                "forwarded writes hold {commands} commands and {bytes} bytes; at most {MAX_BATCH_COMMANDS} and {MAX_BATCH_BYTES} travel together"
+            )));
+        }
+        // A write that is not valid is refused alone (`Some`); the others
+        // (`None`) are proposed together.
+        let mut answers: Vec<Option<Result<WriteAccepted, MeshError>>> = Vec::with_capacity(batches.len());
+        let mut valid = Vec::with_capacity(batches.len());
+        for batch in batches {
+            match batch.validate() {
+                Ok(()) => {
+                    answers.push(None);
+                    valid.push(batch);
+                }
+                Err(error) => answers.push(Some(Err(MeshError::Invalid(error.to_string())))),
+            }
+        }
+        if valid.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        let mut written = match tokio::time::timeout(LEADER_COMMIT_TIMEOUT, self.batcher.write_all(valid)).await {
+            Ok(Ok(receipts)) => Ok(receipts.into_iter()),
+            Ok(Err(ConsensusError::NotLeader { leader, .. })) => Err(MeshError::NotLeader { leader }),
+            Ok(Err(error @ (ConsensusError::Invalid(_) | ConsensusError::Rejected(_)))) => {
                 Err(MeshError::Invalid(error.to_string()))
             }
-            Err(error) => Err(MeshError::Unavailable(error.to_string())),
-        }
+            Ok(Err(error)) => Err(MeshError::Unavailable(error.to_string())),
+            Err(_) => Err(not_committed_on_leader()),
+        };
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| match &mut written {
+                    Ok(receipts) => receipts
+                        .next()
+                        .map(|receipt| WriteAccepted { log_index: receipt.log_index, outcomes: receipt.outcomes })
+                        .ok_or_else(|| MeshError::Unavailable("a forwarded write got no receipt".into())),
+                    Err(error) => Err(error.clone()),
+                })
+            })
+            .collect())
     }
 
     /// The leader's read index, if this node leads.
@@ -310,7 +364,9 @@ impl Cluster {
             .through_leader(
                 "read",
                 move || async move { self.consensus.read(Consistency::Linearizable, query.clone()).await.map(Served::Here) },
-                || MeshRequest::ReadIndex,
+                move |leader, info, remaining| async move {
+                    self.forwarder.read_index(leader, &info, remaining).await
+                },
                 |response| match response {
                     MeshResponse::ReadIndex(result) => Ok(result.map(Served::At)),
                     other => Err(other),

@@ -16,7 +16,7 @@ use zeromesh_protocol::limits::MAX_MESH_MESSAGE_BYTES;
 
 /// The protocol name, versioned: a node speaking another version is not
 /// offered this one.
-pub const MESH_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/rpc/1");
+pub const MESH_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/rpc/2");
 
 fn options(limit: usize) -> impl Options {
     bincode::DefaultOptions::new().with_fixint_encoding().with_limit(limit as u64)

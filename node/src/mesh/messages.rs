@@ -17,8 +17,10 @@ pub enum MeshRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A client write that reached a follower, for the leader to propose.
-    Write(MemoryBatch),
+    /// Client writes that reached a follower together, for the leader to
+    /// propose; each is answered on its own. At most `MAX_BATCH_COMMANDS`
+    /// commands and `MAX_BATCH_BYTES` in all.
+    Writes(Vec<MemoryBatch>),
     /// A follower asks the leader for a read index, to serve a
     /// linearizable read itself.
     ReadIndex,
@@ -51,7 +53,8 @@ pub enum MeshResponse {
     AppendEntries(RemoteResult<AppendEntriesResponse<NodeId>>),
     Vote(RemoteResult<VoteResponse<NodeId>>),
     InstallSnapshot(RemoteResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError>),
-    Write(Result<WriteAccepted, MeshError>),
+    /// One result per write, in the order of the request.
+    Writes(Vec<Result<WriteAccepted, MeshError>>),
     ReadIndex(Result<u64, MeshError>),
     Join(Result<JoinAccepted, MeshError>),
     Status(NodeStatus),

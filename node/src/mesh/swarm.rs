@@ -557,7 +557,9 @@ impl MeshTask {
                     let _ = self.swarm.behaviour_mut().offload.send_response(channel, response);
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = redial_tick.tick() => {
+                // An idle node with its bootstrap peers connected and its
+                // advert out has nothing to do on this tick: not woken for it.
+                _ = redial_tick.tick(), if self.publish_soon || self.has_peer_to_redial() => {
                     self.redial();
                     self.publish_if_due();
                 }
@@ -622,6 +624,14 @@ impl MeshTask {
                 self.publish_if_due();
             }
         }
+    }
+
+    fn has_peer_to_redial(&self) -> bool {
+        let shared = lock(&self.shared);
+        // A reconnected peer's backoff is reset on the next tick.
+        self.redials
+            .iter()
+            .any(|redial| !shared.peers.contains_key(&redial.peer) || redial.backoff != REDIAL_BACKOFF_MIN)
     }
 
     fn redial(&mut self) {
