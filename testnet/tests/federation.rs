@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use zeromesh_protocol::limits::{MAX_OFFLOAD_SENT_IN_FLIGHT, MAX_OFFLOAD_SERVED_IN_FLIGHT};
 use zeromesh_testnet::parties::Parties;
-use zeromesh_testnet::{cli_as, connect_when_known, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, connect_when_known, http_request, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The health settings the servers are registered with: a check every
@@ -191,6 +191,18 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
     assert!(!server.to_string().contains("s3cret-value"), "{server}");
     let pid = server["here"]["pid"].as_u64().unwrap() as u32;
     assert_eq!(fixture_processes_under(&server_folder(&testnet, 0, "notes")), [pid]);
+    // The dashboard's feed shows it, with its serving host, on any node.
+    let authorization = format!("Bearer {}", testnet.admin_token.clone().unwrap());
+    let api = &testnet.nodes[2].address.api;
+    let (status, body) =
+        http_request(api, "GET", "/ui/state", &[("Authorization", &authorization)], b"").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    let servers = shown["servers"].as_array().unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(servers.iter().map(|server| &server["name"]).collect::<Vec<_>>(), [&json!("notes")], "{shown}");
+    let running = &servers[0]["running"];
+    assert_eq!(running[0]["nodeId"], node_id(&testnet, 0), "{running}");
+    assert_eq!(running[0]["serving"], true, "{running}");
 
     // Through the kernel: an agent's call under an agreement is checked,
     // reserved and settled, with the host's receipt.

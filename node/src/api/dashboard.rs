@@ -59,6 +59,7 @@ pub async fn state(state: &ApiState, caller: &Caller) -> Value {
     )
     .await;
     let plugins = part(state, caller, "plugin_list", json!({})).await;
+    let servers = part(state, caller, "server_list", json!({})).await;
     let mut shown = json!({
         "now_ms": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -70,6 +71,7 @@ pub async fn state(state: &ApiState, caller: &Caller) -> Value {
         "agreements": agreements.get("agreements").cloned().unwrap_or(agreements),
         "violations": violations.get("violations").cloned().unwrap_or(violations),
         "plugins": plugins,
+        "servers": servers.get("servers").cloned().unwrap_or(servers),
         "requests": state.metrics.request_totals(),
     });
     ids_as_text(&mut shown);

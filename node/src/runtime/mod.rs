@@ -3,6 +3,7 @@
 //! and runs them until the node is stopped.
 
 mod advertise;
+mod memory;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -169,6 +170,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(plugins.federation.clone().run(cluster.clone()));
     let federation = plugins.federation.clone();
     tokio::spawn(advertise::publish(cluster.clone(), plugins, keypair, config.advert_interval));
+    tokio::spawn(memory::return_freed());
 
     let joining = async {
         if initialized || config.init {
