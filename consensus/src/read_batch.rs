@@ -85,6 +85,7 @@ impl<R: Clone + Send + Sync + 'static> SharedRounds<R> {
                 }
             }
         };
+        // Bound before returning: the watch's guard must go before `outcome`.
         let shared = outcome.wait_for(Option::is_some).await.ok()?.clone();
         shared
     }

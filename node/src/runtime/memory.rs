@@ -5,9 +5,8 @@
 //! back every arena's free pages; it runs every `TRIM_EVERY` on the blocking
 //! pool (idle, one wake-up per period).
 
-use std::time::Duration;
-
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs for the node's lifetime.
 pub async fn return_freed() {
