@@ -1,4 +1,4 @@
-//! A message from a peer on the mesh's request-response protocol. The decoder is `zeromesh::fuzzing::mesh_message`;
+//! A message from a peer on the mesh's request-response protocol or a link. The decoder is `zeromesh::fuzzing::mesh_message`;
 //! `scripts/fuzz.sh mesh_message` runs this target.
 
 #![no_main]

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use crate::mesh::advert::{Advert, SignedAdvert};
 use crate::mesh::codec;
+use crate::mesh::link::{AnswerFrame, RequestFrame};
 use crate::mesh::messages::{MeshRequest, MeshResponse};
 use crate::mesh::offload::{OffloadMessage, OffloadResponse, Receipt};
-use zeromesh_protocol::limits::MAX_OFFLOAD_MESSAGE_BYTES;
+use zeromesh_protocol::limits::{MAX_MESH_LINK_FRAME_BYTES, MAX_MESH_MESSAGE_BYTES, MAX_OFFLOAD_MESSAGE_BYTES};
 
 /// A fixed "now" for checks that depend on the time (plugin expiry), so a
 /// crash found today replays the same way later.
@@ -32,16 +33,22 @@ pub const TARGETS: &[(&str, Decoder)] = &[
 ];
 
 /// A message from a peer on the request-response protocol, as a request and
-/// as a response. What decodes encodes again, and that decodes too.
+/// as a response, and a frame on a mesh link, as a request and as an
+/// answer. What decodes encodes again, and that decodes too.
 pub fn mesh_message(data: &[u8]) -> bool {
-    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) -> bool {
-        let Ok(message) = codec::decode::<T>(data) else { return false };
-        let again = codec::encode(&message).expect("a decoded mesh message encodes");
-        codec::decode::<T>(&again).expect("an encoded mesh message decodes");
+    fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8], limit: usize) -> bool {
+        let Ok(message) = codec::decode_within::<T>(data, limit) else { return false };
+        let again = codec::encode_within(&message, limit).expect("a decoded mesh message encodes");
+        codec::decode_within::<T>(&again, limit).expect("an encoded mesh message decodes");
         true
     }
-    let request = round_trip::<MeshRequest>(data);
-    round_trip::<MeshResponse>(data) || request
+    let accepted = [
+        round_trip::<MeshRequest>(data, MAX_MESH_MESSAGE_BYTES),
+        round_trip::<MeshResponse>(data, MAX_MESH_MESSAGE_BYTES),
+        round_trip::<RequestFrame>(data, MAX_MESH_LINK_FRAME_BYTES),
+        round_trip::<AnswerFrame>(data, MAX_MESH_LINK_FRAME_BYTES),
+    ];
+    accepted.contains(&true)
 }
 
 /// A message from a peer on the offload protocol, as a request (with the

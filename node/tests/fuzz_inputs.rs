@@ -109,6 +109,12 @@ fn mesh_messages() -> Inputs {
     inputs.extend(
         responses.iter().map(|(name, message)| (format!("response-{name}"), codec::encode(message).expect("encodes"))),
     );
+    // Frames on a link: a numbered request, and a numbered answer or none.
+    let (_, vote) = &requests[1];
+    inputs.push(("link-request-vote".into(), codec::encode(&(7u64, vote)).expect("encodes")));
+    let (_, status) = &responses[0];
+    inputs.push(("link-answer-status".into(), codec::encode(&(7u64, Some(status))).expect("encodes")));
+    inputs.push(("link-answer-dropped".into(), codec::encode(&(8u64, None::<MeshResponse>)).expect("encodes")));
     inputs
 }
 

@@ -83,6 +83,11 @@ pub const MAX_PLUGIN_INSTANCES: u32 = 64;
 /// append-entries, a snapshot chunk, a forwarded write), in bytes. An
 /// append-entries over it is retried by Raft with fewer entries.
 pub const MAX_MESH_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest frame on a mesh link (the stream per peer that carries Raft's
+/// messages, forwarded writes and read-index requests). A bigger message
+/// takes the request-response protocol, so it cannot hold up a link's
+/// heartbeats.
+pub const MAX_MESH_LINK_FRAME_BYTES: usize = 1024 * 1024;
 /// Mesh requests this node waits on at once (outbound), and inbound requests
 /// it handles at once; more are refused as busy.
 pub const MAX_MESH_REQUESTS_IN_FLIGHT: usize = 1024;

@@ -173,6 +173,74 @@ async fn concurrent_writes_and_reads_through_a_follower_share_requests_to_the_le
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_and_forwarded_messages_ride_one_long_lived_link_per_peer() {
+    let _serial = serial();
+    let testnet = three_voters().await;
+    let leader = testnet.leader(WAIT).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    const WRITES: u64 = 40;
+    let before = testnet.metric(follower, "zeromesh_mesh_link_requests_total").await.unwrap_or(0);
+    let leader_before = testnet.metric(leader, "zeromesh_mesh_link_requests_total").await.unwrap_or(0);
+    let mut client = testnet.client(follower).await.expect("a connection to the follower");
+    for write in 0..WRITES {
+        let answer = client
+            .call_tool("memory_put", json!({ "path": format!("agent-l/w{write}"), "value": "v" }))
+            .await
+            .expect("a write through the follower");
+        assert_eq!(answer["outcome"], "written", "{answer}");
+        let read = client
+            .call_tool("memory_get", json!({ "path": format!("agent-l/w{write}"), "consistency": "linearizable" }))
+            .await
+            .expect("a linearizable read on the follower");
+        assert_eq!(read["record"]["value"], "v", "{read}");
+    }
+    let metric = |node: usize, name: &'static str| {
+        let net = &testnet;
+        async move { net.metric(node, name).await.unwrap_or(0) }
+    };
+    // Each write and each read's read index went to the leader on the
+    // follower's link; the leader replicated each write on its links.
+    let sent = metric(follower, "zeromesh_mesh_link_requests_total").await - before;
+    assert!(sent >= 2 * WRITES - 2, "{sent} requests on the follower's links for {WRITES} writes and reads");
+    let replicated = metric(leader, "zeromesh_mesh_link_requests_total").await - leader_before;
+    assert!(replicated >= 2 * WRITES, "{replicated} requests on the leader's links for {WRITES} writes to 2 followers");
+    // One link per peer, not one stream per message.
+    for node in [leader, follower] {
+        let opened = metric(node, "zeromesh_mesh_links_opened_total").await;
+        assert!((1..=8).contains(&opened), "node {node} opened {opened} links to its 2 peers\n{}", testnet.logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_serve_links_is_sent_everything_on_the_request_response_protocol() {
+    let _serial = serial();
+    let testnet = three_voters().await;
+    let leader = testnet.leader(WAIT).await.expect("a leader");
+    let without_links = (leader + 1) % 3;
+    // It closes the links the others opened to it and no longer offers the
+    // protocol: as a node of a release before links, during a rolling upgrade.
+    testnet.call(without_links, "mesh_refuse_links", json!({})).await.expect("the test switch");
+    let served = || async { testnet.metric(without_links, "zeromesh_mesh_link_requests_served_total").await };
+    let served_before = served().await.expect("the served counter");
+    const WRITES: usize = 20;
+    for write in 0..WRITES {
+        put(&testnet, leader, &format!("agent-o/l{write}"), "v").await.expect("a write through the leader");
+        let through = put(&testnet, without_links, &format!("agent-o/o{write}"), "v").await;
+        through.expect("a write through the node without links");
+    }
+    // Raft reaches it on the request-response protocol: it holds every write.
+    wait_until("the node without links to hold every write", WAIT, || async {
+        (count_stale(&testnet, without_links, "agent-o/").await? == 2 * WRITES).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+    // Each of the writes reached it; on a link, none but one or two in
+    // flight as the switch turned.
+    let served_after = served().await.expect("the served counter");
+    assert!(served_after - served_before < 4, "{} requests reached it on links", served_after - served_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rejoins_after_restart() {
     let _serial = serial();
     let mut testnet = three_voters().await;

@@ -276,6 +276,25 @@ pub fn render(state: &ApiState) -> String {
     gauge(&mut out, "zeromesh_raft_voters", "Voters in the cluster's membership.", view.voters.len());
     gauge(&mut out, "zeromesh_raft_non_voters", "Non-voting members.", view.learners.len());
     gauge(&mut out, "zeromesh_mesh_peers", "Connected mesh peers.", state.cluster.mesh.connected_peers().len());
+    let mesh = state.cluster.mesh.counters();
+    counter(
+        &mut out,
+        "zeromesh_mesh_links_opened_total",
+        "Links (one stream per peer for Raft) opened.",
+        mesh.links_opened,
+    );
+    counter(
+        &mut out,
+        "zeromesh_mesh_link_requests_total",
+        "Requests sent on a link rather than on a request-response stream of their own.",
+        mesh.link_requests,
+    );
+    counter(
+        &mut out,
+        "zeromesh_mesh_link_requests_served_total",
+        "Requests peers sent this node on links.",
+        mesh.link_requests_served,
+    );
     gauge(&mut out, "zeromesh_plugins_running", "Plugins this node runs.", state.plugins.running_count());
     write_offload(&mut out, &state.plugins.offload_counters());
     let federation = &state.plugins.federation;

@@ -45,7 +45,20 @@ pub fn decode_within<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> io::Res
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T, limit: usize) -> io::Result<M> {
+/// Encodes `message` as one frame (length and bytes), refusing it when its
+/// bytes would exceed `limit`.
+pub fn encode_frame<T: Serialize>(message: &T, limit: usize) -> io::Result<Vec<u8>> {
+    let bytes = encode_within(message, limit)?;
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    // `limit` is at most MAX_MESH_MESSAGE_BYTES, which fits in a u32.
+    frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&bytes);
+    Ok(frame)
+}
+
+/// Reads one frame and decodes it, refusing a length over `limit` before
+/// reading its bytes.
+pub async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T, limit: usize) -> io::Result<M> {
     let mut length = [0u8; 4];
     io.read_exact(&mut length).await?;
     let length = u32::from_be_bytes(length) as usize;
@@ -60,10 +73,8 @@ async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T
     decode_within(&bytes, limit)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
-    // Encoding is bounded by a protocol's limit, at most MAX_MESH_MESSAGE_BYTES, which fits in a u32.
-    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    io.write_all(&bytes).await?;
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Vec<u8>) -> io::Result<()> {
+    io.write_all(&frame).await?;
     io.close().await
 }
 
@@ -106,7 +117,7 @@ where
         io: &mut T,
         request: Q,
     ) -> io::Result<()> {
-        write_frame(io, encode_within(&request, LIMIT)?).await
+        write_frame(io, encode_frame(&request, LIMIT)?).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -115,7 +126,7 @@ where
         io: &mut T,
         response: A,
     ) -> io::Result<()> {
-        write_frame(io, encode_within(&response, LIMIT)?).await
+        write_frame(io, encode_frame(&response, LIMIT)?).await
     }
 }
 
@@ -138,7 +149,7 @@ mod tests {
         let mut buffer = Vec::new();
         futures::executor::block_on(write_frame(
             &mut futures::io::Cursor::new(&mut buffer),
-            encode(&(7u64, "x".to_string())).expect("encodes"),
+            encode_frame(&(7u64, "x".to_string()), MAX_MESH_MESSAGE_BYTES).expect("encodes"),
         ))
         .expect("writing to memory works");
         let decoded: (u64, String) =

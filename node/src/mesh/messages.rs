@@ -47,6 +47,18 @@ pub enum MeshRequest {
     UpdateMember(MemberInfo),
 }
 
+impl MeshRequest {
+    /// Whether it is one of the frequent, small messages that take the link
+    /// to the peer when one is open: Raft's append-entries and votes,
+    /// forwarded writes and read-index requests.
+    pub fn rides_link(&self) -> bool {
+        matches!(
+            self,
+            MeshRequest::AppendEntries(_) | MeshRequest::Vote(_) | MeshRequest::Writes(_) | MeshRequest::ReadIndex
+        )
+    }
+}
+
 /// The answer to a [`MeshRequest`], variant for variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MeshResponse {

@@ -1,8 +1,8 @@
 //! The libp2p swarm of one node and the task that owns it. The swarm is one
 //! behaviour composed of small ones (connection limits, identify, ping,
-//! kademlia, gossipsub, request-response); the rest of the node talks to it
-//! through a [`MeshHandle`], and answers inbound requests through an
-//! [`InboundHandler`].
+//! kademlia, gossipsub, request-response, and the streams of the links);
+//! the rest of the node talks to it through a [`MeshHandle`], and answers
+//! inbound requests through an [`InboundHandler`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +25,7 @@ use zeromesh_protocol::limits::{
 
 use super::advert::{AdvertTable, SignedAdvert, ADVERT_TOPIC};
 use super::codec::{BincodeCodec, MESH_PROTOCOL};
+use super::link::{serve_links, LinkService, Links, LINK_PROTOCOL};
 use super::messages::{MeshError, MeshRequest, MeshResponse};
 use super::offload::{OffloadMessage, OffloadResponse, OFFLOAD_PROTOCOL};
 
@@ -84,6 +85,12 @@ pub struct MeshCounters {
     pub adverts_rejected: u64,
     pub adverts_published: u64,
     pub inbound_refused_busy: u64,
+    /// Links (one long-lived stream per peer) this node opened.
+    pub links_opened: u64,
+    /// Requests sent on a link rather than on a request-response stream.
+    pub link_requests: u64,
+    /// Requests peers sent this node on links.
+    pub link_requests_served: u64,
     /// Offloaded calls answered "busy": [`MAX_OFFLOAD_QUEUED`] already
     /// waited for a slot, or no slot came free within the call's budget.
     pub offload_refused_busy: u64,
@@ -128,6 +135,9 @@ pub struct MeshHandle {
     offload_handler: Arc<OnceLock<Arc<dyn OffloadHandler>>>,
     /// [`MAX_OFFLOAD_SENT_IN_FLIGHT`] permits: one per offloaded call in flight.
     offload_sent: Arc<Semaphore>,
+    links: Arc<Links>,
+    /// Test switch: true once this node stopped serving links.
+    refuse_links: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -139,6 +149,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     rpc: request_response::Behaviour<BincodeCodec<MeshRequest, MeshResponse>>,
     offload: request_response::Behaviour<OffloadCodec>,
+    links: libp2p_stream::Behaviour,
 }
 
 /// The slowest a request-response exchange may be before libp2p gives up on
@@ -204,7 +215,17 @@ fn build_behaviour(keypair: &Keypair) -> Result<Behaviour, Box<dyn std::error::E
             .with_max_concurrent_streams(MAX_OFFLOAD_STREAMS_PER_CONNECTION),
     );
     let ping = ping::Behaviour::new(ping::Config::new());
-    Ok(Behaviour { limits: connection_limits::Behaviour::new(limits), identify, ping, kad, gossipsub, rpc, offload })
+    let links = libp2p_stream::Behaviour::new();
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        identify,
+        ping,
+        kad,
+        gossipsub,
+        rpc,
+        offload,
+        links,
+    })
 }
 
 struct Redial {
@@ -340,13 +361,32 @@ impl MeshHandle {
             swarm.add_peer_address(redial.peer, redial.address.clone());
             swarm.behaviour_mut().kad.add_address(&redial.peer, redial.address.clone());
         }
+        let inbound_slots = Arc::new(Semaphore::new(MAX_MESH_REQUESTS_IN_FLIGHT));
+        let mut control = swarm.behaviour().links.new_control();
+        let incoming =
+            control.accept(LINK_PROTOCOL).map_err(|error| anyhow::anyhow!("cannot accept mesh links: {error}"))?;
+        let (isolation, busy) = (shared.clone(), shared.clone());
+        let links = Arc::new(Links::new(control.clone()));
+        let (refuse_links, refused) = tokio::sync::watch::channel(false);
+        let refuse_links = Arc::new(refuse_links);
+        tokio::spawn(serve_links(
+            incoming,
+            LinkService {
+                handler: handler.clone(),
+                slots: inbound_slots.clone(),
+                is_isolated: Box::new(move |peer| lock(&isolation).isolated.contains(peer)),
+                refused_busy: Box::new(move || lock(&busy).counters.inbound_refused_busy += 1),
+                counters: links.counters.clone(),
+            },
+            refused,
+        ));
         let task = MeshTask {
             swarm,
             handler,
             shared: shared.clone(),
             adverts: adverts.clone(),
             pending: HashMap::new(),
-            inbound_slots: Arc::new(Semaphore::new(MAX_MESH_REQUESTS_IN_FLIGHT)),
+            inbound_slots,
             responses_tx,
             redials,
             advert: None,
@@ -360,7 +400,16 @@ impl MeshHandle {
         };
         tokio::spawn(task.run(commands_rx, responses_rx, offload_responses_rx));
         let offload_sent = Arc::new(Semaphore::new(MAX_OFFLOAD_SENT_IN_FLIGHT));
-        let handle = MeshHandle { peer_id, commands: commands_tx, shared, adverts, offload_handler, offload_sent };
+        let handle = MeshHandle {
+            peer_id,
+            commands: commands_tx,
+            shared,
+            adverts,
+            offload_handler,
+            offload_sent,
+            links,
+            refuse_links,
+        };
         handle.wait_listening(Duration::from_secs(10)).await?;
         Ok(handle)
     }
@@ -405,7 +454,9 @@ impl MeshHandle {
     }
 
     /// Sends `request` to `peer` (dialling one of `addresses` if needed) and
-    /// waits at most `timeout` for its answer.
+    /// waits at most `timeout` for its answer. Raft's messages, forwarded
+    /// writes and read-index requests take the link to the peer when one is
+    /// open (`link.rs`).
     pub async fn request(
         &self,
         peer: PeerId,
@@ -413,6 +464,13 @@ impl MeshHandle {
         request: MeshRequest,
         timeout: Duration,
     ) -> Result<MeshResponse, MeshSendError> {
+        if request.rides_link() {
+            let connected = lock(&self.shared).peers.contains_key(&peer);
+            let link = self.links.link(peer, connected);
+            if let Some((link, frame)) = link.and_then(|link| link.frame(&request).map(|frame| (link, frame))) {
+                return self.guarded(peer, link.call(frame, timeout)).await;
+            }
+        }
         self.exchange(peer, timeout, |reply| MeshCommand::Request { peer, addresses, request, reply }).await
     }
 
@@ -448,16 +506,29 @@ impl MeshHandle {
         timeout: Duration,
         command: impl FnOnce(oneshot::Sender<Result<A, MeshSendError>>) -> MeshCommand,
     ) -> Result<A, MeshSendError> {
+        self.guarded(peer, async {
+            let (reply, answer) = oneshot::channel();
+            self.commands.send(command(reply)).await.map_err(|_| MeshSendError::Stopped)?;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(MeshSendError::Stopped),
+                Err(_) => Err(MeshSendError::Timeout { peer, timeout_ms: timeout.as_millis() as u64 }),
+            }
+        })
+        .await
+    }
+
+    /// Runs `exchange` with `peer` unless the test switch cuts traffic to it,
+    /// before or while it runs.
+    async fn guarded<A>(
+        &self,
+        peer: PeerId,
+        exchange: impl std::future::Future<Output = Result<A, MeshSendError>>,
+    ) -> Result<A, MeshSendError> {
         if self.is_isolated(&peer) {
             return Err(MeshSendError::Unreachable { peer, reason: "traffic to it is cut by the test switch".into() });
         }
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(command(reply)).await.map_err(|_| MeshSendError::Stopped)?;
-        let response = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(MeshSendError::Stopped),
-            Err(_) => return Err(MeshSendError::Timeout { peer, timeout_ms: timeout.as_millis() as u64 }),
-        };
+        let response = exchange.await?;
         // A partition that began while the request was in flight loses the answer.
         if self.is_isolated(&peer) {
             return Err(MeshSendError::Lost { peer, reason: "traffic to it is cut by the test switch".into() });
@@ -499,12 +570,21 @@ impl MeshHandle {
         let shared = lock(&self.shared);
         let mut counters = shared.counters.clone();
         counters.adverts_rejected = lock(&self.adverts).rejected;
+        counters.links_opened = self.links.counters.opened.load(std::sync::atomic::Ordering::Relaxed);
+        counters.link_requests = self.links.counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+        counters.link_requests_served = self.links.counters.served.load(std::sync::atomic::Ordering::Relaxed);
         counters
     }
 
     /// Test switch: drops all mesh traffic to and from `peers`.
     pub fn isolate(&self, peers: impl IntoIterator<Item = PeerId>) {
         lock(&self.shared).isolated.extend(peers);
+    }
+
+    /// Test switch: stops serving links for good, as a node that predates
+    /// them (peers then send everything on the request-response protocol).
+    pub fn refuse_links(&self) {
+        self.refuse_links.send_replace(true);
     }
 
     /// Test switch: undoes every [`MeshHandle::isolate`].

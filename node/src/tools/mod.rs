@@ -569,6 +569,6 @@ mod tests {
     #[test]
     fn the_fault_switch_is_declared_test_only() {
         let test_only: Vec<&str> = declarations().iter().filter(|tool| tool.test_only).map(|tool| tool.name).collect();
-        assert_eq!(test_only, ["mesh_isolate", "mesh_heal", "offload_forge_receipts"]);
+        assert_eq!(test_only, ["mesh_isolate", "mesh_heal", "mesh_refuse_links", "offload_forge_receipts"]);
     }
 }

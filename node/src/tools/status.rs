@@ -1,7 +1,7 @@
 //! The tools that describe the node: `cluster_status` (with each member's
 //! trace tree size and root) and `mesh_peers`; `cluster_set_voters`, the
 //! cluster's voter count; and, with `--test-faults`, `mesh_isolate`,
-//! `mesh_heal` and `offload_forge_receipts`.
+//! `mesh_heal`, `mesh_refuse_links` and `offload_forge_receipts`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +49,16 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move {
                 env.cluster.mesh.heal();
                 Ok(json!({ "isolated": [] }))
+            },
+        )
+        .test_only(),
+        ToolDecl::new(
+            "mesh_refuse_links",
+            "TEST ONLY: stop serving mesh links and close those peers opened, as a node that predates them.",
+            Access::Admin,
+            |env: Arc<ToolEnv>, _: Invocation, _: NoArgs| async move {
+                env.cluster.mesh.refuse_links();
+                Ok(json!({ "links": "refused" }))
             },
         )
         .test_only(),
