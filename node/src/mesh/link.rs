@@ -110,12 +110,19 @@ impl Link {
         let peer = self.peer;
         let lost = |reason: &str| MeshSendError::Lost { peer, reason: reason.to_owned() };
         let (reply, answer) = oneshot::channel();
-        lock(&self.waiting).insert(number, reply);
+        {
+            let mut waiting = lock(&self.waiting);
+            if waiting.len() >= MAX_MESH_REQUESTS_IN_FLIGHT {
+                let reason = format!("{MAX_MESH_REQUESTS_IN_FLIGHT} requests already wait on the link to the peer");
+                return Err(MeshSendError::Failed { peer, reason });
+            }
+            waiting.insert(number, reply);
+        }
         // Registered before this check: a link that closes after it drops
         // the reply channel, so the wait below ends.
         if !self.is_open() {
             lock(&self.waiting).remove(&number);
-            return Err(lost("the link to the peer closed"));
+            return Err(MeshSendError::Unreachable { peer, reason: "the link to the peer closed".into() });
         }
         let exchange = async {
             let written = async {
