@@ -172,6 +172,8 @@ async fn concurrent_writes_and_reads_through_a_follower_share_requests_to_the_le
     assert_eq!(grouped, (true, true), "(writes, reads) grouped in one of ten bursts of {CLIENTS}");
 }
 
+/// Raft's messages, forwarded writes and read-index requests travel on one
+/// long-lived link per peer, not on a stream of their own each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_and_forwarded_messages_ride_one_long_lived_link_per_peer() {
     let _serial = serial();
@@ -211,6 +213,9 @@ async fn raft_and_forwarded_messages_ride_one_long_lived_link_per_peer() {
     }
 }
 
+/// A node that does not serve links (as one of a release before them, in a
+/// rolling upgrade) is still replicated to and still forwards writes: its
+/// peers fall back to the request-response protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_serve_links_is_sent_everything_on_the_request_response_protocol() {
     let _serial = serial();
