@@ -204,6 +204,50 @@ async fn voters_cosign_checkpoints_and_entries_are_proved_offline_even_by_a_node
     assert!(verified.contains("compacted"), "the new node never held the entry's bytes: {verified}");
 }
 
+/// The checkpoint size node `index` keeps, once it keeps one.
+async fn kept_checkpoint_size(testnet: &Testnet, index: usize) -> Option<u64> {
+    let answer = testnet.call(index, "trace_checkpoint", json!({})).await.ok()?;
+    answer["checkpoint"].as_str()?.lines().nth(1)?.parse().ok()
+}
+
+/// A member cut off while a checkpoint was handed out gets it once it is
+/// back, though no write follows to make another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_a_checkpoint_is_handed_it_again_without_a_new_write() {
+    let options =
+        TestnetOptions { args: ["--checkpoint-interval-ms", "300"].map(String::from).to_vec(), ..Default::default() };
+    let testnet = Testnet::start(3, options).await.expect("a testnet starts");
+    let leader = testnet.leader(WAIT).await.unwrap();
+    let away = (leader + 1) % 3;
+    testnet.call(leader, "memory_put", json!({ "path": "a/before", "value": "x" })).await.unwrap();
+    let (size, _) = wait_until("every node at the same trace size", WAIT, || agreed_trace(&testnet)).await.unwrap();
+    wait_until("every node to keep a checkpoint", WAIT, || async {
+        for index in 0..3 {
+            (kept_checkpoint_size(&testnet, index).await? >= size).then_some(())?;
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+
+    testnet.isolate(away).await.unwrap();
+    testnet.call(leader, "memory_put", json!({ "path": "a/while-away", "value": "x" })).await.unwrap();
+    let grown = testnet.status(leader).await.unwrap()["trace"]["size"].as_u64().unwrap();
+    wait_until("the leader to keep a checkpoint of the new entry", WAIT, || async {
+        (kept_checkpoint_size(&testnet, leader).await? >= grown).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(kept_checkpoint_size(&testnet, away).await.unwrap_or(0) < grown, "the isolated member got it while away");
+
+    testnet.heal().await.unwrap();
+    wait_until("the member back to keep the checkpoint it missed", WAIT, || async {
+        (kept_checkpoint_size(&testnet, away).await? >= grown).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voter_whose_tree_was_altered_refuses_to_cosign_and_raises_the_alarm() {
     let options =

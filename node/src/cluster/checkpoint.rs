@@ -3,11 +3,14 @@
 //! each voter computes that root itself and signs only if it matches, and
 //! raises an alarm if it does not. Once a majority signed, the leader hands
 //! the checkpoint to every member, which checks the cosignatures and its own
-//! root before keeping it.
+//! root before keeping it; a member that did not keep it (one that joined,
+//! or was behind, when it was handed out) is handed it again, so every
+//! member holds the latest checkpoint even when no write follows.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use zeromesh_protocol::{MemberInfo, NodeId};
@@ -25,6 +28,20 @@ const COSIGN_APPLY_TIMEOUT: Duration = Duration::from_secs(2);
 const COSIGN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long handing a checkpoint to a member may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the leader hands the latest checkpoint again to a member that
+/// did not keep it.
+const HAND_OUT_AGAIN_AFTER: Duration = Duration::from_secs(2);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The latest checkpoint a member kept from this node, and when this node
+/// last handed it one.
+struct Handed {
+    size: u64,
+    at: Instant,
+}
 
 /// This node's part in checkpoints: its signing key and what it counted.
 #[derive(Default)]
@@ -43,6 +60,8 @@ pub struct Checkpoints {
     /// How long this node's last cosigning round took as leader, from the
     /// first request to the checkpoint kept here, in microseconds.
     pub last_round_micros: AtomicU64,
+    /// As leader: what each member kept of the checkpoints handed to it.
+    handed: Mutex<HashMap<NodeId, Handed>>,
 }
 
 impl Checkpoints {
@@ -54,6 +73,7 @@ impl Checkpoints {
             published: AtomicU64::new(0),
             latest_size: tokio::sync::watch::Sender::new(0),
             last_round_micros: AtomicU64::new(0),
+            handed: Mutex::default(),
         }
     }
 }
@@ -175,17 +195,71 @@ impl Cluster {
         self.keep_checkpoint(&signed).await?;
         self.checkpoints.last_round_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.checkpoints.published.fetch_add(1, Ordering::Relaxed);
-        let text = signed.encode();
-        let hand_out = members.iter().filter(|(id, _)| **id != self.node_id()).map(|(id, info)| {
-            let request = MeshRequest::PublishCheckpoint(text.clone());
+        let others = members.into_iter().filter(|(id, _)| *id != self.node_id()).collect();
+        self.hand_out(&signed.encode(), head.size, others).await;
+        Ok(signed)
+    }
+
+    /// Hands the checkpoint `text` (of `size` entries) to `members`, and
+    /// records which of them kept it.
+    async fn hand_out(&self, text: &str, size: u64, members: Vec<(NodeId, MemberInfo)>) {
+        let sends = members.into_iter().map(|(id, info)| {
+            let request = MeshRequest::PublishCheckpoint(text.to_owned());
             async move {
-                if let Err(error) = self.send(*id, info, request, PUBLISH_TIMEOUT).await {
-                    tracing::debug!(member = id, %error, "could not hand out a checkpoint");
-                }
+                let kept = match self.send(id, &info, request, PUBLISH_TIMEOUT).await {
+                    Ok(MeshResponse::PublishCheckpoint(Ok(()))) => true,
+                    Ok(other) => {
+                        tracing::debug!(member = id, answer = ?other, "a member did not keep a checkpoint");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::debug!(member = id, %error, "could not hand out a checkpoint");
+                        false
+                    }
+                };
+                (id, kept)
             }
         });
-        futures::future::join_all(hand_out).await;
-        Ok(signed)
+        let answers = futures::future::join_all(sends).await;
+        let mut handed = lock(&self.checkpoints.handed);
+        let at = Instant::now();
+        for (id, kept) in answers {
+            let entry = handed.entry(id).or_insert(Handed { size: 0, at });
+            entry.at = at;
+            if kept {
+                entry.size = entry.size.max(size);
+            }
+        }
+    }
+
+    /// Hands this node's latest checkpoint again to the members that have
+    /// not kept it, each at most every [`HAND_OUT_AGAIN_AFTER`].
+    pub async fn hand_out_latest(&self) {
+        let latest = *self.checkpoints.latest_size.borrow();
+        if latest == 0 {
+            return;
+        }
+        let members = self.consensus.members();
+        let missing: Vec<(NodeId, MemberInfo)> = {
+            let mut handed = lock(&self.checkpoints.handed);
+            handed.retain(|id, _| members.contains_key(id));
+            members
+                .iter()
+                .filter(|(id, _)| **id != self.node_id())
+                .filter(|(id, _)| {
+                    handed.get(id).is_none_or(|kept| kept.size < latest && kept.at.elapsed() >= HAND_OUT_AGAIN_AFTER)
+                })
+                .map(|(id, info)| (*id, info.clone()))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        match self.consensus.trace_checkpoint().await {
+            Ok(Some(text)) => self.hand_out(&text, latest, missing).await,
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "the latest checkpoint could not be read"),
+        }
     }
 
     /// Voter `id`'s cosignature of `(size, root)`: this node's own, or asked
@@ -242,7 +316,8 @@ impl Cluster {
 }
 
 /// On whichever node leads: a checkpoint every `interval` while the tree
-/// grew since the last one. Runs until the process ends.
+/// grew since the last one, else the latest one handed again to members
+/// that lack it. Runs until the process ends.
 pub async fn checkpoints(cluster: Arc<Cluster>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -254,6 +329,7 @@ pub async fn checkpoints(cluster: Arc<Cluster>, interval: Duration) {
         }
         let size = cluster.consensus.trace_head().size;
         if size == 0 || size <= *cluster.checkpoints.latest_size.borrow() {
+            cluster.hand_out_latest().await;
             continue;
         }
         match cluster.make_checkpoint().await {

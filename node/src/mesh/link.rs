@@ -60,6 +60,7 @@ type Waiting = Mutex<HashMap<u64, oneshot::Sender<Option<MeshResponse>>>>;
 /// An open link to one peer.
 pub struct Link {
     peer: PeerId,
+    counters: Arc<LinkCounters>,
     writer: tokio::sync::Mutex<WriteHalf<Stream>>,
     waiting: Arc<Waiting>,
     next_number: AtomicU64,
@@ -68,13 +69,14 @@ pub struct Link {
 }
 
 impl Link {
-    fn start(peer: PeerId, stream: Stream) -> Arc<Link> {
+    fn start(peer: PeerId, stream: Stream, counters: Arc<LinkCounters>) -> Arc<Link> {
         let (reader, writer) = stream.split();
         let waiting = Arc::new(Waiting::default());
         let open = Arc::new(AtomicBool::new(true));
         let reader = tokio::spawn(read_answers(peer, reader, waiting.clone(), open.clone())).abort_handle();
         Arc::new(Link {
             peer,
+            counters,
             writer: tokio::sync::Mutex::new(writer),
             waiting,
             next_number: AtomicU64::new(0),
@@ -98,7 +100,9 @@ impl Link {
     /// The frame of `request`, or `None` when it is too large for a link.
     pub fn frame(&self, request: &MeshRequest) -> Option<(u64, Vec<u8>)> {
         let number = self.next_number.fetch_add(1, Ordering::Relaxed);
-        encode_frame(&(number, request), MAX_MESH_LINK_FRAME_BYTES).ok().map(|bytes| (number, bytes))
+        let bytes = encode_frame(&(number, request), MAX_MESH_LINK_FRAME_BYTES).ok()?;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        Some((number, bytes))
     }
 
     /// Sends a request's frame and waits at most `timeout` for its answer.
@@ -195,7 +199,7 @@ struct Slot {
 pub struct LinkCounters {
     /// Links this node opened.
     pub opened: AtomicU64,
-    /// Requests this node sent on links.
+    /// Requests this node sent on links (counted by [`Link::frame`]).
     pub requests: AtomicU64,
     /// Requests peers sent this node on links.
     pub served: AtomicU64,
@@ -221,7 +225,6 @@ impl Links {
         let slot = slots.entry(peer).or_default();
         if let Some(link) = &slot.link {
             if link.is_open() {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
                 return Some(link.clone());
             }
             slot.link = None;
@@ -250,7 +253,7 @@ impl Links {
             match opened {
                 Ok(Ok(stream)) => {
                     counters.opened.fetch_add(1, Ordering::Relaxed);
-                    slot.link = Some(Link::start(peer, stream));
+                    slot.link = Some(Link::start(peer, stream, counters));
                     slot.reopen_at = None;
                 }
                 Ok(Err(error)) => {
