@@ -222,6 +222,10 @@ impl Links {
     /// the other way meanwhile).
     pub fn link(&self, peer: PeerId, connected: bool) -> Option<Arc<Link>> {
         let mut slots = lock(&self.slots);
+        if !slots.contains_key(&peer) && slots.len() >= MAX_MESH_CONNECTIONS as usize {
+            // Peers gone for good leave nothing behind.
+            slots.retain(|_, slot| slot.opening || slot.link.as_ref().is_some_and(|link| link.is_open()));
+        }
         let slot = slots.entry(peer).or_default();
         if let Some(link) = &slot.link {
             if link.is_open() {
