@@ -22,3 +22,9 @@ pub mod stdio_bridge;
 pub mod tls;
 pub mod tokens;
 pub mod tools;
+
+/// Locks `mutex`, taking over its data when a thread panicked holding it:
+/// every guarded structure here stays consistent between statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

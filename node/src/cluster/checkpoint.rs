@@ -19,6 +19,7 @@ use zeromesh_trace::merkle::Hash;
 use zeromesh_trace::note::{self, NoteSignature, NoteVerifier};
 
 use super::service::Cluster;
+use crate::lock;
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::peer_of;
 
@@ -31,10 +32,6 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the leader hands the latest checkpoint again to a member that
 /// did not keep it.
 const HAND_OUT_AGAIN_AFTER: Duration = Duration::from_secs(2);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The latest checkpoint a member kept from this node, and when this node
 /// last handed it one.

@@ -24,6 +24,7 @@ use zeromesh_protocol::limits::{MAX_MESH_CONNECTIONS, MAX_MESH_LINK_FRAME_BYTES,
 use super::codec::{encode_frame, read_frame};
 use super::messages::{MeshError, MeshRequest, MeshResponse};
 use super::swarm::{InboundHandler, MeshSendError};
+use crate::lock;
 
 /// The protocol name, versioned like the request-response one.
 pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/zeromesh/link/1");
@@ -43,10 +44,6 @@ const READY: u8 = 0x5a;
 /// After a failed open (a peer without the protocol, say), messages to that
 /// peer take the request-response protocol this long before trying again.
 const REOPEN_AFTER: Duration = Duration::from_secs(10);
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A request as it travels on a link: its number and the message.
 pub type RequestFrame = (u64, MeshRequest);

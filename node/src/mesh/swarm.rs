@@ -28,6 +28,7 @@ use super::codec::{BincodeCodec, MESH_PROTOCOL};
 use super::link::{serve_links, LinkService, Links, LINK_PROTOCOL};
 use super::messages::{MeshError, MeshRequest, MeshResponse};
 use super::offload::{OffloadMessage, OffloadResponse, OFFLOAD_PROTOCOL};
+use crate::lock;
 
 /// Answers requests that other nodes send to this one.
 pub trait InboundHandler: Send + Sync + 'static {
@@ -164,10 +165,6 @@ const REDIAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(30);
 const COMMAND_QUEUE: usize = 1024;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The peer id at the end of `address` (`.../p2p/<id>`), if any.
 pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {

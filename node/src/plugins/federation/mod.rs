@@ -34,6 +34,7 @@ use zeromesh_protocol::plugin::{RegisteredServer, ServerTransport};
 
 use super::offload::{peer_adverts, Attempt, Call, Offload, Peer, PluginRun, ServedBy};
 use crate::cluster::{Cluster, ServiceError};
+use crate::lock;
 use crate::mesh::advert::{Advert, AdvertServer};
 use crate::mesh::offload::{sha256, CallKind, OffloadMessage, OffloadRequest, OffloadResponse, ReceiptReservation};
 pub use host::Health;
@@ -108,10 +109,6 @@ impl Suspects {
     fn suspect(&self, server: &str, node_id: u64, now: Instant) -> bool {
         self.0.get(&(server.to_owned(), node_id)).is_some_and(|expires| *expires > now)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The definition most serving hosts give `tool` (ties: the lowest node
