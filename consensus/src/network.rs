@@ -17,6 +17,7 @@ use openraft::raft::{
 };
 use thiserror::Error;
 use zeromesh_protocol::{MemberInfo, NodeId};
+use zeromesh_storage::LogDurability;
 
 use crate::types::TypeConfig;
 
@@ -74,17 +75,20 @@ pub trait RaftTransport: Send + Sync + 'static {
 /// openraft's network factory over any [`RaftTransport`].
 pub struct TransportNetwork<T> {
     transport: Arc<T>,
+    durability: Arc<LogDurability>,
 }
 
 impl<T> TransportNetwork<T> {
-    pub fn new(transport: Arc<T>) -> Self {
-        TransportNetwork { transport }
+    /// `durability` is this node's log's: no commit index past it is sent.
+    pub fn new(transport: Arc<T>, durability: Arc<LogDurability>) -> Self {
+        TransportNetwork { transport, durability }
     }
 }
 
 /// The connection to one target, as openraft sees it.
 pub struct TransportClient<T> {
     transport: Arc<T>,
+    durability: Arc<LogDurability>,
     target: NodeId,
     target_info: MemberInfo,
 }
@@ -93,7 +97,31 @@ impl<T: RaftTransport> RaftNetworkFactory<TypeConfig> for TransportNetwork<T> {
     type Network = TransportClient<T>;
 
     async fn new_client(&mut self, target: NodeId, node: &MemberInfo) -> Self::Network {
-        TransportClient { transport: self.transport.clone(), target, target_info: node.clone() }
+        TransportClient {
+            transport: self.transport.clone(),
+            durability: self.durability.clone(),
+            target,
+            target_info: node.clone(),
+        }
+    }
+}
+
+impl<T> TransportClient<T> {
+    /// A leader counts itself in a quorum before its own fsync ends
+    /// (zeromesh_storage::LogDurability): a follower is told an entry is
+    /// committed, and may apply it, only once the leader holds it on disk.
+    async fn wait_for_commit_on_disk(
+        &self,
+        request: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        let Some(commit) = request.leader_commit.as_ref().map(|log_id| log_id.index) else { return Ok(()) };
+        let failed = |reason: String| TransportError::Failed { target: self.target, reason };
+        match tokio::time::timeout(timeout, self.durability.wait(commit)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(failed(error.to_string())),
+            Err(_) => Err(failed(format!("this node's log was not on disk up to {commit} within {timeout:?}"))),
+        }
     }
 }
 
@@ -123,6 +151,9 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for TransportClient<T> {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId>>> {
+        if let Err(error) = self.wait_for_commit_on_disk(&request, option.hard_ttl()).await {
+            return into_rpc_error(self.target, Err(error));
+        }
         let result = self.transport.append_entries(self.target, &self.target_info, request, option.hard_ttl()).await;
         into_rpc_error(self.target, result)
     }

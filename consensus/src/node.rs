@@ -76,13 +76,13 @@ impl ConsensusNode {
         let store = tokio::task::spawn_blocking(move || Store::open_with_budget(&dir, budget))
             .await
             .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
-        let log_store = LogStore::<TypeConfig>::new(store.clone());
+        let log_store = LogStore::<TypeConfig>::for_member(store.clone(), id);
         let state_machine = MemoryStateMachine::open(store.clone())?;
         let registry_changes = state_machine.registry_changes();
         let state_changes = state_machine.state_changes();
         let trace_heads = state_machine.trace_heads();
         let applied_times = state_machine.applied_times();
-        let network = TransportNetwork::new(Arc::new(transport));
+        let network = TransportNetwork::new(Arc::new(transport), store.log_durability().clone());
         let raft = Raft::new(id, config, network, log_store, state_machine)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
@@ -111,6 +111,12 @@ impl ConsensusNode {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How far this node's Raft log is on disk, and how many background
+    /// fsyncs covered its own proposals as leader.
+    pub fn log_durability(&self) -> &zeromesh_storage::LogDurability {
+        self.store.log_durability()
     }
 
     pub(crate) fn trace_heads(&self) -> &tokio::sync::watch::Receiver<crate::trace::TraceHead> {

@@ -247,6 +247,12 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // The leader counts itself in a quorum before its own fsync ends
+        // (zeromesh_storage::LogDurability): nothing is applied, so nothing
+        // answered, before this node holds it on disk.
+        if let Some(last) = entries.last() {
+            self.store.log_durability().wait(last.log_id.index).await.map_err(sm_write_error)?;
+        }
         let store = self.store.clone();
         let (applied, trace) = (self.applied.clone(), self.trace.clone());
         let done = tokio::task::spawn_blocking(move || apply_entries(&store, applied, trace, entries))

@@ -72,6 +72,30 @@ async fn a_three_node_cluster_elects_a_leader_and_replicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_fsyncs_its_own_proposals_in_the_background_and_followers_before_they_answer() {
+    let cluster = TestCluster::start(3, test_settings()).await;
+    let leader = cluster.leader().await;
+    let fsyncs_before: Vec<u64> = (1..=3).map(|id| cluster.node(id).log_durability().background_fsyncs()).collect();
+    let mut last_index = 0;
+    for i in 0..20 {
+        last_index = cluster.write(put(&format!("agent-7/durable/{i}"), "v")).await.log_index;
+        // Answered means applied, which waits for the leader's own fsync.
+        assert!(cluster.node(leader).log_durability().durable() >= last_index, "write {i} answered before on disk");
+    }
+    for id in 1..=3 {
+        cluster.wait_applied(id, last_index).await;
+        let durability = cluster.node(id).log_durability();
+        assert!(durability.durable() >= last_index, "node {id} applied past its log on disk");
+        let background = durability.background_fsyncs() - fsyncs_before[id as usize - 1];
+        if id == leader {
+            assert!(background > 0, "the leader's proposals were fsynced before replication, not beside it");
+        } else {
+            assert_eq!(background, 0, "follower {id} must fsync an append before it answers");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_leader_loses_no_acknowledged_write_and_rejoins_after_restart() {
     let mut cluster = TestCluster::start(3, test_settings()).await;
 

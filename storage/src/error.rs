@@ -24,6 +24,9 @@ pub enum StorageError {
     /// serving what is left.
     #[error("the store in {dir} is damaged and was not opened: {detail}")]
     Damaged { dir: String, detail: String },
+    /// The Raft log could not be made durable.
+    #[error("Raft log fsync: {0}")]
+    LogSync(String),
 }
 
 impl StorageError {

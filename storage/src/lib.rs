@@ -1,5 +1,7 @@
 //! RocksDB storage for a zeromesh node: the Raft log store (openraft storage
-//! v2, fsynced before an append is reported durable), the state machine's
+//! v2; a follower's append is fsynced before it is reported durable, a
+//! leader's own proposals are fsynced in the background and nothing is
+//! applied or announced committed past what is on disk), the state machine's
 //! column families, and snapshot files that are written, sent and installed
 //! as streams, never as one buffer.
 //!
@@ -7,6 +9,7 @@
 //! `zeromesh-consensus`; this crate stores what it is told and reads it back.
 
 mod agreements;
+mod durability;
 mod error;
 mod keys;
 mod log_store;
@@ -18,6 +21,7 @@ mod tables;
 mod trace;
 mod usage;
 
+pub use durability::LogDurability;
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, SnapshotHeader, SnapshotStats};

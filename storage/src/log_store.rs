@@ -1,21 +1,26 @@
 //! The Raft log store: entries, vote and committed log id in RocksDB.
 //!
-//! An append is written as one RocksDB write batch with `sync` set, so one
-//! fsync covers every entry of the batch, and only after that fsync is the
-//! callback told that the entries are durable.
+//! An append is written as one RocksDB write batch, so one fsync covers
+//! every entry of the batch. A follower's append is written with `sync` set
+//! and only after that fsync is the callback told that the entries are
+//! durable. The leader's own proposals are written without it, reported at
+//! once, and fsynced in the background, so that replication runs in
+//! parallel with the leader's fsync; [`crate::LogDurability`] says what that
+//! relies on.
 
 use std::fmt::Debug;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     AnyError, LogId, LogState, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote,
 };
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::durability::Flush;
 use crate::error::{decode, encode, StorageError};
 use crate::keys::*;
 use crate::store::Store;
@@ -26,12 +31,16 @@ type RaftStorageError<C> = openraft::StorageError<<C as RaftTypeConfig>::NodeId>
 /// that storage does not depend on the replicated command set.
 pub struct LogStore<C: RaftTypeConfig> {
     store: Store,
-    _config: PhantomData<fn() -> C>,
+    /// The member this store belongs to, when it may write its own
+    /// proposals without waiting for their fsync.
+    member: Option<C::NodeId>,
+    /// The vote as last saved or read.
+    vote: Arc<Mutex<Option<Vote<C::NodeId>>>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        LogStore { store: self.store.clone(), _config: PhantomData }
+        LogStore { store: self.store.clone(), member: self.member.clone(), vote: self.vote.clone() }
     }
 }
 
@@ -40,29 +49,85 @@ where
     C: RaftTypeConfig,
     C::Entry: Serialize + DeserializeOwned,
 {
+    /// A log store that fsyncs every append before reporting it: for
+    /// readers and tools.
     pub fn new(store: Store) -> Self {
-        LogStore { store, _config: PhantomData }
+        LogStore { store, member: None, vote: Arc::default() }
+    }
+
+    /// The log store of Raft member `id`: its own proposals as leader are
+    /// fsynced in the background (see the module's documentation).
+    pub fn for_member(store: Store, id: C::NodeId) -> Self {
+        LogStore { store, member: Some(id), vote: Arc::default() }
     }
 
     /// Writes `entries` in one batch and fsyncs it. Returns the number of
-    /// entries written. This is the whole of an append; the trait method only
-    /// adds the durability callback.
+    /// entries written. This is the whole of a follower's append; the trait
+    /// method only adds the durability callback.
     pub fn write_entries_synced<I>(&self, entries: I) -> Result<usize, StorageError>
+    where
+        I: IntoIterator<Item = C::Entry>,
+    {
+        let (count, last) = self.write_entries(entries, &Store::synced())?;
+        if let Some(last) = last {
+            self.store.log_durability().written_synced(last);
+        }
+        Ok(count)
+    }
+
+    fn write_entries<I>(&self, entries: I, options: &WriteOptions) -> Result<(usize, Option<u64>), StorageError>
     where
         I: IntoIterator<Item = C::Entry>,
     {
         let cf = self.store.cf(CF_RAFT_LOG)?;
         let mut batch = WriteBatch::default();
         let mut count = 0usize;
+        let mut last = None;
         for entry in entries {
             let index = entry.get_log_id().index;
             batch.put_cf(cf, log_key(index), encode("log entry", &entry)?);
             count += 1;
+            last = Some(index);
         }
         if count > 0 {
-            self.store.db.write_opt(batch, &Store::synced())?;
+            self.store.db.write_opt(batch, options)?;
         }
-        Ok(count)
+        Ok((count, last))
+    }
+
+    /// Whether `first` is a proposal of this member as the leader it is
+    /// now: its leader id is this member's committed vote (a vote for
+    /// itself that a quorum granted). Anything else, entries from another
+    /// leader or from an earlier term of this one, is a follower's append.
+    fn own_proposal(&self, first: &C::Entry) -> bool {
+        let Some(member) = &self.member else { return false };
+        let vote = self.vote.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        vote.as_ref().is_some_and(|vote| {
+            vote.is_committed()
+                && vote.leader_id().voted_for().as_ref() == Some(member)
+                && first.get_log_id().leader_id == *vote.leader_id()
+        })
+    }
+
+    /// Writes the leader's own proposals without an fsync and starts the
+    /// background fsync that will cover them.
+    fn write_own_proposals(&self, entries: Vec<C::Entry>) -> Result<(), StorageError> {
+        let mut unsynced = WriteOptions::default();
+        unsynced.set_sync(false);
+        let (_, last) = self.write_entries(entries, &unsynced)?;
+        let Some(last) = last else { return Ok(()) };
+        let durability = self.store.log_durability().clone();
+        if let Flush::Start = durability.written_unsynced(last) {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                durability.flush_until_caught_up(|| store.db.flush_wal(true).map_err(StorageError::from))
+            });
+        }
+        Ok(())
+    }
+
+    fn remember_vote(&self, vote: Option<Vote<C::NodeId>>) {
+        *self.vote.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = vote;
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8], what: &'static str) -> Result<Option<T>, StorageError> {
@@ -170,11 +235,16 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), RaftStorageError<C>> {
-        self.write_meta(KEY_VOTE, "vote", vote, true).map_err(|e| to_raft::<C>(e, StorageIOError::write_vote))
+        self.write_meta(KEY_VOTE, "vote", vote, true).map_err(|e| to_raft::<C>(e, StorageIOError::write_vote))?;
+        self.remember_vote(Some(vote.clone()));
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, RaftStorageError<C>> {
-        self.read_meta(KEY_VOTE, "vote").map_err(|e| to_raft::<C>(e, StorageIOError::read_vote))
+        let vote: Option<Vote<C::NodeId>> =
+            self.read_meta(KEY_VOTE, "vote").map_err(|e| to_raft::<C>(e, StorageIOError::read_vote))?;
+        self.remember_vote(vote.clone());
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), RaftStorageError<C>> {
@@ -196,11 +266,18 @@ where
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
-        let this = self.clone();
-        let written = tokio::task::spawn_blocking(move || this.write_entries_synced(entries))
-            .await
-            .map_err(|e| StorageError::Join(e.to_string()))
-            .and_then(|result| result);
+        let written = match entries.first() {
+            // An unsynced write only reaches the memtable and the write-ahead
+            // log's file: no blocking thread needed.
+            Some(first) if self.own_proposal(first) => self.write_own_proposals(entries),
+            _ => {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.write_entries_synced(entries).map(|_| ()))
+                    .await
+                    .map_err(|e| StorageError::Join(e.to_string()))
+                    .and_then(|result| result)
+            }
+        };
         match written {
             Ok(_) => {
                 callback.log_io_completed(Ok(()));
@@ -220,6 +297,7 @@ where
             batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
             batch.delete_cf(cf, log_key(u64::MAX));
             self.store.db.write_opt(batch, &Store::synced())?;
+            self.store.log_durability().truncated(log_id.index);
             Ok(())
         })();
         result.map_err(|e| to_raft::<C>(e, StorageIOError::write_logs))

@@ -10,6 +10,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use crate::durability::LogDurability;
 use crate::error::StorageError;
 use crate::keys::*;
 use crate::snapshot::SnapshotDir;
@@ -23,6 +24,7 @@ pub struct Store {
     /// Kept for its statistics (fsync counts).
     options: Arc<Options>,
     memory: Arc<Memory>,
+    durability: Arc<LogDurability>,
     dir: PathBuf,
 }
 
@@ -116,6 +118,14 @@ fn damaged(db_dir: &Path, error: rocksdb::Error) -> StorageError {
     StorageError::Damaged { dir: db_dir.display().to_string(), detail }
 }
 
+fn last_log_index(db: &DB) -> Result<u64, StorageError> {
+    let cf = db.cf_handle(CF_RAFT_LOG).ok_or(StorageError::MissingColumnFamily(CF_RAFT_LOG))?;
+    match db.iterator_cf(cf, rocksdb::IteratorMode::End).next() {
+        Some(item) => Ok(log_index(&item?.0).unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` with the default memory
     /// budget. An interrupted snapshot install found here is redone before
@@ -139,8 +149,10 @@ impl Store {
         options.set_max_open_files(512);
         options.set_max_total_wal_size(256 * 1024 * 1024);
         // A record damaged anywhere but at the very end of the write-ahead
-        // log refuses the open (naming the file): every append was fsynced,
-        // so only the last, unacknowledged one can be torn by a crash. The
+        // log refuses the open (naming the file): only what was written
+        // after the last fsync can be torn by a crash (a follower's append
+        // not yet acknowledged, a leader's proposals whose fsync had not
+        // ended, which nothing has applied or acknowledged yet). The
         // default (point-in-time) would open silently without everything
         // after the damage, acknowledged Raft entries and votes included.
         options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
@@ -157,12 +169,17 @@ impl Store {
         let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));
         let db_dir = dir.join("db");
         let db = DB::open_cf_descriptors(&options, &db_dir, descriptors).map_err(|error| damaged(&db_dir, error))?;
+        // Whatever a crash left in the write-ahead log is made durable now,
+        // so the whole log as found counts as on disk.
+        db.flush_wal(true)?;
+        let last_index = last_log_index(&db)?;
         let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
         let store = Store {
             db: Arc::new(OpenDb { db: Some(db), closed: Arc::default() }),
             snapshots: Arc::new(snapshots),
             options: Arc::new(options),
             memory: Arc::new(Memory { budget, cache, _write_buffers: write_buffers }),
+            durability: Arc::new(LogDurability::new(last_index)),
             dir: dir.to_owned(),
         };
         store.finish_interrupted_install()?;
@@ -196,6 +213,11 @@ impl Store {
             .filter_map(|cf| self.db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables").ok().flatten())
             .sum::<u64>() as usize;
         MemoryUsage { budget_bytes: self.memory.budget, cache_bytes: self.memory.cache.get_usage(), memtable_bytes }
+    }
+
+    /// How far the Raft log is on disk (see [`LogDurability`]).
+    pub fn log_durability(&self) -> &Arc<LogDurability> {
+        &self.durability
     }
 
     pub fn release_probe(&self) -> ReleaseProbe {
