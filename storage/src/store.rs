@@ -29,8 +29,9 @@ pub struct Store {
 }
 
 /// What RocksDB may hold in memory when a store is opened without a budget
-/// of its own: `storage_memory_mb`'s default.
-pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 64 << 20;
+/// of its own: `storage_memory_mb`'s default. Chosen so that a node under
+/// sustained mixed load stays within 128 MiB in all (BENCHMARKS.md, "Soak").
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 48 << 20;
 /// The smallest budget a store accepts.
 pub const MIN_MEMORY_BUDGET_BYTES: usize = 8 << 20;
 
