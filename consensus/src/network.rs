@@ -110,19 +110,37 @@ impl<T> TransportClient<T> {
     /// A leader counts itself in a quorum before its own fsync ends
     /// (zeromesh_storage::LogDurability): a follower is told an entry is
     /// committed, and may apply it, only once the leader holds it on disk.
-    async fn wait_for_commit_on_disk(
+    /// Waits for the fsync a quarter of `timeout` at most; past that (a
+    /// slow disk) the request goes with a lower commit index rather than
+    /// late, so heartbeats and read-index rounds never wait on the leader's
+    /// disk. Returns the time left for sending.
+    async fn commit_on_disk_only(
         &self,
-        request: &AppendEntriesRequest<TypeConfig>,
+        request: &mut AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
-    ) -> Result<(), TransportError> {
-        let Some(commit) = request.leader_commit.as_ref().map(|log_id| log_id.index) else { return Ok(()) };
-        let failed = |reason: String| TransportError::Failed { target: self.target, reason };
-        match tokio::time::timeout(timeout, self.durability.wait(commit)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(failed(error.to_string())),
-            Err(_) => Err(failed(format!("this node's log was not on disk up to {commit} within {timeout:?}"))),
+    ) -> Result<Duration, TransportError> {
+        let Some(commit) = request.leader_commit.as_ref().map(|log_id| log_id.index) else { return Ok(timeout) };
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(timeout / 4, self.durability.wait(commit)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(TransportError::Failed { target: self.target, reason: error.to_string() }),
+            Err(_) => lower_commit_to(request, self.durability.durable()),
         }
+        Ok(timeout.saturating_sub(started.elapsed()))
     }
+}
+
+/// Lowers `request`'s commit index to the latest log id it carries (an
+/// entry, or the id the entries follow) at or below `durable`, or to none.
+/// Any such id is committed (it is at or below the leader's commit index,
+/// in the leader's log) and the follower holds it once it accepts the
+/// request; a lower commit index only tells a follower less.
+fn lower_commit_to(request: &mut AppendEntriesRequest<TypeConfig>, durable: u64) {
+    if request.leader_commit.as_ref().is_none_or(|commit| commit.index <= durable) {
+        return;
+    }
+    let mut carried = request.entries.iter().rev().map(|entry| &entry.log_id).chain(request.prev_log_id.as_ref());
+    request.leader_commit = carried.find(|log_id| log_id.index <= durable).cloned();
 }
 
 fn into_rpc_error<R, E>(
@@ -151,10 +169,12 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for TransportClient<T> {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId>>> {
-        if let Err(error) = self.wait_for_commit_on_disk(&request, option.hard_ttl()).await {
-            return into_rpc_error(self.target, Err(error));
-        }
-        let result = self.transport.append_entries(self.target, &self.target_info, request, option.hard_ttl()).await;
+        let mut request = request;
+        let remaining = match self.commit_on_disk_only(&mut request, option.hard_ttl()).await {
+            Ok(remaining) => remaining,
+            Err(error) => return into_rpc_error(self.target, Err(error)),
+        };
+        let result = self.transport.append_entries(self.target, &self.target_info, request, remaining).await;
         into_rpc_error(self.target, result)
     }
 
@@ -175,5 +195,45 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for TransportClient<T> {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MemberInfo, RaftError<NodeId>>> {
         let result = self.transport.vote(self.target, &self.target_info, request, option.hard_ttl()).await;
         into_rpc_error(self.target, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, Vote};
+
+    use super::*;
+    use crate::types::{Entry, LogId};
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(2, 1), index)
+    }
+
+    fn request(
+        prev: Option<u64>,
+        entries: std::ops::RangeInclusive<u64>,
+        commit: Option<u64>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: prev.map(log_id),
+            entries: entries.map(|index| Entry { log_id: log_id(index), payload: EntryPayload::Blank }).collect(),
+            leader_commit: commit.map(log_id),
+        }
+    }
+
+    fn lowered(mut request: AppendEntriesRequest<TypeConfig>, durable: u64) -> Option<u64> {
+        lower_commit_to(&mut request, durable);
+        request.leader_commit.map(|log_id| log_id.index)
+    }
+
+    #[test]
+    fn a_commit_index_past_the_durable_mark_is_lowered_to_an_id_the_request_carries() {
+        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 20), Some(11), "on disk: unchanged");
+        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 10), Some(10), "the last entry on disk");
+        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 9), Some(9), "the id the entries follow");
+        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 5), None, "nothing carried is on disk");
+        assert_eq!(lowered(request(Some(12), 1..=0, Some(12)), 11), None, "a heartbeat past the mark");
+        assert_eq!(lowered(request(Some(12), 1..=0, None), 11), None);
     }
 }
