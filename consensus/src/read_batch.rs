@@ -9,8 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use openraft::error::{CheckIsLeaderError, RaftError};
+
 use crate::error::ConsensusError;
 use crate::types::Raft;
+
+/// How long a read-index round that found no quorum in time is retried.
+const READ_INDEX_RETRIES_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+/// The pause before a retried round: a round that fails at once does not
+/// spin.
+const READ_INDEX_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 enum SharedError {
@@ -102,15 +110,26 @@ impl ReadIndexBatcher {
         ReadIndexBatcher { raft, rounds: SharedRounds::default() }
     }
 
-    /// A read index confirmed by a quorum after this call began.
+    /// A read index confirmed by a quorum after this call began. A round
+    /// that a quorum did not answer within openraft's heartbeat deadline (a
+    /// member busy with a slow fsync) is tried again for up to
+    /// [`READ_INDEX_RETRIES_FOR`] before the read fails.
     pub async fn read_index(&self) -> Result<u64, ConsensusError> {
         let raft = self.raft.clone();
         let confirmed = self
             .rounds
             .join(move || async move {
-                match raft.get_read_log_id().await {
-                    Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-                    Err(error) => Err(SharedError::from(ConsensusError::from(error))),
+                let deadline = tokio::time::Instant::now() + READ_INDEX_RETRIES_FOR;
+                loop {
+                    match raft.get_read_log_id().await {
+                        Ok((read_log_id, _applied)) => return Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+                        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(READ_INDEX_RETRY_PAUSE).await;
+                        }
+                        Err(error) => return Err(SharedError::from(ConsensusError::from(error))),
+                    }
                 }
             })
             .await

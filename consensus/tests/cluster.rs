@@ -96,6 +96,32 @@ async fn the_leader_fsyncs_its_own_proposals_in_the_background_and_followers_bef
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linearizable_read_rides_out_followers_that_miss_one_confirmation_round() {
+    let cluster = TestCluster::start(3, test_settings()).await;
+    let leader = cluster.leader().await;
+    cluster.write(put("agent-7/read/1", "v")).await;
+    let followers: Vec<_> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.router.isolate(*id);
+    }
+    let read = cluster
+        .node(leader)
+        .read(Consistency::Linearizable, ReadQuery::Get { path: path("agent-7/read/1"), version: None });
+    let heal = async {
+        // The fault's length: longer than a confirmation round's deadline
+        // (the heartbeat interval), shorter than an election timeout, so the
+        // followers still take this leader's heartbeats once they hear it.
+        tokio::time::sleep(std::time::Duration::from_millis(3 * test_settings().heartbeat_interval_ms)).await;
+        for id in &followers {
+            cluster.router.heal(*id);
+        }
+    };
+    let (answer, ()) = tokio::join!(read, heal);
+    let answer = answer.expect("the read is retried until a quorum confirms the leader");
+    assert!(matches!(answer, ReadReply::Record(Some(_))), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_leader_loses_no_acknowledged_write_and_rejoins_after_restart() {
     let mut cluster = TestCluster::start(3, test_settings()).await;
 
