@@ -28,9 +28,9 @@ pub struct LogDurability {
     mark: watch::Sender<Mark>,
 }
 
+/// What only the writers and the flusher need; changes of [`Mark`] are
+/// made while holding it too.
 struct State {
-    /// The log's last index as written (synced or not).
-    written: u64,
     /// Background fsyncs done (each covers every write before it).
     background_fsyncs: u64,
     /// A background fsync is running (at most one at a time).
@@ -42,7 +42,7 @@ struct State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
-    /// The log's last index as written (the same as [`State::written`]).
+    /// The log's last index as written (synced or not).
     written: u64,
     /// Every entry at or below this index that is in the log is on disk.
     durable: u64,
@@ -63,7 +63,7 @@ impl LogDurability {
     /// A log whose entries up to `last` are all on disk.
     pub(crate) fn new(last: u64) -> Self {
         LogDurability {
-            state: Mutex::new(State { written: last, background_fsyncs: 0, flushing: false, generation: 0 }),
+            state: Mutex::new(State { background_fsyncs: 0, flushing: false, generation: 0 }),
             mark: watch::Sender::new(Mark { written: last, durable: last, failed: false }),
         }
     }
@@ -103,8 +103,7 @@ impl LogDurability {
     /// Entries up to `last` were written with an fsync: they and everything
     /// written before them are on disk.
     pub(crate) fn written_synced(&self, last: u64) {
-        let mut state = self.state();
-        state.written = last;
+        let _state = self.state();
         self.mark.send_modify(|mark| {
             mark.written = last;
             raise(mark, last);
@@ -114,7 +113,6 @@ impl LogDurability {
     /// Entries up to `last` were written without an fsync.
     pub(crate) fn written_unsynced(&self, last: u64) -> Flush {
         let mut state = self.state();
-        state.written = last;
         self.mark.send_modify(|mark| mark.written = last);
         if state.flushing {
             Flush::Running
@@ -128,27 +126,27 @@ impl LogDurability {
     pub(crate) fn truncated(&self, since: u64) {
         let kept = since.saturating_sub(1);
         let mut state = self.state();
-        state.written = state.written.min(kept);
         state.generation += 1;
         // The removal's fsync covered every entry kept.
         self.mark.send_modify(|mark| {
-            mark.written = state.written;
+            mark.written = mark.written.min(kept);
             mark.durable = if mark.failed { mark.durable.min(kept) } else { kept };
         });
     }
 
     /// The background fsync: `sync` fsyncs everything written so far; it is
-    /// called again until the mark reaches the last write. Runs on a blocking
-    /// thread.
+    /// called again until the mark reaches the last write, or not at all
+    /// once an fsync failed. Runs on a blocking thread.
     pub(crate) fn flush_until_caught_up(&self, sync: impl Fn() -> Result<(), StorageError>) {
         loop {
             let (target, generation) = {
                 let mut state = self.state();
-                if self.durable() >= state.written {
+                let mark = *self.mark.borrow();
+                if mark.failed || mark.durable >= mark.written {
                     state.flushing = false;
                     return;
                 }
-                (state.written, state.generation)
+                (mark.written, state.generation)
             };
             let result = sync();
             let mut state = self.state();
@@ -243,5 +241,8 @@ mod tests {
         assert!(error.to_string().contains("past index 1"), "{error}");
         durability.written_synced(2);
         assert!(durability.wait(2).await.is_err(), "a later fsync does not vouch for the failed one");
+        assert!(matches!(durability.written_unsynced(3), Flush::Start));
+        durability.flush_until_caught_up(|| panic!("no fsync is tried after a failed one"));
+        assert!(durability.wait(3).await.is_err());
     }
 }
