@@ -293,7 +293,8 @@ async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
     let mut testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
     testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
 
-    const WRITERS: usize = 4;
+    // Enough writers at once that their writes share Raft entries.
+    const WRITERS: usize = 16;
     const ENTRIES: usize = 10_000;
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
