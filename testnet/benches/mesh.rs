@@ -429,11 +429,16 @@ async fn offload_overhead(testnet: &mut Testnet, scale: &Scale, local: &[f64]) {
 const LIMIT: u64 = 1_000_000_000;
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A size in KiB from `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`...).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|text| {
             text.lines()
-                .find(|line| line.starts_with("VmRSS:"))
+                .find(|line| line.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
                 .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

@@ -1,9 +1,9 @@
 //! A soak run: a 3-node testnet under a steady mixed load (durable writes
 //! through the leader and a follower, linearizable reads, plugin calls) for
 //! `ZEROMESH_SOAK_MINUTES` (default 10), reporting each minute every
-//! node's RSS and open file descriptors, RocksDB's memory against its
-//! budget, and the minute's operations and p99; then the same after a
-//! minute idle. Growth from minute to minute is what it is for.
+//! node's RSS (anonymous memory apart from code and files) and open file
+//! descriptors, RocksDB's memory against its budget, and the minute's
+//! operations and p99; then the same after a minute idle. Growth from minute to minute is what it is for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,11 @@ async fn node_lines(testnet: &Testnet, label: &str) {
             metric("zeromesh_storage_memory_budget_bytes").await.unwrap_or(0),
         );
         println!(
-            "mesh/soak/{label}/node-{index}: RSS {} MiB, {} open descriptors, RocksDB cache {} MiB (memtables {} MiB) of {} MiB",
+            "mesh/soak/{label}/node-{index}: RSS {} MiB (anonymous {} MiB, code and files {} MiB), {} open descriptors, \
+             RocksDB cache {} MiB (memtables {} MiB) of {} MiB",
             rss_kib(pid) / 1024,
+            status_kib(pid, "RssAnon") / 1024,
+            (status_kib(pid, "RssFile") + status_kib(pid, "RssShmem")) / 1024,
             open_fds(pid),
             cache >> 20,
             memtables >> 20,
