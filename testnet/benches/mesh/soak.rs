@@ -3,7 +3,8 @@
 //! `ZEROMESH_SOAK_MINUTES` (default 10), reporting each minute every
 //! node's RSS (anonymous memory apart from code and files) and open file
 //! descriptors, RocksDB's memory against its budget, and the minute's
-//! operations and p99; then the same after a minute idle. Growth from minute to minute is what it is for.
+//! operations and p99; then the same after a minute idle. Growth from
+//! minute to minute is what it is for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
