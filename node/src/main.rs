@@ -13,6 +13,7 @@ mod trace_cli;
 
 use zeromesh::cli::{self as client_cli, DEFAULT_NODE};
 use zeromesh::config::{NodeConfig, RunArgs};
+use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
 
 use std::path::PathBuf;
 
@@ -238,6 +239,18 @@ const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 /// faster too (BENCHMARKS.md, "Soak").
 const MALLOC_ARENAS: i32 = 2;
 
+/// Threads of the async runtime's blocking pool (tokio's default: 512).
+/// Each plugin call holds one for its length, and a plugin's host calls wait
+/// there on memory reads and writes that need another (storage reads, the
+/// log's fsync, applying entries): with a thread for every call the plugin
+/// semaphore admits and `STORAGE_BLOCKING_THREADS` more, those always find
+/// one. Bounded, and with plugin calls no longer in `block_in_place`, a
+/// busy node keeps fewer threads, stacks and allocator caches: in the soak
+/// the node taking every kind of request kept 66 to 91 threads before, 23
+/// to 39 now, and stayed within 128 MiB (BENCHMARKS.md, "Soak").
+const BLOCKING_THREADS: usize = MAX_PLUGIN_CALLS_IN_FLIGHT + STORAGE_BLOCKING_THREADS;
+const STORAGE_BLOCKING_THREADS: usize = 16;
+
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -251,7 +264,9 @@ fn limit_malloc_arenas() {
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(BLOCKING_THREADS).build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("Error: starting the async runtime: {error}");

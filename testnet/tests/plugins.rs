@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh::client::ApiClient;
+use zeromesh_protocol::limits::MAX_PLUGIN_CALLS_IN_FLIGHT;
 use zeromesh_testnet::{wait_until, zeromesh_binary, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -145,6 +146,17 @@ async fn a_plugin_installed_on_one_node_runs_on_every_node_and_uninstalls_everyw
     assert_eq!(alice["record"]["value"], r#"{"text":"second"}"#);
     let bob = testnet.call(0, "memory_get", json!({ "path": "bob/notes/last" })).await.unwrap();
     assert_eq!(bob["record"]["value"], r#"{"text":"bob's"}"#);
+
+    // More calls at once than a node runs, each waiting from its thread on a
+    // memory read and a Raft write that need threads of their own: every
+    // one is answered (the node's blocking pool outnumbers the call slots).
+    let calls = (0..MAX_PLUGIN_CALLS_IN_FLIGHT + 8).map(|index| swap_note(&testnet, 2, "carol", json!({ "n": index })));
+    let answers = tokio::time::timeout(WAIT, futures::future::join_all(calls))
+        .await
+        .expect("every call of a burst larger than the call slots is answered");
+    for answer in answers {
+        answer.expect("a call of the burst succeeds");
+    }
 
     // A plugin that never returns is stopped with its cause; the node keeps serving.
     // Installed here through the API, asking for progress notifications.

@@ -87,7 +87,7 @@ struct Loaded {
 
 /// The plugins of one node.
 pub struct PluginRuntime {
-    host: PluginHost,
+    host: Arc<PluginHost>,
     limits: HostLimits,
     offload: offload::Offload,
     /// The federated MCP servers: those this node hosts, and the mesh's.
@@ -97,7 +97,7 @@ pub struct PluginRuntime {
     tools_changed: broadcast::Sender<()>,
     /// Counts changes of the loaded set; installs wait on it.
     loaded_changes: watch::Sender<u64>,
-    calls: Semaphore,
+    calls: Arc<Semaphore>,
     /// The node's own tools' names, which plugin tools do not take.
     reserved_names: Vec<&'static str>,
 }
@@ -124,14 +124,14 @@ impl PluginRuntime {
     ) -> anyhow::Result<PluginRuntime> {
         let tools_changed = broadcast::channel(16).0;
         Ok(PluginRuntime {
-            host: PluginHost::new(limits)?,
+            host: Arc::new(PluginHost::new(limits)?),
             limits,
             offload: offload::Offload::new(settings),
             federation: Arc::new(Federation::new(federation, tools_changed.clone())),
             loaded: RwLock::new(Loaded::default()),
             tools_changed,
             loaded_changes: watch::Sender::new(0),
-            calls: Semaphore::new(MAX_PLUGIN_CALLS_IN_FLIGHT),
+            calls: Arc::new(Semaphore::new(MAX_PLUGIN_CALLS_IN_FLIGHT)),
             reserved_names,
         })
     }
@@ -554,22 +554,34 @@ impl PluginRuntime {
     async fn run_here(
         &self,
         cluster: &Arc<Cluster>,
-        running: &Running,
+        running: &Arc<Running>,
         tool: &str,
         arguments: &Value,
         agent: &str,
         caps: CallCaps,
     ) -> Result<(PluginCallResult, u64), String> {
-        let Ok(_slot) = self.calls.acquire().await else {
+        let Ok(slot) = self.calls.clone().acquire_owned().await else {
             return Err("the plugin runtime is stopping".into());
         };
         let needs_memory = [Capability::MemoryRead, Capability::MemoryWrite]
             .iter()
             .any(|capability| running.record.granted.contains(capability));
         let context = context::NodeContext::new(cluster.clone(), agent, &running.record.name, needs_memory);
-        let (outcome, fuel_used) = tokio::task::block_in_place(|| {
-            self.host.call_capped(&running.plugin, tool, arguments, Box::new(context), caps)
-        });
+        // On the blocking pool, which has a thread for every call this
+        // semaphore admits and more for storage (`BLOCKING_THREADS` in
+        // main.rs); the slot is held by the thread, so a caller that stops
+        // waiting does not free it while the call still runs.
+        // `block_in_place` would hand the worker's queue to a new thread at
+        // every call instead: under a steady stream of calls the node kept
+        // dozens of threads alive (BENCHMARKS.md, "Soak").
+        let (host, plugin) = (self.host.clone(), running.clone());
+        let (tool_name, arguments) = (tool.to_owned(), arguments.clone());
+        let (outcome, fuel_used) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            host.call_capped(&plugin.plugin, &tool_name, &arguments, Box::new(context), caps)
+        })
+        .await
+        .map_err(|error| format!("the plugin call's thread failed: {error}"))?;
         let answer = match outcome {
             Ok(output) if output.is_error => Err(output.result.get("error").map_or_else(
                 || output.result.to_string(),
