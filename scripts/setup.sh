@@ -3,8 +3,8 @@
 # RocksDB's bundled C++ build (clang, libclang-dev for bindgen), lld for the
 # C example plugins (wasm32), Python's venv and Node for the MCP client
 # tests, iproute2 and iptables for the partition tests and the nemesis
-# (network namespaces, packets dropped in the kernel), faketime for the
-# clock tests, chromium for the dashboard's browser test, promtool and
+# (network namespaces, packets dropped in the kernel), chromium for the
+# dashboard's browser test, promtool and
 # python3-yaml for the deployment examples' tests, and a Rust toolchain check.
 # Safe to run again: it installs only what is absent.
 # Extra Debian packages may be named as arguments (bench.sh adds etcd's).
@@ -12,7 +12,7 @@
 # usage: scripts/setup.sh [extra Debian package...]
 set -euo pipefail
 
-packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables faketime chromium python3-yaml "$@")
+packages=(clang libclang-dev lld build-essential pkg-config iproute2 iptables chromium python3-yaml "$@")
 # The MCP client interoperability tests need Python's venv and Node with npm;
 # a machine that already has them (any install) is left alone.
 if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then packages+=(python3-venv); fi

@@ -14,6 +14,7 @@
 //! earlier than the latest applied time takes effect at that time
 //! (`Applier::entry_time`).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,8 +49,27 @@ struct Stamped {
     said_gap: i64,
 }
 
+/// How far (µs) this process's wall clock is stepped from the system's:
+/// zero, except on a node a fault test steps (`step_wall_clock`).
+static WALL_STEP_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Steps this process's wall clock, as [`wall_clock_ms`] and the stamps of
+/// its proposals read it, `micros` away from the system's (negative: back).
+/// For fault tests (`zeromesh run --test-faults --test-clock-file`): a
+/// stepped clock as an administrator or a resumed virtual machine makes
+/// one, without touching the machine's.
+pub fn step_wall_clock(micros: i64) {
+    WALL_STEP_MICROS.store(micros, Ordering::Relaxed);
+}
+
 fn wall_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as u64)
+    let system = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as u64);
+    system.saturating_add_signed(WALL_STEP_MICROS.load(Ordering::Relaxed))
+}
+
+/// This node's wall clock: ms since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    wall_micros() / 1000
 }
 
 impl EntryClock {

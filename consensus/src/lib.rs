@@ -28,6 +28,7 @@ mod trace;
 mod types;
 
 pub use backup::{restore, verify_backup, Backup, Restored, VerifiedBackup};
+pub use clock::{step_wall_clock, wall_clock_ms};
 pub use error::ConsensusError;
 pub use in_process::InProcessRouter;
 pub use network::{RaftTransport, RemoteResult, TransportError, TransportNetwork};

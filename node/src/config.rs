@@ -130,6 +130,11 @@ pub struct RunArgs {
     /// the test harness uses. Never for production.
     #[arg(long, env = "ZEROMESH_TEST_FAULTS")]
     pub test_faults: bool,
+    /// With --test-faults: a file holding a step for this node's wall clock
+    /// (`+1h`, `-30m`, `+90s`, `+0`), read every second, so that a test can
+    /// set one node's clock back or forward. Never for production.
+    #[arg(long, env = "ZEROMESH_TEST_CLOCK_FILE", requires = "test_faults")]
+    pub test_clock_file: Option<PathBuf>,
 }
 
 /// The settings a TOML file may hold.
@@ -188,6 +193,8 @@ pub struct NodeConfig {
     pub advert_ttl: Duration,
     pub raft: RaftSettings,
     pub test_faults: bool,
+    /// `--test-clock-file`: where a fault test writes this node's clock step.
+    pub test_clock_file: Option<PathBuf>,
     pub private_mesh_key: Option<libp2p::pnet::PreSharedKey>,
     /// The API's TLS identity; `None` serves plain ws:// and http://.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -492,6 +499,7 @@ impl NodeConfig {
             advert_ttl: Duration::from_millis(advert_ttl_ms),
             raft,
             test_faults: args.test_faults,
+            test_clock_file: args.test_clock_file.clone(),
             private_mesh_key: match args.private_mesh_key.clone().or(file.private_mesh_key) {
                 Some(path) => Some(read_private_mesh_key(&path)?),
                 None => None,

@@ -75,9 +75,9 @@ pub struct TestnetOptions {
     pub network: Network,
     /// Extra environment variables for every node (`ZEROMESH_LOG`, say).
     pub env: Vec<(String, String)>,
-    /// Runs every node under libfaketime (Debian's `faketime`), so that
+    /// Gives every node a clock file (`--test-clock-file`), so that
     /// [`Testnet::set_clock`] can step its wall clock (not its monotonic one).
-    pub faketime: bool,
+    pub clock_steps: bool,
     /// Starts node 0 with `zeromesh restore <backup> --init` rather than
     /// `run --init`: a new cluster holding a backup's state.
     pub restore: Option<RestoreFrom>,
@@ -88,20 +88,6 @@ pub struct TestnetOptions {
 pub struct RestoreFrom {
     pub backup: PathBuf,
     pub admin_token: String,
-}
-
-/// Whether libfaketime is installed, for [`TestnetOptions::faketime`].
-pub fn faketime_available() -> bool {
-    faketime_library().is_ok()
-}
-
-/// libfaketime's library, where Debian's `faketime` package puts it.
-fn faketime_library() -> anyhow::Result<PathBuf> {
-    let found = std::fs::read_dir("/usr/lib")?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
-        .find(|path| path.exists());
-    found.context("libfaketime is not installed (Debian's `faketime`; scripts/setup.sh installs it)")
 }
 
 /// Where a testnet's nodes listen.
@@ -536,23 +522,19 @@ impl Testnet {
     }
 
     /// The node binary, in node `index`'s namespace if there are namespaces,
-    /// under libfaketime if the testnet fakes time.
+    /// with its clock file if the testnet steps clocks.
     fn command(&self, index: usize) -> anyhow::Result<Command> {
         let mut command = match &self.namespaces {
             Some(namespaces) => namespaces.command(index, &self.binary),
             None => Command::new(&self.binary),
         };
         command.envs(self.options.env.iter().cloned());
-        if self.options.faketime {
-            let offset = self.clock_file(index);
-            if !offset.exists() {
-                std::fs::write(&offset, "+0\n")?;
+        if self.options.clock_steps {
+            let step = self.clock_file(index);
+            if !step.exists() {
+                std::fs::write(&step, "+0\n")?;
             }
-            command
-                .env("LD_PRELOAD", faketime_library()?)
-                .env("FAKETIME_TIMESTAMP_FILE", offset)
-                .env("FAKETIME_CACHE_DURATION", "1")
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            command.env("ZEROMESH_TEST_CLOCK_FILE", step);
         }
         Ok(command)
     }
@@ -561,11 +543,11 @@ impl Testnet {
         self.dir.path().join(format!("clock-{index}"))
     }
 
-    /// Sets node `index`'s wall clock `offset` from real time (libfaketime's
-    /// syntax: `-1h`, `+30m`, `+0`); the node reads it within a second.
-    /// Only with [`TestnetOptions::faketime`].
+    /// Steps node `index`'s wall clock `offset` from real time (`-1h`,
+    /// `+30m`, `+0`); the node reads it within a second. Only with
+    /// [`TestnetOptions::clock_steps`].
     pub fn set_clock(&self, index: usize, offset: &str) -> anyhow::Result<()> {
-        anyhow::ensure!(self.options.faketime, "the testnet was started without faketime");
+        anyhow::ensure!(self.options.clock_steps, "the testnet was started without clock steps");
         Ok(std::fs::write(self.clock_file(index), format!("{offset}\n"))?)
     }
 

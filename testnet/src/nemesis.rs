@@ -8,8 +8,8 @@
 //! idempotency key. Each round injects one fault or two at once: `kill -9`
 //! (then a restart on the same ports, or on new ones), SIGSTOP/SIGCONT, the
 //! isolation switch, with the nodes in network namespaces partitions and
-//! one-way drops in the kernel, and under libfaketime a wall clock stepped
-//! an hour, of a random node or of the leader. At the end:
+//! one-way drops in the kernel, and a wall clock stepped an hour
+//! (`--test-clock-file`), of a random node or of the leader. At the end:
 //!
 //! - every path's history is linearizable ([`crate::linearizable`]);
 //! - every acknowledged write is on every node, at its version, with its value;
@@ -66,8 +66,8 @@ pub struct Options {
     pub out: PathBuf,
     /// With [`Network::Namespaces`], partitions drop packets in the kernel too.
     pub network: Network,
-    /// Nodes under libfaketime: their wall clocks are stepped too.
-    pub faketime: bool,
+    /// Wall clocks are stepped too (`--test-clock-file`).
+    pub clock_steps: bool,
 }
 
 /// What a run found.
@@ -371,7 +371,7 @@ async fn choose_fault(testnet: &Testnet, options: &Options, rng: &mut Rng) -> Fa
     let other = (target + 1 + rng.below(nodes - 1)) % nodes;
     // The target alone or with another node: a minority of five.
     let side = if rng.below(2) == 0 { vec![target] } else { vec![target, other] };
-    if options.faketime && rng.below(8) == 0 {
+    if options.clock_steps && rng.below(8) == 0 {
         return Fault::ClockStep { node: target, ahead: rng.below(2) == 0 };
     }
     let kinds = if options.network == Network::Namespaces { 15 } else { 9 };
@@ -510,7 +510,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&options.out)?;
     let started = Instant::now();
     let testnet_options =
-        TestnetOptions { auth: true, network: options.network, faketime: options.faketime, ..Default::default() };
+        TestnetOptions { auth: true, network: options.network, clock_steps: options.clock_steps, ..Default::default() };
     let mut testnet = Testnet::start(options.nodes, testnet_options).await?;
     let run = run_on(&mut testnet, options, started).await;
     save_logs(&options.out, &testnet)?;

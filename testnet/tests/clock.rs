@@ -1,10 +1,8 @@
-//! Clocks that jump: three node processes under libfaketime, the leader's
-//! wall clock set back an hour, then forward an hour, then the leader killed
-//! with every other clock an hour behind. The time stamped into each write
-//! (a memory's `written_at_ms`) never goes back, keeps moving, and stays
-//! within seconds of real time throughout.
-//!
-//! Needs Debian's `faketime` (scripts/setup.sh installs it).
+//! Clocks that jump: three node processes, the leader's wall clock set back
+//! an hour, then forward an hour (`--test-clock-file`), then the leader
+//! killed with every other clock an hour behind. The time stamped into each
+//! write (a memory's `written_at_ms`) never goes back, keeps moving, and
+//! stays within seconds of real time throughout.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,8 +63,8 @@ fn check(stamps: &[(i64, i64)], label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stamps_stay_monotonic_and_near_real_time_when_the_leaders_clock_jumps() {
-    let options = TestnetOptions { faketime: true, ..Default::default() };
-    let mut testnet = Testnet::start(3, options).await.expect("a testnet under faketime starts");
+    let options = TestnetOptions { clock_steps: true, ..Default::default() };
+    let mut testnet = Testnet::start(3, options).await.expect("a testnet with clock steps starts");
     let leader = testnet.leader(WAIT).await.unwrap();
     let first = stamped(&testnet, leader, "start").await.expect("a first write");
     assert!((first.0 - first.1).abs() <= SANE_MS, "an unstepped clock is followed: {first:?}");

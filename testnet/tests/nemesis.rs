@@ -19,8 +19,7 @@ async fn a_short_nemesis_run_finds_no_violation() {
     let out = std::env::temp_dir().join(format!("zeromesh-nemesis-test-{seed}"));
     // Kernel partitions where this machine allows them (scripts/setup.sh installs iptables).
     let network = if Network::namespaces_available() { Network::Namespaces } else { Network::Loopback };
-    let faketime = zeromesh_testnet::faketime_available();
-    let options = Options { nodes: 5, rounds: 5, clients: 6, seed, out: out.clone(), network, faketime };
+    let options = Options { nodes: 5, rounds: 5, clients: 6, seed, out: out.clone(), network, clock_steps: true };
     eprintln!("nemesis seed {seed}, {network:?}");
     let report = nemesis::run(&options).await.expect("the nemesis run finishes");
     eprintln!("{}", report.summary);

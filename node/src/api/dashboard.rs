@@ -61,9 +61,7 @@ pub async fn state(state: &ApiState, caller: &Caller) -> Value {
     let plugins = part(state, caller, "plugin_list", json!({})).await;
     let servers = part(state, caller, "server_list", json!({})).await;
     let mut shown = json!({
-        "now_ms": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis() as u64),
+        "now_ms": zeromesh_consensus::wall_clock_ms(),
         "advert_ttl_ms": state.cluster.mesh.advert_ttl().as_millis() as u64,
         "cluster": cluster,
         "mesh": mesh,

@@ -35,9 +35,7 @@ impl PluginContext for NodeContext {
     }
 
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis() as u64)
+        zeromesh_consensus::wall_clock_ms()
     }
 
     fn log(&mut self, line: &str) {

@@ -107,7 +107,7 @@ pub struct PluginRuntime {
 pub type PluginCallResult = Result<Value, String>;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+    zeromesh_consensus::wall_clock_ms()
 }
 
 /// The publisher keys the replicated registry trusts now.

@@ -61,9 +61,7 @@ pub async fn publish(cluster: Arc<Cluster>, plugins: Arc<PluginRuntime>, keypair
     let mut servers_changed = plugins.federation.subscribe_changes();
     // Sequence numbers start from the clock so a restarted node's adverts
     // are never taken for older ones.
-    let mut sequence = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let mut sequence = zeromesh_consensus::wall_clock_ms();
     loop {
         tokio::select! {
             _ = tick.tick() => {}

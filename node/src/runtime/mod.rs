@@ -3,7 +3,7 @@
 //! and runs them until the node is stopped.
 
 mod advertise;
-mod memory;
+mod test_clock;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -170,7 +170,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(plugins.federation.clone().run(cluster.clone()));
     let federation = plugins.federation.clone();
     tokio::spawn(advertise::publish(cluster.clone(), plugins, keypair, config.advert_interval));
-    tokio::spawn(memory::return_freed());
+    if let Some(path) = config.test_clock_file.clone() {
+        tokio::spawn(test_clock::follow(path));
+    }
 
     let joining = async {
         if initialized || config.init {

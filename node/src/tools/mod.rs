@@ -345,9 +345,7 @@ impl Meter for Site<'_> {
             // A caller's own key must count once through any node: only the log
             // can tell. Past its expiry (by this node's clock), only apply may
             // say whether an agreement still serves a call.
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(u64::MAX, |since| since.as_millis() as u64);
+            let now_ms = zeromesh_consensus::wall_clock_ms();
             if env.leasing.enabled() && !client_key && now_ms < record.terms.expires_at_ms {
                 if let Some(leased) = env.leasing.reserve(&env, &record, &key, &want, policy).await {
                     return leased;

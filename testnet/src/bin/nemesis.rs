@@ -52,12 +52,15 @@ async fn main() {
             Network::Loopback
         }
     };
-    let faketime = zeromesh_testnet::faketime_available();
-    if !faketime {
-        eprintln!("nemesis: libfaketime is not installed: no clock steps");
-    }
-    let options =
-        Options { nodes: args.nodes, rounds: args.rounds, clients: args.clients, seed, out, network, faketime };
+    let options = Options {
+        nodes: args.nodes,
+        rounds: args.rounds,
+        clients: args.clients,
+        seed,
+        out,
+        network,
+        clock_steps: true,
+    };
     eprintln!("nemesis: seed {seed}, {network:?}, saving to {}", options.out.display());
     match nemesis::run(&options).await {
         Ok(report) => {
