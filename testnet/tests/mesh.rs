@@ -610,7 +610,17 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
         }
         other => panic!("a write the leader proposed but could not commit was answered {other:?}"),
     }
-    // The command line says so too, with its own exit status.
+    // The command line says so too, with its own exit status. First the
+    // cluster commits again: the resumed voter may have called an election
+    // while it was paused, and pausing it in the middle of one would leave
+    // no leader at all rather than one that cannot commit.
+    wait_until("a write to commit after the voter is back", WAIT, || async {
+        put(&testnet, follower, "agent-u/notes/w", "committed").await.ok()
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}\n{}", testnet.logs()));
+    let leader = testnet.leader(WAIT).await.unwrap();
+    let other_voter = (0..3).find(|i| *i != leader && *i != follower).expect("the other voter");
     testnet.pause(other_voter).unwrap();
     let api = testnet.nodes[follower].address.api.clone();
     let output = std::process::Command::new(zeromesh_testnet::zeromesh_binary().unwrap())
