@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
+use zeromesh::cli::parse_span;
 use zeromesh::client::ApiClient;
 use zeromesh::tools::agreements::terms_from_json;
 use zeromesh_protocol::plugin::PublisherKey;
@@ -75,21 +76,6 @@ pub enum AgreementCommand {
     },
 }
 
-/// A span like `90s`, `30m`, `12h` or `30d`.
-fn parse_span(text: &str) -> Result<Duration, String> {
-    let split = text.len().saturating_sub(1);
-    let (number, unit) = text.split_at(split);
-    let count: u64 = number.parse().map_err(|_| format!("{text:?}: a span is a number and s, m, h or d"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: a span ends in s, m, h or d")),
-    };
-    Ok(Duration::from_secs(count.saturating_mul(seconds)))
-}
-
 /// Runs an agreement command against `node`.
 pub async fn run(node: &str, command: AgreementCommand) -> anyhow::Result<()> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
@@ -151,17 +137,4 @@ pub async fn run(node: &str, command: AgreementCommand) -> anyhow::Result<()> {
         ),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_read_seconds_minutes_hours_and_days() {
-        assert_eq!(parse_span("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_span("2d").unwrap(), Duration::from_secs(172_800));
-        assert!(parse_span("2w").is_err());
-        assert!(parse_span("").is_err());
-    }
 }

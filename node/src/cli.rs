@@ -9,6 +9,21 @@ use crate::client::ApiClient;
 
 pub const DEFAULT_NODE: &str = "ws://127.0.0.1:8765";
 
+/// A span like `90s`, `30m`, `12h` or `30d`: a whole number and a unit.
+pub fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.char_indices().last().map_or(0, |(at, _)| at);
+    let (number, unit) = text.split_at(split);
+    let count: u64 = number.parse().map_err(|_| format!("{text:?}: a span is a number and s, m, h or d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: a span ends in s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(count.saturating_mul(seconds)))
+}
+
 #[derive(Subcommand)]
 pub enum MemoryCommand {
     /// Write a new version of a memory.
@@ -255,4 +270,19 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_span;
+    use std::time::Duration;
+
+    #[test]
+    fn spans_read_seconds_minutes_hours_and_days() {
+        assert_eq!(parse_span("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_span("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_span("2w").is_err());
+        assert!(parse_span("").is_err());
+        assert!(parse_span("1é").is_err(), "a unit that is not ASCII is refused, not a panic");
+    }
 }

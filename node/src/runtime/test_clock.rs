@@ -48,27 +48,19 @@ async fn read_step(path: &Path) -> Result<i64, String> {
     parse_step(&text)
 }
 
-/// A step in µs from `+1h`, `-30m`, `+90s`, `2d` or `0` (a sign, a whole
-/// number, a unit of s, m, h or d; a unit may be left out only for zero).
+/// A step in µs from `+1h`, `-30m`, `+90s`, `2d` or `0`: a sign, then a
+/// span (`crate::cli::parse_span`); only zero may leave out the unit.
 fn parse_step(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    let (negative, rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
+    let (negative, span) = match text.strip_prefix('-') {
+        Some(span) => (true, span),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = rest.split_at(digits);
-    let number: i64 = number.parse().map_err(|_| format!("{text:?}: expected a step such as +1h, -30m or +0"))?;
-    let seconds_per_unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "" if number == 0 => 0,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    let seconds = number.checked_mul(seconds_per_unit).filter(|seconds| *seconds <= MAX_STEP_SECONDS);
+    if span == "0" {
+        return Ok(0);
+    }
+    let seconds = crate::cli::parse_span(span)?.as_secs();
+    let seconds = i64::try_from(seconds).ok().filter(|seconds| *seconds <= MAX_STEP_SECONDS);
     let seconds = seconds.ok_or_else(|| format!("{text:?}: steps are at most a year"))?;
     Ok(if negative { -seconds } else { seconds } * 1_000_000)
 }
@@ -89,7 +81,7 @@ mod tests {
 
     #[test]
     fn malformed_or_huge_steps_are_refused() {
-        for bad in ["", "+", "1", "+1x", "h", "--1h", "+1.5h", "+367d", "99999999999999999999s", "+1h junk"] {
+        for bad in ["", "+", "1", "+1x", "h", "--1h", "+1.5h", "+367d", "99999999999999999999s", "+1h junk", "+1é"] {
             assert!(parse_step(bad).is_err(), "{bad:?} was accepted");
         }
     }
