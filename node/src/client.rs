@@ -10,8 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use zeromesh_protocol::limits::API_READ_CHUNK_BYTES;
 
 /// A byte stream a WebSocket runs over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -40,16 +42,18 @@ pub async fn open_websocket_as(url: &str, ca_pem: Option<Vec<u8>>, token: Option
         request.headers_mut().insert("authorization", value);
     }
     let stream = connect(url, ca_pem).await?;
-    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, None).await.map_err(|error| {
-        match error {
-            // The node says why it refused the connection (e.g. a revoked token) in the body.
-            tokio_tungstenite::tungstenite::Error::Http(response) => {
-                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                format!("{}: {}", response.status(), body.trim())
+    let config = WebSocketConfig::default().read_buffer_size(API_READ_CHUNK_BYTES);
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.map_err(|error| {
+            match error {
+                // The node says why it refused the connection (e.g. a revoked token) in the body.
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                    format!("{}: {}", response.status(), body.trim())
+                }
+                other => other.to_string(),
             }
-            other => other.to_string(),
-        }
-    })?;
+        })?;
     Ok(socket)
 }
 

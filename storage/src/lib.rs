@@ -13,6 +13,7 @@ mod durability;
 mod error;
 mod keys;
 mod log_store;
+mod recent;
 mod registry;
 mod snapshot;
 mod snapshot_file;

@@ -6,7 +6,8 @@
 //! durable. The leader's own proposals are written without it, reported at
 //! once, and fsynced in the background, so that replication runs in
 //! parallel with the leader's fsync; [`crate::LogDurability`] says what that
-//! relies on.
+//! relies on. The newest entries are also kept in memory as written, for
+//! openraft's reads right after an append ([`crate::recent`]).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -23,6 +24,7 @@ use serde::Serialize;
 use crate::durability::Flush;
 use crate::error::{decode, encode, StorageError};
 use crate::keys::*;
+use crate::recent::RecentEntries;
 use crate::store::Store;
 
 type RaftStorageError<C> = openraft::StorageError<<C as RaftTypeConfig>::NodeId>;
@@ -36,29 +38,36 @@ pub struct LogStore<C: RaftTypeConfig> {
     member: Option<C::NodeId>,
     /// The vote as last saved or read.
     vote: Arc<Mutex<Option<Vote<C::NodeId>>>>,
+    /// The log's last entries, shared by every clone (the log reader too).
+    recent: Arc<Mutex<RecentEntries<C::Entry>>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        LogStore { store: self.store.clone(), member: self.member.clone(), vote: self.vote.clone() }
+        LogStore {
+            store: self.store.clone(),
+            member: self.member.clone(),
+            vote: self.vote.clone(),
+            recent: self.recent.clone(),
+        }
     }
 }
 
 impl<C> LogStore<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Clone + Serialize + DeserializeOwned,
 {
     /// A log store that fsyncs every append before reporting it: for
     /// readers and tools.
     pub fn new(store: Store) -> Self {
-        LogStore { store, member: None, vote: Arc::default() }
+        LogStore { store, member: None, vote: Arc::default(), recent: Arc::default() }
     }
 
     /// The log store of Raft member `id`: its own proposals as leader are
     /// fsynced in the background (see the module's documentation).
     pub fn for_member(store: Store, id: C::NodeId) -> Self {
-        LogStore { store, member: Some(id), vote: Arc::default() }
+        LogStore { store, member: Some(id), vote: Arc::default(), recent: Arc::default() }
     }
 
     /// Writes `entries` in one batch and fsyncs it. Returns the number of
@@ -81,18 +90,35 @@ where
     {
         let cf = self.store.cf(CF_RAFT_LOG)?;
         let mut batch = WriteBatch::default();
-        let mut count = 0usize;
+        let mut written = Vec::new();
+        let mut first = None;
         let mut last = None;
         for entry in entries {
             let index = entry.get_log_id().index;
-            batch.put_cf(cf, log_key(index), encode("log entry", &entry)?);
-            count += 1;
+            let bytes = encode("log entry", &entry)?;
+            written.push((entry, bytes.len()));
+            batch.put_cf(cf, log_key(index), bytes);
+            first.get_or_insert(index);
             last = Some(index);
         }
-        if count > 0 {
-            self.store.db.write_opt(batch, options)?;
+        let count = written.len();
+        if let Some(first) = first {
+            let result = self.store.db.write_opt(batch, options);
+            let mut recent = self.recent();
+            match result {
+                Ok(()) => recent.appended(first, written),
+                Err(error) => {
+                    // What reached the log is unknown: read it from RocksDB.
+                    recent.clear();
+                    return Err(error.into());
+                }
+            }
         }
         Ok((count, last))
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries<C::Entry>> {
+        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether `first` is a proposal of this member as the leader it is
@@ -169,6 +195,9 @@ where
     }
 
     fn read_range(&self, start: u64, end_exclusive: Option<u64>) -> Result<Vec<C::Entry>, StorageError> {
+        if let Some(entries) = end_exclusive.and_then(|end| self.recent().range(start, end)) {
+            return Ok(entries);
+        }
         let cf = self.store.cf(CF_RAFT_LOG)?;
         let mut options = ReadOptions::default();
         if let Some(end) = end_exclusive {
@@ -195,7 +224,7 @@ fn to_raft<C: RaftTypeConfig>(
 impl<C> RaftLogReader<C> for LogStore<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Clone + Serialize + DeserializeOwned,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -218,7 +247,7 @@ where
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig,
-    C::Entry: Serialize + DeserializeOwned,
+    C::Entry: Clone + Serialize + DeserializeOwned,
 {
     type LogReader = Self;
 
@@ -296,7 +325,16 @@ where
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
             batch.delete_cf(cf, log_key(u64::MAX));
-            self.store.db.write_opt(batch, &Store::synced())?;
+            let result = self.store.db.write_opt(batch, &Store::synced());
+            let mut recent = self.recent();
+            match result {
+                Ok(()) => recent.truncated(log_id.index),
+                Err(error) => {
+                    recent.clear();
+                    return Err(error.into());
+                }
+            }
+            drop(recent);
             self.store.log_durability().truncated(log_id.index);
             Ok(())
         })();
@@ -310,7 +348,15 @@ where
             let mut batch = WriteBatch::default();
             batch.put_cf(meta_cf, KEY_LAST_PURGED, encode("last purged log id", &log_id)?);
             batch.delete_range_cf(log_cf, log_key(0), log_key(log_id.index.saturating_add(1)));
-            self.store.db.write(batch)?;
+            let result = self.store.db.write(batch);
+            let mut recent = self.recent();
+            match result {
+                Ok(()) => recent.purged(log_id.index),
+                Err(error) => {
+                    recent.clear();
+                    return Err(error.into());
+                }
+            }
             Ok(())
         })();
         result.map_err(|e| to_raft::<C>(e, StorageIOError::write_logs))

@@ -163,6 +163,10 @@ impl Store {
         tables.set_block_cache(&cache);
         tables.set_cache_index_and_filter_blocks(true);
         tables.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Point reads (a path's latest version before every write, an
+        // agent's stored bytes) skip table files without the key; the
+        // filters live in the block cache, inside the budget.
+        tables.set_bloom_filter(10.0, false);
         let mut family = Options::default();
         family.set_block_based_table_factory(&tables);
         // Eight families: one memtable may not take a budget's share alone.

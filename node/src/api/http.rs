@@ -34,7 +34,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use zeromesh_protocol::limits::{MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION};
+use zeromesh_protocol::limits::{
+    API_READ_CHUNK_BYTES, MAX_API_CONNECTIONS, MAX_API_MESSAGE_BYTES, MAX_API_REQUESTS_PER_CONNECTION,
+};
 
 use rmcp::model::{ErrorCode, JsonRpcError, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -490,6 +492,7 @@ fn upgrade(
             }
         };
         let config = WebSocketConfig::default()
+            .read_buffer_size(API_READ_CHUNK_BYTES)
             .max_message_size(Some(MAX_API_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_API_MESSAGE_BYTES));
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
