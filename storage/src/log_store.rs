@@ -103,22 +103,32 @@ where
         }
         let count = written.len();
         if let Some(first) = first {
-            let result = self.store.db.write_opt(batch, options);
-            let mut recent = self.recent();
-            match result {
-                Ok(()) => recent.appended(first, written),
-                Err(error) => {
-                    // What reached the log is unknown: read it from RocksDB.
-                    recent.clear();
-                    return Err(error.into());
-                }
-            }
+            self.write_log(batch, options, |recent| recent.appended(first, written))?;
         }
         Ok((count, last))
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries<C::Entry>> {
-        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Writes `batch` to the log, then applies the same change to the
+    /// entries kept in memory. After a failed write what reached the log is
+    /// unknown, so none are kept: reads go to RocksDB.
+    fn write_log(
+        &self,
+        batch: WriteBatch,
+        options: &WriteOptions,
+        change: impl FnOnce(&mut RecentEntries<C::Entry>),
+    ) -> Result<(), StorageError> {
+        let result = self.store.db.write_opt(batch, options);
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match result {
+            Ok(()) => {
+                change(&mut recent);
+                Ok(())
+            }
+            Err(error) => {
+                recent.clear();
+                Err(error.into())
+            }
+        }
     }
 
     /// Whether `first` is a proposal of this member as the leader it is
@@ -195,7 +205,9 @@ where
     }
 
     fn read_range(&self, start: u64, end_exclusive: Option<u64>) -> Result<Vec<C::Entry>, StorageError> {
-        if let Some(entries) = end_exclusive.and_then(|end| self.recent().range(start, end)) {
+        let kept = end_exclusive
+            .and_then(|end| self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).range(start, end));
+        if let Some(entries) = kept {
             return Ok(entries);
         }
         let cf = self.store.cf(CF_RAFT_LOG)?;
@@ -325,16 +337,7 @@ where
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
             batch.delete_cf(cf, log_key(u64::MAX));
-            let result = self.store.db.write_opt(batch, &Store::synced());
-            let mut recent = self.recent();
-            match result {
-                Ok(()) => recent.truncated(log_id.index),
-                Err(error) => {
-                    recent.clear();
-                    return Err(error.into());
-                }
-            }
-            drop(recent);
+            self.write_log(batch, &Store::synced(), |recent| recent.truncated(log_id.index))?;
             self.store.log_durability().truncated(log_id.index);
             Ok(())
         })();
@@ -348,16 +351,7 @@ where
             let mut batch = WriteBatch::default();
             batch.put_cf(meta_cf, KEY_LAST_PURGED, encode("last purged log id", &log_id)?);
             batch.delete_range_cf(log_cf, log_key(0), log_key(log_id.index.saturating_add(1)));
-            let result = self.store.db.write(batch);
-            let mut recent = self.recent();
-            match result {
-                Ok(()) => recent.purged(log_id.index),
-                Err(error) => {
-                    recent.clear();
-                    return Err(error.into());
-                }
-            }
-            Ok(())
+            self.write_log(batch, &WriteOptions::default(), |recent| recent.purged(log_id.index))
         })();
         result.map_err(|e| to_raft::<C>(e, StorageIOError::write_logs))
     }
