@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 const READ_EVERY: Duration = Duration::from_secs(1);
 /// More than any step needs; a longer file is refused.
 const MAX_FILE_BYTES: u64 = 64;
@@ -40,11 +42,13 @@ pub async fn follow(path: PathBuf) {
 }
 
 async fn read_step(path: &Path) -> Result<i64, String> {
-    let length = tokio::fs::metadata(path).await.map_err(|error| error.to_string())?.len();
-    if length > MAX_FILE_BYTES {
-        return Err(format!("{length} bytes, more than {MAX_FILE_BYTES}"));
+    let file = tokio::fs::File::open(path).await.map_err(|error| error.to_string())?;
+    // Reads one byte past the limit, never more, to tell a longer file.
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).await.map_err(|error| error.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("more than {MAX_FILE_BYTES} bytes"));
     }
-    let text = tokio::fs::read_to_string(path).await.map_err(|error| error.to_string())?;
     parse_step(&text)
 }
 
