@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DiscoverResult, ErrorCode, Extensions,
-    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientNotification, ClientRequest, CreateTaskResult,
+    DiscoverResult, ErrorCode, Extensions, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
+    InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerResult, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::service::{MaybeSendFuture, NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -65,6 +65,40 @@ pub fn protocol_versions() -> Vec<ProtocolVersion> {
     ]
 }
 
+/// [`Handler`] as the WebSocket transport serves it: every request's
+/// future boxed. rmcp runs each request in a task of its own, and without
+/// the box that task holds the largest of all the handler's futures (a
+/// `tools/call` with the kernel and the Raft write inside it), moved in and
+/// out of the task whole on every request. (rmcp's Streamable HTTP service
+/// takes the handler itself.)
+pub struct Boxed(pub Handler);
+
+impl rmcp::Service<RoleServer> for Boxed {
+    fn handle_request(
+        &self,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> impl std::future::Future<Output = Result<ServerResult, ErrorData>> + MaybeSendFuture + '_ {
+        Box::pin(rmcp::Service::handle_request(&self.0, request, context))
+    }
+
+    fn handle_notification(
+        &self,
+        notification: ClientNotification,
+        context: NotificationContext<RoleServer>,
+    ) -> impl std::future::Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        rmcp::Service::handle_notification(&self.0, notification, context)
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        ServerHandler::get_info(&self.0)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        rmcp::Service::supported_protocol_versions(&self.0)
+    }
+}
+
 /// Serves one MCP session (a WebSocket connection, a Streamable HTTP
 /// session, or one stateless HTTP request).
 pub struct Handler {
@@ -73,12 +107,31 @@ pub struct Handler {
 }
 
 /// What a handshake-era session keeps: its `resources/subscribe`
-/// subscriptions and, once it initialised, the task telling it of changes.
+/// subscriptions and the tasks telling it of changes.
 #[derive(Default)]
 struct Session {
     subscriptions: Subscriptions,
-    /// Dropped with the session, which ends its watcher.
-    watcher: Mutex<Option<oneshot::Sender<()>>>,
+    /// Each dropped with the session, which ends its watcher.
+    watchers: Mutex<Watchers>,
+}
+
+/// A session's watcher tasks, each started at most once.
+#[derive(Default)]
+struct Watchers {
+    /// `notifications/tools/list_changed`: from `initialize` on.
+    tools: Option<oneshot::Sender<()>>,
+    /// `notifications/resources/updated`: from the first
+    /// `resources/subscribe` on. Only then does the session hear of every
+    /// applied change; a session that never subscribes costs no wake-up
+    /// per write.
+    resources: Option<oneshot::Sender<()>>,
+}
+
+/// Which of a session's watchers to start.
+#[derive(Clone, Copy)]
+enum Watch {
+    Tools,
+    Resources,
 }
 
 impl Handler {
@@ -177,48 +230,77 @@ impl Handler {
     }
 
     /// Starts, once per handshake-era session, the task that sends it
-    /// `notifications/tools/list_changed` and the `notifications/resources/updated`
-    /// its subscriptions call for. It ends with the session.
-    fn watch(&self, peer: rmcp::Peer<RoleServer>) {
-        let mut watcher = self.session.watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if watcher.is_some() {
+    /// `notifications/tools/list_changed` or the one that sends the
+    /// `notifications/resources/updated` its subscriptions call for. Each
+    /// ends with the session. A watcher hears of changes from the moment
+    /// this returns.
+    fn watch(&self, peer: rmcp::Peer<RoleServer>, what: Watch) {
+        let mut watchers = self.session.watchers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = match what {
+            Watch::Tools => &mut watchers.tools,
+            Watch::Resources => &mut watchers.resources,
+        };
+        if slot.is_some() {
             return;
         }
-        let (ended_tx, mut ended) = oneshot::channel();
-        *watcher = Some(ended_tx);
-        let session = Arc::downgrade(&self.session);
-        let mut tools_changed = self.state.plugins.subscribe_tools_changed();
-        let mut changes = self.state.cluster.consensus.state_changes();
-        tokio::spawn(async move {
-            loop {
-                let sent = tokio::select! {
-                    _ = &mut ended => return,
-                    changed = tools_changed.recv() => match changed {
-                        Err(broadcast::error::RecvError::Closed) => return,
-                        Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => peer.notify_tool_list_changed().await,
-                    },
-                    change = changes.recv() => {
-                        let change = match change {
-                            Ok(change) => Some(change),
-                            Err(broadcast::error::RecvError::Lagged(_)) => None,
-                            Err(broadcast::error::RecvError::Closed) => return,
-                        };
-                        let Some(session) = session.upgrade() else { return };
-                        let mut sent = Ok(());
-                        for uri in session.subscriptions.updated(change.as_ref()) {
-                            sent = peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await;
-                            if sent.is_err() {
-                                break;
-                            }
-                        }
-                        sent
-                    }
-                };
-                if sent.is_err() {
-                    return;
-                }
+        let (ended_tx, ended) = oneshot::channel();
+        *slot = Some(ended_tx);
+        match what {
+            Watch::Tools => {
+                tokio::spawn(watch_tools(peer, self.state.plugins.subscribe_tools_changed(), ended));
             }
-        });
+            Watch::Resources => {
+                let changes = self.state.cluster.consensus.state_changes();
+                tokio::spawn(watch_resources(peer, Arc::downgrade(&self.session), changes, ended));
+            }
+        }
+    }
+}
+
+/// Tells the client each time the tools on offer change, until `ended`.
+async fn watch_tools(
+    peer: rmcp::Peer<RoleServer>,
+    mut changed: broadcast::Receiver<()>,
+    mut ended: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut ended => return,
+            change = changed.recv() => match change {
+                Err(broadcast::error::RecvError::Closed) => return,
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Tells the client of each subscribed resource an applied change may have
+/// changed (all of them when this watcher fell behind), until `ended`.
+async fn watch_resources(
+    peer: rmcp::Peer<RoleServer>,
+    session: std::sync::Weak<Session>,
+    mut changes: broadcast::Receiver<StateChange>,
+    mut ended: oneshot::Receiver<()>,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = &mut ended => return,
+            change = changes.recv() => match change {
+                Ok(change) => Some(change),
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let Some(session) = session.upgrade() else { return };
+        for uri in session.subscriptions.updated(change.as_ref()) {
+            if peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -320,7 +402,7 @@ impl ServerHandler for Handler {
             self.admit(&context.extensions, "initialize", None)?;
             context.peer.set_peer_info(request.clone());
             let answer = self.negotiate_initialize(&request)?;
-            self.watch(context.peer.clone());
+            self.watch(context.peer.clone(), Watch::Tools);
             Ok(answer)
         })
         .await
@@ -426,7 +508,8 @@ impl ServerHandler for Handler {
         self.counted("resources/subscribe", &context, async {
             self.admit(&context.extensions, "resources/subscribe", Some(&request.uri))?;
             self.session.subscriptions.subscribe(&request.uri)?;
-            self.watch(context.peer.clone());
+            self.watch(context.peer.clone(), Watch::Tools);
+            self.watch(context.peer.clone(), Watch::Resources);
             Ok(())
         })
         .await

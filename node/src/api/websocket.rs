@@ -36,8 +36,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let transport = WebSocketTransport::new(socket, caller, state.idle_timeout);
-    let handler = super::mcp::Handler::new(state);
-    match rmcp::serve_server(handler, transport).await {
+    match rmcp::serve_server(super::mcp::Boxed(super::mcp::Handler::new(state)), transport).await {
         Ok(running) => {
             let _ = running.waiting().await;
         }

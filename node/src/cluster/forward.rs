@@ -26,7 +26,7 @@ use zeromesh_protocol::limits::MAX_PENDING_WRITES;
 use zeromesh_protocol::{MemberInfo, MemoryBatch, NodeId};
 
 use super::batcher::Groups;
-use super::transport::member_address;
+use super::transport::AddressBook;
 use crate::mesh::messages::{MeshError, MeshRequest, MeshResponse};
 use crate::mesh::{MeshHandle, MeshSendError};
 
@@ -66,6 +66,7 @@ pub(super) struct Forwarder {
     mesh: MeshHandle,
     queue: mpsc::Sender<Forward>,
     read_indexes: SharedRounds<Result<ReadIndexAnswer, MeshSendError>>,
+    addresses: AddressBook,
     pub counters: Arc<ForwardCounters>,
 }
 
@@ -74,7 +75,7 @@ impl Forwarder {
         let (queue, pending) = mpsc::channel(MAX_PENDING_WRITES);
         let counters = Arc::new(ForwardCounters::default());
         tokio::spawn(send_groups(mesh.clone(), pending, counters.clone()));
-        Forwarder { mesh, queue, read_indexes: SharedRounds::default(), counters }
+        Forwarder { mesh, queue, read_indexes: SharedRounds::default(), addresses: AddressBook::default(), counters }
     }
 
     /// Sends `batch` to `leader` in the next group; the answer is the
@@ -98,7 +99,8 @@ impl Forwarder {
     }
 
     fn address_of(&self, member: NodeId, info: &MemberInfo) -> Result<(PeerId, Multiaddr), MeshSendError> {
-        member_address(member, info)
+        self.addresses
+            .resolve(member, info)
             .map_err(|error| MeshSendError::Failed { peer: self.mesh.peer_id(), reason: error.to_string() })
     }
 

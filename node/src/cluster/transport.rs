@@ -46,15 +46,45 @@ impl Liveness {
     }
 }
 
+/// Members' addresses as parsed from their membership entries, by node id.
+/// Every Raft message and forwarded request needs its target's peer id and
+/// address, and parsing them (the peer id is base58) was 1% of a leader's
+/// CPU under load. An entry is parsed again when the member's address
+/// changes; the book holds at most [`AddressBook::CAPACITY`] members.
+#[derive(Clone, Default)]
+pub struct AddressBook(Arc<Mutex<HashMap<NodeId, (String, PeerId, Multiaddr)>>>);
+
+impl AddressBook {
+    /// More members than any membership holds; past it the book starts over.
+    const CAPACITY: usize = 1024;
+
+    /// [`member_address`], parsed once per member and address.
+    pub fn resolve(&self, target: NodeId, info: &MemberInfo) -> Result<(PeerId, Multiaddr), TransportError> {
+        let mut book = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((text, peer, address)) = book.get(&target) {
+            if *text == info.p2p_addr {
+                return Ok((*peer, address.clone()));
+            }
+        }
+        let (peer, address) = member_address(target, info)?;
+        if book.len() >= Self::CAPACITY {
+            book.clear();
+        }
+        book.insert(target, (info.p2p_addr.clone(), peer, address.clone()));
+        Ok((peer, address))
+    }
+}
+
 /// The mesh's side of Raft.
 pub struct MeshTransport {
     mesh: MeshHandle,
     liveness: Liveness,
+    addresses: AddressBook,
 }
 
 impl MeshTransport {
     pub fn new(mesh: MeshHandle, liveness: Liveness) -> Self {
-        MeshTransport { mesh, liveness }
+        MeshTransport { mesh, liveness, addresses: AddressBook::default() }
     }
 
     async fn call(
@@ -64,7 +94,7 @@ impl MeshTransport {
         request: MeshRequest,
         timeout: Duration,
     ) -> Result<MeshResponse, TransportError> {
-        let (peer, address) = member_address(target, info)?;
+        let (peer, address) = self.addresses.resolve(target, info)?;
         let response = self.mesh.request(peer, vec![address], request, timeout).await.map_err(|error| match error {
             MeshSendError::Unreachable { reason, .. } | MeshSendError::Lost { reason, .. } => {
                 TransportError::Unreachable { target, reason }
@@ -143,5 +173,41 @@ impl RaftTransport for MeshTransport {
             MeshResponse::InstallSnapshot(result) => Ok(result),
             other => Err(unexpected(target, other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(port: u16, peer: &PeerId) -> MemberInfo {
+        MemberInfo { p2p_addr: format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"), api_addr: String::new() }
+    }
+
+    #[test]
+    fn the_address_book_parses_a_member_again_only_when_its_address_changes() {
+        let book = AddressBook::default();
+        let (first, second) = (PeerId::random(), PeerId::random());
+        let (peer, address) = book.resolve(7, &member(4001, &first)).unwrap();
+        assert_eq!((peer, address.to_string()), (first, member(4001, &first).p2p_addr));
+        assert_eq!(book.resolve(7, &member(4001, &first)).unwrap().0, first);
+        // The same member at a new address, with a new identity.
+        let (peer, address) = book.resolve(7, &member(4002, &second)).unwrap();
+        assert_eq!((peer, address.to_string()), (second, member(4002, &second).p2p_addr));
+        // What does not parse is refused, and the member's last good entry is not used for it.
+        let unparsable = MemberInfo { p2p_addr: "/ip4/127.0.0.1/tcp/4003".into(), api_addr: String::new() };
+        assert!(matches!(book.resolve(7, &unparsable), Err(TransportError::Failed { target: 7, .. })));
+        let garbage = MemberInfo { p2p_addr: "not an address".into(), api_addr: String::new() };
+        assert!(matches!(book.resolve(8, &garbage), Err(TransportError::Failed { target: 8, .. })));
+    }
+
+    #[test]
+    fn the_address_book_stays_within_its_capacity() {
+        let book = AddressBook::default();
+        let peer = PeerId::random();
+        for id in 0..(AddressBook::CAPACITY as u64 + 10) {
+            book.resolve(id, &member(4001, &peer)).unwrap();
+        }
+        assert!(book.0.lock().unwrap().len() <= AddressBook::CAPACITY);
     }
 }
