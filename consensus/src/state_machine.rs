@@ -138,6 +138,34 @@ fn join_error(error: tokio::task::JoinError) -> zeromesh_storage::StorageError {
     zeromesh_storage::StorageError::Join(error.to_string())
 }
 
+/// How far below the node's own threads a snapshot is built (nice values
+/// above the node's; 19 is the lowest priority).
+const SNAPSHOT_NICE_STEP: i32 = 10;
+
+/// Runs `work` on a thread of its own at a lower CPU priority: every node
+/// builds a snapshot at the same log index, so on a shared or busy machine
+/// all of them would otherwise take the CPU from the writes at once.
+pub(crate) async fn on_background_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, zeromesh_storage::StorageError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("snapshot-build".into())
+        .spawn(move || {
+            // On Linux the nice value is the calling thread's own, inherited
+            // from the thread that started it. Should lowering it fail, the
+            // build still runs, at the node's priority.
+            if let Ok(nice) = rustix::process::getpriority_process(None) {
+                let _ = rustix::process::setpriority_process(None, (nice + SNAPSHOT_NICE_STEP).min(19));
+            }
+            let _ = done.send(work());
+        })
+        .map_err(|error| zeromesh_storage::StorageError::Join(format!("starting the snapshot thread: {error}")))?;
+    result
+        .await
+        .map_err(|_| zeromesh_storage::StorageError::Join("the snapshot thread stopped without a result".into()))
+}
+
 /// What one `apply` call changed, once its batch is written.
 struct Applied {
     applied: AppliedState,
@@ -365,7 +393,7 @@ static SNAPSHOT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 impl RaftSnapshotBuilder<TypeConfig> for MemorySnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let store = self.store.clone();
-        let (header, stats) = tokio::task::spawn_blocking(move || {
+        let (header, stats) = on_background_thread(move || {
             store.build_snapshot(|applied| {
                 let applied = decode_applied(applied)?;
                 let last = applied.last_applied;
@@ -380,12 +408,26 @@ impl RaftSnapshotBuilder<TypeConfig> for MemorySnapshotBuilder {
             })
         })
         .await
-        .map_err(join_error)
         .and_then(|result| result)
         .map_err(snapshot_error)?;
         tracing::info!(snapshot_id = %header.snapshot_id, records = stats.records, bytes = stats.bytes, "built snapshot");
         current_snapshot(&self.store)
             .await?
             .ok_or_else(|| snapshot_error(std::io::Error::other("the snapshot just built is missing")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn snapshots_are_built_below_the_nodes_priority() {
+        let own = rustix::process::getpriority_process(None).expect("own nice value");
+        let builder = on_background_thread(|| rustix::process::getpriority_process(None)).await;
+        let nice = builder.expect("the thread ran").expect("its nice value");
+        assert_eq!(nice, (own + SNAPSHOT_NICE_STEP).min(19));
+        let still = rustix::process::getpriority_process(None).expect("own nice value");
+        assert_eq!(still, own, "only the builder's thread is lowered");
     }
 }

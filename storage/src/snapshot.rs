@@ -30,6 +30,8 @@ const CURRENT_FILE: &str = "current.snap";
 const INSTALL_BATCH_RECORDS: usize = 4096;
 const INSTALL_BATCH_BYTES: usize = 8 * 1024 * 1024;
 const IO_BUFFER_BYTES: usize = 256 * 1024;
+/// A snapshot being built is made durable this many bytes at a time.
+const SNAPSHOT_SYNC_BYTES: u64 = 1 << 20;
 
 /// What a snapshot file says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,7 +347,7 @@ impl Store {
         out.write_all(MAGIC).map_err(io)?;
         out.write_all(&(header_bytes.len() as u32).to_be_bytes()).map_err(io)?;
         out.write_all(&header_bytes).map_err(io)?;
-        let mut records = 0u64;
+        let (mut records, mut synced) = (0u64, 0u64);
         for table in STATE_TABLES {
             for item in view.iterator_cf(self.cf(table)?, IteratorMode::Start) {
                 let (key, value) = item?;
@@ -355,6 +357,14 @@ impl Store {
                 out.write_all(&(value.len() as u32).to_be_bytes()).map_err(io)?;
                 out.write_all(&value).map_err(io)?;
                 records += 1;
+                if out.bytes >= synced + SNAPSHOT_SYNC_BYTES {
+                    // Written out a piece at a time: one large write-back at
+                    // the end would hold up every fsync on the disk meanwhile,
+                    // the Raft log's included.
+                    out.inner.flush().map_err(io)?;
+                    out.inner.get_ref().sync_data().map_err(io)?;
+                    synced = out.bytes;
+                }
             }
         }
         out.write_all(&[END_MARK]).map_err(io)?;

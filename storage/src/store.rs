@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Options, WriteBufferManager,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBRecoveryMode, Env, Options, WriteBufferManager,
     WriteOptions, DB,
 };
 
@@ -143,6 +143,17 @@ impl Store {
         let cache = Cache::new_lru_cache(budget);
         let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, true, cache.clone());
         let mut options = Options::default();
+        // Compactions run below the node's own threads: every node of a mesh
+        // compacts at about the same entries, so on a shared or busy machine
+        // they would all take the CPU from the writes at once. Flushes keep
+        // the node's priority: writes wait for them at the memory budget.
+        let mut env = Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        options.set_env(&env);
+        // Table files from flushes and compactions are written out a
+        // megabyte at a time: a large write-back at a file's final fsync
+        // would hold up the Raft log's fsyncs on the same disk meanwhile.
+        options.set_bytes_per_sync(1 << 20);
         options.set_write_buffer_manager(&write_buffers);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -237,5 +248,49 @@ impl Store {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nice value of the thread whose `/proc` folder is `dir`.
+    fn nice_of(dir: &std::path::Path) -> Option<i32> {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // After the name's closing parenthesis come fields 3 (state)
+        // onwards; the nice value is field 19.
+        stat[stat.rfind(')')? + 2..].split(' ').nth(16)?.parse().ok()
+    }
+
+    /// The nice value of each of this process's threads named `name`.
+    fn nice_of_threads(name: &str) -> Vec<i32> {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("this process's threads");
+        tasks
+            .filter_map(|task| {
+                let dir = task.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                (comm.trim_end() == name).then(|| nice_of(&dir))?
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compactions_run_at_the_lowest_cpu_priority_and_flushes_at_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cf = store.cf(CF_SM_META).unwrap();
+        for value in [b"one", b"two"] {
+            store.db.put_cf(cf, b"key", value).unwrap();
+            store.flush().unwrap();
+        }
+        store.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        let own = nice_of(std::path::Path::new("/proc/thread-self")).expect("this thread's nice value");
+        let compactors = nice_of_threads("rocksdb:low");
+        assert!(!compactors.is_empty(), "no thread ran the compaction");
+        assert!(compactors.iter().all(|nice| *nice == 19), "compaction threads' nice values: {compactors:?}");
+        let flushers = nice_of_threads("rocksdb:high");
+        assert!(!flushers.is_empty(), "no thread ran the flushes");
+        assert!(flushers.iter().all(|nice| *nice == own), "flush threads' nice values: {flushers:?}, own {own}");
     }
 }

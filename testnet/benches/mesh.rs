@@ -26,6 +26,9 @@
 //!
 //! `cargo bench -p zeromesh-testnet --bench mesh` (scripts/bench.sh builds
 //! the release node first). Under `cargo test` it runs a short smoke pass.
+//! With `ZEROMESH_BENCH_REQUESTS=<folder>`, every load (writes, reads,
+//! plugin calls, etcd's writes) also leaves each request's send time and
+//! latency there, one file per load in the order printed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -234,26 +237,47 @@ async fn load(target: &Target, clients: usize, scale: &Scale, operation: Operati
         let measure = scale.measure;
         let max_ops = scale.max_ops_per_client;
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            // When each request was sent (from `started`), and its latency.
+            let mut requests = Vec::new();
             let begin = Instant::now();
             let mut sequence = 0usize;
             while begin.elapsed() < measure && sequence < max_ops {
                 let path = format!("agent-b/c{client_index}/{}", sequence % 1000);
                 let sent = Instant::now();
                 connection.run(operation, &path, &value).await;
-                latencies.push(sent.elapsed());
+                requests.push((sent - started, sent.elapsed()));
                 sequence += 1;
             }
-            latencies
+            requests
         }));
     }
-    let mut latencies = Vec::new();
+    let mut requests = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.expect("client finished"));
+        requests.extend(task.await.expect("client finished"));
     }
     let elapsed = started.elapsed();
+    if let Some(dir) = std::env::var_os("ZEROMESH_BENCH_REQUESTS") {
+        save_requests(&PathBuf::from(dir), clients, elapsed, &requests);
+    }
+    let mut latencies: Vec<Duration> = requests.into_iter().map(|(_, latency)| latency).collect();
     latencies.sort();
     (latencies.len() as f64 / elapsed.as_secs_f64(), percentile(&latencies, 0.5), percentile(&latencies, 0.99))
+}
+
+/// Writes one load's requests to `dir` as text, for a look at when the slow
+/// ones happened: a first line `start <unix µs>`, then `<µs after start>
+/// <latency µs>` per request. Files are numbered in the order of the loads.
+fn save_requests(dir: &std::path::Path, clients: usize, elapsed: Duration, requests: &[(Duration, Duration)]) {
+    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let number = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = std::time::SystemTime::now() - elapsed;
+    let start_us = start.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    let mut text = format!("start {start_us}\n");
+    for (sent, latency) in requests {
+        text.push_str(&format!("{} {}\n", sent.as_micros(), latency.as_micros()));
+    }
+    let path = dir.join(format!("load-{number:02}-{clients}-clients.txt"));
+    std::fs::write(&path, text).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
 }
 
 fn report(name: &str, unit: &str, (rate, p50, p99): (f64, Duration, Duration)) -> f64 {
