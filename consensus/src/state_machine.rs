@@ -145,7 +145,7 @@ const SNAPSHOT_NICE_STEP: i32 = 10;
 /// Runs `work` on a thread of its own at a lower CPU priority: every node
 /// builds a snapshot at the same log index, so on a shared or busy machine
 /// all of them would otherwise take the CPU from the writes at once.
-pub(crate) async fn on_background_thread<T: Send + 'static>(
+async fn on_background_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, zeromesh_storage::StorageError> {
     let (done, result) = tokio::sync::oneshot::channel();
