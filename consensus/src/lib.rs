@@ -23,6 +23,7 @@ mod read_batch;
 mod reads;
 mod registry;
 mod settings;
+mod snapshot_schedule;
 mod state_machine;
 mod trace;
 mod types;

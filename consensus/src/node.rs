@@ -56,6 +56,26 @@ pub struct ConsensusNode {
     /// Stamps this node's proposals.
     clock: crate::clock::EntryClock,
     applied_times: tokio::sync::watch::Receiver<Option<(u64, std::time::Instant)>>,
+    /// Asks Raft for this node's scheduled snapshots; holds a Raft handle,
+    /// so it ends with this node.
+    snapshot_trigger: tokio::task::AbortHandle,
+}
+
+impl Drop for ConsensusNode {
+    fn drop(&mut self) {
+        self.snapshot_trigger.abort();
+    }
+}
+
+/// Asks Raft for a snapshot each time the state machine passes one of this
+/// member's points ([`crate::snapshot_schedule`]); a build already running
+/// makes Raft skip the request. Ends when Raft stops.
+async fn trigger_snapshots(raft: Raft, mut due: tokio::sync::watch::Receiver<u64>) {
+    while due.changed().await.is_ok() {
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// How long a linearizable read waits for this node to apply its read index.
@@ -77,7 +97,8 @@ impl ConsensusNode {
             .await
             .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
         let log_store = LogStore::<TypeConfig>::for_member(store.clone(), id);
-        let state_machine = MemoryStateMachine::open(store.clone())?;
+        let mut state_machine = MemoryStateMachine::open(store.clone())?;
+        let snapshots_due = state_machine.schedule_snapshots(id, settings.snapshot_every_entries);
         let registry_changes = state_machine.registry_changes();
         let state_changes = state_machine.state_changes();
         let trace_heads = state_machine.trace_heads();
@@ -87,6 +108,7 @@ impl ConsensusNode {
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let read_indexes = ReadIndexBatcher::new(raft.clone());
+        let snapshot_trigger = tokio::spawn(trigger_snapshots(raft.clone(), snapshots_due)).abort_handle();
         Ok(ConsensusNode {
             id,
             raft,
@@ -97,6 +119,7 @@ impl ConsensusNode {
             read_indexes,
             clock: Default::default(),
             applied_times,
+            snapshot_trigger,
         })
     }
 

@@ -13,7 +13,9 @@ pub struct RaftSettings {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// A snapshot is built once this many entries were applied since the last one.
+    /// Each member builds a snapshot every this many entries, at points of
+    /// the log of its own so that members do not all build at once
+    /// (`snapshot_schedule`).
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind the latest snapshot, so that slightly
     /// lagging followers can catch up without a snapshot.
@@ -57,7 +59,9 @@ impl RaftSettings {
             heartbeat_interval: self.heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            // The node asks for each snapshot at its own points; openraft's
+            // policy only backs that up, should a request be lost.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries.saturating_mul(2)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             max_payload_entries: self.max_entries_per_append,

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership};
-use zeromesh_protocol::{CommandReply, MemoryPath};
+use zeromesh_protocol::{CommandReply, MemoryPath, NodeId};
 use zeromesh_storage::{SnapshotFile, SnapshotHeader, SnapshotStats, Store};
 use zeromesh_trace::merkle::{self, CompactRange};
 
 use crate::applied::AppliedState;
 use crate::apply::Applier;
+use crate::snapshot_schedule::SnapshotSchedule;
 use crate::trace::{trace_leaf, TraceHead};
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig};
 
@@ -31,6 +32,8 @@ pub struct MemoryStateMachine {
     applied_times: tokio::sync::watch::Sender<Option<(u64, std::time::Instant)>>,
     registry_changes: tokio::sync::watch::Sender<u64>,
     state_changes: tokio::sync::broadcast::Sender<StateChange>,
+    /// This member's own points for snapshots, once a node schedules them.
+    snapshots: Option<SnapshotSchedule>,
 }
 
 /// What changed when entries were applied here: memories, agreements.
@@ -64,7 +67,16 @@ impl MemoryStateMachine {
             applied_times: tokio::sync::watch::Sender::new(None),
             registry_changes: tokio::sync::watch::Sender::new(0),
             state_changes: tokio::sync::broadcast::Sender::new(STATE_CHANGES_BUFFERED),
+            snapshots: None,
         })
+    }
+
+    /// Has member `id` build a snapshot every `every` entries at points of
+    /// its own ([`SnapshotSchedule`]); the count returned moves at each.
+    pub(crate) fn schedule_snapshots(&mut self, id: NodeId, every: u64) -> tokio::sync::watch::Receiver<u64> {
+        let (schedule, due) = SnapshotSchedule::new(id, every);
+        self.snapshots = Some(schedule);
+        due
     }
 
     /// Announces every memory change applied here, after it is stored. A
@@ -288,8 +300,12 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
             .map_err(join_error)
             .and_then(|result| result)
             .map_err(sm_write_error)?;
+        let before = self.applied.last_applied.map(|log_id| log_id.index);
         self.applied = done.applied;
         self.set_trace(done.trace);
+        if let (Some(schedule), Some(after)) = (&mut self.snapshots, self.applied.last_applied) {
+            schedule.applied(before, after.index, &self.applied.membership);
+        }
         if let Some(clock) = done.clock {
             self.applied_times.send_replace(Some((clock, std::time::Instant::now())));
         }

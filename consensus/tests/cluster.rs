@@ -218,6 +218,35 @@ async fn a_lagging_node_whose_log_was_purged_catches_up_by_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_build_their_snapshots_at_points_of_their_own() {
+    // Members 1, 2 and 3 share each stretch of 60 entries: they build at
+    // indexes 60k, 60k - 20 and 60k - 40, not all at the same index.
+    let every = 60;
+    let settings = RaftSettings { snapshot_every_entries: every, ..test_settings() };
+    let cluster = TestCluster::start(3, settings).await;
+    let mut last_index = 0;
+    let mut i = 0;
+    while last_index < 130 {
+        last_index = cluster.write(put(&format!("agent-5/step/{i}"), "one entry")).await.log_index;
+        i += 1;
+    }
+    for id in 1..=3u64 {
+        cluster.wait_applied(id, last_index).await;
+        let view = cluster
+            .node(id)
+            .wait_for("a second snapshot of the member's own", DEADLINE, |view| {
+                view.snapshot_index.is_some_and(|index| index >= 80)
+            })
+            .await
+            .expect("each member builds snapshots");
+        let index = view.snapshot_index.unwrap();
+        // A build starts a few entries after its point, at most.
+        let third = (index + (id - 1) * every / 3) % every / (every / 3);
+        assert_eq!(third, 0, "member {id} built at {index}, not just after one of its own points");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_as_a_learner_catches_up_and_is_promoted_to_voter() {
     let mut cluster = TestCluster::start(3, test_settings()).await;
     for i in 0..50 {
