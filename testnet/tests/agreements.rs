@@ -131,7 +131,8 @@ async fn no_more_calls_than_the_limit_succeed_across_nodes_with_the_leader_kille
     }
 
     // A tool outside the agreement is refused, runs nothing, and is recorded.
-    let mut probe = ApiClient::connect_with(&api[1], None, Some(token.clone())).await.unwrap();
+    // The token was created through node 0: node 1 knows it once it applied it.
+    let mut probe = connect_when_known(&api[1], &token, WAIT).await.unwrap();
     match probe.call_tool("memory_get", json!({ "path": "meter/x" })).await {
         Err(ClientError::Rpc { code: -32003, message }) => {
             assert!(message.contains("none of them covers memory_get"), "{message}")

@@ -11,9 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use zeromesh::client::ApiClient;
 use zeromesh_testnet::nemesis::{set_up_agreement, AGENT, AGREEMENT};
-use zeromesh_testnet::{Testnet, TestnetOptions};
+use zeromesh_testnet::{connect_when_known, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,7 +84,7 @@ async fn the_dashboard_shows_the_mesh_live_in_a_real_browser() {
     browser.ask(&format!("text agent-{AGENT} running")).await;
 
     // An agent's call under the agreement moves its usage bar.
-    let mut agent = ApiClient::connect_with(&api, None, Some(agent_token)).await.unwrap();
+    let mut agent = connect_when_known(&api, &agent_token, WAIT).await.unwrap();
     let call = json!({ "name": "memory_put", "arguments": { "path": format!("{AGENT}/notes"), "value": "hello" } });
     let answer = agent.request("tools/call", call).await.unwrap();
     assert_eq!(answer["isError"], false, "{answer}");
