@@ -154,9 +154,9 @@ fn join_error(error: tokio::task::JoinError) -> zeromesh_storage::StorageError {
 /// above the node's; 19 is the lowest priority).
 const SNAPSHOT_NICE_STEP: i32 = 10;
 
-/// Runs `work` on a thread of its own at a lower CPU priority: every node
-/// builds a snapshot at the same log index, so on a shared or busy machine
-/// all of them would otherwise take the CPU from the writes at once.
+/// Runs `work` on a thread of its own at a lower CPU priority: on a shared
+/// or busy machine a build would otherwise take the CPU from the writes
+/// (members build at points of their own: `snapshot_schedule`).
 async fn on_background_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, zeromesh_storage::StorageError> {
