@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use openraft::{ChangeMembers, ServerState};
 use zeromesh_protocol::{Command, CommandOutcome, CommandReply, MemberInfo, MemoryBatch, NodeId, Request};
-use zeromesh_storage::{LogStore, ReleaseProbe, Store};
+use zeromesh_storage::{LogStore, ReleaseProbe, Store, StoreLimits};
 
 use crate::error::ConsensusError;
 use crate::network::{RaftTransport, TransportNetwork};
@@ -92,8 +92,11 @@ impl ConsensusNode {
     ) -> Result<ConsensusNode, ConsensusError> {
         let config = settings.to_config()?;
         let dir = dir.to_owned();
-        let budget = settings.storage_memory_bytes;
-        let store = tokio::task::spawn_blocking(move || Store::open_with_budget(&dir, budget))
+        let limits = StoreLimits {
+            memory_bytes: settings.storage_memory_bytes,
+            background_write_bytes_per_sec: settings.storage_background_write_bytes_per_sec,
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, limits))
             .await
             .map_err(|e| ConsensusError::Raft(format!("opening the store panicked: {e}")))??;
         let log_store = LogStore::<TypeConfig>::for_member(store.clone(), id);
@@ -149,6 +152,12 @@ impl ConsensusNode {
     /// What RocksDB holds in memory now, against its budget.
     pub fn storage_memory(&self) -> zeromesh_storage::MemoryUsage {
         self.store.memory_usage()
+    }
+
+    /// How long RocksDB's flushes and compactions have waited for the
+    /// background write limit since the store opened, in microseconds.
+    pub fn storage_background_write_wait_micros(&self) -> u64 {
+        self.store.background_write_wait_micros()
     }
 
     /// Lets a caller wait until every handle on this node's store is gone,

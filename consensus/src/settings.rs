@@ -24,6 +24,9 @@ pub struct RaftSettings {
     pub max_entries_per_append: u64,
     /// What RocksDB may hold in memory (`storage_memory_mb`).
     pub storage_memory_bytes: usize,
+    /// What RocksDB's flushes and compactions may write per second, 0 for no
+    /// limit (`storage_background_write_mb_per_sec`).
+    pub storage_background_write_bytes_per_sec: u64,
 }
 
 impl Default for RaftSettings {
@@ -38,6 +41,7 @@ impl Default for RaftSettings {
             snapshot_chunk_bytes: 1024 * 1024,
             max_entries_per_append: 256,
             storage_memory_bytes: zeromesh_storage::DEFAULT_MEMORY_BUDGET_BYTES,
+            storage_background_write_bytes_per_sec: zeromesh_storage::DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC,
         }
     }
 }

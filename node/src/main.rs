@@ -325,6 +325,14 @@ async fn run() -> anyhow::Result<()> {
             println!("advertise   {}", config.advertise_host.as_deref().unwrap_or("(the listen address)"));
             println!("voters      {}", config.voter_count);
             println!("disk kept   {} MiB", config.min_free_disk >> 20);
+            let background = match config.raft.storage_background_write_bytes_per_sec >> 20 {
+                0 => "no limit".to_owned(),
+                rate => format!("{rate} MiB/s"),
+            };
+            println!(
+                "storage     {} MiB in memory, background writes {background}",
+                config.raft.storage_memory_bytes >> 20
+            );
             println!("log format  {:?}", config.log_format);
             println!("mesh        {}", if config.private_mesh_key.is_some() { "private" } else { "open" });
             println!("auth        {}", if config.dev { "off (--dev)" } else { "tokens" });

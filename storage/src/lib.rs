@@ -27,6 +27,9 @@ pub use error::StorageError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, SnapshotHeader, SnapshotStats};
 pub use snapshot_file::SnapshotFile;
-pub use store::{MemoryUsage, ReleaseProbe, Store, DEFAULT_MEMORY_BUDGET_BYTES, MIN_MEMORY_BUDGET_BYTES};
+pub use store::{
+    MemoryUsage, ReleaseProbe, Store, StoreLimits, DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC, DEFAULT_MEMORY_BUDGET_BYTES,
+    MIN_MEMORY_BUDGET_BYTES,
+};
 pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};
 pub use usage::{UsageWindow, OVERFLOW_ORDINAL};

@@ -34,6 +34,35 @@ pub struct Store {
 pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 48 << 20;
 /// The smallest budget a store accepts.
 pub const MIN_MEMORY_BUDGET_BYTES: usize = 8 << 20;
+/// What flushes and compactions may write per second when a store is opened
+/// without a limit of its own: `storage_background_write_mb_per_sec`'s default
+/// (BENCHMARKS.md, "Background writes held to a rate").
+pub const DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC: u64 = 64 << 20;
+/// How often the background write allowance is topped up: a flush or
+/// compaction writes at most a hundredth of a second's allowance at once.
+const BACKGROUND_WRITE_REFILL_MICROS: i64 = 10_000;
+/// Table files are written out to the disk this many bytes at a time.
+const BACKGROUND_BYTES_PER_SYNC: u64 = 256 << 10;
+
+/// What a store may take of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// All of RocksDB's memory that grows with data (at least
+    /// [`MIN_MEMORY_BUDGET_BYTES`]).
+    pub memory_bytes: usize,
+    /// Bytes per second flushes and compactions may write together; 0 for no
+    /// limit. The write-ahead log (every Raft entry) is never held back.
+    pub background_write_bytes_per_sec: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            memory_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            background_write_bytes_per_sec: DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC,
+        }
+    }
+}
 
 /// One budget for all of RocksDB's memory that grows with data: one block
 /// cache shared by every column family, holding data, index and filter
@@ -128,18 +157,17 @@ fn last_log_index(db: &DB) -> Result<u64, StorageError> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` with the default memory
-    /// budget. An interrupted snapshot install found here is redone before
-    /// the store is returned.
+    /// Opens (or creates) the store in `dir` with the default limits. An
+    /// interrupted snapshot install found here is redone before the store is
+    /// returned.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
-        Store::open_with_budget(dir, DEFAULT_MEMORY_BUDGET_BYTES)
+        Store::open_with(dir, StoreLimits::default())
     }
 
-    /// [`Store::open`] with RocksDB's memory held to `budget_bytes` (at
-    /// least [`MIN_MEMORY_BUDGET_BYTES`]).
-    pub fn open_with_budget(dir: &Path, budget_bytes: usize) -> Result<Store, StorageError> {
+    /// [`Store::open`] within `limits`.
+    pub fn open_with(dir: &Path, limits: StoreLimits) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-        let budget = budget_bytes.max(MIN_MEMORY_BUDGET_BYTES);
+        let budget = limits.memory_bytes.max(MIN_MEMORY_BUDGET_BYTES);
         let cache = Cache::new_lru_cache(budget);
         let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(budget / 2, true, cache.clone());
         let mut options = Options::default();
@@ -150,10 +178,15 @@ impl Store {
         let mut env = Env::new()?;
         env.lower_thread_pool_cpu_priority();
         options.set_env(&env);
-        // Table files from flushes and compactions are written out a
-        // megabyte at a time: a large write-back at a file's final fsync
-        // would hold up the Raft log's fsyncs on the same disk meanwhile.
-        options.set_bytes_per_sync(1 << 20);
+        // Table files from flushes and compactions are written out a little
+        // at a time, and no faster than the limit: a flush written at the
+        // disk's full speed, or a large write-back at a file's final fsync,
+        // holds up the Raft log's fsyncs on the same disk meanwhile.
+        options.set_bytes_per_sync(BACKGROUND_BYTES_PER_SYNC);
+        if limits.background_write_bytes_per_sec > 0 {
+            let rate = i64::try_from(limits.background_write_bytes_per_sec).unwrap_or(i64::MAX);
+            options.set_ratelimiter(rate, BACKGROUND_WRITE_REFILL_MICROS, 10);
+        }
         options.set_write_buffer_manager(&write_buffers);
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -218,6 +251,19 @@ impl Store {
     /// How many times RocksDB has fsynced its write-ahead log since open.
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
+    }
+
+    /// How long flushes and compactions have waited for the background
+    /// write limit since open, in microseconds: when it grows about as fast
+    /// as time passes, they are behind and the limit is too low for the load.
+    pub fn background_write_wait_micros(&self) -> u64 {
+        self.options.get_ticker_count(Ticker::RateLimiterTotalWaitMicrosWrite)
+    }
+
+    /// Bytes flushes and compactions have written through the background
+    /// write limit since open (none without a limit).
+    pub fn background_bytes_limited(&self) -> u64 {
+        self.options.get_ticker_count(Ticker::RateLimiterBytesWrite)
     }
 
     /// RocksDB's memory now, against the budget. Memtables are counted

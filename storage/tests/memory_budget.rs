@@ -1,8 +1,9 @@
 //! RocksDB's memory stays within a store's budget while more data than the
-//! budget is written and read back.
+//! budget is written and read back; flushes keep to the background write
+//! limit.
 
 use zeromesh_protocol::MemoryPath;
-use zeromesh_storage::{Store, StoredVersion};
+use zeromesh_storage::{Store, StoreLimits, StoredVersion};
 
 const BUDGET: usize = 8 << 20;
 
@@ -21,7 +22,7 @@ fn version(value: &[u8]) -> StoredVersion {
 #[test]
 fn memory_stays_within_the_budget_under_six_times_as_much_data() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with_budget(dir.path(), BUDGET).unwrap();
+    let store = Store::open_with(dir.path(), StoreLimits { memory_bytes: BUDGET, ..StoreLimits::default() }).unwrap();
     // 48 MiB of values, each stored twice (latest and history).
     let value = vec![7u8; 1024];
     let (batches, per_batch) = (48, 1024);
@@ -53,4 +54,41 @@ fn memory_stays_within_the_budget_under_six_times_as_much_data() {
     assert!(peak.cache_bytes <= BUDGET + BUDGET / 8, "{peak:?}");
     assert!(peak.memtable_bytes <= BUDGET, "{peak:?}");
     assert!(peak.cache_bytes > BUDGET / 2, "the reads filled the cache: {peak:?}");
+}
+
+/// Writes `bytes` of values into a fresh store opened within `limits` and
+/// flushes them to table files; returns the store.
+fn flushed(dir: &std::path::Path, limits: StoreLimits, bytes: usize) -> Store {
+    let store = Store::open_with(dir, limits).unwrap();
+    let value = vec![9u8; 1024];
+    let mut batch = store.state_batch();
+    for index in 0..bytes / 1024 {
+        let path = MemoryPath::parse(&format!("agent-a/k{index}")).unwrap();
+        batch.put_version(&path, &version(&value)).unwrap();
+    }
+    batch.commit().unwrap();
+    store.flush().unwrap();
+    store
+}
+
+#[test]
+fn flushes_write_through_the_background_limit_and_wait_for_it() {
+    // 256 KiB a second, topped up every 10 ms (2.6 KiB at a time): no flush
+    // of 64 KiB of values (twice over, latest and history) gets through
+    // without waiting.
+    let limited = StoreLimits { background_write_bytes_per_sec: 256 << 10, ..StoreLimits::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let store = flushed(dir.path(), limited, 64 << 10);
+    assert!(
+        store.background_bytes_limited() >= 64 << 10,
+        "{} bytes went through the limit",
+        store.background_bytes_limited()
+    );
+    assert!(store.background_write_wait_micros() > 0, "no flush waited for the limit");
+
+    let unlimited = StoreLimits { background_write_bytes_per_sec: 0, ..StoreLimits::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let store = flushed(dir.path(), unlimited, 64 << 10);
+    assert_eq!(store.background_bytes_limited(), 0);
+    assert_eq!(store.background_write_wait_micros(), 0);
 }

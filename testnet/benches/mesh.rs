@@ -10,7 +10,8 @@
 //! another node and called directly, with how long a failed host keeps
 //! receiving calls (mesh/federation.rs); `mesh-tools` runs only these.
 //! `mesh-etcd` runs only the writes and linearizable reads on the leader and
-//! a follower and etcd's writes, with the ratios between them.
+//! a follower and etcd's writes, with the ratios between them; etcd's writes
+//! at each client count run right after the leader's.
 //! Then the peer API layer alone (`memory_get`, stale, and the
 //! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
 //! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
@@ -718,21 +719,34 @@ async fn calls_at_1_10_64(name: &str, target: &Target, scale: &Scale, operation:
 }
 
 /// Durable writes and linearizable reads on the leader and on a follower of
-/// a 3-node testnet, then the same writes against etcd: the ratios the
+/// a 3-node testnet, and the same writes against etcd: the ratios the
 /// consensus path is judged by (follower against leader, zeromesh against
-/// etcd), all from one run.
+/// etcd), all from one run. etcd's writes at each client count run right
+/// after the leader's: this machine's speed drifts over a minute, so each
+/// ratio compares two loads seconds apart, not a minute.
 async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usize, scale: &Scale) {
     let on_leader = Target::Zeromesh { api: testnet.nodes[leader].address.api.clone() };
     let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
+    let etcd = etcd::start().await;
     println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
     let mut zeromesh_writes = Vec::new();
     for clients in [1, 64] {
-        zeromesh_writes.push(report(
+        let ours = report(
             &format!("mesh/write/leader/clients={clients}"),
             "writes",
             load(&on_leader, clients, scale, Operation::Write).await,
-        ));
+        );
+        zeromesh_writes.push(ours);
+        if let Some(etcd) = &etcd {
+            let theirs = report(
+                &format!("etcd/write/clients={clients}"),
+                "writes",
+                load(&etcd.target, clients, scale, Operation::Write).await,
+            );
+            println!("ratio zeromesh/etcd writes/s at {clients} clients: {:.2}", ours / theirs.max(1e-9));
+        }
     }
+    drop(etcd);
     report("mesh/write/leader/clients=10", "writes", load(&on_leader, 10, scale, Operation::Write).await);
     let api = &testnet.nodes[follower].address.api;
     let before = forwarding(api).await;
@@ -770,7 +784,6 @@ async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usiz
         "mesh/linearizable-read/follower/clients=64: {:.1} reads per read-index request",
         (read[2] - after[2]) / (read[3] - after[3]).max(1.0)
     );
-    etcd::compare(scale, &zeromesh_writes).await;
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -868,11 +881,22 @@ mod soak;
 mod etcd {
     use super::*;
 
+    /// A running etcd cluster; dropping it stops its members.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub struct Etcd {
+        pub target: Target,
+        #[cfg(feature = "etcd")]
+        _members: Vec<tokio::process::Child>,
+        #[cfg(feature = "etcd")]
+        _dir: tempfile::TempDir,
+    }
+
+    /// Starts 3 etcd members, or says why there are none.
     #[cfg(feature = "etcd")]
-    pub async fn compare(scale: &Scale, zeromesh_writes: &[f64]) {
+    pub async fn start() -> Option<Etcd> {
         if std::process::Command::new("etcd").arg("--version").output().is_err() {
             println!("etcd: not installed; comparison skipped");
-            return;
+            return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let base = 23790 + (std::process::id() % 100) as u16 * 10;
@@ -914,15 +938,7 @@ mod etcd {
         .await
         .expect("etcd is up");
         println!("etcd {}: 3 members on 127.0.0.1, default (fsynced) settings, same load generator", etcd_version());
-        for (clients, zeromesh_rate) in [1, 64].into_iter().zip(zeromesh_writes) {
-            let rate = report(
-                &format!("etcd/write/clients={clients}"),
-                "writes",
-                load(&target, clients, scale, Operation::Write).await,
-            );
-            println!("ratio zeromesh/etcd writes/s at {clients} clients: {:.2}", zeromesh_rate / rate.max(1e-9));
-        }
-        drop(members);
+        Some(Etcd { target, _members: members, _dir: dir })
     }
 
     #[cfg(feature = "etcd")]
@@ -937,7 +953,8 @@ mod etcd {
     }
 
     #[cfg(not(feature = "etcd"))]
-    pub async fn compare(_scale: &Scale, _zeromesh_writes: &[f64]) {
+    pub async fn start() -> Option<Etcd> {
         println!("etcd: comparison not built (scripts/bench.sh builds it with --features etcd)");
+        None
     }
 }

@@ -33,6 +33,7 @@ fn the_systemd_unit_verifies_and_the_node_accepts_its_command_and_settings() {
     );
     let checked = cli(&check).expect("the unit's command and settings are accepted");
     assert!(checked.ends_with("ok\n") && checked.contains("/var/lib/zeromesh"), "{checked}");
+    assert!(checked.contains("storage     48 MiB in memory, background writes 64 MiB/s"), "{checked}");
     // The check does refuse a wrong setting.
     let wrong = std::env::temp_dir().join(format!("zeromesh-wrong-{}.toml", std::process::id()));
     std::fs::write(&wrong, "voter_count = 9\n").unwrap();

@@ -330,6 +330,12 @@ pub fn render(state: &ApiState) -> String {
         "RocksDB's memtables, all column families.",
         storage.memtable_bytes,
     );
+    let waited = state.cluster.consensus.storage_background_write_wait_micros() as f64 / 1e6;
+    let name = "zeromesh_storage_background_write_wait_seconds_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time RocksDB's flushes and compactions waited for the background write limit (storage_background_write_mb_per_sec).\n# TYPE {name} counter\n{name} {waited}"
+    );
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
     }
