@@ -85,8 +85,8 @@ pub struct RunArgs {
     /// MiB RocksDB may hold in memory: its block cache, memtables included.
     #[arg(long, env = "ZEROMESH_STORAGE_MEMORY_MB")]
     pub storage_memory_mb: Option<String>,
-    /// MiB per second RocksDB's flushes and compactions may write; 0 for no
-    /// limit. The Raft log is never held back.
+    /// MiB per second RocksDB's flushes and compactions may write: 0 for no
+    /// limit, otherwise at least 8. The Raft log is never held back.
     #[arg(long, env = "ZEROMESH_STORAGE_BACKGROUND_WRITE_MB_PER_SEC")]
     pub storage_background_write_mb_per_sec: Option<String>,
     /// A pre-shared key file (`zeromesh mesh-key`): only nodes holding the
