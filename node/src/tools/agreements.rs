@@ -15,7 +15,7 @@ use zeromesh_protocol::limits::{MAX_AGREEMENT_LIMITS, MAX_PAGE_ENTRIES};
 use zeromesh_protocol::plugin::PublisherKey;
 use zeromesh_protocol::{Command, CommandReply};
 
-use super::{invalid, Invocation, NoArgs, ToolDecl, ToolEnv, ToolOutcome};
+use super::{invalid, Invocation, NoArgs, ToolDecl, ToolEnv, ToolOutcome, UNKNOWN_NAME_CATCH_UP};
 use crate::cluster::ServiceError;
 
 pub(super) fn tools() -> Vec<ToolDecl> {
@@ -70,7 +70,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             "One agreement: its terms, signatures, state, history and usage against each limit.",
             Access::Observe,
             |env: Arc<ToolEnv>, _: Invocation, args: IdArgs| async move {
-                let record = found(&env, &args.id)?;
+                let record = found(&env, &args.id).await?;
                 let ledger = env.cluster.consensus.ledger(&args.id).map_err(ServiceError::from)?;
                 Ok(agreement_json(&record, &ledger))
             },
@@ -80,7 +80,7 @@ pub(super) fn tools() -> Vec<ToolDecl> {
             "An agreement's usage: per limit, the amount used in its current window and when it resets; totals; calls refused.",
             Access::Observe,
             |env: Arc<ToolEnv>, _: Invocation, args: IdArgs| async move {
-                let record = found(&env, &args.id)?;
+                let record = found(&env, &args.id).await?;
                 let ledger = env.cluster.consensus.ledger(&args.id).map_err(ServiceError::from)?;
                 Ok(usage_json(&record, &ledger))
             },
@@ -189,12 +189,24 @@ struct ViolationArgs {
     limit: Option<usize>,
 }
 
-fn found(env: &ToolEnv, id: &str) -> Result<AgreementRecord, ServiceError> {
-    env.cluster
-        .consensus
-        .agreement(id)
-        .map_err(ServiceError::from)?
-        .ok_or_else(|| ServiceError::Invalid(format!("no agreement {id:?}")))
+/// Agreement `id`. One this node has not applied yet is looked up again once
+/// the node has caught up with the leader (briefly), so an agreement created
+/// through another node is found here right after.
+async fn found(env: &ToolEnv, id: &str) -> Result<AgreementRecord, ServiceError> {
+    let lookup = || env.cluster.consensus.agreement(id).map_err(ServiceError::from);
+    if let Some(record) = lookup()? {
+        return Ok(record);
+    }
+    match tokio::time::timeout(UNKNOWN_NAME_CATCH_UP, env.cluster.catch_up()).await {
+        Ok(Ok(())) => lookup()?.ok_or_else(|| ServiceError::Invalid(format!("no agreement {id:?}"))),
+        Ok(Err(error)) => Err(ServiceError::Invalid(format!(
+            "no agreement {id:?} on this node, which could not catch up with the leader: {error}"
+        ))),
+        Err(_) => Err(ServiceError::Invalid(format!(
+            "no agreement {id:?} on this node, which did not catch up with the leader within {} ms",
+            UNKNOWN_NAME_CATCH_UP.as_millis()
+        ))),
+    }
 }
 
 /// Terms as the tools show them (keys in hex, limits as text); read back

@@ -241,9 +241,10 @@ impl Tooling {
 /// yet waits for it (its module being fetched) before it is refused with
 /// "retry".
 const PLUGIN_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a call of a tool this node does not know waits to apply what
-/// the leader has committed, in case it names a plugin just installed.
-const UNKNOWN_TOOL_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a call naming a tool or an agreement this node does not know
+/// waits to apply what the leader has committed, in case it names a plugin
+/// just installed or an agreement just created through another node.
+const UNKNOWN_NAME_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Tooling {
     /// A plugin tool that the registry names but neither this node nor a
@@ -267,7 +268,7 @@ impl Tooling {
             // Unknown here: this node may not have applied the install yet.
             // Caught up briefly, so a mistyped name on a cut-off node is not
             // held long.
-            if let Ok(Ok(())) = tokio::time::timeout(UNKNOWN_TOOL_CATCH_UP, cluster.catch_up()).await {
+            if let Ok(Ok(())) = tokio::time::timeout(UNKNOWN_NAME_CATCH_UP, cluster.catch_up()).await {
                 named = plugins.not_running_for(cluster, name).await;
             }
         }
