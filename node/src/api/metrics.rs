@@ -221,7 +221,7 @@ fn atomic_counters(out: &mut String, counters: &[(&str, &str, &std::sync::atomic
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
 }
 
@@ -330,11 +330,11 @@ pub fn render(state: &ApiState) -> String {
         "RocksDB's memtables, all column families.",
         storage.memtable_bytes,
     );
-    let waited = state.cluster.consensus.storage_background_write_wait_micros() as f64 / 1e6;
-    let name = "zeromesh_storage_background_write_wait_seconds_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time RocksDB's flushes and compactions waited for the background write limit (storage_background_write_mb_per_sec).\n# TYPE {name} counter\n{name} {waited}"
+    counter(
+        &mut out,
+        "zeromesh_storage_background_write_wait_seconds_total",
+        "Time RocksDB's flushes and compactions waited for the background write limit (storage_background_write_mb_per_sec).",
+        state.cluster.consensus.storage_background_write_wait_micros() as f64 / 1e6,
     );
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
