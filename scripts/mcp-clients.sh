@@ -1,6 +1,7 @@
 # Installs the MCP clients the interoperability tests drive
-# (testnet/tests/clients.rs) into the build cache, once per version, and
-# exports where they are. Sourced by scripts/test.sh after setup.sh.
+# (testnet/tests/clients.rs), and the other tools from PyPI and npm that tests
+# run, into the build cache, once per version, and exports where they are.
+# Sourced by scripts/test.sh after setup.sh.
 #   ZEROMESH_MCP_PYTHON           a Python with mcp[ws]==1.30.0 (handshake era, WebSocket)
 #   ZEROMESH_MCP_PYTHON2          a Python with mcp==2.3.0 (both eras, Streamable HTTP)
 #   ZEROMESH_MCP_TS_DIR           node_modules with @modelcontextprotocol/sdk 1.x and ws
@@ -9,6 +10,8 @@
 #   ZEROMESH_MCP_INSPECTOR_DIR    MCP Inspector (its CLI mode)
 #   ZEROMESH_PLAYWRIGHT_DIR       node_modules with playwright-core, which drives
 #                                 Debian's chromium (setup.sh) for the dashboard test
+#   ZEROMESH_KUBERNETES_VALIDATE  kubernetes-validate, which checks deploy/kubernetes
+#                                 against the Kubernetes API's schemas (testnet/tests/deploy.rs)
 mcp_clients="${XDG_CACHE_HOME:-$HOME/.cache}/zeromesh/mcp-clients"
 
 # python_sdk <folder> <requirement> <module to import>
@@ -45,6 +48,7 @@ npm_packages ts2 "@modelcontextprotocol/client@2.4.0"
 npm_packages conformance "@modelcontextprotocol/conformance@0.2.0-alpha.12" "node@22"
 npm_packages inspector "@modelcontextprotocol/inspector@2.12.0"
 npm_packages browser "playwright-core@1.65.1"
+python_sdk kubernetes "kubernetes-validate==1.37.0" "kubernetes_validate"
 export ZEROMESH_MCP_PYTHON="$mcp_clients/venv/bin/python"
 export ZEROMESH_MCP_PYTHON2="$mcp_clients/venv2/bin/python"
 export ZEROMESH_MCP_TS_DIR="$mcp_clients/ts"
@@ -52,3 +56,4 @@ export ZEROMESH_MCP_TS2_DIR="$mcp_clients/ts2"
 export ZEROMESH_MCP_CONFORMANCE_DIR="$mcp_clients/conformance"
 export ZEROMESH_MCP_INSPECTOR_DIR="$mcp_clients/inspector"
 export ZEROMESH_PLAYWRIGHT_DIR="$mcp_clients/browser"
+export ZEROMESH_KUBERNETES_VALIDATE="$mcp_clients/kubernetes/bin/kubernetes-validate"

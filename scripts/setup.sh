@@ -29,13 +29,16 @@ if ((${#missing[@]} > 0)); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The oldest Rust that builds zeromesh is the workspace's rust-version (the
+# newest any locked dependency declares).
+rust_needed="$(sed -nE 's/^rust-version = "([0-9.]+)"/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml")"
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo is not installed; install Rust 1.88 or newer (https://rustup.rs) and run again" >&2
+    echo "setup: cargo is not installed; install Rust $rust_needed or newer (https://rustup.rs) and run again" >&2
     exit 1
 fi
 rust_minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
-if [ "$rust_minor" -lt 88 ]; then
-    echo "setup: rustc $(rustc --version) is too old; zeromesh needs 1.88 or newer" >&2
+if [ "$rust_minor" -lt "$(echo "$rust_needed" | cut -d. -f2)" ]; then
+    echo "setup: $(rustc --version) is too old; zeromesh needs Rust $rust_needed or newer" >&2
     exit 1
 fi
 

@@ -3,9 +3,11 @@
 //! command it starts is one the binary accepts, and the settings file it
 //! names passes `zeromesh config check`; the Prometheus alert rules load,
 //! fire as their scenarios say (`promtool test rules`), and use only
-//! metrics a node serves; and what deployments where addresses are names
-//! rely on: a join token chosen by the operator, a bootstrap address
-//! without a peer id, an advertised host name.
+//! metrics a node serves; the Kubernetes manifests pass the API's schemas;
+//! the Rust the README and the image's build stage name builds every locked
+//! dependency; and what deployments where addresses are names rely on: a
+//! join token chosen by the operator, a bootstrap address without a peer id,
+//! an advertised host name.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,6 +170,115 @@ async fn a_node_joins_through_a_host_name_with_the_operators_tokens_and_is_reach
     let own = members.iter().find(|member| member["node_id"] == status["node_id"]).unwrap();
     assert!(own["p2p_addr"].as_str().unwrap().starts_with("/dns/localhost/"), "{own}");
     drop(second);
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_against_the_api_schemas_of_the_versions_in_support() {
+    let validate = std::env::var("ZEROMESH_KUBERNETES_VALIDATE").unwrap_or_else(|_| {
+        panic!("ZEROMESH_KUBERNETES_VALIDATE is not set: run scripts/test.sh, which installs kubernetes-validate")
+    });
+    // Strict: a field the API does not know (a misspelt probe, say) is an error.
+    let validate = |path: &Path, version: &str| {
+        let output = Command::new(&validate).args(["--strict", "--quiet", "-k", version]).arg(path).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), said)
+    };
+    let manifests = deploy().join("kubernetes/zeromesh.yaml");
+    for version in ["1.32.0", "1.37.0"] {
+        let (valid, said) = validate(&manifests, version);
+        assert!(valid && !said.contains("ERROR"), "Kubernetes {version}: {said}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let misspelt = dir.path().join("zeromesh.yaml");
+    let text = std::fs::read_to_string(&manifests).unwrap();
+    std::fs::write(&misspelt, text.replace("readinessProbe:", "readinesProbe:")).unwrap();
+    let (valid, said) = validate(&misspelt, "1.37.0");
+    assert!(!valid && said.contains("'readinesProbe' was unexpected"), "{said}");
+}
+
+/// `major.minor` of a version such as `1.95`, `1.95.0` or `1.95-bookworm`.
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.split(['.', '-']).map(|part| part.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor),
+        _ => panic!("not a version: {version}"),
+    }
+}
+
+#[test]
+fn the_rust_the_readme_and_the_image_name_builds_every_locked_dependency() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let declared = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the workspace declares its rust-version");
+    let workspace = major_minor(declared);
+
+    // Every locked dependency builds with the workspace's Rust.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    assert!(packages.len() > 100, "{} packages", packages.len());
+    for package in packages {
+        if let Some(needed) = package["rust_version"].as_str() {
+            assert!(
+                major_minor(needed) <= workspace,
+                "{} {} needs Rust {needed}; the workspace says {declared}",
+                package["name"],
+                package["version"]
+            );
+        }
+    }
+
+    // What a user is told to install, and what the image builds with.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains(&format!("with Rust {declared} or newer")), "the README names Rust {declared}");
+    let dockerfile = std::fs::read_to_string(deploy().join("docker/Dockerfile")).unwrap();
+    let image = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("FROM rust:"))
+        .expect("the build stage is an official Rust image");
+    assert!(major_minor(image) >= workspace, "the image builds with rust:{image}; the workspace needs {declared}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_reach_its_bootstrap_address_says_why_at_the_default_log_level() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let mut node = tokio::process::Command::new(zeromesh_binary().unwrap())
+        .args(["run", "--data", data.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--bootstrap", "/dns4/no-such-node.invalid/tcp/7001", "--join-token", "t"])
+        .args(["--log-format", "json"])
+        .env_remove("ZEROMESH_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stderr.take().unwrap()).lines();
+    let said = tokio::time::timeout(std::time::Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("not a member yet") {
+                return line;
+            }
+        }
+        String::from("(the node exited)")
+    })
+    .await
+    .expect("a warning within 90 s");
+    let entry: serde_json::Value = serde_json::from_str(&said).unwrap_or_else(|_| panic!("not JSON: {said}"));
+    assert_eq!(entry["level"], "WARN", "{said}");
+    assert_eq!(entry["fields"]["address"], "/dns4/no-such-node.invalid/tcp/7001", "{said}");
+    assert!(entry["fields"]["reason"].as_str().unwrap().starts_with("not reachable: "), "{said}");
+    drop(node);
 }
 
 /// The YAML documents of `path`, as JSON (Debian's python3-yaml reads them;

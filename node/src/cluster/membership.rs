@@ -20,6 +20,10 @@ const CAUGHT_UP_LAG_ENTRIES: u64 = 64;
 const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const JOIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a joining node's failed attempts are info lines before they are
+/// warnings (the default log level): the nodes of a new cluster may start in
+/// any order, but one that stays out says why.
+const JOIN_QUIET: Duration = Duration::from_secs(10);
 
 /// The voter set the leader should move to, if any: dead voters replaced and
 /// missing voters added, from caught-up, live non-voters.
@@ -99,6 +103,14 @@ pub async fn upkeep(cluster: Arc<Cluster>) {
 pub async fn join(cluster: &Cluster, bootstrap: &[Multiaddr], token: &str) -> anyhow::Result<()> {
     let request = JoinRequest { token: token.to_owned(), node_id: cluster.node_id(), info: cluster.info.clone() };
     let mut backoff = JOIN_BACKOFF_MIN;
+    let started = tokio::time::Instant::now();
+    let not_yet = |address: &Multiaddr, reason: String| {
+        if started.elapsed() >= JOIN_QUIET {
+            tracing::warn!(%address, %reason, "not a member yet; retrying through this bootstrap address");
+        } else {
+            tracing::info!(%address, %reason, "not a member yet; retrying through this bootstrap address");
+        }
+    };
     loop {
         for address in bootstrap {
             // An address without a peer id (a DNS name in a deployment) is
@@ -108,7 +120,7 @@ pub async fn join(cluster: &Cluster, bootstrap: &[Multiaddr], token: &str) -> an
                 None => match cluster.mesh.discover(address.clone(), JOIN_REQUEST_TIMEOUT).await {
                     Ok(peer) => peer,
                     Err(error) => {
-                        tracing::info!(%address, %error, "bootstrap address not reachable yet; retrying");
+                        not_yet(address, format!("not reachable: {error}"));
                         continue;
                     }
                 },
@@ -129,8 +141,8 @@ pub async fn join(cluster: &Cluster, bootstrap: &[Multiaddr], token: &str) -> an
                 Ok(MeshResponse::Join(Err(MeshError::Invalid(reason)))) => {
                     anyhow::bail!("the cluster refused to admit this node: {reason}");
                 }
-                Ok(other) => tracing::info!(%address, ?other, "join not accepted yet; retrying"),
-                Err(error) => tracing::info!(%address, %error, "bootstrap peer not reachable yet; retrying"),
+                Ok(other) => not_yet(address, format!("not accepted yet: {other:?}")),
+                Err(error) => not_yet(address, format!("not reachable: {error}")),
             }
         }
         tokio::time::sleep(backoff).await;
