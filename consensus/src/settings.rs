@@ -6,6 +6,13 @@ use zeromesh_protocol::limits::{MAX_APPEND_ENTRIES_PER_MESSAGE, MAX_SNAPSHOT_CHU
 
 use crate::error::ConsensusError;
 
+/// How long the leader waits for a follower to take one snapshot chunk (up
+/// to 1 MiB over the mesh) and, for the last, to install the snapshot.
+/// openraft's default, 200 ms, is less than a chunk takes on a busy node:
+/// the chunk timed out, the transfer started over, and a late node could
+/// take minutes to catch up (or never, under load).
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+
 /// The knobs of one node's Raft instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftSettings {
@@ -68,6 +75,7 @@ impl RaftSettings {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries.saturating_mul(2)),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
             max_payload_entries: self.max_entries_per_append,
             ..Default::default()
         };
