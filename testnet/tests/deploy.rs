@@ -110,6 +110,17 @@ async fn every_metric_the_alert_rules_use_is_on_a_nodes_metrics_page() {
     assert!(missing.is_empty(), "the alert rules use metrics no node serves: {missing:?}\n{page}");
 }
 
+/// `zeromesh run` on loopback ports of its own, joining through `bootstrap`
+/// with `token`.
+fn joining_node(data: &Path, bootstrap: &str, token: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(zeromesh_binary().unwrap());
+    command
+        .args(["run", "--data", data.to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--bootstrap", bootstrap, "--join-token", token])
+        .kill_on_drop(true);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_through_a_host_name_with_the_operators_tokens_and_is_reached_at_its_advertised_host() {
     use tokio::io::AsyncBufReadExt;
@@ -129,13 +140,10 @@ async fn a_node_joins_through_a_host_name_with_the_operators_tokens_and_is_reach
 
     // A second node knows only a host name and a port, and the token.
     let data = tempfile::tempdir().unwrap();
-    let mut second = tokio::process::Command::new(zeromesh_binary().unwrap())
-        .args(["run", "--data", data.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(["--api", "127.0.0.1:0", "--bootstrap", &format!("/dns4/localhost/tcp/{port}"), "--join-token", token])
+    let mut second = joining_node(data.path(), &format!("/dns4/localhost/tcp/{port}"), token)
         .env("ZEROMESH_LOG", "warn,openraft=off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(second.stdout.take().unwrap()).lines();
@@ -253,14 +261,11 @@ fn the_rust_the_readme_and_the_image_name_builds_every_locked_dependency() {
 async fn a_node_that_cannot_reach_its_bootstrap_address_says_why_at_the_default_log_level() {
     use tokio::io::AsyncBufReadExt;
     let data = tempfile::tempdir().unwrap();
-    let mut node = tokio::process::Command::new(zeromesh_binary().unwrap())
-        .args(["run", "--data", data.path().to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(["--api", "127.0.0.1:0", "--bootstrap", "/dns4/no-such-node.invalid/tcp/7001", "--join-token", "t"])
+    let mut node = joining_node(data.path(), "/dns4/no-such-node.invalid/tcp/7001", "t")
         .args(["--log-format", "json"])
         .env_remove("ZEROMESH_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(node.stderr.take().unwrap()).lines();
