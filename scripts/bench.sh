@@ -19,7 +19,7 @@
 #        `mesh-api` for the API layer comparison alone, `mesh-trace` for
 #        writes against ZEROMESH_BASELINE_COMMIT=<commit before the trace>,
 #        `mesh-etcd` for writes and reads on the leader and a follower
-#        against etcd's writes (each right after ours), `mesh-scale` for testnets of 3, 10 and
+#        against etcd's writes (each right after ours; CPU per write too), `mesh-scale` for testnets of 3, 10 and
 #        30 nodes, `mesh-tools` for plugin calls offloaded and federated servers, or
 #        `soak`: ZEROMESH_SOAK_MINUTES (10) of mixed load, memory per minute)
 set -euo pipefail

@@ -20,8 +20,13 @@ pub(crate) struct Applier<'a> {
     pub(crate) agents: BTreeMap<String, zeromesh_protocol::agent::AgentRecord>,
     pub(crate) deals: crate::apply_agreement::AgreementOverlay,
     pub(crate) usage: crate::apply_usage::UsageOverlay,
-    /// Agents' stored bytes as changed so far.
+    /// Agents' stored bytes as changed so far, written to the batch once
+    /// per agent when the call ends ([`Applier::into_batch`]).
     stored: BTreeMap<String, u64>,
+    /// Agent records read from the store so far (`None`: no such agent):
+    /// a batch of writes checks the same agents' quotas again and again.
+    /// Records staged in `agents` come first.
+    pub(crate) agents_read: std::cell::RefCell<BTreeMap<String, Option<zeromesh_protocol::agent::AgentRecord>>>,
     /// Agent snapshots taken so far, with the count of kept ones after each.
     pub(crate) snapshots: BTreeMap<String, (zeromesh_protocol::agent::AgentSnapshot, u64)>,
     /// The latest entry time applied so far, once read, and whether it
@@ -51,6 +56,7 @@ impl<'a> Applier<'a> {
             deals: crate::apply_agreement::AgreementOverlay::default(),
             usage: crate::apply_usage::UsageOverlay::default(),
             stored: BTreeMap::new(),
+            agents_read: std::cell::RefCell::default(),
             snapshots: BTreeMap::new(),
             clock: None,
             clock_moved: false,
@@ -68,11 +74,15 @@ impl<'a> Applier<'a> {
         self.clock
     }
 
-    /// The write batch, with the latest applied time if it moved: written
-    /// once per apply call, not once per entry.
+    /// The write batch, with the latest applied time if it moved and each
+    /// changed agent's stored bytes: written once per apply call, not once
+    /// per entry or write.
     pub fn into_batch(mut self) -> Result<StateBatch<'a>, StorageError> {
         if let (true, Some(at_ms)) = (self.clock_moved, self.clock) {
             self.batch.put_applied_clock(at_ms)?;
+        }
+        for (agent, bytes) in &self.stored {
+            self.batch.put_stored_bytes(agent, *bytes)?;
         }
         Ok(self.batch)
     }
@@ -198,8 +208,10 @@ impl<'a> Applier<'a> {
     /// Counts a live value of `old` bytes replaced by one of `new` bytes.
     fn count_stored(&mut self, agent: &str, old: u64, new: u64) -> Result<u64, StorageError> {
         let bytes = (self.stored(agent)? + new).saturating_sub(old);
-        self.batch.put_stored_bytes(agent, bytes)?;
-        self.stored.insert(agent.to_owned(), bytes);
+        match self.stored.get_mut(agent) {
+            Some(counted) => *counted = bytes,
+            None => _ = self.stored.insert(agent.to_owned(), bytes),
+        }
         Ok(bytes)
     }
 

@@ -12,10 +12,15 @@ use crate::apply::Applier;
 
 impl Applier<'_> {
     pub(crate) fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StorageError> {
-        match self.agents.get(id) {
-            Some(staged) => Ok(Some(staged.clone())),
-            None => self.store.agent(id),
+        if let Some(staged) = self.agents.get(id) {
+            return Ok(Some(staged.clone()));
         }
+        if let Some(read) = self.agents_read.borrow().get(id) {
+            return Ok(read.clone());
+        }
+        let read = self.store.agent(id)?;
+        self.agents_read.borrow_mut().insert(id.to_owned(), read.clone());
+        Ok(read)
     }
 
     pub(crate) fn agent_count(&self) -> Result<usize, StorageError> {

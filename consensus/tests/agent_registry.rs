@@ -178,6 +178,42 @@ fn an_agents_stored_bytes_are_counted_in_apply_and_its_quota_refuses_growth_past
 }
 
 #[test]
+fn a_quota_set_between_writes_of_one_apply_call_holds_for_the_writes_after_it() {
+    use zeromesh_protocol::CommandOutcome;
+    let spawn_with_quota = agent(AgentCommand::Spawn {
+        id: "late".into(),
+        owner: "ops".into(),
+        description: String::new(),
+        tools: vec!["*".into()],
+        tags: vec![],
+        key: None,
+        memory_quota_bytes: Some(100),
+        max_concurrent_calls: None,
+        limits: Vec::new(),
+    });
+    // The first write reads "no such agent", the next ones must not keep
+    // that answer once the agent is spawned with a quota.
+    let steps =
+        || vec![put(1, "late/a", 60), entry(2, spawn_with_quota.clone()), put(3, "late/b", 50), put(4, "late/c", 40)];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, mut machine_a) = open_machine(&dir_a);
+    let (store_b, mut machine_b) = open_machine(&dir_b);
+    let together = runtime().block_on(machine_a.apply(steps())).unwrap();
+    let mut one_by_one = Vec::new();
+    for step in steps() {
+        one_by_one.extend(runtime().block_on(machine_b.apply(vec![step])).unwrap());
+    }
+    assert_eq!(together, one_by_one);
+    assert_eq!(
+        together[2],
+        CommandReply::Memory(vec![CommandOutcome::OverQuota { agent: "late".into(), stored: 60, quota: 100 }])
+    );
+    assert_eq!(together[3], CommandReply::Memory(vec![CommandOutcome::Written { version: 1 }]));
+    assert_eq!(store_a.stored_bytes("late").unwrap(), 100);
+    assert_eq!(store_b.stored_bytes("late").unwrap(), 100);
+}
+
+#[test]
 fn snapshots_and_recoveries_apply_alike_whether_entries_come_together_or_one_by_one() {
     use zeromesh_protocol::MemoryPath;
     let steps = || {

@@ -62,12 +62,20 @@ where
     }
 }
 
+/// The log filter when `ZEROMESH_LOG` is not set. openraft reports every
+/// unreachable peer (the demo crashes one on purpose), so its messages are
+/// off. libp2p-kad's behaviour warns "Failed to trigger bootstrap: No known
+/// peers" half a second after a node starts listening with nobody connected:
+/// always on the first node of a mesh, and on a joining node until its
+/// first connection. The node says itself when a join keeps failing and why
+/// (`cluster::membership::join`), and the module's only other warning is
+/// about record replication, which zeromesh does not use: errors only.
+pub const DEFAULT_LOG_FILTER: &str = "warn,openraft=off,libp2p_kad::behaviour=error";
+
 /// Starts logging to stderr in `format`, filtered by `ZEROMESH_LOG`
-/// (tracing's `EnvFilter` syntax; default `warn,openraft=off`).
+/// (tracing's `EnvFilter` syntax; default [`DEFAULT_LOG_FILTER`]).
 pub fn init(format: LogFormat) {
-    // openraft reports every unreachable peer; the demo crashes one on
-    // purpose, so its messages are off unless ZEROMESH_LOG asks.
-    let filter = EnvFilter::try_from_env("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
+    let filter = EnvFilter::try_from_env("ZEROMESH_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),

@@ -11,7 +11,9 @@
 //! receiving calls (mesh/federation.rs); `mesh-tools` runs only these.
 //! `mesh-etcd` runs only the writes and linearizable reads on the leader and
 //! a follower and etcd's writes, with the ratios between them; etcd's writes
-//! at each client count run right after the leader's.
+//! at each client count run right after the leader's, and each write load
+//! also prints the CPU time per write of its servers and of the load
+//! generator.
 //! Then the peer API layer alone (`memory_get`, stale, and the
 //! plugin's tool at 1, 10 and 64 clients, over WebSocket and over Streamable
 //! HTTP), for this build and, when `ZEROMESH_BASELINE_BIN` names another
@@ -478,6 +480,37 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12) // utime + stime, in clock ticks
 }
 
+/// CPU time used over one load by its servers (`pids`) and by this process,
+/// the load generator. On a machine whose cores the load fills, a write's
+/// CPU time decides the rate, and it moves less than the rate when the
+/// machine's speed drifts: a second measure of the same load.
+struct CpuMeter {
+    pids: Vec<u32>,
+    servers: u64,
+    own: u64,
+    started: Instant,
+}
+
+impl CpuMeter {
+    fn start(pids: &[u32]) -> CpuMeter {
+        let servers = pids.iter().map(|pid| cpu_ticks(*pid)).sum();
+        CpuMeter { pids: pids.to_vec(), servers, own: cpu_ticks(std::process::id()), started: Instant::now() }
+    }
+
+    /// Prints the servers' and the load generator's CPU time per operation
+    /// at `rate` operations/s since `start` (connections included) and
+    /// returns the servers' (µs).
+    fn per_op(&self, name: &str, operation: &str, rate: f64) -> f64 {
+        let operations = (rate * self.started.elapsed().as_secs_f64()).max(1.0);
+        let servers: u64 = self.pids.iter().map(|pid| cpu_ticks(*pid)).sum();
+        // Linux counts CPU time in 100 ticks per second.
+        let micros = |ticks: u64| ticks as f64 * 10_000.0 / operations;
+        let (servers, own) = (micros(servers - self.servers), micros(cpu_ticks(std::process::id()) - self.own));
+        println!("{name}: CPU per {operation} {servers:.0} µs in the servers, {own:.0} µs in the load generator");
+        servers
+    }
+}
+
 /// Prints one node's RSS and its CPU use over `scale.idle` of idleness.
 async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str) {
     let pid = node.pid().expect("running");
@@ -729,29 +762,34 @@ async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usiz
     let on_follower = Target::Zeromesh { api: testnet.nodes[follower].address.api.clone() };
     let etcd = etcd::start().await;
     println!("mesh: 3 nodes on 127.0.0.1, durable writes, 256-byte values");
+    let nodes: Vec<u32> = testnet.nodes.iter().filter_map(|node| node.pid()).collect();
     let mut zeromesh_writes = Vec::new();
     for clients in [1, 64] {
-        let ours = report(
-            &format!("mesh/write/leader/clients={clients}"),
-            "writes",
-            load(&on_leader, clients, scale, Operation::Write).await,
-        );
+        let name = format!("mesh/write/leader/clients={clients}");
+        let meter = CpuMeter::start(&nodes);
+        let ours = report(&name, "writes", load(&on_leader, clients, scale, Operation::Write).await);
+        let our_cpu = meter.per_op(&name, "write", ours);
         zeromesh_writes.push(ours);
         if let Some(etcd) = &etcd {
-            let theirs = report(
-                &format!("etcd/write/clients={clients}"),
-                "writes",
-                load(&etcd.target, clients, scale, Operation::Write).await,
-            );
+            let name = format!("etcd/write/clients={clients}");
+            let meter = CpuMeter::start(&etcd.pids);
+            let theirs = report(&name, "writes", load(&etcd.target, clients, scale, Operation::Write).await);
+            let their_cpu = meter.per_op(&name, "write", theirs);
             println!("ratio zeromesh/etcd writes/s at {clients} clients: {:.2}", ours / theirs.max(1e-9));
+            println!(
+                "ratio etcd/zeromesh server CPU per write at {clients} clients: {:.2}",
+                their_cpu / our_cpu.max(1e-9)
+            );
         }
     }
     drop(etcd);
     report("mesh/write/leader/clients=10", "writes", load(&on_leader, 10, scale, Operation::Write).await);
     let api = &testnet.nodes[follower].address.api;
     let before = forwarding(api).await;
+    let meter = CpuMeter::start(&nodes);
     let forwarded =
         report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
+    meter.per_op("mesh/write/follower/clients=64", "write", forwarded);
     println!("ratio follower/leader writes/s at 64 clients: {:.2}", forwarded / zeromesh_writes[1].max(1e-9));
     let after = forwarding(api).await;
     println!(
@@ -885,6 +923,8 @@ mod etcd {
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub struct Etcd {
         pub target: Target,
+        /// The members' process ids.
+        pub pids: Vec<u32>,
         #[cfg(feature = "etcd")]
         _members: Vec<tokio::process::Child>,
         #[cfg(feature = "etcd")]
@@ -938,7 +978,8 @@ mod etcd {
         .await
         .expect("etcd is up");
         println!("etcd {}: 3 members on 127.0.0.1, default (fsynced) settings, same load generator", etcd_version());
-        Some(Etcd { target, _members: members, _dir: dir })
+        let pids = members.iter().filter_map(tokio::process::Child::id).collect();
+        Some(Etcd { target, pids, _members: members, _dir: dir })
     }
 
     #[cfg(feature = "etcd")]

@@ -401,9 +401,6 @@ async fn spawn(mut command: Command, subcommand: &[&str], data_dir: &Path, args:
     std::fs::create_dir_all(data_dir)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("node.log"))?;
     let program = format!("{:?}", command.as_std().get_program());
-    if !command.as_std().get_envs().any(|(name, _)| name == "ZEROMESH_LOG") {
-        command.env("ZEROMESH_LOG", std::env::var("ZEROMESH_LOG").unwrap_or_else(|_| "warn,openraft=off".into()));
-    }
     let mut child = command
         .args(subcommand)
         .arg("--data")
