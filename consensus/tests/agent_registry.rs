@@ -193,8 +193,25 @@ fn a_quota_set_between_writes_of_one_apply_call_holds_for_the_writes_after_it() 
     });
     // The first write reads "no such agent", the next ones must not keep
     // that answer once the agent is spawned with a quota.
-    let steps =
-        || vec![put(1, "late/a", 60), entry(2, spawn_with_quota.clone()), put(3, "late/b", 50), put(4, "late/c", 40)];
+    let (together, stores) = applied_together_and_one_by_one(|| {
+        vec![put(1, "late/a", 60), entry(2, spawn_with_quota.clone()), put(3, "late/b", 50), put(4, "late/c", 40)]
+    });
+    assert_eq!(
+        together[2],
+        CommandReply::Memory(vec![CommandOutcome::OverQuota { agent: "late".into(), stored: 60, quota: 100 }])
+    );
+    assert_eq!(together[3], CommandReply::Memory(vec![CommandOutcome::Written { version: 1 }]));
+    for (store, _) in &stores {
+        assert_eq!(store.stored_bytes("late").unwrap(), 100);
+    }
+}
+
+/// Applies `steps()` on two fresh machines, all in one apply call on the
+/// first and one entry per call on the second, and checks that both answer
+/// alike: the answers, and each store with the folder that holds it.
+fn applied_together_and_one_by_one(
+    steps: impl Fn() -> Vec<Entry>,
+) -> (Vec<CommandReply>, [(zeromesh_storage::Store, tempfile::TempDir); 2]) {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, mut machine_a) = open_machine(&dir_a);
     let (store_b, mut machine_b) = open_machine(&dir_b);
@@ -204,13 +221,7 @@ fn a_quota_set_between_writes_of_one_apply_call_holds_for_the_writes_after_it() 
         one_by_one.extend(runtime().block_on(machine_b.apply(vec![step])).unwrap());
     }
     assert_eq!(together, one_by_one);
-    assert_eq!(
-        together[2],
-        CommandReply::Memory(vec![CommandOutcome::OverQuota { agent: "late".into(), stored: 60, quota: 100 }])
-    );
-    assert_eq!(together[3], CommandReply::Memory(vec![CommandOutcome::Written { version: 1 }]));
-    assert_eq!(store_a.stored_bytes("late").unwrap(), 100);
-    assert_eq!(store_b.stored_bytes("late").unwrap(), 100);
+    (together, [(store_a, dir_a), (store_b, dir_b)])
 }
 
 #[test]
@@ -227,20 +238,13 @@ fn snapshots_and_recoveries_apply_alike_whether_entries_come_together_or_one_by_
             entry(7, agent(AgentCommand::Recover { id: "carol".into(), snapshot: "missing".into() })),
         ]
     };
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (store_a, mut machine_a) = open_machine(&dir_a);
-    let (store_b, mut machine_b) = open_machine(&dir_b);
-    let together = runtime().block_on(machine_a.apply(steps())).unwrap();
-    let mut one_by_one = Vec::new();
-    for step in steps() {
-        one_by_one.extend(runtime().block_on(machine_b.apply(vec![step])).unwrap());
-    }
-    assert_eq!(together, one_by_one);
+    let (together, stores) = applied_together_and_one_by_one(steps);
+    let [(store_a, _), (store_b, _)] = &stores;
     let CommandReply::Agent(AgentOutcome::Snapshotted { memories: 1, bytes: 10, .. }) = &together[2] else {
         panic!("{:?}", together[2])
     };
     assert_eq!(together[6], CommandReply::Agent(AgentOutcome::SnapshotNotFound { snapshot: "missing".into() }));
-    for store in [&store_a, &store_b] {
+    for (store, _) in &stores {
         let live = |path: &str| store.latest(&MemoryPath::parse(path).unwrap()).unwrap().filter(|kept| !kept.deleted);
         assert_eq!(live("bob/x").unwrap().value.len(), 10, "bob got alice's memory as it was at the snapshot");
         assert!(live("bob/y").is_none(), "the later write is not in the snapshot");

@@ -505,7 +505,9 @@ impl CpuMeter {
         let servers: u64 = self.pids.iter().map(|pid| cpu_ticks(*pid)).sum();
         // Linux counts CPU time in 100 ticks per second.
         let micros = |ticks: u64| ticks as f64 * 10_000.0 / operations;
-        let (servers, own) = (micros(servers - self.servers), micros(cpu_ticks(std::process::id()) - self.own));
+        let own = cpu_ticks(std::process::id());
+        // A process gone meanwhile reads as 0 ticks: no time, not a wrap.
+        let (servers, own) = (micros(servers.saturating_sub(self.servers)), micros(own.saturating_sub(self.own)));
         println!("{name}: CPU per {operation} {servers:.0} µs in the servers, {own:.0} µs in the load generator");
         servers
     }
