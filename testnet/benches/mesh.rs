@@ -471,13 +471,15 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+/// The CPU time process `pid` used so far, in seconds (0 once it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after ')'.
     let fields: Vec<&str> =
         text.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12) // utime + stime, in clock ticks
+    // utime + stime, in clock ticks: Linux counts 100 per second.
+    (field(11) + field(12)) as f64 / 100.0
 }
 
 /// CPU time used over one load by its servers (`pids`) and by this process,
@@ -486,15 +488,15 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// machine's speed drifts: a second measure of the same load.
 struct CpuMeter {
     pids: Vec<u32>,
-    servers: u64,
-    own: u64,
+    servers: f64,
+    own: f64,
     started: Instant,
 }
 
 impl CpuMeter {
     fn start(pids: &[u32]) -> CpuMeter {
-        let servers = pids.iter().map(|pid| cpu_ticks(*pid)).sum();
-        CpuMeter { pids: pids.to_vec(), servers, own: cpu_ticks(std::process::id()), started: Instant::now() }
+        let servers = pids.iter().map(|pid| cpu_seconds(*pid)).sum();
+        CpuMeter { pids: pids.to_vec(), servers, own: cpu_seconds(std::process::id()), started: Instant::now() }
     }
 
     /// Prints the servers' and the load generator's CPU time per operation
@@ -502,12 +504,10 @@ impl CpuMeter {
     /// returns the servers' (µs).
     fn per_op(&self, name: &str, operation: &str, rate: f64) -> f64 {
         let operations = (rate * self.started.elapsed().as_secs_f64()).max(1.0);
-        let servers: u64 = self.pids.iter().map(|pid| cpu_ticks(*pid)).sum();
-        // Linux counts CPU time in 100 ticks per second.
-        let micros = |ticks: u64| ticks as f64 * 10_000.0 / operations;
-        let own = cpu_ticks(std::process::id());
-        // A process gone meanwhile reads as 0 ticks: no time, not a wrap.
-        let (servers, own) = (micros(servers.saturating_sub(self.servers)), micros(own.saturating_sub(self.own)));
+        let servers: f64 = self.pids.iter().map(|pid| cpu_seconds(*pid)).sum();
+        // A process gone meanwhile reads as 0: no time, not a negative one.
+        let micros = |seconds: f64| seconds.max(0.0) * 1e6 / operations;
+        let (servers, own) = (micros(servers - self.servers), micros(cpu_seconds(std::process::id()) - self.own));
         println!("{name}: CPU per {operation} {servers:.0} µs in the servers, {own:.0} µs in the load generator");
         servers
     }
@@ -517,12 +517,10 @@ impl CpuMeter {
 async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str) {
     let pid = node.pid().expect("running");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let ticks_before = cpu_ticks(pid);
+    let cpu_before = cpu_seconds(pid);
     let idle_started = Instant::now();
     tokio::time::sleep(scale.idle).await;
-    let ticks = cpu_ticks(pid) - ticks_before;
-    // Linux counts CPU time in 100 ticks per second.
-    let cpu_percent = ticks as f64 / 100.0 / idle_started.elapsed().as_secs_f64() * 100.0;
+    let cpu_percent = (cpu_seconds(pid) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
     println!("mesh/idle-node: RSS {} MiB, CPU {cpu_percent:.2}% of a core ({when})", rss_kib(pid) / 1024);
 }
 
@@ -531,13 +529,12 @@ async fn idle_usage(node: &zeromesh_testnet::TestNode, scale: &Scale, when: &str
 async fn idle_all(testnet: &Testnet, scale: &Scale) -> ((f64, f64), (f64, f64)) {
     let pids: Vec<u32> = testnet.nodes.iter().filter_map(|node| node.pid()).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before: Vec<u64> = pids.iter().map(|pid| cpu_ticks(*pid)).collect();
+    let before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
     let started = Instant::now();
     tokio::time::sleep(scale.idle).await;
     let seconds = started.elapsed().as_secs_f64();
-    // Linux counts CPU time in 100 ticks per second.
     let cpu: Vec<f64> =
-        pids.iter().zip(before).map(|(pid, before)| (cpu_ticks(*pid) - before) as f64 / seconds).collect();
+        pids.iter().zip(before).map(|(pid, before)| (cpu_seconds(*pid) - before) / seconds * 100.0).collect();
     let rss: Vec<f64> = pids.iter().map(|pid| rss_kib(*pid) as f64 / 1024.0).collect();
     let mean_and_max = |values: &[f64]| {
         (values.iter().sum::<f64>() / values.len().max(1) as f64, values.iter().copied().fold(0.0, f64::max))

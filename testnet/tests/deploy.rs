@@ -141,7 +141,6 @@ async fn a_node_joins_through_a_host_name_with_the_operators_tokens_and_is_reach
     // A second node knows only a host name and a port, and the token.
     let data = tempfile::tempdir().unwrap();
     let mut second = joining_node(data.path(), &format!("/dns4/localhost/tcp/{port}"), token)
-        .env("ZEROMESH_LOG", "warn,openraft=off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
