@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use zeromesh_protocol::limits::MAX_HISTORY_VERSIONS_PER_PATH;
 use zeromesh_protocol::{ClusterCommand, ClusterOutcome, Command};
 use zeromesh_protocol::{CommandOutcome, CommandReply, MemoryBatch, MemoryCommand, MemoryPath, MemoryValue, Request};
-use zeromesh_storage::{StateBatch, StorageError, Store, StoredVersion};
+use zeromesh_storage::{Head, StateBatch, StorageError, Store, StoredVersion};
 
 /// Applies the commands of one `apply` call into a single write batch. Later
 /// commands see the writes of earlier ones through `overlay` (memory) and
@@ -150,11 +150,12 @@ impl<'a> Applier<'a> {
         let mut outcomes = Vec::with_capacity(batch.commands.len());
         for command in &batch.commands {
             let path = command.path();
-            let current = self.latest(path)?;
-            let current_version = current.as_ref().map_or(0, |stored| stored.version);
-            let live_version = current.as_ref().filter(|stored| !stored.deleted).map_or(0, |stored| stored.version);
+            let current = self.head(path)?;
+            let current_version = current.map_or(0, |head| head.version);
+            let live = current.filter(|head| !head.deleted);
+            let live_version = live.map_or(0, |head| head.version);
             let next_version = current_version.checked_add(1).expect("a path's version cannot reach u64::MAX");
-            let live_bytes = current.as_ref().filter(|stored| !stored.deleted).map_or(0, stored_size);
+            let live_bytes = live.map_or(0, |head| head.stored_bytes);
             let outcome = match command {
                 MemoryCommand::Put { value, .. } => match self.over_quota(path, live_bytes, value)? {
                     Some(refused) => refused,
@@ -238,10 +239,11 @@ impl<'a> Applier<'a> {
         Ok(None)
     }
 
-    fn latest(&self, path: &MemoryPath) -> Result<Option<StoredVersion>, StorageError> {
+    /// The head of `path`'s latest version, as written so far.
+    fn head(&self, path: &MemoryPath) -> Result<Option<Head>, StorageError> {
         match self.overlay.get(path) {
-            Some(stored) => Ok(Some(stored.clone())),
-            None => self.store.latest(path),
+            Some(stored) => Ok(Some(stored.head())),
+            None => self.store.head(path),
         }
     }
 
@@ -253,10 +255,6 @@ impl<'a> Applier<'a> {
         self.overlay.insert(path.clone(), stored);
         Ok(())
     }
-}
-
-fn stored_size(stored: &StoredVersion) -> u64 {
-    zeromesh_protocol::memory::stored_bytes(&stored.value, &stored.content_type, &stored.tags)
 }
 
 fn written(version: u64, at_ms: u64, log_index: u64, value: &MemoryValue) -> StoredVersion {

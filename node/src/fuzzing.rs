@@ -118,11 +118,17 @@ pub fn agent_export(data: &[u8]) -> bool {
 }
 
 /// A client's message to the peer API (a WebSocket text frame; HTTP bodies
-/// are the same JSON-RPC). What decodes encodes again, and that decodes.
+/// are the same JSON-RPC). What rmcp reads is read alike; what decodes
+/// encodes again, and that decodes.
 pub fn request(data: &[u8]) -> bool {
     // Text frames and HTTP bodies that are not UTF-8 are refused before.
     let Ok(text) = std::str::from_utf8(data) else { return false };
-    let Ok(message) = crate::api::decode_websocket_message(text) else { return false };
+    let decoded = crate::api::decode_websocket_message(text);
+    if let Ok(rmcps) = serde_json::from_str::<rmcp::model::ClientJsonRpcMessage>(text) {
+        let ours = decoded.as_ref().expect("what rmcp reads decodes");
+        assert_eq!(format!("{ours:?}"), format!("{rmcps:?}"), "read otherwise than rmcp reads it");
+    }
+    let Ok(message) = decoded else { return false };
     let encoded = serde_json::to_string(&message).expect("a decoded message encodes");
     crate::api::decode_websocket_message(&encoded).expect("an encoded message decodes");
     true

@@ -11,6 +11,7 @@
 mod agreements;
 mod durability;
 mod error;
+mod heads;
 mod keys;
 mod log_store;
 mod recent;
@@ -31,5 +32,5 @@ pub use store::{
     MemoryUsage, ReleaseProbe, Store, StoreLimits, DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC, DEFAULT_MEMORY_BUDGET_BYTES,
     MIN_MEMORY_BUDGET_BYTES,
 };
-pub use tables::{HistoryPage, ListPage, StateBatch, StoredVersion};
+pub use tables::{Head, HistoryPage, ListPage, StateBatch, StoredVersion};
 pub use usage::{UsageWindow, OVERFLOW_ORDINAL};

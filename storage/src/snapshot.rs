@@ -471,6 +471,8 @@ impl Store {
     fn load_current_snapshot(&self) -> Result<(), StorageError> {
         let path = self.snapshots.current_path();
         let (mut reader, header) = RecordReader::open(&path)?;
+        // Whatever the install leaves, the heads of before are not the state.
+        self.heads().clear();
         let mut batch = WriteBatch::default();
         for table in STATE_TABLES {
             batch.delete_range_cf(self.cf(table)?, &[][..], &[0xFFu8][..]);

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
@@ -12,6 +12,7 @@ use rocksdb::{
 
 use crate::durability::LogDurability;
 use crate::error::StorageError;
+use crate::heads::{Heads, MAX_CACHED_HEAD_BYTES};
 use crate::keys::*;
 use crate::snapshot::SnapshotDir;
 
@@ -25,6 +26,8 @@ pub struct Store {
     options: Arc<Options>,
     memory: Arc<Memory>,
     durability: Arc<LogDurability>,
+    /// The heads of paths written recently (`heads.rs`).
+    heads: Arc<Mutex<Heads>>,
     dir: PathBuf,
 }
 
@@ -50,6 +53,10 @@ const BACKGROUND_BYTES_PER_SYNC: u64 = 256 << 10;
 /// that three pieces fall in is half as much again over its share, and an
 /// 8 MiB budget was seen 18% over.
 const MIN_CACHE_SHARD_BYTES: usize = 4 << 20;
+/// The filter of the latest versions' memtable, as a share of the
+/// memtable's size (charged to the budget with it): with entries of a few
+/// hundred bytes, about 25 bits a key.
+const MEMTABLE_FILTER_RATIO: f64 = 0.01;
 /// At most 2^6 shards, RocksDB's own ceiling.
 const MAX_CACHE_SHARD_BITS: u32 = 6;
 
@@ -238,7 +245,18 @@ impl Store {
         family.set_block_based_table_factory(&tables);
         // Eight families: one memtable may not take a budget's share alone.
         family.set_write_buffer_size((budget / 8).min(64 << 20));
-        let descriptors = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, family.clone()));
+        let descriptors = ALL_CFS.iter().map(|name| {
+            let mut options = family.clone();
+            if *name == CF_MEM_LATEST {
+                // Every write looks up its path's latest version first, and a
+                // path written lately is found among the heads (`heads.rs`):
+                // most lookups that come here are of paths the memtable does
+                // not hold, whose search a filter of its keys skips.
+                options.set_memtable_whole_key_filtering(true);
+                options.set_memtable_prefix_bloom_ratio(MEMTABLE_FILTER_RATIO);
+            }
+            ColumnFamilyDescriptor::new(*name, options)
+        });
         let db_dir = dir.join("db");
         let db = DB::open_cf_descriptors(&options, &db_dir, descriptors).map_err(|error| damaged(&db_dir, error))?;
         // Whatever a crash left in the write-ahead log is made durable now,
@@ -252,10 +270,15 @@ impl Store {
             options: Arc::new(options),
             memory: Arc::new(Memory { budget, cache, _write_buffers: write_buffers }),
             durability: Arc::new(LogDurability::new(last_index)),
+            heads: Arc::new(Mutex::new(Heads::new(MAX_CACHED_HEAD_BYTES))),
             dir: dir.to_owned(),
         };
         store.finish_interrupted_install()?;
         Ok(store)
+    }
+
+    pub(crate) fn heads(&self) -> MutexGuard<'_, Heads> {
+        self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn dir(&self) -> &Path {

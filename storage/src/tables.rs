@@ -22,7 +22,25 @@ pub struct StoredVersion {
     pub tags: Vec<String>,
 }
 
+/// What applying a write needs of a path's latest version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: u64,
+    /// Whether the version is a deletion (a tombstone).
+    pub deleted: bool,
+    /// The bytes its value, content type and tags count for (0 when deleted).
+    pub stored_bytes: u64,
+}
+
 impl StoredVersion {
+    pub fn head(&self) -> Head {
+        let stored_bytes = match self.deleted {
+            true => 0,
+            false => zeromesh_protocol::memory::stored_bytes(&self.value, &self.content_type, &self.tags),
+        };
+        Head { version: self.version, deleted: self.deleted, stored_bytes }
+    }
+
     pub fn into_record(self, path: MemoryPath) -> MemoryRecord {
         MemoryRecord {
             path,
@@ -80,6 +98,15 @@ impl Store {
             Some(bytes) => Ok(Some(decode("memory record", &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The head of the latest version of `path`, if it has one: from the
+    /// heads of paths written recently, else read.
+    pub fn head(&self, path: &MemoryPath) -> Result<Option<Head>, StorageError> {
+        if let Some(head) = self.heads().get(path.as_str()) {
+            return Ok(Some(head));
+        }
+        Ok(self.latest(path)?.as_ref().map(StoredVersion::head))
     }
 
     /// A given version of `path`, if it is still kept.
@@ -200,7 +227,7 @@ impl Store {
 
     /// Starts a batch of state-machine writes.
     pub fn state_batch(&self) -> StateBatch<'_> {
-        StateBatch { store: self, batch: WriteBatch::default() }
+        StateBatch { store: self, batch: WriteBatch::default(), heads: Vec::new() }
     }
 }
 
@@ -209,6 +236,8 @@ impl Store {
 pub struct StateBatch<'a> {
     pub(crate) store: &'a Store,
     pub(crate) batch: WriteBatch,
+    /// The head of each latest version staged, in order.
+    heads: Vec<(Box<str>, Head)>,
 }
 
 impl StateBatch<'_> {
@@ -217,6 +246,7 @@ impl StateBatch<'_> {
         let bytes = encode("memory record", stored)?;
         self.batch.put_cf(self.store.cf(CF_MEM_HISTORY)?, history_key(path.as_str(), stored.version), &bytes);
         self.batch.put_cf(self.store.cf(CF_MEM_LATEST)?, path.as_str(), bytes);
+        self.heads.push((path.as_str().into(), stored.head()));
         Ok(())
     }
 
@@ -237,6 +267,7 @@ impl StateBatch<'_> {
     /// from its last durable applied state.
     pub fn commit(self) -> Result<(), StorageError> {
         self.store.db.write(self.batch)?;
+        self.store.heads().committed(self.heads);
         Ok(())
     }
 }

@@ -13,10 +13,13 @@ use std::time::Duration;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ErrorCode, GetExtensions, JsonRpcError, RequestId, ServerJsonRpcMessage,
+    CallToolRequest, ClientJsonRpcMessage, ClientNotification, ErrorCode, GetExtensions, JsonRpcError, JsonRpcRequest,
+    RequestId, ServerJsonRpcMessage,
 };
 use rmcp::transport::Transport;
 use rmcp::RoleServer;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -117,6 +120,9 @@ async fn write_frames<S>(
 /// Decodes one text frame as a client's JSON-RPC message. Pure, so it can
 /// be fuzzed alone (`fuzz/`, target `request_decoder`).
 pub fn decode(text: &str) -> Result<ClientJsonRpcMessage, Unreadable> {
+    if let Some(call) = decode_tool_call(text) {
+        return Ok(call);
+    }
     if let Ok(message) = serde_json::from_str(text) {
         return Ok(message);
     }
@@ -127,6 +133,43 @@ pub fn decode(text: &str) -> Result<ClientJsonRpcMessage, Unreadable> {
     let id = value.get("id").and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
     serde_json::from_value(value)
         .map_err(|error| (id, ErrorCode::INVALID_REQUEST, format!("not a JSON-RPC message MCP defines: {error}")))
+}
+
+/// A `tools/call` request (nearly every request a busy node reads) read
+/// straight into rmcp's type for it. rmcp's reading of any message (an
+/// untagged enum of every kind of message, then of every request type in
+/// turn) buffers the message several times and tries thirteen request types
+/// before `tools/call`; the message it gives is this one. Anything else, or
+/// anything this refuses, is left to rmcp's reading, which also gives the
+/// errors.
+fn decode_tool_call(text: &str) -> Option<ClientJsonRpcMessage> {
+    let kind: Kind = serde_json::from_str(text).ok()?;
+    // rmcp's own test of a message's kind: a request has a method and an
+    // id and neither a result nor an error, whatever their values.
+    if kind.method != Some("tools/call") || !kind.id || kind.result || kind.error {
+        return None;
+    }
+    let call: JsonRpcRequest<CallToolRequest> = serde_json::from_str(text).ok()?;
+    Some(ClientJsonRpcMessage::Request(JsonRpcRequest::new(call.id, call.request.into())))
+}
+
+/// The members of a JSON-RPC message that tell its kind, read without
+/// copying anything: its method, and which of the others are there.
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow, default)]
+    method: Option<&'a str>,
+    #[serde(default, deserialize_with = "present")]
+    id: bool,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+/// A member that is there, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(member: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(member).map(|_| true)
 }
 
 impl<S> Transport<RoleServer> for WebSocketTransport<S>
@@ -234,6 +277,55 @@ mod tests {
         assert_eq!(code(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), Some(ErrorCode::INVALID_REQUEST));
         let (id, code, _) = decode(r#"{"jsonrpc":"2.0","id":"a","method":3}"#).unwrap_err();
         assert_eq!((id, code), (Some(RequestId::String("a".into())), ErrorCode::INVALID_REQUEST));
+    }
+
+    /// `text` read by `decode` and by rmcp alone, each as its `Debug` and
+    /// its JSON again (which shows what `Debug` leaves out: `_meta`).
+    fn read_both_ways(text: &str) -> (Option<(String, Value)>, Option<(String, Value)>) {
+        let shown = |message: ClientJsonRpcMessage| (format!("{message:?}"), serde_json::to_value(&message).unwrap());
+        (decode(text).ok().map(shown), serde_json::from_str(text).ok().map(shown))
+    }
+
+    #[test]
+    fn a_tool_call_is_read_directly_into_what_rmcp_makes_of_it() {
+        let calls = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"memory_put","arguments":{"path":"a/b","value":"v"}}}"#,
+            r#"{"id":"x-7","method":"tools/call","jsonrpc":"2.0","params":{"_meta":{"progressToken":3},"name":"echo","arguments":{"n":1.5,"s":"\u00e9\n"}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"},"extra":[1,{"a":null}]}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{},"task":{"ttl":1000}}}"#,
+        ];
+        for text in calls {
+            assert!(decode_tool_call(text).is_some(), "not read directly: {text}");
+            let (ours, rmcps) = read_both_ways(text);
+            assert!(rmcps.is_some(), "rmcp reads {text}");
+            assert_eq!(ours, rmcps, "{text}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_plain_tool_call_is_left_to_rmcp() {
+        let others = [
+            // A stray result or error: rmcp refuses the message.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"error":{}}"#,
+            // No id: a notification.
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#,
+            // Not a call's parameters: rmcp reads a custom request.
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ];
+        for text in others {
+            assert!(decode_tool_call(text).is_none(), "read directly: {text}");
+            let (ours, rmcps) = read_both_ways(text);
+            if rmcps.is_some() {
+                assert_eq!(ours, rmcps, "{text}");
+            }
+        }
+        let (ours, _) = read_both_ways(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#);
+        assert!(ours.is_some_and(|(shown, _)| shown.contains("CustomRequest")));
     }
 
     #[test]
