@@ -160,6 +160,11 @@ impl ConsensusNode {
         self.store.background_write_wait_micros()
     }
 
+    /// How writes have waited for RocksDB's flushes since the store opened.
+    pub fn storage_write_stalls(&self) -> zeromesh_storage::WriteStalls {
+        self.store.write_stalls()
+    }
+
     /// Lets a caller wait until every handle on this node's store is gone,
     /// so the same directory can be reopened in this process.
     pub fn release_probe(&self) -> ReleaseProbe {

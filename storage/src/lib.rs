@@ -29,8 +29,8 @@ pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, SnapshotHeader, SnapshotStats};
 pub use snapshot_file::SnapshotFile;
 pub use store::{
-    MemoryUsage, ReleaseProbe, Store, StoreLimits, DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC, DEFAULT_MEMORY_BUDGET_BYTES,
-    MIN_MEMORY_BUDGET_BYTES,
+    MemoryUsage, ReleaseProbe, Store, StoreLimits, WriteStalls, DEFAULT_BACKGROUND_WRITE_BYTES_PER_SEC,
+    DEFAULT_MEMORY_BUDGET_BYTES, MIN_MEMORY_BUDGET_BYTES,
 };
 pub use tables::{Head, HistoryPage, ListPage, StateBatch, StoredVersion};
 pub use usage::{UsageWindow, OVERFLOW_ORDINAL};

@@ -101,6 +101,35 @@ pub struct MemoryUsage {
     pub memtable_bytes: usize,
 }
 
+/// How writes have waited for RocksDB since a store was opened. Both grow
+/// when flushes cannot keep up with the writes: the disk is slow, the
+/// background write limit is low for the load, or the memory budget is
+/// small for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStalls {
+    /// Time writes were slowed or stopped because flushes or compactions were
+    /// behind: a column family's memtables all full and waiting for a flush,
+    /// or too many level-0 files.
+    pub behind_micros: u64,
+    /// Writes stopped until a flush freed memory because the memtables
+    /// reached their share (half) of the memory budget.
+    pub memory_limit_stops: u64,
+}
+
+/// The database-wide write stall counts, as text: "Write Stall (count):
+/// write-buffer-manager-limit-stops: 3\n".
+const WRITE_STALL_STATS_PROPERTY: &str = "rocksdb.db-write-stall-stats";
+/// Its count of writes the write buffer manager stopped.
+const MEMORY_LIMIT_STOPS: &str = "write-buffer-manager-limit-stops";
+
+/// The count named `name` in RocksDB's write stall statistics text.
+fn stall_count(stats: &str, name: &str) -> Option<u64> {
+    let after = &stats[stats.find(name)? + name.len()..];
+    let digits = after.strip_prefix(": ")?;
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// The open database. When the last handle drops it, RocksDB is closed
 /// (its files and its lock released) before `closed` is set: the last
 /// handle's count reaches zero before the database's own drop has run.
@@ -312,6 +341,16 @@ impl Store {
         self.options.get_ticker_count(Ticker::RateLimiterBytesWrite)
     }
 
+    /// How writes have waited for RocksDB's flushes and compactions since
+    /// open.
+    pub fn write_stalls(&self) -> WriteStalls {
+        let stall_stats = self.db.property_value(WRITE_STALL_STATS_PROPERTY).ok().flatten().unwrap_or_default();
+        WriteStalls {
+            behind_micros: self.options.get_ticker_count(Ticker::StallMicros),
+            memory_limit_stops: stall_count(&stall_stats, MEMORY_LIMIT_STOPS).unwrap_or(0),
+        }
+    }
+
     /// RocksDB's memory now, against the budget. Memtables are counted
     /// from each column family's own figure, not the budget's bookkeeping.
     pub fn memory_usage(&self) -> MemoryUsage {
@@ -346,6 +385,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stall_counts_are_read_from_rocksdb_s_text() {
+        let stats = "Write Stall (count): write-buffer-manager-limit-stops: 37\n";
+        assert_eq!(stall_count(stats, MEMORY_LIMIT_STOPS), Some(37));
+        let two = "Write Stall (count): a-stops: 1, write-buffer-manager-limit-stops: 0\n";
+        assert_eq!(stall_count(two, MEMORY_LIMIT_STOPS), Some(0));
+        assert_eq!(stall_count("", MEMORY_LIMIT_STOPS), None);
+        assert_eq!(stall_count("write-buffer-manager-limit-stops: x", MEMORY_LIMIT_STOPS), None);
+    }
 
     /// The nice value of the thread whose `/proc` folder is `dir`.
     fn nice_of(dir: &std::path::Path) -> Option<i32> {

@@ -1,9 +1,9 @@
 //! RocksDB's memory stays within a store's budget while more data than the
 //! budget is written and read back; flushes keep to the background write
-//! limit.
+//! limit; writes that wait for flushes are counted.
 
 use zeromesh_protocol::MemoryPath;
-use zeromesh_storage::{Store, StoreLimits, StoredVersion};
+use zeromesh_storage::{Store, StoreLimits, StoredVersion, WriteStalls};
 
 const BUDGET: usize = 8 << 20;
 
@@ -91,4 +91,43 @@ fn flushes_write_through_the_background_limit_and_wait_for_it() {
     let store = flushed(dir.path(), unlimited, 64 << 10);
     assert_eq!(store.background_bytes_limited(), 0);
     assert_eq!(store.background_write_wait_micros(), 0);
+}
+
+/// Commits one batch that sets a `bytes`-long value (the applied state's,
+/// a single key of one column family).
+fn write_value(store: &Store, bytes: usize) {
+    let mut batch = store.state_batch();
+    batch.set_applied_state(&vec![3u8; bytes]).unwrap();
+    batch.commit().unwrap();
+}
+
+#[test]
+fn writes_held_while_flushes_are_behind_are_counted() {
+    // An 8 MiB budget: memtables of 1 MiB, two at most per column family,
+    // 4 MiB in all. Flushes write 1 MiB a second: the first memtable's
+    // flush takes a second, and the third write finds both memtables of its
+    // column family full and waits for it.
+    let limits = StoreLimits { memory_bytes: BUDGET, background_write_bytes_per_sec: 1 << 20 };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), limits).unwrap();
+    assert_eq!(store.write_stalls(), WriteStalls::default());
+    for _ in 0..3 {
+        write_value(&store, 1100 << 10);
+    }
+    let stalls = store.write_stalls();
+    assert!(stalls.behind_micros > 0, "{stalls:?}");
+}
+
+#[test]
+fn writes_stopped_at_the_memory_budget_are_counted() {
+    // One write of more than the memtables' half of the budget: the next
+    // waits for its flush.
+    let limits = StoreLimits { memory_bytes: BUDGET, background_write_bytes_per_sec: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), limits).unwrap();
+    write_value(&store, BUDGET / 2 + (512 << 10));
+    assert_eq!(store.write_stalls().memory_limit_stops, 0);
+    write_value(&store, 16);
+    let stalls = store.write_stalls();
+    assert_eq!(stalls.memory_limit_stops, 1, "{stalls:?}");
 }

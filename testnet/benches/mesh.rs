@@ -669,18 +669,51 @@ async fn writes(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(Str
     rates
 }
 
+/// The values of unlabelled series `names` on a node's /metrics (0 for one
+/// not found).
+async fn metric_values<const N: usize>(api: &str, names: [&str; N]) -> [f64; N] {
+    let body = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.map(|(_, body)| body);
+    let body = body.unwrap_or_default();
+    names.map(|name| {
+        body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    })
+}
+
 /// A node's forwarding counters from its /metrics: writes, the requests
 /// that carried them, reads, and their read-index requests.
 async fn forwarding(api: &str) -> [f64; 4] {
     let names = [
-        "zeromesh_forwarded_writes_total ",
-        "zeromesh_forwarded_write_requests_total ",
-        "zeromesh_forwarded_reads_total ",
-        "zeromesh_forwarded_read_index_requests_total ",
+        "zeromesh_forwarded_writes_total",
+        "zeromesh_forwarded_write_requests_total",
+        "zeromesh_forwarded_reads_total",
+        "zeromesh_forwarded_read_index_requests_total",
     ];
-    let body = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.map(|(_, body)| body);
-    let body = body.unwrap_or_default();
-    names.map(|name| body.lines().find_map(|line| line.strip_prefix(name)?.parse().ok()).unwrap_or(0.0))
+    metric_values(api, names).await
+}
+
+/// Each node's counts of writes that waited for RocksDB's flushes: seconds
+/// stalled, and stops at the memory budget.
+async fn write_stalls(testnet: &Testnet) -> Vec<[f64; 2]> {
+    let names = ["zeromesh_storage_write_stall_seconds_total", "zeromesh_storage_memory_limit_stops_total"];
+    let mut stalls = Vec::new();
+    for node in &testnet.nodes {
+        stalls.push(metric_values(&node.address.api, names).await);
+    }
+    stalls
+}
+
+/// Prints how writes waited for flushes on each node between two readings
+/// of [`write_stalls`].
+fn report_write_stalls(name: &str, before: &[[f64; 2]], after: &[[f64; 2]]) {
+    let per_node: Vec<String> = before
+        .iter()
+        .zip(after)
+        .map(|(before, after)| format!("{:.0} ms, {:.0} stops", (after[0] - before[0]) * 1e3, after[1] - before[1]))
+        .collect();
+    println!(
+        "{name}: writes held by flushes per node (stalled, stopped at the memory budget): {}",
+        per_node.join("; ")
+    );
 }
 
 /// `zeromesh_trace_checkpoint_round_seconds` from a node's /metrics.
@@ -766,8 +799,10 @@ async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usiz
     for clients in [1, 64] {
         let name = format!("mesh/write/leader/clients={clients}");
         let meter = CpuMeter::start(&nodes);
+        let stalls = write_stalls(testnet).await;
         let ours = report(&name, "writes", load(&on_leader, clients, scale, Operation::Write).await);
         let our_cpu = meter.per_op(&name, "write", ours);
+        report_write_stalls(&name, &stalls, &write_stalls(testnet).await);
         zeromesh_writes.push(ours);
         if let Some(etcd) = &etcd {
             let name = format!("etcd/write/clients={clients}");
@@ -786,9 +821,11 @@ async fn consensus_against_etcd(testnet: &Testnet, leader: usize, follower: usiz
     let api = &testnet.nodes[follower].address.api;
     let before = forwarding(api).await;
     let meter = CpuMeter::start(&nodes);
+    let stalls = write_stalls(testnet).await;
     let forwarded =
         report("mesh/write/follower/clients=64", "writes", load(&on_follower, 64, scale, Operation::Write).await);
     meter.per_op("mesh/write/follower/clients=64", "write", forwarded);
+    report_write_stalls("mesh/write/follower/clients=64", &stalls, &write_stalls(testnet).await);
     println!("ratio follower/leader writes/s at 64 clients: {:.2}", forwarded / zeromesh_writes[1].max(1e-9));
     let after = forwarding(api).await;
     println!(

@@ -336,6 +336,19 @@ pub fn render(state: &ApiState) -> String {
         "Time RocksDB's flushes and compactions waited for the background write limit (storage_background_write_mb_per_sec).",
         state.cluster.consensus.storage_background_write_wait_micros() as f64 / 1e6,
     );
+    let stalls = state.cluster.consensus.storage_write_stalls();
+    counter(
+        &mut out,
+        "zeromesh_storage_write_stall_seconds_total",
+        "Time writes waited because RocksDB's flushes or compactions were behind (memtables all full, or too many level-0 files).",
+        stalls.behind_micros as f64 / 1e6,
+    );
+    counter(
+        &mut out,
+        "zeromesh_storage_memory_limit_stops_total",
+        "Writes stopped until a flush because RocksDB's memtables reached half of storage_memory_mb.",
+        stalls.memory_limit_stops,
+    );
     if let Some(free) = state.cluster.free_disk_bytes() {
         gauge(&mut out, "zeromesh_disk_free_bytes", "Bytes free on this node's data disk.", free);
     }
