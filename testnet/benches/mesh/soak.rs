@@ -2,9 +2,9 @@
 //! through the leader and a follower, linearizable reads, plugin calls) for
 //! `ZEROMESH_SOAK_MINUTES` (default 10), reporting each minute every
 //! node's RSS (anonymous memory apart from code and files) and open file
-//! descriptors, RocksDB's memory against its budget, and the minute's
-//! operations and p99; then the same after a minute idle. Growth from
-//! minute to minute is what it is for.
+//! descriptors, RocksDB's memory against its budget and the writes its
+//! flushes held, and the minute's operations and p99; then the same after
+//! a minute idle. Growth from minute to minute is what it is for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,10 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|entries| entries.count()).unwrap_or(0)
 }
 
-/// One line per node: RSS, descriptors, RocksDB's cache and memtables.
+/// One line per node: RSS, descriptors, RocksDB's cache and memtables, and
+/// how writes waited for its flushes so far.
 async fn node_lines(testnet: &Testnet, label: &str) {
+    let stalls = write_stalls(testnet).await;
     for (index, node) in testnet.nodes.iter().enumerate() {
         let pid = node.pid().expect("the node runs");
         let metric = |name: &'static str| testnet.metric(index, name);
@@ -32,7 +34,7 @@ async fn node_lines(testnet: &Testnet, label: &str) {
         );
         println!(
             "mesh/soak/{label}/node-{index}: RSS {} MiB (anonymous {} MiB, code and files {} MiB), {} open descriptors, \
-             RocksDB cache {} MiB (memtables {} MiB) of {} MiB",
+             RocksDB cache {} MiB (memtables {} MiB) of {} MiB, writes held by its flushes {:.0} ms and {} stops in all",
             rss_kib(pid) / 1024,
             status_kib(pid, "RssAnon") / 1024,
             (status_kib(pid, "RssFile") + status_kib(pid, "RssShmem")) / 1024,
@@ -40,6 +42,8 @@ async fn node_lines(testnet: &Testnet, label: &str) {
             cache >> 20,
             memtables >> 20,
             budget >> 20,
+            stalls[index][0] * 1e3,
+            stalls[index][1],
         );
     }
 }
