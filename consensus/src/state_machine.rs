@@ -295,9 +295,8 @@ impl RaftStateMachine<TypeConfig> for MemoryStateMachine {
         }
         let store = self.store.clone();
         let (applied, trace) = (self.applied.clone(), self.trace.clone());
-        let done = tokio::task::spawn_blocking(move || apply_entries(&store, applied, trace, entries))
+        let done = zeromesh_storage::run_blocking(move || apply_entries(&store, applied, trace, entries))
             .await
-            .map_err(join_error)
             .and_then(|result| result)
             .map_err(sm_write_error)?;
         let before = self.applied.last_applied.map(|log_id| log_id.index);

@@ -251,7 +251,9 @@ static MALLOC_CONF: &u8 = &b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0
 /// Threads of the async runtime's blocking pool (tokio's default: 512).
 /// Each plugin call holds one for its length, and a plugin's host calls wait
 /// there on memory reads and writes that need another (storage reads, the
-/// log's fsync, applying entries): with a thread for every call the plugin
+/// leader's background fsync; an apply or a follower's fsynced append runs
+/// on the worker thread that waits for it, `zeromesh_storage::run_blocking`,
+/// and never waits for this pool): with a thread for every call the plugin
 /// semaphore admits and `STORAGE_BLOCKING_THREADS` more, those always find
 /// one. Bounded, and with plugin calls no longer in `block_in_place`, a
 /// busy node keeps fewer threads, stacks and allocator caches: in the soak

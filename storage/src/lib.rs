@@ -9,6 +9,7 @@
 //! `zeromesh-consensus`; this crate stores what it is told and reads it back.
 
 mod agreements;
+mod blocking;
 mod durability;
 mod error;
 mod heads;
@@ -23,6 +24,7 @@ mod tables;
 mod trace;
 mod usage;
 
+pub use blocking::run_blocking;
 pub use durability::LogDurability;
 pub use error::StorageError;
 pub use log_store::LogStore;

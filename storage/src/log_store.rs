@@ -21,6 +21,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::blocking::run_blocking;
 use crate::durability::Flush;
 use crate::error::{decode, encode, StorageError};
 use crate::keys::*;
@@ -313,10 +314,7 @@ where
             Some(first) if self.own_proposal(first) => self.write_own_proposals(entries),
             _ => {
                 let this = self.clone();
-                tokio::task::spawn_blocking(move || this.write_entries_synced(entries).map(|_| ()))
-                    .await
-                    .map_err(|e| StorageError::Join(e.to_string()))
-                    .and_then(|result| result)
+                run_blocking(move || this.write_entries_synced(entries).map(|_| ())).await.and_then(|result| result)
             }
         };
         match written {
