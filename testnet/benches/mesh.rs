@@ -669,14 +669,11 @@ async fn writes(scale: &Scale, label: &str, binary: Option<PathBuf>) -> Vec<(Str
     rates
 }
 
-/// The values of unlabelled series `names` on a node's /metrics (0 for one
-/// not found).
-async fn metric_values<const N: usize>(api: &str, names: [&str; N]) -> [f64; N] {
+/// The values of unlabelled series `names` on a node's /metrics, if found.
+async fn metric_values<const N: usize>(api: &str, names: [&str; N]) -> [Option<f64>; N] {
     let body = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.map(|(_, body)| body);
     let body = body.unwrap_or_default();
-    names.map(|name| {
-        body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
-    })
+    names.map(|name| body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()))
 }
 
 /// A node's forwarding counters from its /metrics: writes, the requests
@@ -688,7 +685,7 @@ async fn forwarding(api: &str) -> [f64; 4] {
         "zeromesh_forwarded_reads_total",
         "zeromesh_forwarded_read_index_requests_total",
     ];
-    metric_values(api, names).await
+    metric_values(api, names).await.map(|value| value.unwrap_or(0.0))
 }
 
 /// Each node's counts of writes that waited for RocksDB's flushes: seconds
@@ -697,7 +694,7 @@ async fn write_stalls(testnet: &Testnet) -> Vec<[f64; 2]> {
     let names = ["zeromesh_storage_write_stall_seconds_total", "zeromesh_storage_memory_limit_stops_total"];
     let mut stalls = Vec::new();
     for node in &testnet.nodes {
-        stalls.push(metric_values(&node.address.api, names).await);
+        stalls.push(metric_values(&node.address.api, names).await.map(|value| value.unwrap_or(0.0)));
     }
     stalls
 }
@@ -718,8 +715,8 @@ fn report_write_stalls(name: &str, before: &[[f64; 2]], after: &[[f64; 2]]) {
 
 /// `zeromesh_trace_checkpoint_round_seconds` from a node's /metrics.
 async fn checkpoint_round_seconds(api: &str) -> Option<f64> {
-    let (_, body) = zeromesh_testnet::http_request(api, "GET", "/metrics", &[], b"").await.ok()?;
-    body.lines().find_map(|line| line.strip_prefix("zeromesh_trace_checkpoint_round_seconds ")?.parse().ok())
+    let [seconds] = metric_values(api, ["zeromesh_trace_checkpoint_round_seconds"]).await;
+    seconds
 }
 
 /// Writes with this build (every entry a trace leaf) and with the baseline
