@@ -209,15 +209,14 @@ mod tests {
         LogId::new(CommittedLeaderId::new(2, 1), index)
     }
 
-    fn request(
-        prev: Option<u64>,
-        entries: std::ops::RangeInclusive<u64>,
-        commit: Option<u64>,
-    ) -> AppendEntriesRequest<TypeConfig> {
+    fn request(prev: Option<u64>, entries: &[u64], commit: Option<u64>) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: Vote::new_committed(2, 1),
             prev_log_id: prev.map(log_id),
-            entries: entries.map(|index| Entry { log_id: log_id(index), payload: EntryPayload::Blank }).collect(),
+            entries: entries
+                .iter()
+                .map(|&index| Entry { log_id: log_id(index), payload: EntryPayload::Blank })
+                .collect(),
             leader_commit: commit.map(log_id),
         }
     }
@@ -229,11 +228,11 @@ mod tests {
 
     #[test]
     fn a_commit_index_past_the_durable_mark_is_lowered_to_an_id_the_request_carries() {
-        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 20), Some(11), "on disk: unchanged");
-        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 10), Some(10), "the last entry on disk");
-        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 9), Some(9), "the id the entries follow");
-        assert_eq!(lowered(request(Some(9), 10..=12, Some(11)), 5), None, "nothing carried is on disk");
-        assert_eq!(lowered(request(Some(12), 1..=0, Some(12)), 11), None, "a heartbeat past the mark");
-        assert_eq!(lowered(request(Some(12), 1..=0, None), 11), None);
+        assert_eq!(lowered(request(Some(9), &[10, 11, 12], Some(11)), 20), Some(11), "on disk: unchanged");
+        assert_eq!(lowered(request(Some(9), &[10, 11, 12], Some(11)), 10), Some(10), "the last entry on disk");
+        assert_eq!(lowered(request(Some(9), &[10, 11, 12], Some(11)), 9), Some(9), "the id the entries follow");
+        assert_eq!(lowered(request(Some(9), &[10, 11, 12], Some(11)), 5), None, "nothing carried is on disk");
+        assert_eq!(lowered(request(Some(12), &[], Some(12)), 11), None, "a heartbeat past the mark");
+        assert_eq!(lowered(request(Some(12), &[], None), 11), None);
     }
 }
