@@ -35,14 +35,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_worker_threads_the_work_runs_on_the_calling_thread() {
         let caller = std::thread::current().id();
-        let ran_on = run_blocking(|| std::thread::current().id()).await.unwrap();
+        let ran_on = run_blocking(|| std::thread::current().id()).await.expect("the work runs");
         assert_eq!(ran_on, caller);
     }
 
     #[tokio::test]
     async fn on_a_single_threaded_runtime_the_work_runs_on_the_blocking_pool() {
         let caller = std::thread::current().id();
-        let ran_on = run_blocking(|| std::thread::current().id()).await.unwrap();
+        let ran_on = run_blocking(|| std::thread::current().id()).await.expect("the work runs");
         assert_ne!(ran_on, caller, "block_in_place would panic here");
     }
 }

@@ -676,6 +676,11 @@ async fn metric_values<const N: usize>(api: &str, names: [&str; N]) -> [Option<f
     names.map(|name| body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()))
 }
 
+/// Counters `names` on a node's /metrics, 0 for one not found (not yet counted).
+async fn counter_values<const N: usize>(api: &str, names: [&str; N]) -> [f64; N] {
+    metric_values(api, names).await.map(|value| value.unwrap_or(0.0))
+}
+
 /// A node's forwarding counters from its /metrics: writes, the requests
 /// that carried them, reads, and their read-index requests.
 async fn forwarding(api: &str) -> [f64; 4] {
@@ -685,7 +690,7 @@ async fn forwarding(api: &str) -> [f64; 4] {
         "zeromesh_forwarded_reads_total",
         "zeromesh_forwarded_read_index_requests_total",
     ];
-    metric_values(api, names).await.map(|value| value.unwrap_or(0.0))
+    counter_values(api, names).await
 }
 
 /// Each node's counts of writes that waited for RocksDB's flushes: seconds
@@ -694,7 +699,7 @@ async fn write_stalls(testnet: &Testnet) -> Vec<[f64; 2]> {
     let names = ["zeromesh_storage_write_stall_seconds_total", "zeromesh_storage_memory_limit_stops_total"];
     let mut stalls = Vec::new();
     for node in &testnet.nodes {
-        stalls.push(metric_values(&node.address.api, names).await.map(|value| value.unwrap_or(0.0)));
+        stalls.push(counter_values(&node.address.api, names).await);
     }
     stalls
 }
