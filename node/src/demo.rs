@@ -14,6 +14,7 @@ use zeromesh_protocol::{MemberInfo, MemoryBatch, MemoryCommand, MemoryPath, Memo
 
 const WAIT: Duration = Duration::from_secs(30);
 const DEMO_BATCH_COMMANDS: usize = 64;
+const _: () = assert!(DEMO_BATCH_COMMANDS <= MAX_BATCH_COMMANDS);
 
 struct Demo {
     router: InProcessRouter,
@@ -86,7 +87,6 @@ fn text(value: &str) -> MemoryValue {
 }
 
 pub async fn run(data: &Path, voter_count: u64, writes: u64, clean: bool) -> anyhow::Result<()> {
-    debug_assert!(DEMO_BATCH_COMMANDS <= MAX_BATCH_COMMANDS);
     if clean && data.exists() {
         std::fs::remove_dir_all(data).with_context(|| format!("removing {}", data.display()))?;
     }

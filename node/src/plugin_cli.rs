@@ -157,7 +157,7 @@ async fn wait_loaded(node: &str, module: &str, timeout: Duration) -> anyhow::Res
 
 async fn call(node: &str, tool: &str, arguments: Value) -> anyhow::Result<Value> {
     let mut client = ApiClient::connect(node).await.with_context(|| format!("connecting to {node}"))?;
-    Ok(client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"))?)
+    client.call_tool(tool, arguments).await.with_context(|| format!("{tool} on {node}"))
 }
 
 fn show_list(answer: &Value) {

@@ -478,17 +478,12 @@ impl Store {
             batch.delete_range_cf(self.cf(table)?, &[][..], &[0xFFu8][..]);
         }
         let mut batch_bytes = 0usize;
-        loop {
-            match reader.next()? {
-                Item::Record { table, key, value } => {
-                    batch_bytes += key.len() + value.len();
-                    batch.put_cf(self.cf(table)?, key, value);
-                    if batch.len() >= INSTALL_BATCH_RECORDS || batch_bytes >= INSTALL_BATCH_BYTES {
-                        self.db.write(std::mem::take(&mut batch))?;
-                        batch_bytes = 0;
-                    }
-                }
-                Item::End { .. } => break,
+        while let Item::Record { table, key, value } = reader.next()? {
+            batch_bytes += key.len() + value.len();
+            batch.put_cf(self.cf(table)?, key, value);
+            if batch.len() >= INSTALL_BATCH_RECORDS || batch_bytes >= INSTALL_BATCH_BYTES {
+                self.db.write(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
             }
         }
         reader.finish()?;

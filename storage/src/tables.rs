@@ -133,11 +133,11 @@ impl Store {
         };
         let max_scanned = limit.saturating_mul(LIST_SCAN_FACTOR).max(limit).max(1);
         let mut records = Vec::new();
-        let mut scanned = 0usize;
         let mut last_key: Option<Vec<u8>> = None;
         let mut page_bytes = 0usize;
         let mut exhausted = true;
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+        let iterator = self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        for (scanned, item) in iterator.enumerate() {
             let (key, bytes) = item?;
             if !key.starts_with(prefix.as_bytes()) {
                 break;
@@ -146,7 +146,6 @@ impl Store {
                 exhausted = false;
                 break;
             }
-            scanned += 1;
             let stored: StoredVersion = decode("memory record", &bytes)?;
             if !stored.deleted {
                 page_bytes += stored.value.len();

@@ -5,20 +5,23 @@
 //! The tests run one at a time: each starts several processes, and the
 //! machine has two cores.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::sync::{Mutex, MutexGuard};
 use zeromesh::client::ClientError;
 use zeromesh_protocol::limits::{MAX_API_MESSAGE_BYTES, MAX_VALUE_BYTES};
 use zeromesh_testnet::{wait_until, Testnet, TestnetOptions};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Under `cargo test`, which runs a binary's tests on threads side by side;
+/// nextest runs each in a process of its own and takes turns by its
+/// `node-processes` group (`.config/nextest.toml`).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 async fn put(testnet: &Testnet, node: usize, path: &str, value: &str) -> Result<Value, ClientError> {
@@ -64,7 +67,7 @@ fn voters(status: &Value) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_through_every_node() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = Testnet::start(3, TestnetOptions::default()).await.expect("a 3-node testnet starts");
     testnet
         .wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3 && status["leader"].is_u64())
@@ -107,7 +110,7 @@ async fn three_nodes_form_a_cluster_and_a_write_through_any_node_is_readable_thr
 /// acknowledged before they began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_and_reads_through_a_follower_share_requests_to_the_leader() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = three_voters().await;
     let leader = testnet.leader(WAIT).await.expect("a leader");
     let follower = (leader + 1) % 3;
@@ -176,7 +179,7 @@ async fn concurrent_writes_and_reads_through_a_follower_share_requests_to_the_le
 /// long-lived link per peer, not on a stream of their own each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_and_forwarded_messages_ride_one_long_lived_link_per_peer() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = three_voters().await;
     let leader = testnet.leader(WAIT).await.expect("a leader");
     let follower = (leader + 1) % 3;
@@ -218,7 +221,7 @@ async fn raft_and_forwarded_messages_ride_one_long_lived_link_per_peer() {
 /// peers fall back to the request-response protocol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_does_not_serve_links_is_sent_everything_on_the_request_response_protocol() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = three_voters().await;
     let leader = testnet.leader(WAIT).await.expect("a leader");
     let without_links = (leader + 1) % 3;
@@ -247,7 +250,7 @@ async fn a_node_that_does_not_serve_links_is_sent_everything_on_the_request_resp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rejoins_after_restart() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut testnet = three_voters().await;
     let old_leader = testnet.leader(WAIT).await.expect("a leader");
     let writer = (old_leader + 1) % 3;
@@ -288,7 +291,7 @@ async fn killing_the_leader_during_writes_loses_no_acknowledged_write_and_it_rej
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
-    let _serial = serial();
+    let _serial = serial().await;
     let options = TestnetOptions { args: vec!["--snapshot-every-entries".into(), "1000".into()], ..Default::default() };
     let mut testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
     testnet.wait_for_cluster("three voters", WAIT, |status| voters(status).len() == 3).await.expect("three voters");
@@ -327,7 +330,7 @@ async fn a_late_fourth_node_catches_up_ten_thousand_entries_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_wrong_join_token_is_refused() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
     let intruder = testnet.add_node_with(&["--join-token", "not-the-token"]).await.expect("the process starts");
     let (status, log) = testnet.wait_exit(intruder, WAIT).await.expect("the refused node exits");
@@ -339,7 +342,7 @@ async fn a_node_with_a_wrong_join_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = three_voters().await;
     let isolated = testnet.leader(WAIT).await.expect("a leader");
     let majority: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
@@ -370,7 +373,7 @@ async fn an_isolated_leader_cannot_commit_and_catches_up_after_healing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advert_published_by_one_node_reaches_every_node() {
-    let _serial = serial();
+    let _serial = serial().await;
     let options = TestnetOptions { args: vec!["--advert-interval-ms".into(), "500".into()], ..Default::default() };
     let testnet = Testnet::start(3, options).await.expect("a 3-node testnet starts");
     let peers: Vec<String> = testnet.nodes.iter().map(|node| node.address.peer_id.clone()).collect();
@@ -393,7 +396,7 @@ async fn an_advert_published_by_one_node_reaches_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter_and_removed_when_it_stays_away() {
-    let _serial = serial();
+    let _serial = serial().await;
     let args = ["--voter-timeout-ms", "2000", "--member-remove-after-ms", "4000"].map(String::from).to_vec();
     let options = TestnetOptions { args, ..Default::default() };
     let mut testnet = Testnet::start(4, options).await.expect("a 4-node testnet starts");
@@ -430,7 +433,7 @@ async fn a_dead_voter_is_replaced_by_a_caught_up_non_voter_and_removed_when_it_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_rpc_errors_and_the_connection_stays_usable() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
     let mut client = testnet.client(0).await.expect("connects");
     assert_eq!(client.server["protocolVersion"], json!("2025-11-25"));
@@ -481,7 +484,7 @@ async fn malformed_requests_get_json_rpc_errors_and_the_connection_stays_usable(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = Testnet::start(2, TestnetOptions::default()).await.expect("a 2-node testnet starts");
     let binary = zeromesh_testnet::zeromesh_binary().expect("the zeromesh binary");
     let run = |args: &[&str]| {
@@ -519,7 +522,7 @@ async fn the_command_line_writes_reads_and_shows_status_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_completes_its_handshake_is_dropped() {
     use tokio::io::AsyncReadExt;
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet = Testnet::start(1, TestnetOptions::default()).await.expect("a 1-node testnet starts");
     let address = testnet.nodes[0].address.api.trim_start_matches("ws://").to_owned();
     let mut silent = tokio::net::TcpStream::connect(&address).await.expect("connects");
@@ -535,7 +538,7 @@ async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_t
     use zeromesh::mesh::{peer_of, MeshConfig, MeshHandle};
     use zeromesh_protocol::memory::{MemoryBatch, MemoryCommand, MemoryPath, MemoryValue};
 
-    let _serial = serial();
+    let _serial = serial().await;
     let testnet =
         Testnet::start(3, TestnetOptions { auth: true, ..Default::default() }).await.expect("a testnet starts");
     let leader = testnet.leader(WAIT).await.unwrap();
@@ -584,7 +587,7 @@ async fn a_peer_outside_the_cluster_can_neither_write_read_nor_propose_through_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outcome_is_unknown() {
-    let _serial = serial();
+    let _serial = serial().await;
     let options = TestnetOptions { args: ["--voter-count", "2"].map(String::from).to_vec(), ..Default::default() };
     let testnet = Testnet::start(3, options).await.expect("a testnet starts");
     testnet.wait_for_cluster("two voters", WAIT, |status| voters(status).len() == 2).await.expect("two voters");
@@ -642,7 +645,7 @@ async fn a_write_forwarded_to_a_leader_that_cannot_commit_answers_that_its_outco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarted_on_other_ports_is_found_at_its_new_addresses() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut testnet = three_voters().await;
     let leader = testnet.leader(WAIT).await.expect("a leader");
     let moved = (leader + 1) % 3;
@@ -674,7 +677,7 @@ async fn a_member_restarted_on_other_ports_is_found_at_its_new_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_log_format_json_every_log_line_is_an_object_naming_the_node_and_the_request() {
-    let _serial = serial();
+    let _serial = serial().await;
     let options = TestnetOptions {
         args: vec!["--log-format".into(), "json".into()],
         env: vec![("ZEROMESH_LOG".into(), "warn,zeromesh::api=debug".into())],
@@ -700,7 +703,7 @@ async fn with_log_format_json_every_log_line_is_an_object_naming_the_node_and_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_cluster_grows_a_second_voter_once_its_voter_count_is_raised() {
-    let _serial = serial();
+    let _serial = serial().await;
     let options = TestnetOptions { args: vec!["--voter-count".into(), "1".into()], auth: true, ..Default::default() };
     let mut testnet = Testnet::start(1, options).await.expect("a single node starts");
     let admin = testnet.admin_token.clone().expect("the admin token");

@@ -327,7 +327,7 @@ impl MeshHandle {
             .with_tokio()
             .with_other_transport(|keypair| transport(keypair, private_mesh_key))?
             .with_dns()?
-            .with_behaviour(|keypair| build_behaviour(keypair))?
+            .with_behaviour(build_behaviour)?
             .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build();
         swarm
