@@ -1,7 +1,8 @@
 //! Federated MCP servers on real node processes with authentication, set up
 //! through the command line: a stdio server written with the official
 //! Python SDK, registered to run on node 1, is callable from node 3 (as an
-//! admin, and as an agent under an agreement, with the host's receipt);
+//! admin, also through the official Python SDK as a client in both protocol
+//! eras, and as an agent under an agreement, with the host's receipt);
 //! its process killed, every node stops offering it within the configured
 //! time, and it comes back on its own; with a second host, calls fail
 //! over (its server down, or the host itself killed); two hosts whose server gives a tool different schemas are
@@ -9,6 +10,7 @@
 //! registration.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -34,6 +36,28 @@ fn python() -> String {
 fn fixture() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/notes_server.py");
     path.to_str().unwrap().to_owned()
+}
+
+/// Calls `tool` on node `index` with the official Python SDK 2.x as a
+/// client, in the 2026-07-28 era and in the handshake era, and checks that
+/// its text is `expected` (`tests/clients/python_federated_call.py`).
+async fn sdk_client_calls(testnet: &Testnet, index: usize, tool: &str, arguments: Value, expected: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_federated_call.py");
+    let url = format!("http://{}/mcp", testnet.nodes[index].address.api.trim_start_matches("ws://"));
+    let token = testnet.admin_token.clone().unwrap();
+    let child = tokio::process::Command::new(python())
+        .args([script.to_str().unwrap(), &url, &token, tool, &arguments.to_string(), expected])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts the Python client");
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the Python client did not finish within {WAIT:?}"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && text.contains("client: ok"), "the Python client failed:\n{text}");
 }
 
 fn node_id(testnet: &Testnet, index: usize) -> String {
@@ -172,6 +196,7 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
     let result = call(&testnet, 2, "notes.lookup", json!({ "key": "k1" })).await;
     assert_eq!(result["isError"], false, "{result}");
     assert_eq!(text_of(&result), "note k1 from mesh", "{result}");
+    sdk_client_calls(&testnet, 2, "notes.lookup", json!({ "key": "k1" }), "note k1 from mesh").await;
     let host = &result["_meta"]["zeromesh/host"];
     assert_eq!(host["nodeId"], node_id(&testnet, 0), "{result}");
     assert_eq!(host["offloaded"], true, "{result}");

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use rmcp::model::{CallToolResult, ContentBlock, MetaObject};
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject, ResultType};
 
 use super::mcp::{ERROR_META_KEY, HOST_META_KEY, RECEIPT_META_KEY, USAGE_META_KEY};
 use super::{ApiState, RpcError};
@@ -71,11 +71,7 @@ pub async fn call(
         }
     }
     let answer = match served.outcome.outcome {
-        Ok(result) if served.outcome.mcp_result => {
-            serde_json::from_value::<CallToolResult>(result).unwrap_or_else(|error| {
-                CallToolResult::error(vec![ContentBlock::text(format!("the server's result does not decode: {error}"))])
-            })
-        }
+        Ok(result) if served.outcome.mcp_result => server_result(result),
         Ok(result) => CallToolResult::structured(result),
         Err(error @ ToolError::InvalidArguments { .. }) => {
             return Err(RpcError::invalid_params(error.to_string(), None))
@@ -89,6 +85,22 @@ pub async fn call(
         meta.insert(USAGE_META_KEY.to_owned(), usage_meta(metered));
     }
     Ok(if meta.is_empty() { answer } else { answer.with_meta(Some(meta)) })
+}
+
+/// A federated server's `tools/call` result, as this node answers it. The
+/// host speaks to its server in whichever era the server offers, and a
+/// handshake-era result has no `resultType`; it is complete all the same
+/// (anything else does not decode), and 2026-07-28 clients need it said.
+fn server_result(result: Value) -> CallToolResult {
+    match serde_json::from_value::<CallToolResult>(result) {
+        Ok(mut result) => {
+            result.result_type = Some(ResultType::COMPLETE);
+            result
+        }
+        Err(error) => {
+            CallToolResult::error(vec![ContentBlock::text(format!("the server's result does not decode: {error}"))])
+        }
+    }
 }
 
 /// How a metered call was counted, as its result's `_meta` shows it.
@@ -113,6 +125,18 @@ pub fn usage_json(usage: &Usage) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_result_without_a_result_type_is_answered_as_complete() {
+        let handshake_era = json!({ "content": [{ "type": "text", "text": "note k1" }], "isError": false });
+        let answered = serde_json::to_value(server_result(handshake_era)).unwrap();
+        assert_eq!(answered["resultType"], "complete", "{answered}");
+        assert_eq!(answered["content"][0]["text"], "note k1", "{answered}");
+        let unfinished = json!({ "resultType": "input_required", "inputRequests": {} });
+        let answered = serde_json::to_value(server_result(unfinished)).unwrap();
+        assert_eq!(answered["isError"], true, "{answered}");
+        assert_eq!(answered["resultType"], "complete", "{answered}");
+    }
 
     #[test]
     fn tools_list_pages_cover_every_tool_once_and_refuse_foreign_cursors() {
