@@ -70,7 +70,9 @@ where
 /// first connection. The node says itself when a join keeps failing and why
 /// (`cluster::membership::join`), and the module's only other warning is
 /// about record replication, which zeromesh does not use: errors only.
-pub const DEFAULT_LOG_FILTER: &str = "warn,openraft=off,libp2p_kad::behaviour=error";
+/// What federated servers write to their stderr is logged at info, under
+/// its own target, and shown.
+pub const DEFAULT_LOG_FILTER: &str = "warn,zeromesh::federated_server=info,openraft=off,libp2p_kad::behaviour=error";
 
 /// Starts logging to stderr in `format`, filtered by `ZEROMESH_LOG`
 /// (tracing's `EnvFilter` syntax; default [`DEFAULT_LOG_FILTER`]).

@@ -274,6 +274,20 @@ async fn a_federated_server_is_served_from_every_node_supervised_and_leaves_no_p
     let here = listed_server(&testnet, 0, "notes").await.unwrap()["here"].clone();
     assert_eq!(here["serving"], false, "{here}");
     assert!(here["restarts"].as_u64().unwrap() >= 1, "its host keeps trying to start it: {here}");
+    // Why, in the server's own words: its stderr, in the host's log (and
+    // not in the API's answer, which any token may read).
+    let reason = wait_until("the host to point at the server's stderr", WAIT, || async {
+        let here = listed_server(&testnet, 0, "notes").await?["here"].clone();
+        let health = here["health"].as_str()?.to_owned();
+        health.contains("what it wrote to its stderr is in this node's log").then_some(health)
+    })
+    .await
+    .unwrap();
+    assert!(!reason.contains("told to stay down"), "{reason}");
+    let log = std::fs::read_to_string(testnet.nodes[0].data_dir.join("node.log")).unwrap();
+    let said = |what: &str| log.lines().any(|line| line.contains(what) && line.contains("notes: told to stay down"));
+    assert!(said("zeromesh::federated_server"), "the host logs the server's stderr by default");
+    assert!(said("federated server unhealthy"), "the host's log repeats the server's last words where it says why");
     std::fs::remove_file(server_folder(&testnet, 0, "notes").join("down")).unwrap();
     wait_until("notes to recover by itself", WAIT, || async {
         sees_serving(&testnet, 2, "notes", &node_id(&testnet, 0)).await.filter(|serving| *serving)

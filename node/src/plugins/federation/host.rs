@@ -9,9 +9,13 @@
 //! variables and secrets), in its own folder under the node's data
 //! folder, with `RLIMIT_AS` when the registration sets a memory limit. It
 //! is killed with its whole group when it is stopped, and by the kernel
-//! when the node dies (`PR_SET_PDEATHSIG`).
+//! when the node dies (`PR_SET_PDEATHSIG`). What it writes to its stderr
+//! goes to the node's log, line by line and named by the server, and its
+//! last lines are repeated in the log's line that says why it failed. The
+//! API's health reason (which any token may read) only says that they are
+//! there: a server's output may hold what it should not show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +24,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::{RoleClient, RunningService, ServiceError as McpError};
 use rmcp::ServiceExt;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use zeromesh_protocol::limits::{
     MAX_FEDERATED_SECRET_BYTES, MAX_FEDERATED_TOOLS, MAX_FEDERATED_TOOL_DEFINITION_BYTES, MAX_PLUGIN_NAME_BYTES,
@@ -41,6 +46,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const EXIT_POLL: Duration = Duration::from_millis(100);
 /// Variables of the node's environment a child process keeps.
 const KEPT_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
+/// The last lines of a child's stderr kept for its failure's reason, and
+/// how much of each.
+const TAIL_LINES: usize = 5;
+const TAIL_LINE_BYTES: usize = 240;
+/// Longest piece of a child's stderr read as one line; a longer line is
+/// logged in pieces of this size.
+const STDERR_LINE_BYTES: u64 = 16 * 1024;
+/// The log target of a child's stderr lines, on by default
+/// ([`crate::logging::DEFAULT_LOG_FILTER`]).
+const STDERR_TARGET: &str = "zeromesh::federated_server";
+/// How long a failed start waits for the rest of its child's stderr.
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 /// One tool of a hosted server as the mesh offers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,23 +233,88 @@ fn child_command(
     Ok(command)
 }
 
-/// Connects to the server: spawns it, or opens its URL; then the MCP handshake.
-async fn connect(server: &ServerRegistration, folder: &Path) -> Result<(Client, Option<u32>), String> {
+/// The last lines a child process wrote to its stderr, shared with the
+/// task that reads it.
+#[derive(Debug, Clone, Default)]
+struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn lines(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, line: &str) {
+        let mut end = line.len().min(TAIL_LINE_BYTES);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        let kept = if end < line.len() { format!("{}...", &line[..end]) } else { line.to_owned() };
+        let mut lines = self.lines();
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(kept);
+    }
+
+    /// The kept lines, joined, if there are any.
+    fn summary(&self) -> Option<String> {
+        let lines = self.lines();
+        (!lines.is_empty()).then(|| lines.iter().map(String::as_str).collect::<Vec<_>>().join(" | "))
+    }
+}
+
+/// Reads a child's stderr until it closes: each line into the node's log,
+/// the last few into `tail`.
+async fn read_stderr(server: String, stderr: impl tokio::io::AsyncRead + Unpin, tail: StderrTail) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(STDERR_LINE_BYTES).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            tracing::info!(target: STDERR_TARGET, %server, output = %text, "stderr");
+            tail.push(text);
+        }
+    }
+}
+
+/// Connects to the server: spawns it (its stderr's last lines into
+/// `tail`), or opens its URL; then the MCP handshake. The client, and a
+/// child's pid.
+async fn connect(
+    server: &ServerRegistration,
+    folder: &Path,
+    tail: &StderrTail,
+) -> Result<(Client, Option<u32>), String> {
     match &server.transport {
         ServerTransport::Stdio { command } => {
             std::fs::create_dir_all(folder).map_err(|error| format!("{}: {error}", folder.display()))?;
             let command = child_command(server, command, folder)?;
             let spawned = on_spawner_thread(move || {
-                rmcp::transport::TokioChildProcess::builder(command).stderr(std::process::Stdio::inherit()).spawn()
+                rmcp::transport::TokioChildProcess::builder(command).stderr(std::process::Stdio::piped()).spawn()
             })
             .await;
-            let (transport, _) = spawned
+            let (transport, stderr) = spawned
                 .and_then(|spawned| spawned)
                 .map_err(|error| format!("could not start {:?}: {error}", server.name))?;
             let pid = transport.id();
-            // A failed handshake drops the transport, which kills the child.
-            let client = ().serve(transport).await.map_err(|error| format!("the MCP handshake failed: {error}"))?;
-            Ok((client, pid))
+            let reader = stderr.map(|stderr| tokio::spawn(read_stderr(server.name.clone(), stderr, tail.clone())));
+            // A failed handshake drops the transport, which kills the child;
+            // what it wrote last is waited for (briefly) to be read.
+            match ().serve(transport).await {
+                Ok(client) => Ok((client, pid)),
+                Err(error) => {
+                    if let Some(reader) = reader {
+                        let _ = tokio::time::timeout(STDERR_DRAIN, reader).await;
+                    }
+                    Err(format!("the MCP handshake failed: {error}"))
+                }
+            }
         }
         ServerTransport::Http { url, bearer } => {
             // reqwest's rustls needs a process-wide provider: the node's (ring).
@@ -369,8 +451,9 @@ impl Host {
         let mut backoff = RESTART_MIN;
         while !*stop.borrow() {
             self.update(|state| state.health = Health::Starting);
+            let tail = StderrTail::default();
             let connected = tokio::select! {
-                connected = tokio::time::timeout(START_TIMEOUT, connect(&registration, &folder)) => {
+                connected = tokio::time::timeout(START_TIMEOUT, connect(&registration, &folder, &tail)) => {
                     connected.unwrap_or_else(|_| Err(format!("no handshake within {} s", START_TIMEOUT.as_secs())))
                 }
                 _ = stop.changed() => break,
@@ -399,7 +482,14 @@ impl Host {
                 }
                 Err(reason) => reason,
             };
-            tracing::warn!(server = %registration.name, %reason, retry_ms = backoff.as_millis() as u64, "federated server unhealthy");
+            let output = tail.summary();
+            let retry_ms = backoff.as_millis() as u64;
+            let last_output = output.as_deref().unwrap_or("");
+            tracing::warn!(server = %registration.name, %reason, last_output, retry_ms, "federated server unhealthy");
+            let reason = match output {
+                Some(_) => format!("{reason} (what it wrote to its stderr is in this node's log)"),
+                None => reason,
+            };
             self.update(|state| {
                 state.health = Health::Unhealthy(reason);
                 state.restarts += 1;
@@ -590,6 +680,22 @@ impl Host {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_child_s_last_stderr_lines_are_kept_bounded() {
+        let tail = StderrTail::default();
+        assert_eq!(tail.summary(), None, "nothing written");
+        let long = "é".repeat(STDERR_LINE_BYTES as usize);
+        let written = format!("one\n\ntwo\r\n{long}\nthree\nfour\nfive\nsix");
+        read_stderr("notes".into(), written.as_bytes(), tail.clone()).await;
+        let lines: Vec<String> = tail.lines().iter().cloned().collect();
+        // The 32 KiB line is read in two pieces; the last five lines stay.
+        assert_eq!(lines.len(), TAIL_LINES, "{lines:?}");
+        assert!(lines[0].starts_with('é') && lines[0].ends_with("...") && lines[0].len() <= TAIL_LINE_BYTES + 3);
+        assert_eq!(lines[1..], ["three", "four", "five", "six"]);
+        let summary = tail.summary().unwrap();
+        assert!(summary.starts_with('é') && summary.ends_with("... | three | four | five | six"), "{summary}");
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
