@@ -4,7 +4,7 @@
 //! the first test rewrite the seed corpus from what it generates.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -28,8 +28,12 @@ type Inputs = Vec<(String, Vec<u8>)>;
 /// How long the snapshot's node may take to elect itself and to snapshot.
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The checkout under test (cargo and nextest say where `node/` is when they
+/// run a test; the binary may come from another clone).
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("node/ is in the repository").to_owned()
+    let package =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    package.parent().expect("node/ is in the repository").to_owned()
 }
 
 fn decoder(target: &str) -> zeromesh::fuzzing::Decoder {

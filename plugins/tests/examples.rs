@@ -2,7 +2,7 @@
 //! Debian's clang and lld, WAT with the `wat` crate), signed and run.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -13,8 +13,12 @@ use zeromesh_plugins::{
 };
 use zeromesh_protocol::MemoryPath;
 
+/// `examples/` of the checkout under test (cargo and nextest say where it
+/// is when they run a test; the binary may come from another clone).
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+    let package =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    package.join("examples")
 }
 
 fn load(host: &PluginHost, wasm: Vec<u8>, manifest_file: &str, granted: &[Capability]) -> LoadedPlugin {

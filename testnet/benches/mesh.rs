@@ -331,7 +331,7 @@ async fn advert_spread(testnet: &Testnet, rounds: usize) -> Vec<Duration> {
 /// folder holding the publisher key (`publisher.key`).
 fn install_echo_plugin(testnet: &Testnet, node: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let examples = zeromesh_testnet::package_dir().join("../plugins/examples");
     let module = dir.path().join("echo.wasm");
     std::fs::write(&module, wat::parse_file(examples.join("echo.wat")).expect("echo.wat compiles")).unwrap();
     let key = dir.path().join("publisher.key");

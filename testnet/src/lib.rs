@@ -123,6 +123,15 @@ pub struct Testnet {
     namespaces: Option<netns::Namespaces>,
 }
 
+/// This package's folder in the checkout under test: `CARGO_MANIFEST_DIR` as
+/// cargo or nextest sets it when running a test or bench, else where the
+/// binary was built. The build directory is shared by every clone on a
+/// machine, so a binary may have been built in another clone of the same
+/// commit, since gone.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The `zeromesh` binary: `$ZEROMESH_BIN`, or the one cargo built next to
 /// this test executable (or this binary, the nemesis).
 pub fn zeromesh_binary() -> anyhow::Result<PathBuf> {

@@ -126,7 +126,7 @@ impl Parties {
 
     /// Installs `plugins/examples/{name}.wat`, as [`Parties::install`].
     pub fn install_example(&self, name: &str, install_flags: &[&str]) -> String {
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+        let examples = crate::package_dir().join("../plugins/examples");
         self.install(&examples.join(format!("{name}.wat")), &examples.join(format!("{name}.json")), install_flags)
     }
 

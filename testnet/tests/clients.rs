@@ -30,7 +30,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn clients_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+    zeromesh_testnet::package_dir().join("tests/clients")
 }
 
 fn required_env(name: &str) -> String {

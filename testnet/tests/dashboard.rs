@@ -30,7 +30,7 @@ impl Browser {
         }));
         let chromium = std::env::var("ZEROMESH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         assert!(Path::new(&chromium).exists(), "{chromium} is missing: scripts/setup.sh installs Debian's chromium");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+        let script = zeromesh_testnet::package_dir().join("tests/browser/dashboard.mjs");
         // Next to its node_modules, so that `import "playwright-core"` resolves.
         std::fs::copy(&script, playwright.join("dashboard.mjs")).unwrap();
         let mut child = tokio::process::Command::new("node")

@@ -15,7 +15,7 @@ use std::process::Command;
 use zeromesh_testnet::{cli, connect_when_known, http_request, zeromesh_binary, Testnet, TestnetOptions};
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    zeromesh_testnet::package_dir().join("../deploy")
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn major_minor(version: &str) -> (u32, u32) {
 
 #[test]
 fn the_rust_the_readme_and_the_image_name_builds_every_locked_dependency() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = zeromesh_testnet::package_dir().join("..");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let declared = manifest
         .lines()

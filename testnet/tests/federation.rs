@@ -34,7 +34,7 @@ fn python() -> String {
 }
 
 fn fixture() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/notes_server.py");
+    let path = zeromesh_testnet::package_dir().join("fixtures/notes_server.py");
     path.to_str().unwrap().to_owned()
 }
 
@@ -42,7 +42,7 @@ fn fixture() -> String {
 /// client, in the 2026-07-28 era and in the handshake era, and checks that
 /// its text is `expected` (`tests/clients/python_federated_call.py`).
 async fn sdk_client_calls(testnet: &Testnet, index: usize, tool: &str, arguments: Value, expected: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_federated_call.py");
+    let script = zeromesh_testnet::package_dir().join("tests/clients/python_federated_call.py");
     let url = format!("http://{}/mcp", testnet.nodes[index].address.api.trim_start_matches("ws://"));
     let token = testnet.admin_token.clone().unwrap();
     let child = tokio::process::Command::new(python())

@@ -27,7 +27,7 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 fn examples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples")
+    zeromesh_testnet::package_dir().join("../plugins/examples")
 }
 
 /// A plugin whose one tool, `spin`, loops forever.

@@ -22,7 +22,7 @@ const CALL_TIMEOUT_MS: u64 = 2_000;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn fixture() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/notes_server.py");
+    let path = zeromesh_testnet::package_dir().join("fixtures/notes_server.py");
     path.to_str().expect("a UTF-8 path").to_owned()
 }
 
