@@ -43,7 +43,7 @@ pub enum PluginCommand {
     /// expiry, and with --trust whether its publisher is trusted.
     Verify {
         package: PathBuf,
-        /// A trusted publisher key (64 hex digits); repeatable.
+        /// A trusted publisher key (64 hex digits, or a FILE.pub); repeatable.
         #[arg(long = "trust")]
         trusted: Vec<String>,
     },
@@ -286,7 +286,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
                 // Without a trusted set, check everything but trust.
                 vec![decoded.publisher()]
             } else {
-                trusted.iter().map(|key| PublisherKey::parse(key)).collect::<Result<Vec<_>, _>>()?
+                let parse =
+                    |key: &String| -> anyhow::Result<PublisherKey> { Ok(PublisherKey::parse(&publisher_arg(key)?)?) };
+                trusted.iter().map(parse).collect::<anyhow::Result<Vec<_>>>()?
             };
             let verified = decoded.verify(&trusted, now_ms())?;
             let manifest = &verified.manifest;

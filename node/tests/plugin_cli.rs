@@ -46,6 +46,13 @@ fn a_publisher_signs_a_package_that_verifies_and_a_changed_byte_is_refused() {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(text(&verify.stdout).contains("ok: echo 1.0.0"));
     assert!(text(&verify.stdout).contains("capabilities: log"));
+    // The key's file, as `plugin trust` takes it; a mistyped one is named.
+    let from_file = zeromesh(dir.path(), &["plugin", "verify", "echo.zmp", "--trust", "publisher.key.pub"]);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    let missing = zeromesh(dir.path(), &["plugin", "verify", "echo.zmp", "--trust", "publisher.pub"]);
+    assert!(!missing.status.success());
+    let said = text(&missing.stderr);
+    assert!(said.contains("\"publisher.pub\" is neither a publisher key") && !said.contains("package"), "{said}");
 
     let stranger = "00".repeat(32);
     let untrusted = zeromesh(dir.path(), &["plugin", "verify", "echo.zmp", "--trust", &stranger]);
