@@ -173,6 +173,24 @@ pub fn cli_as(token: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Runs `command` to its end within `limit` (killed past it), its stdout
+/// and stderr captured: whether it succeeded, and both outputs, stdout
+/// first.
+pub async fn run_within(mut command: Command, limit: Duration) -> anyhow::Result<(bool, String)> {
+    let program = format!("{:?}", command.as_std().get_program());
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("{program} did not finish within {limit:?}"))??;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    Ok((output.status.success(), text))
+}
+
 /// Signs a plugin module with a manifest and publisher key through the
 /// command line, as a publisher would, writing the package to `out`.
 pub fn sign_plugin(module: &Path, manifest: &Path, key: &Path, out: &Path) -> anyhow::Result<()> {

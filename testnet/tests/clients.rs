@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use zeromesh_testnet::{Testnet, TestnetOptions};
+use zeromesh_testnet::{run_within, Testnet, TestnetOptions};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// One revision's whole conformance run (about fifty scenarios).
@@ -40,20 +40,10 @@ fn required_env(name: &str) -> String {
 }
 
 async fn run_client(program: &str, args: &[&str], current_dir: &Path) {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(current_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {program}: {error}"));
-    let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within {CLIENT_TIMEOUT:?}"))
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && text.contains("client: ok"), "{program} {args:?} failed:\n{text}");
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).current_dir(current_dir);
+    let (succeeded, text) = run_within(command, CLIENT_TIMEOUT).await.unwrap_or_else(|error| panic!("{error:#}"));
+    assert!(succeeded && text.contains("client: ok"), "{program} {args:?} failed:\n{text}");
 }
 
 /// Runs a client script copied into `dir`, whose node_modules it resolves.
@@ -161,29 +151,18 @@ async fn the_conformance_suite_passes_both_revisions_but_the_listed_scenarios() 
     ] {
         let expected = clients_dir().join(format!("conformance-{revision}-expected-failures.yml"));
         let results = tempfile::tempdir().unwrap();
-        let child = tokio::process::Command::new(&node22)
-            .arg(&cli)
-            .args([
-                "server",
-                "--url",
-                &url,
-                "--requirements",
-                revision,
-                "--expected-failures",
-                expected.to_str().unwrap(),
-            ])
-            .current_dir(results.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the conformance suite starts");
-        let output = tokio::time::timeout(SUITE_TIMEOUT, child.wait_with_output())
-            .await
-            .expect("the conformance suite finishes in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{revision}: unexpected failures or a stale baseline:\n{text}");
+        let mut command = tokio::process::Command::new(&node22);
+        command.arg(&cli).current_dir(results.path()).args([
+            "server",
+            "--url",
+            &url,
+            "--requirements",
+            revision,
+            "--expected-failures",
+            expected.to_str().unwrap(),
+        ]);
+        let (succeeded, text) = run_within(command, SUITE_TIMEOUT).await.expect("the conformance suite runs");
+        assert!(succeeded, "{revision}: unexpected failures or a stale baseline:\n{text}");
         for scenario in must_pass {
             assert!(text.contains(&format!("✓ {scenario}:")), "{revision}: {scenario} did not pass:\n{text}");
         }

@@ -10,13 +10,12 @@
 //! registration.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use zeromesh_protocol::limits::{MAX_OFFLOAD_SENT_IN_FLIGHT, MAX_OFFLOAD_SERVED_IN_FLIGHT};
 use zeromesh_testnet::parties::Parties;
-use zeromesh_testnet::{cli_as, connect_when_known, http_request, wait_until, Testnet, TestnetOptions};
+use zeromesh_testnet::{cli_as, connect_when_known, http_request, run_within, wait_until, Testnet, TestnetOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The health settings the servers are registered with: a check every
@@ -45,19 +44,10 @@ async fn sdk_client_calls(testnet: &Testnet, index: usize, tool: &str, arguments
     let script = zeromesh_testnet::package_dir().join("tests/clients/python_federated_call.py");
     let url = format!("http://{}/mcp", testnet.nodes[index].address.api.trim_start_matches("ws://"));
     let token = testnet.admin_token.clone().unwrap();
-    let child = tokio::process::Command::new(python())
-        .args([script.to_str().unwrap(), &url, &token, tool, &arguments.to_string(), expected])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts the Python client");
-    let output = tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("the Python client did not finish within {WAIT:?}"))
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && text.contains("client: ok"), "the Python client failed:\n{text}");
+    let mut command = tokio::process::Command::new(python());
+    command.args([script.to_str().unwrap(), &url, &token, tool, &arguments.to_string(), expected]);
+    let (succeeded, text) = run_within(command, WAIT).await.unwrap_or_else(|error| panic!("{error:#}"));
+    assert!(succeeded && text.contains("client: ok"), "the Python client failed:\n{text}");
 }
 
 fn node_id(testnet: &Testnet, index: usize) -> String {
