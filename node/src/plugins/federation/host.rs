@@ -46,8 +46,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const EXIT_POLL: Duration = Duration::from_millis(100);
 /// Variables of the node's environment a child process keeps.
 const KEPT_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"];
-/// The last lines of a child's stderr kept for its failure's reason, and
-/// how much of each.
+/// The last lines of a child's stderr kept to repeat in the log line that
+/// says why it failed, and how much of each.
 const TAIL_LINES: usize = 5;
 const TAIL_LINE_BYTES: usize = 240;
 /// Longest piece of a child's stderr read as one line; a longer line is
